@@ -1,0 +1,1 @@
+"""The Mininet emulator of fl-crb (not built yet: see `fl-crb emulate`)."""

@@ -1,0 +1,5 @@
+import sys
+
+from fl_crb.cli import main
+
+sys.exit(main())
