@@ -1,0 +1,1 @@
+"""The `fl-crb` subcommands, one module each with `register(subparsers)` and `run(args)`."""

@@ -1,0 +1,47 @@
+"""`fl-crb simulate`: run a baseline policy in the slotted simulator and print metrics."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from fl_crb.commands.common import add_topology_arguments, load_topology_arguments
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    from fl_crb.policies.baselines import BASELINES
+
+    simulate = commands.add_parser("simulate", help="run a policy in the slotted simulator")
+    add_topology_arguments(simulate)
+    simulate.add_argument("--policy", required=True, choices=sorted(BASELINES))
+    simulate.add_argument("--slots", type=int, default=100, help="arrival slots per episode")
+    simulate.add_argument("--episodes", type=int, default=1)
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--json", action="store_true", help="print one JSON object")
+    simulate.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fl_crb.mec.simulator import MECSimulator
+    from fl_crb.policies.baselines import make_baseline
+    from fl_crb.policies.evaluation import evaluate_policy
+
+    topology = load_topology_arguments(args)
+    params = topology.mec_params()
+    terminals = topology.terminal_count
+    simulator = MECSimulator(params, terminals)
+    policy = make_baseline(args.policy, params, terminals, seed=args.seed)
+    metrics = evaluate_policy(simulator, policy, args.episodes, args.slots, args.seed)
+    report = {
+        "topology": topology.name,
+        "terminals": terminals,
+        "policy": args.policy,
+        "episodes": args.episodes,
+        **metrics.as_dict(),
+    }
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for key, value in report.items():
+            print(f"{key:>13}: {value:.4g}" if isinstance(value, float) else f"{key:>13}: {value}")
+    return 0
