@@ -123,6 +123,18 @@ class MECSimulator:
         """Per action: 1 if it offloads (needs the uplink), else 0."""
         self._resource_offset = self._uses_uplink * terminals
         """Per action: offset of the resource it takes in `_free_from`."""
+        self._deadline_slots = self.terminal.deadline_slots
+        self._deadline_entry = (
+            (self._deadline_slots - 1) * 4 * terminals
+            + _DEADLINE * terminals
+            + np.arange(terminals)
+        )
+        """Flat calendar index of each terminal's deadline entry for a task of slot 0."""
+        self._largest_action = np.uint64(self.edges)
+        self._calendar_row_stride = np.int64(4 * terminals)
+        self._terminal_count = np.int64(terminals)
+        self._queue_base = np.arange(terminals) * self.edges - 1
+        """Flat queue index of terminal d's queue at edge e is queue_base[d] + e."""
         self._edge_of_queue = np.tile(np.arange(self.edges), terminals)
         self._edge_bits_per_slot = self.terminal.edge_bits_per_slot.reshape(-1)
         self._seed = seed
@@ -152,14 +164,14 @@ class MECSimulator:
                 )
             if np.any(task_bits < 0) or not np.all(np.isfinite(task_bits)):
                 raise ValueError("task_bits must be finite and >= 0 (0 means no task)")
-            self._arrivals = task_bits
             self._arrival_slots: int | None = task_bits.shape[0]
         else:
             self._arrival_slots = arrival_slots
             block = ARRIVAL_BLOCK_SLOTS if arrival_slots is None else arrival_slots
-            self._arrivals = draw_arrivals(self.terminal, block, self._rng)
-        self._arrivals_offset = 0
+            task_bits = draw_arrivals(self.terminal, block, self._rng)
+        self._load_arrivals(task_bits, first_slot=0)
         self._no_arrivals = np.zeros(d)
+        self._no_work = np.zeros(2 * d, dtype=np.int64)
 
         self.slot = 0
         self.log = TaskLog(capacity=max(1024, int(self._arrivals.size * 0.1)))
@@ -212,22 +224,36 @@ class MECSimulator:
         self.observations = self._observe()
         return SlotEvents(t, resolved, edge_load, self.log, self.drop_reward)
 
-    def _arrival_row(self, t: int) -> np.ndarray:
-        if self._arrival_slots is not None and t >= self._arrival_slots:
-            return self._no_arrivals
-        index = t - self._arrivals_offset
-        if index >= self._arrivals.shape[0]:
-            self._arrivals = draw_arrivals(self.terminal, ARRIVAL_BLOCK_SLOTS, self._rng)
-            self._arrivals_offset, index = t, 0
-        return self._arrivals[index]
+    def _load_arrivals(self, task_bits: np.ndarray, first_slot: int) -> None:
+        """Take a block of arrivals from `first_slot` on, with what admission needs of
+        each task precomputed for the whole block at once: whether it exists and the
+        whole slots of work it needs on the local CPU and on the uplink."""
+        self._arrivals = task_bits
+        self._arrivals_offset = first_slot
+        self._has_task = task_bits > 0
+        slot, terminal = self._has_task.nonzero()
+        bits = task_bits[slot, terminal] - EPSILON_BITS
+        self._work_slots = np.zeros((task_bits.shape[0], 2 * self.terminals), dtype=np.int64)
+        for resource in (terminal, terminal + self.terminals):  # local CPU, then uplink
+            self._work_slots[slot, resource] = np.ceil(bits * self._inverse_bits_per_slot[resource])
 
     def _observe(self) -> Observations:
         t = self.slot
-        task_bits = self._arrival_row(t)
+        index = t - self._arrivals_offset
+        if self._arrival_slots is not None and t >= self._arrival_slots:
+            task_bits, has_task, self._work_row = self._no_arrivals, self._no_arrivals > 0, None
+        else:
+            if index >= self._arrivals.shape[0]:
+                self._load_arrivals(
+                    draw_arrivals(self.terminal, ARRIVAL_BLOCK_SLOTS, self._rng), first_slot=t
+                )
+                index = 0
+            task_bits, has_task = self._arrivals[index], self._has_task[index]
+            self._work_row = self._work_slots[index]
         waits = np.maximum(self._free_from - t, 0).reshape(2, self.terminals)
         return Observations(
             slot=t,
-            has_task=task_bits > 0,
+            has_task=has_task,
             task_bits=task_bits,
             local_wait_slots=waits[_LOCAL],
             uplink_wait_slots=waits[_UPLINK],
@@ -251,15 +277,13 @@ class MECSimulator:
             return
         chosen = self._chosen_actions(actions, arriving)
         # Viewed as unsigned, a negative action is huge: one comparison finds both kinds.
-        if np.count_nonzero(chosen.view(np.uint64) > self.edges):
+        if np.count_nonzero(chosen.view(np.uint64) > self._largest_action):
             raise self._invalid_action(chosen, arriving)
         uplink = self._uses_uplink[chosen]
         resource = arriving + self._resource_offset[chosen]
-        sizes = self.observations.task_bits[arriving]
-        after_deadline = self.terminal.deadline_slots[arriving] + t
+        after_deadline = self._deadline_slots[arriving] + t
         start = np.maximum(self._free_from[resource], t)
-        work_slots = np.ceil((sizes - EPSILON_BITS) * self._inverse_bits_per_slot[resource])
-        after_end = start + work_slots.astype(np.int64)
+        after_end = start + self._work_row[resource]
         free_from = np.minimum(after_end, after_deadline)
         self._free_from[resource] = free_from
         lost = after_end + uplink > after_deadline
@@ -267,22 +291,22 @@ class MECSimulator:
         release = free_from - 1
         resolve = release.copy()
         resolve[joins] = UNRESOLVED
+        sizes = self.observations.task_bits[arriving]
         ids = self.log.append(t, arriving, sizes, chosen, resolve, lost)
         if self._queue_of_task.size < self.log.capacity:
             self._grow_task_arrays()
-        self._queue_of_task[ids] = arriving * self.edges + (chosen - 1)
+        self._queue_of_task[ids] = self._queue_base[arriving] + chosen
         # Local tasks resolve at `release`, lost transfers at their deadline (== release),
         # joining transfers enter their edge queue in the slot after their last bit
-        # (`free_from`). Entries go to the flat calendar [slot mod (τ+1), channel, terminal].
-        channel = uplink + joins  # _LOCAL_DONE, _UPLINK_DROP or _EDGE_JOIN
-        event_slot = release + joins
-        row_stride = 4 * self.terminals
+        # (`free_from`). The flat calendar is [slot mod (τ+1), channel, terminal]: an
+        # entry's flat index is (slot · 4D + channel · D + terminal) mod its size.
+        stride = self._calendar_row_stride
         calendar = self._calendar.reshape(-1)
-        calendar[
-            (event_slot % self._calendar_slots) * row_stride + channel * self.terminals + arriving
-        ] = ids
-        deadline_row = (after_deadline - 1) % self._calendar_slots
-        calendar[deadline_row * row_stride + (_DEADLINE * self.terminals) + arriving] = ids
+        # channel · D + terminal: resource is (uplink · D + terminal), joins add one more D.
+        event_index = (release + joins) * stride + resource + joins * self._terminal_count
+        calendar[event_index % calendar.size] = ids
+        deadline_index = self._deadline_entry[arriving] + t * stride
+        calendar[deadline_index % calendar.size] = ids
 
     def _grow_task_arrays(self) -> None:
         """Follow the task log's growth with the per-task arrays."""
@@ -330,7 +354,7 @@ class MECSimulator:
     def _compute_at_edges(self, t: int) -> tuple[np.ndarray, np.ndarray]:
         """Step 3: each active queue's head gets S_e / Q_e(t) bits; returns Q_e(t) and
         the ids of the tasks that finished."""
-        active = self._head_bits.nonzero()[0]
+        active = (self._head_bits > 0.0).nonzero()[0]  # far faster than float nonzero
         if active.size == 0:
             return np.zeros(self.edges, dtype=np.int64), active
         edge = self._edge_of_queue[active]

@@ -15,7 +15,8 @@ from fl_crb.mec.params import TerminalArrays
 def draw_arrivals(terminal: TerminalArrays, slots: int, rng: np.random.Generator) -> np.ndarray:
     """Task sizes in bits, float[slots, D], 0 where no task arrives."""
     terminals = terminal.task_probability.size
-    arrives = rng.random((slots, terminals)) < terminal.task_probability
-    span = terminal.task_size_max_bits - terminal.task_size_min_bits
-    sizes = terminal.task_size_min_bits + span * rng.random((slots, terminals))
-    return np.where(arrives, sizes, 0.0)
+    sizes = np.zeros((slots, terminals))
+    slot, who = (rng.random((slots, terminals)) < terminal.task_probability).nonzero()
+    low, high = terminal.task_size_min_bits[who], terminal.task_size_max_bits[who]
+    sizes[slot, who] = low + (high - low) * rng.random(slot.size)
+    return sizes
