@@ -345,11 +345,13 @@ class MECSimulator:
         # gone (or the scratch entry), whose link is never read again.
         self._next_in_queue[self._tail_task[queues]] = ids
         self._tail_task[queues] = ids
-        head_bits = self._head_bits[queues]
-        idle = head_bits == 0.0
-        self._head_bits[queues] = np.where(idle, sizes, head_bits)
-        self._head_task[queues] = np.where(idle, ids, self._head_task[queues])
-        self._backlog_bits[queues] += np.where(idle, 0.0, sizes)
+        busy = self._head_bits[queues] > 0.0
+        if np.count_nonzero(busy):
+            self._backlog_bits[queues[busy]] += sizes[busy]
+            idle = ~busy
+            queues, ids, sizes = queues[idle], ids[idle], sizes[idle]
+        self._head_task[queues] = ids
+        self._head_bits[queues] = sizes
 
     def _compute_at_edges(self, t: int) -> tuple[np.ndarray, np.ndarray]:
         """Step 3: each active queue's head gets S_e / Q_e(t) bits; returns Q_e(t) and
