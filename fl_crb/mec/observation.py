@@ -2,8 +2,8 @@
 
 A terminal with a new task sees its own task and queues and the edges' broadcast load
 counts, never another terminal's tasks or queues. The simulator fills one
-`Observations` per slot for all terminals at once; rows of terminals without a task are
-zero and must be ignored (`has_task` is False there).
+`Observations` per slot for all terminals at once. A terminal without a task
+(`has_task` False) has task size 0; its waits and queued bits are still its real state.
 """
 
 from __future__ import annotations
