@@ -6,10 +6,12 @@ SHELL := /bin/bash
 SYSTEM_PYTHON := /usr/bin/python3
 VENV := .venv
 PYTHON := $(VENV)/bin/python
-APT_PACKAGES := python3 python3-venv python3-pip mininet bridge-utils iperf3 iptables iputils-ping
+# gcc, libc6-dev and libnetfilter-queue-dev build the emulator's delay daemon (emulation/delayd.c).
+APT_PACKAGES := python3 python3-venv python3-pip mininet bridge-utils iperf3 iptables iputils-ping \
+	gcc libc6-dev libnetfilter-queue-dev
 TOPO ?= four-edge
 
-.PHONY: install system-deps test test-slow lint emulate bench
+.PHONY: install system-deps test test-slow lint emulate bench clean-net
 
 system-deps:
 	@command -v dpkg-query >/dev/null || { echo "not a Debian system: install $(APT_PACKAGES) by hand"; exit 0; }; \
@@ -43,3 +45,7 @@ bench: install
 
 emulate: install
 	$(VENV)/bin/fl-crb emulate --topology topologies/$(TOPO).yaml
+
+## Remove what a killed emulation left behind (bridges, iptables chains, delay daemons).
+clean-net: install
+	$(VENV)/bin/fl-crb netcheck --cleanup

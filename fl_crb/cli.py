@@ -10,10 +10,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from fl_crb.commands import emulate, simulate
+from fl_crb.commands import emulate, netcheck, simulate
 from fl_crb.topology import TopologyError
 
-SUBCOMMANDS = (simulate, emulate)
+SUBCOMMANDS = (simulate, emulate, netcheck)
 """Command modules, in the order `fl-crb --help` lists them."""
 
 
