@@ -34,7 +34,7 @@ PAPER = MECParams(
     history_slots=10,
 )
 TERMINAL_SLOTS_PER_RUN = 2_000_000
-REPEATS = 3
+REPEATS = 5
 
 
 def simulator_rate(terminals: int) -> float:

@@ -30,6 +30,7 @@ Times are 0-based slot indices; a task arriving in slot t has deadline slot t + 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -50,6 +51,23 @@ _NO_TASK = -1
 # Calendar channels: which scheduled event a calendar entry holds.
 _LOCAL_DONE, _UPLINK_DROP, _EDGE_JOIN, _DEADLINE = range(4)
 _LOCAL, _UPLINK = 0, 1
+
+
+@dataclass(frozen=True)
+class _ArrivalBlock:
+    """A block's tasks sorted by slot; tasks of block slot i are [first[i], first[i+1])."""
+
+    first: list[int]
+    terminal: np.ndarray
+    bits: np.ndarray
+    local_work_slots: np.ndarray
+    uplink_work_slots: np.ndarray
+    after_deadline: np.ndarray
+    """Absolute slot right after each task's deadline slot."""
+    deadline_entry: np.ndarray
+    """Flat calendar index of each task's deadline check."""
+    queue_base: np.ndarray
+    """Flat index of the task's terminal's queue at edge e is queue_base + e."""
 
 
 class SlotEvents:
@@ -124,12 +142,6 @@ class MECSimulator:
         self._resource_offset = self._uses_uplink * terminals
         """Per action: offset of the resource it takes in `_free_from`."""
         self._deadline_slots = self.terminal.deadline_slots
-        self._deadline_entry = (
-            (self._deadline_slots - 1) * 4 * terminals
-            + _DEADLINE * terminals
-            + np.arange(terminals)
-        )
-        """Flat calendar index of each terminal's deadline entry for a task of slot 0."""
         self._largest_action = np.uint64(self.edges)
         self._calendar_row_stride = np.int64(4 * terminals)
         self._terminal_count = np.int64(terminals)
@@ -171,7 +183,7 @@ class MECSimulator:
             task_bits = draw_arrivals(self.terminal, block, self._rng)
         self._load_arrivals(task_bits, first_slot=0)
         self._no_arrivals = np.zeros(d)
-        self._no_work = np.zeros(2 * d, dtype=np.int64)
+        self._no_tasks = np.zeros(d, dtype=bool)
 
         self.slot = 0
         self.log = TaskLog(capacity=max(1024, int(self._arrivals.size * 0.1)))
@@ -225,23 +237,43 @@ class MECSimulator:
         return SlotEvents(t, resolved, edge_load, self.log, self.drop_reward)
 
     def _load_arrivals(self, task_bits: np.ndarray, first_slot: int) -> None:
-        """Take a block of arrivals from `first_slot` on, with what admission needs of
-        each task precomputed for the whole block at once: whether it exists and the
-        whole slots of work it needs on the local CPU and on the uplink."""
+        """Take a block of arrivals from `first_slot` on.
+
+        Terminals observe dense rows (`task_bits`, `has_task`); admission reads the same
+        tasks as a slot-sorted list, with what it needs of each precomputed for the whole
+        block at once: the whole slots of work on the local CPU and on the uplink, the
+        slot after its deadline, and its deadline's calendar entry.
+        """
         self._arrivals = task_bits
         self._arrivals_offset = first_slot
         self._has_task = task_bits > 0
-        slot, terminal = self._has_task.nonzero()
-        bits = task_bits[slot, terminal] - EPSILON_BITS
-        self._work_slots = np.zeros((task_bits.shape[0], 2 * self.terminals), dtype=np.int64)
-        for resource in (terminal, terminal + self.terminals):  # local CPU, then uplink
-            self._work_slots[slot, resource] = np.ceil(bits * self._inverse_bits_per_slot[resource])
+        slot, terminal = self._has_task.nonzero()  # sorted by slot, then terminal
+        work_bits = task_bits[slot, terminal] - EPSILON_BITS
+        after_deadline = slot + first_slot + self._deadline_slots[terminal]
+        self._block = _ArrivalBlock(
+            first=np.searchsorted(slot, np.arange(task_bits.shape[0] + 1)).tolist(),
+            terminal=terminal,
+            bits=task_bits[slot, terminal],
+            local_work_slots=np.ceil(work_bits * self._inverse_bits_per_slot[terminal]).astype(
+                np.int64
+            ),
+            uplink_work_slots=np.ceil(
+                work_bits * self._inverse_bits_per_slot[terminal + self.terminals]
+            ).astype(np.int64),
+            after_deadline=after_deadline,
+            deadline_entry=(
+                ((after_deadline - 1) % self._calendar_slots) * self._calendar_row_stride
+                + _DEADLINE * self.terminals
+                + terminal
+            ),
+            queue_base=self._queue_base[terminal],
+        )
 
     def _observe(self) -> Observations:
         t = self.slot
         index = t - self._arrivals_offset
         if self._arrival_slots is not None and t >= self._arrival_slots:
-            task_bits, has_task, self._work_row = self._no_arrivals, self._no_arrivals > 0, None
+            task_bits, has_task, self._arrivals_now = self._no_arrivals, self._no_tasks, None
         else:
             if index >= self._arrivals.shape[0]:
                 self._load_arrivals(
@@ -249,7 +281,8 @@ class MECSimulator:
                 )
                 index = 0
             task_bits, has_task = self._arrivals[index], self._has_task[index]
-            self._work_row = self._work_slots[index]
+            first = self._block.first
+            self._arrivals_now = slice(first[index], first[index + 1])
         waits = np.maximum(self._free_from - t, 0).reshape(2, self.terminals)
         return Observations(
             slot=t,
@@ -272,41 +305,42 @@ class MECSimulator:
         A local task is dropped if `end` passes its deadline; a transfer ending in slot s
         joins the edge queue in s + 1, so it is dropped if `end` reaches the deadline.
         """
-        arriving = self.observations.has_task.nonzero()[0]
-        if arriving.size == 0:
+        now = self._arrivals_now
+        if now is None or now.start == now.stop:
             return
+        block = self._block
+        arriving = block.terminal[now]
         chosen = self._chosen_actions(actions, arriving)
         # Viewed as unsigned, a negative action is huge: one comparison finds both kinds.
         if np.count_nonzero(chosen.view(np.uint64) > self._largest_action):
             raise self._invalid_action(chosen, arriving)
         uplink = self._uses_uplink[chosen]
         resource = arriving + self._resource_offset[chosen]
-        after_deadline = self._deadline_slots[arriving] + t
+        after_deadline = block.after_deadline[now]
         start = np.maximum(self._free_from[resource], t)
-        after_end = start + self._work_row[resource]
+        after_end = start + np.where(
+            uplink, block.uplink_work_slots[now], block.local_work_slots[now]
+        )
         free_from = np.minimum(after_end, after_deadline)
         self._free_from[resource] = free_from
         lost = after_end + uplink > after_deadline
         joins = uplink > lost  # offloaded and not lost
         release = free_from - 1
-        resolve = release.copy()
-        resolve[joins] = UNRESOLVED
-        sizes = self.observations.task_bits[arriving]
-        ids = self.log.append(t, arriving, sizes, chosen, resolve, lost)
+        resolve = np.where(joins, UNRESOLVED, release)
+        ids = self.log.append(t, arriving, block.bits[now], chosen, resolve, lost)
         if self._queue_of_task.size < self.log.capacity:
             self._grow_task_arrays()
-        self._queue_of_task[ids] = self._queue_base[arriving] + chosen
+        self._queue_of_task[ids] = block.queue_base[now] + chosen
         # Local tasks resolve at `release`, lost transfers at their deadline (== release),
         # joining transfers enter their edge queue in the slot after their last bit
         # (`free_from`). The flat calendar is [slot mod (τ+1), channel, terminal]: an
         # entry's flat index is (slot · 4D + channel · D + terminal) mod its size.
-        stride = self._calendar_row_stride
         calendar = self._calendar.reshape(-1)
         # channel · D + terminal: resource is (uplink · D + terminal), joins add one more D.
-        event_index = (release + joins) * stride + resource + joins * self._terminal_count
+        event_index = (release + joins) * self._calendar_row_stride + resource
+        event_index += joins * self._terminal_count
         calendar[event_index % calendar.size] = ids
-        deadline_index = self._deadline_entry[arriving] + t * stride
-        calendar[deadline_index % calendar.size] = ids
+        calendar[block.deadline_entry[now]] = ids
 
     def _grow_task_arrays(self) -> None:
         """Follow the task log's growth with the per-task arrays."""
