@@ -10,10 +10,17 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from fl_crb.commands import emulate, netcheck, simulate
+from fl_crb.commands import (
+    emulate,
+    evaluate,
+    netcheck,
+    reproduce,
+    simulate,
+    train,
+)
 from fl_crb.topology import TopologyError
 
-SUBCOMMANDS = (simulate, emulate, netcheck)
+SUBCOMMANDS = (simulate, train, evaluate, reproduce, emulate, netcheck)
 """Command modules, in the order `fl-crb --help` lists them."""
 
 

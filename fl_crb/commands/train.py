@@ -1,0 +1,107 @@
+"""`fl-crb train`: train CRB-DRQN (or the independent-DRQN ablation) in the simulator.
+
+Writes a run directory (`fl_crb.learn.training_run`): run.json, metrics.jsonl with one
+line per episode, and a checkpoint every --checkpoint-every episodes. Run it again with
+the same --out to resume after an interruption, or with a larger --episodes to go on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TextIO
+
+from fl_crb.commands.common import add_topology_arguments, load_topology_arguments
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    from fl_crb.learn.train_config import ALGORITHMS
+
+    train = commands.add_parser("train", help="train a learning policy in the simulator")
+    add_topology_arguments(train)
+    train.add_argument("--algo", default="crb-drqn", choices=ALGORITHMS)
+    train.add_argument("--episodes", type=int, required=True, help="episodes in total")
+    train.add_argument("--seed", type=int, default=0, help="run seed, 0 <= seed < 1e6")
+    train.add_argument("--out", required=True, help="run directory (created or resumed)")
+    train.add_argument("--slots", type=int, default=100, help="arrival slots per episode")
+    train.add_argument("--checkpoint-every", type=int, default=10, help="episodes")
+    train.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (1 is fastest for these nets)"
+    )
+    train.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from fl_crb.learn.train_config import TrainConfig
+    from fl_crb.learn.training_run import TrainingRun
+
+    if args.episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    torch.set_num_threads(args.threads)
+    topology = load_topology_arguments(args)
+    config = TrainConfig(algo=args.algo, seed=args.seed, arrival_slots=args.slots)
+    training = TrainingRun.open(
+        args.out, topology.name, topology.mec_params(), topology.terminal_count, config
+    )
+    start = training.trainer.episode
+    if start:
+        print(f"resuming {args.out} after episode {start}", file=sys.stderr)
+    progress = ProgressBar(args.episodes, start, label=f"{args.algo} {topology.name}")
+    training.train(args.episodes, args.checkpoint_every, on_episode=progress.update)
+    progress.close()
+    return 0
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr: `\\r`-redrawn on a terminal, else a line per 10%."""
+
+    WIDTH = 24
+
+    def __init__(
+        self, total: int, done: int = 0, label: str = "", stream: TextIO | None = None
+    ) -> None:
+        self.total = total
+        self.done = done
+        self.label = label
+        self.stream = stream or sys.stderr
+        self._seconds = 0.0
+        self._episodes = 0
+        self._interactive = self.stream.isatty()
+        self._last_decile = -1
+
+    def update(self, metrics) -> None:
+        """Advance by one episode; `metrics` is the episode's `EpisodeMetrics`."""
+        self.done = metrics.episode + 1
+        self._seconds += metrics.wall_s
+        self._episodes += 1
+        rate_s = self._seconds / self._episodes
+        filled = self.WIDTH * self.done // self.total
+        line = (
+            f"{self.label} [{'#' * filled}{'.' * (self.WIDTH - filled)}] "
+            f"{self.done}/{self.total}  reward {metrics.avg_reward:7.2f}  "
+            f"fail {metrics.failure_rate:.3f}  ε {metrics.epsilon:.3f}  "
+            f"{rate_s:.2f} s/ep  ETA {_duration(rate_s * (self.total - self.done))}"
+        )
+        if self._interactive:
+            self.stream.write("\r" + line)
+        else:
+            decile = 10 * self.done // self.total
+            if decile == self._last_decile:
+                return
+            self._last_decile = decile
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self._interactive:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"

@@ -1,0 +1,117 @@
+"""PNG plots in the style of the paper's Figures 4-6 (matplotlib, Agg backend: no display).
+
+Line plots with one marker style per policy; sweeps show the mean over seeds with the
+standard deviation as error bars, reward curves show it as a shaded band.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+MARKERS = {
+    "local-only": "s",
+    "random": "x",
+    "round-robin": "+",
+    "least-loaded": "v",
+    "shortest-expected-delay": "D",
+    "independent-drqn": "^",
+    "crb-drqn": "o",
+}
+"""Marker per policy; CRB-DRQN is drawn last and thickest, as the paper draws its own."""
+
+
+def _style(policy: str) -> dict:
+    main = policy == "crb-drqn"
+    return {
+        "marker": MARKERS.get(policy, "."),
+        "linewidth": 2.2 if main else 1.2,
+        "markersize": 6 if main else 5,
+        "zorder": 3 if main else 2,
+        "label": policy,
+    }
+
+
+def plot_sweep(rows: list[dict], x_label: str, title: str, path: Path) -> None:
+    """Two panels, (a) average delay and (b) failure rate, vs the sweep variable."""
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    policies = list(dict.fromkeys(row["policy"] for row in rows))
+    for policy in policies:
+        mine = sorted((r for r in rows if r["policy"] == policy), key=lambda r: r["x"])
+        x = [r["x"] for r in mine]
+        for axis, metric in zip(axes, ("avg_delay_s", "failure_rate"), strict=True):
+            axis.errorbar(
+                x,
+                [r[f"{metric}_mean"] for r in mine],
+                yerr=[r[f"{metric}_std"] for r in mine],
+                capsize=3,
+                **_style(policy),
+            )
+    axes[0].set_ylabel("average delay of finished tasks (s)")
+    axes[1].set_ylabel("task failure rate")
+    for axis, panel in zip(axes, ("(a)", "(b)"), strict=True):
+        axis.set_xlabel(x_label)
+        axis.set_title(panel, loc="left")
+        axis.grid(alpha=0.3)
+    axes[1].legend(fontsize=8, loc="upper left")
+    figure.suptitle(title)
+    _save(figure, path)
+
+
+def plot_rewards(rewards: list[dict], convergence: list[dict], title: str, path: Path) -> None:
+    """(a) average reward per episode of every algorithm; (b) CRB-DRQN's convergence
+    episode and time vs the terminal count."""
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for policy in dict.fromkeys(row["policy"] for row in rewards):
+        mine = [r for r in rewards if r["policy"] == policy]
+        episode = np.array([r["episode"] for r in mine])
+        mean = np.array([r["avg_reward_mean"] for r in mine])
+        std = np.array([r["avg_reward_std"] for r in mine])
+        style = _style(policy)
+        style.pop("marker")
+        (line,) = axes[0].plot(episode, mean, **style)
+        axes[0].fill_between(episode, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+    axes[0].set_xlabel("training episode")
+    axes[0].set_ylabel("average reward per task")
+    axes[0].legend(fontsize=8, loc="lower right")
+    terminals = [r["terminals"] for r in convergence]
+    axes[1].errorbar(
+        terminals,
+        [r["convergence_episode_mean"] for r in convergence],
+        yerr=[r["convergence_episode_std"] for r in convergence],
+        marker="o",
+        capsize=3,
+        color="tab:blue",
+        label="convergence episode",
+    )
+    axes[1].set_xlabel("terminals")
+    axes[1].set_ylabel("convergence episode", color="tab:blue")
+    time_axis = axes[1].twinx()
+    time_axis.errorbar(
+        terminals,
+        [r["convergence_time_s_mean"] for r in convergence],
+        yerr=[r["convergence_time_s_std"] for r in convergence],
+        marker="s",
+        capsize=3,
+        color="tab:red",
+        label="convergence time",
+    )
+    time_axis.set_ylabel("convergence time (s)", color="tab:red")
+    for axis, panel in zip(axes, ("(a)", "(b) CRB-DRQN"), strict=True):
+        axis.set_title(panel, loc="left")
+        axis.grid(alpha=0.3)
+    figure.suptitle(title)
+    _save(figure, path)
+
+
+def _save(figure, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

@@ -1,0 +1,106 @@
+"""How much `fl-crb reproduce` runs: the full reproduction, and the quick smoke test.
+
+Full mode follows the issue: both topologies, at least 3 seeds, the paper's sweeps
+(Figure 5: 5..25 terminals at 2.0 Mbit/s; Figure 6: 1.0..3.0 Mbit/s at 15 terminals;
+Figure 4: convergence from 5 to 35 terminals), long enough training runs to tell
+convergence, and held-out evaluation episodes. Quick mode keeps every step (training
+both learners, evaluating every policy, CSV, plots, markdown) at a toy scale: two seeds
+(so a standard deviation exists), two points per sweep, a few short episodes, small
+networks; its numbers mean nothing, it shows the pipeline works end to end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from fl_crb.experiments.convergence import DEFAULT_FINAL_EPISODES, DEFAULT_WINDOW
+from fl_crb.learn.edge_learner import LearnerConfig
+from fl_crb.learn.train_config import TrainConfig
+
+TOPOLOGIES = ("four-edge", "four-edge-hetero")
+"""Every figure is reproduced on both shipped four-edge topologies."""
+
+BASELINE_POLICIES = (
+    "local-only",
+    "random",
+    "round-robin",
+    "least-loaded",
+    "shortest-expected-delay",
+)
+LEARNED_POLICIES = ("crb-drqn", "independent-drqn")
+
+
+@dataclass(frozen=True)
+class ReproduceSettings:
+    """The scale of a reproduction."""
+
+    name: str
+    """`full` or `quick`, written into the outputs."""
+    seeds: tuple[int, ...]
+    """Training seeds; every sweep point is trained and evaluated once per seed."""
+    train_episodes: int
+    """Training episodes of every learning run."""
+    evaluation_episodes: int
+    """Held-out evaluation episodes per policy, sweep point and seed."""
+    terminal_sweep: tuple[int, ...]
+    """Figure 5's terminal counts (at `terminal_sweep_rate_bps`)."""
+    terminal_sweep_rate_bps: float
+    rate_sweep_bps: tuple[float, ...]
+    """Figure 6's offered loads per terminal (at `rate_sweep_terminals`)."""
+    rate_sweep_terminals: int
+    convergence_terminals: tuple[int, ...]
+    """Figure 4's terminal counts for the convergence episode and time of CRB-DRQN."""
+    reward_curve_terminals: int
+    """Figure 4's reward curves of every algorithm are at this terminal count."""
+    convergence_window: int
+    """Smoothing window of the convergence measure (`experiments.convergence`)."""
+    convergence_final_episodes: int
+    """Episodes whose mean reward is the final value of the convergence measure."""
+    train_config: TrainConfig
+    """Learning setup of every run (algo and seed are set per run)."""
+
+    def config(self, algo: str, seed: int) -> TrainConfig:
+        return replace(self.train_config, algo=algo, seed=seed)
+
+
+FULL = ReproduceSettings(
+    name="full",
+    seeds=(0, 1, 2),
+    train_episodes=200,
+    evaluation_episodes=20,
+    terminal_sweep=(5, 10, 15, 20, 25),
+    terminal_sweep_rate_bps=2.0e6,
+    rate_sweep_bps=(1.0e6, 1.5e6, 2.0e6, 2.5e6, 3.0e6),
+    rate_sweep_terminals=15,
+    convergence_terminals=(5, 10, 15, 20, 25, 30, 35),
+    reward_curve_terminals=25,
+    convergence_window=DEFAULT_WINDOW,
+    convergence_final_episodes=DEFAULT_FINAL_EPISODES,
+    train_config=TrainConfig(),
+)
+"""The reproduction the README reports: 200 training episodes (the paper converges in
+~170; the convergence measure averages the last 30 for the final value), 20 evaluation
+episodes per policy, point and seed."""
+
+QUICK = ReproduceSettings(
+    name="quick",
+    seeds=(0, 1),
+    train_episodes=3,
+    evaluation_episodes=1,
+    terminal_sweep=(5, 10),
+    terminal_sweep_rate_bps=2.0e6,
+    rate_sweep_bps=(1.0e6, 3.0e6),
+    rate_sweep_terminals=5,
+    convergence_terminals=(5, 10),
+    reward_curve_terminals=10,
+    convergence_window=1,
+    convergence_final_episodes=1,
+    train_config=TrainConfig(
+        arrival_slots=20,
+        learner=LearnerConfig(hidden=8, lstm_hidden=4, batch_trajectories=2),
+        min_pool_trajectories=2,
+        train_interval_slots=4,
+        epsilon_decay_episodes=2,
+    ),
+)
+"""A smoke test of the whole pipeline in well under a minute."""

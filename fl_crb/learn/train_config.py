@@ -1,0 +1,165 @@
+"""Configuration of a simulated training run: every hyperparameter, and why it has its value.
+
+The paper states RMSprop with lr 1e-3, γ 0.9, batches of 4 trajectories, n = 4 and ε
+decaying from 1 to 0.01; everything else is chosen here and documented field by field.
+Also here: the arrival seeds of training and evaluation episodes, kept disjoint.
+
+Seed ranges (arrivals of one episode are drawn from one integer seed):
+- training episode k (0-based) of a run with seed S: S · 1_000_000 + k, so [0, 10^12)
+  for S < 10^6 and k < 10^6;
+- evaluation episode i for seed S: 2^40 + S · 1_000_000 + i, so [2^40, 2^40 + 10^12):
+  never a training seed of any run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from fl_crb.learn.edge_learner import LearnerConfig
+from fl_crb.learn.terminal_agent import TerminalAgentConfig
+
+ALGORITHMS = ("crb-drqn", "independent-drqn")
+"""The learners the trainer runs: the method, and its ablation without the central pool."""
+
+MAX_SEED = 1_000_000
+"""Run seeds and episode indices stay below this, so seed ranges never overlap."""
+
+EVALUATION_SEED_BASE = 2**40
+"""First arrival seed of evaluation episodes, above every training seed."""
+
+TARGET_UPDATE_STEPS = 500
+"""`update`: training steps between target-network copies (the paper gives no value).
+A learner takes ~110 steps per 100-slot episode, so the target moves every ~4.5
+episodes. With 100 (one episode) the shared policy of a group of terminals chased its
+own congestion: on four-edge-hetero at 25 terminals the greedy failure rate after 150
+episodes swung between 0.9% and 6.4% across seeds; with 500 it was 0.3%-2% (see the
+report of issue 3)."""
+
+
+def training_seed(run_seed: int, episode: int) -> int:
+    """Arrival seed of training episode `episode` of a run seeded `run_seed`."""
+    _check_seed(run_seed, episode)
+    return run_seed * MAX_SEED + episode
+
+
+def evaluation_seed(seed: int, episode: int = 0) -> int:
+    """Arrival seed of evaluation episode `episode` for seed `seed` (held out of training)."""
+    _check_seed(seed, episode)
+    return EVALUATION_SEED_BASE + seed * MAX_SEED + episode
+
+
+def _check_seed(seed: int, episode: int) -> None:
+    if not 0 <= seed < MAX_SEED:
+        raise ValueError(f"seed must lie in [0, {MAX_SEED}), got {seed!r}")
+    if not 0 <= episode < MAX_SEED:
+        raise ValueError(f"episode index must lie in [0, {MAX_SEED}), got {episode!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training run's learning setup (the topology and terminal count come separately)."""
+
+    algo: str = "crb-drqn"
+    """`crb-drqn` (central pool, one learner per edge) or `independent-drqn` (each terminal
+    learns alone from its own trajectories: same network, no central pool)."""
+    seed: int = 0
+    """Run seed: arrivals, network initialisation, exploration and sampling derive from it."""
+    arrival_slots: int = 100
+    """Slots with arrivals per episode; the episode then drains until every task resolves."""
+    learner: LearnerConfig = field(
+        default_factory=lambda: LearnerConfig(target_update_steps=TARGET_UPDATE_STEPS)
+    )
+    """The paper's optimiser settings (RMSprop, lr 1e-3, γ 0.9, batch 4) and the network
+    sizes (64-wide dense layers, 32-unit LSTM: `LearnerConfig`'s defaults, which a live
+    terminal's `TerminalAgent` assumes too). `update`, the target-network period, is
+    `TARGET_UPDATE_STEPS` here rather than `LearnerConfig`'s 100: see there."""
+    trajectory_length: int = 4
+    """n, transitions per trajectory (paper: 4)."""
+    refresh_slots: int = 10
+    """`tag`, slots between weight downloads (see `TerminalAgentConfig.refresh_slots`)."""
+    pool_capacity: int = 20_000
+    """Trajectories the central pool keeps (FIFO eviction). With 25 terminals at 2 Mbit/s
+    (~36 trajectories per 100-slot episode) that is the last ~550 episodes: training runs
+    of a few hundred episodes keep everything, a long run forgets its ε ≈ 1 start."""
+    pool_alpha: float = 1.0
+    """α of familiarity sampling (see `fl_crb.learn.pool`); the paper gives no value."""
+    min_pool_trajectories: int = 32
+    """A learner starts training once its pool holds this many trajectories: 8 batches'
+    worth, so the first steps do not fit the same handful of trajectories over and over."""
+    train_interval_slots: int = 1
+    """Each learner takes one training step every this many slots (drain slots included)
+    once its pool is large enough. Every slot gives ~110 steps per learner per 100-slot
+    episode; every other slot halved what CRB-DRQN learned by episode 150 (greedy failure
+    4.1% against 0.9% at 25 terminals on four-edge-hetero). A 25-terminal episode still
+    takes under 1 s (benchmarks/training_speed.py) because the learners of a slot step
+    together (`fl_crb.learn.stacked`)."""
+    epsilon_start: float = 1.0
+    """ε of episode 0 (paper: 1)."""
+    epsilon_end: float = 0.01
+    """Final ε (paper: 0.01)."""
+    epsilon_decay_episodes: int = 100
+    """ε falls geometrically per episode from `epsilon_start` to `epsilon_end` over this
+    many episodes, then stays: ε_k = start · (end/start)^(k/decay). Geometric decay spends
+    the early episodes exploring widely and most of the decay near small ε, where the
+    policy is nearly greedy; 100 episodes leaves the greedy phase ample time within the
+    paper's ~170-episode convergence."""
+
+    def __post_init__(self) -> None:
+        if self.algo not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {self.algo!r}; choose one of {ALGORITHMS}")
+        _check_seed(self.seed, 0)
+        for name in (
+            "arrival_slots",
+            "trajectory_length",
+            "refresh_slots",
+            "pool_capacity",
+            "train_interval_slots",
+            "epsilon_decay_episodes",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.min_pool_trajectories < self.learner.batch_trajectories:
+            raise ValueError(
+                f"TrainConfig.min_pool_trajectories ({self.min_pool_trajectories}) must be at "
+                f"least the batch size ({self.learner.batch_trajectories})"
+            )
+        if not 0 < self.epsilon_end <= self.epsilon_start <= 1:
+            raise ValueError(
+                "TrainConfig needs 0 < epsilon_end <= epsilon_start <= 1, got "
+                f"{self.epsilon_end!r} and {self.epsilon_start!r}"
+            )
+
+    def epsilon(self, episode: int) -> float:
+        """ε used throughout episode `episode` (0-based)."""
+        progress = min(episode / self.epsilon_decay_episodes, 1.0)
+        return self.epsilon_start * (self.epsilon_end / self.epsilon_start) ** progress
+
+    def agent_config(self) -> TerminalAgentConfig:
+        """The terminals' settings, with network sizes matching the learners'."""
+        return TerminalAgentConfig(
+            trajectory_length=self.trajectory_length,
+            refresh_slots=self.refresh_slots,
+            hidden=self.learner.hidden,
+            lstm_hidden=self.learner.lstm_hidden,
+        )
+
+    def learner_config(self, index: int) -> LearnerConfig:
+        """Learner `index`'s settings: its own initialisation seed, derived from the run's."""
+        return replace(self.learner, seed=self.seed * MAX_SEED + index)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        """Inverse of `to_dict`; unknown or missing keys are an error naming them."""
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig keys {unknown}; known: {sorted(known)}")
+        learner_data = dict(data.get("learner", {}))
+        unknown = sorted(set(learner_data) - set(LearnerConfig.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown LearnerConfig keys {unknown}")
+        values = {**data, "learner": LearnerConfig(**learner_data)}
+        return cls(**values)

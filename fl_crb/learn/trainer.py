@@ -1,0 +1,167 @@
+"""The single-process trainer: terminal agents, the learning scheme and the simulator, wired.
+
+One simulated slot, in order:
+1. weights: at slots where `slot mod tag == 0` every terminal downloads the weights of its
+   group (its managing edge's learner for CRB-DRQN, its own learner for the ablation);
+2. observe → act: the terminals with a new task encode their observation; the Q-network
+   runs once per group over that group's terminals (they hold identical weights), and each
+   terminal's own `TerminalAgent` draws its ε-greedy action and records the decision;
+3. `sim.step(actions)`;
+4. the slot's outcomes go to the terminals that made the decisions (`SlotEvents` rewards,
+   matched by arrival slot, which is unique per terminal);
+5. trajectories completed in this slot are uploaded to the scheme's pool(s);
+6. the learners train (the scheme's schedule: one step per learner every
+   `train_interval_slots` slots once its pool is large enough).
+After the drain every terminal checks that it got every outcome (`end_episode`); its
+last decision's transition completes with its first decision of the next episode.
+ε is fixed within an episode and follows `TrainConfig.epsilon(episode)`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from fl_crb.learn.features import FeatureScale, encode_batch
+from fl_crb.learn.pool import Trajectory
+from fl_crb.learn.schemes import make_scheme
+from fl_crb.learn.terminal_agent import TerminalAgent
+from fl_crb.learn.train_config import TrainConfig, training_seed
+from fl_crb.mec.metrics import run_metrics
+from fl_crb.mec.params import MECParams
+from fl_crb.mec.simulator import MECSimulator
+
+
+@dataclass(frozen=True)
+class EpisodeMetrics:
+    """What one training episode did, as written to `metrics.jsonl`."""
+
+    episode: int
+    """0-based index of the episode within the run."""
+    arrival_seed: int
+    """Seed of the episode's arrivals (`training_seed`)."""
+    tasks: int
+    avg_reward: float
+    """Mean reward per task (−delay in slots, Const if dropped), exploration included."""
+    avg_delay_s: float
+    """Mean delay of finished tasks, in seconds."""
+    failure_rate: float
+    """Dropped / arrived."""
+    epsilon: float
+    pool_trajectories: int
+    """Trajectories held in the pool(s) at the end of the episode."""
+    train_steps: int
+    """Training steps taken in this episode, all learners together."""
+    loss: float
+    """Mean loss over those steps (NaN if none)."""
+    wall_s: float
+    """Wall-clock time of the episode, acting and training included."""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class Trainer:
+    """Trains `config.algo` on a simulated system of `terminals` terminals."""
+
+    def __init__(self, params: MECParams, terminals: int, config: TrainConfig) -> None:
+        self.params = params
+        self.terminals = terminals
+        self.config = config
+        self.scale = FeatureScale.from_params(params, terminals)
+        self.simulator = MECSimulator(params, terminals)
+        managing_edge = self.simulator.terminal.managing_edge
+        self.scheme = make_scheme(
+            config, terminals, params.edges, params.history_slots, managing_edge
+        )
+        seeds = np.random.SeedSequence([config.seed, 1]).spawn(terminals)
+        self.agents = [
+            TerminalAgent(self.scale, params.history_slots, config.agent_config(), seed)
+            for seed in seeds
+        ]
+        self.rng = np.random.default_rng([config.seed, 2])
+        """Draws the learners' batches from the pool(s)."""
+        self.episode = 0
+        """Episodes completed so far (the index of the next one)."""
+
+    def run_episode(self) -> EpisodeMetrics:
+        """Train through one episode; returns its metrics."""
+        start = time.perf_counter()
+        epsilon = self.config.epsilon(self.episode)
+        for agent in self.agents:
+            agent.epsilon = epsilon
+        seed = training_seed(self.config.seed, self.episode)
+        sim = self.simulator
+        observations = sim.reset(seed=seed, arrival_slots=self.config.arrival_slots)
+        actions = np.zeros(self.terminals, dtype=np.int64)
+        losses: list[float] = []
+        while not sim.done:
+            slot = sim.slot
+            self._refresh_weights(slot)
+            uploads = self._act(observations, actions)
+            events = sim.step(actions)
+            for d, arrival, reward in zip(
+                events.terminals.tolist(),
+                events.arrival_slots.tolist(),
+                events.rewards.tolist(),
+                strict=True,
+            ):
+                uploads += [(d, t) for t in self.agents[d].reward(arrival, reward)]
+            self.scheme.upload(uploads)
+            losses += self.scheme.train(slot, self.rng)
+            observations = sim.observations
+        for agent in self.agents:
+            agent.end_episode()
+        metrics = run_metrics(sim.log.records(), self.params.slot_s, sim.drop_reward)
+        self.episode += 1
+        return EpisodeMetrics(
+            episode=self.episode - 1,
+            arrival_seed=seed,
+            tasks=metrics.tasks,
+            avg_reward=metrics.avg_reward,
+            avg_delay_s=metrics.avg_delay_s,
+            failure_rate=metrics.failure_rate,
+            epsilon=epsilon,
+            pool_trajectories=self.scheme.stored_trajectories(),
+            train_steps=len(losses),
+            loss=float(np.mean(losses)) if losses else float("nan"),
+            wall_s=time.perf_counter() - start,
+        )
+
+    def _refresh_weights(self, slot: int) -> None:
+        """Terminals whose download is due fetch their group's current weights."""
+        due = [d for d, agent in enumerate(self.agents) if agent.refresh_due(slot)]
+        served: dict[int, tuple] = {}
+        for d in due:
+            group = int(self.scheme.group_of[d])
+            if group not in served:
+                served[group] = self.scheme.weights(group)
+            self.agents[d].load_weights(*served[group])
+
+    def _act(self, observations, actions: np.ndarray) -> list[tuple[int, Trajectory]]:
+        """Fill `actions` for the terminals with a new task; returns trajectories their
+        decisions completed."""
+        arriving = np.flatnonzero(observations.has_task)
+        uploads: list[tuple[int, Trajectory]] = []
+        if arriving.size == 0:
+            return uploads
+        scalars, load = encode_batch(observations, arriving, self.scale)
+        groups = self.scheme.group_of[arriving]
+        slot = observations.slot
+        for group in np.unique(groups):
+            members = np.flatnonzero(groups == group)
+            first = self.agents[arriving[members[0]]]
+            q_values = first.q_batch(scalars[members], load[members])
+            for row, k in enumerate(members.tolist()):
+                d = int(arriving[k])
+                agent = self.agents[d]
+                if agent.weights_version != first.weights_version:
+                    raise RuntimeError(
+                        f"terminals {arriving[members[0]]} and {d} share group {group} but "
+                        "hold different weights; downloads must happen at the same slots"
+                    )
+                actions[d] = agent.choose(q_values[row])
+                uploads += [(d, t) for t in agent.record(slot, scalars[k], load[k], actions[d])]
+        return uploads

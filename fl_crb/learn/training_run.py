@@ -1,0 +1,166 @@
+"""A training run on disk: its setup, its per-episode metrics, its checkpoints; resumable.
+
+Layout of a run directory:
+
+| path            | content                                                             |
+| --------------- | ------------------------------------------------------------------- |
+| `run.json`      | what was trained: topology name, terminals, the simulator's         |
+|                 | `MECParams`, the `TrainConfig`, the feature scale                   |
+| `metrics.jsonl` | one JSON object per finished episode (`EpisodeMetrics`)             |
+| `checkpoint/`   | the last checkpoint (`fl_crb.learn.checkpoint`)                     |
+
+`TrainingRun.open` starts a new run in an empty (or missing) directory, or resumes the one
+there: the setup must be the same as recorded (else an error names the differing field),
+the trainer is restored from the checkpoint, and metrics lines of episodes after the
+checkpoint (run but not saved before an interruption) are dropped, since those episodes
+will run again, identically.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from fl_crb.learn.checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint
+from fl_crb.learn.train_config import TrainConfig
+from fl_crb.learn.trainer import EpisodeMetrics, Trainer
+from fl_crb.mec.params import MECParams
+
+RUN_FORMAT = "fl-crb-training-run-1"
+"""Tag of `run.json`."""
+
+
+def describe_run(topology_name: str, params: MECParams, terminals: int, config: TrainConfig):
+    """The JSON form of a run's setup, as `run.json` stores it."""
+    return json.loads(
+        json.dumps(
+            {
+                "format": RUN_FORMAT,
+                "topology": topology_name,
+                "terminals": terminals,
+                "params": asdict(params),
+                "config": config.to_dict(),
+            }
+        )
+    )
+
+
+class TrainingRun:
+    """A trainer bound to a run directory."""
+
+    def __init__(self, directory: Path, trainer: Trainer) -> None:
+        self.directory = directory
+        self.trainer = trainer
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.directory / "metrics.jsonl"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.directory / "checkpoint"
+
+    @classmethod
+    def open(
+        cls,
+        directory: str | Path,
+        topology_name: str,
+        params: MECParams,
+        terminals: int,
+        config: TrainConfig,
+    ) -> TrainingRun:
+        """Start a run in `directory`, or resume the one recorded there."""
+        directory = Path(directory)
+        setup = describe_run(topology_name, params, terminals, config)
+        run_file = directory / "run.json"
+        trainer = Trainer(params, terminals, config)
+        run = cls(directory, trainer)
+        if run_file.exists():
+            _check_same_setup(run_file, setup)
+            if checkpoint_exists(run.checkpoint_path):
+                load_checkpoint(trainer, run.checkpoint_path)
+            run._truncate_metrics(trainer.episode)
+            return run
+        if directory.exists() and any(directory.iterdir()):
+            raise ValueError(
+                f"{directory} is not empty and holds no run.json: give an empty or new "
+                "directory for a new run, or the directory of the run to resume"
+            )
+        directory.mkdir(parents=True, exist_ok=True)
+        run_file.write_text(json.dumps(setup, indent=2) + "\n")
+        return run
+
+    def train(
+        self,
+        episodes: int,
+        checkpoint_every: int = 10,
+        on_episode: Callable[[EpisodeMetrics], None] | None = None,
+    ) -> list[EpisodeMetrics]:
+        """Run until `episodes` episodes are done in total, checkpointing every
+        `checkpoint_every` episodes and at the end; returns this call's metrics."""
+        if checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every!r}")
+        done: list[EpisodeMetrics] = []
+        with open(self.metrics_path, "a") as metrics_file:
+            while self.trainer.episode < episodes:
+                metrics = self.trainer.run_episode()
+                metrics_file.write(json.dumps(metrics.as_dict()) + "\n")
+                metrics_file.flush()
+                done.append(metrics)
+                if on_episode is not None:
+                    on_episode(metrics)
+                if self.trainer.episode % checkpoint_every == 0:
+                    save_checkpoint(self.trainer, self.checkpoint_path)
+        saved = done and self.trainer.episode % checkpoint_every == 0
+        if not saved and (done or not checkpoint_exists(self.checkpoint_path)):
+            save_checkpoint(self.trainer, self.checkpoint_path)
+        return done
+
+    def _truncate_metrics(self, episodes: int) -> None:
+        """Keep the metrics of the first `episodes` episodes only."""
+        if not self.metrics_path.exists():
+            return
+        kept = [
+            line
+            for line in self.metrics_path.read_text().splitlines()
+            if line.strip() and json.loads(line)["episode"] < episodes
+        ]
+        self.metrics_path.write_text("".join(line + "\n" for line in kept))
+
+
+def read_metrics(directory: str | Path) -> list[dict]:
+    """The per-episode metrics of a run directory, in episode order."""
+    path = Path(directory) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_setup(directory: str | Path) -> dict:
+    """The `run.json` of a run directory, checked for its format."""
+    path = Path(directory) / "run.json"
+    if not path.is_file():
+        raise ValueError(f"{directory} is not a training run directory: it has no run.json")
+    setup = json.loads(path.read_text())
+    if setup.get("format") != RUN_FORMAT:
+        raise ValueError(f"{path}: format {setup.get('format')!r}, expected {RUN_FORMAT!r}")
+    return setup
+
+
+def _check_same_setup(run_file: Path, setup: dict) -> None:
+    recorded = json.loads(run_file.read_text())
+    for key in ("format", "topology", "terminals", "params", "config"):
+        if recorded.get(key) != setup[key]:
+            differing = _first_difference(recorded.get(key), setup[key], key)
+            raise ValueError(
+                f"{run_file}: cannot resume, the run was made with a different setup "
+                f"({differing}); use another --out directory for a new run"
+            )
+
+
+def _first_difference(recorded, current, path: str) -> str:
+    if isinstance(recorded, dict) and isinstance(current, dict):
+        for key in sorted(set(recorded) | set(current)):
+            if recorded.get(key) != current.get(key):
+                return _first_difference(recorded.get(key), current.get(key), f"{path}.{key}")
+    return f"{path}: recorded {recorded!r}, now {current!r}"

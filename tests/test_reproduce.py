@@ -1,0 +1,123 @@
+"""`fl-crb reproduce`: the quick mode end to end, and the measures the figures rest on."""
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fl_crb.cli import main
+from fl_crb.experiments.convergence import convergence_episode, smoothed
+from fl_crb.experiments.paper_results import PAPER_VALUES, paper_value
+from fl_crb.experiments.report import at_least_as_good
+from fl_crb.experiments.settings import LEARNED_POLICIES, QUICK
+
+TOPOLOGIES = str(Path(__file__).resolve().parent.parent / "topologies")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Small networks run fastest on one thread (see tests/test_trainer.py)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def test_reproduce_all_quick_writes_every_figure_for_both_topologies(tmp_path: Path, capsys):
+    out = tmp_path / "repro"
+    assert main(["reproduce", "all", "--quick", "--out", str(out), "--topologies", TOPOLOGIES]) == 0
+    topologies = {"four-edge", "four-edge-hetero"}
+    policies = {
+        "local-only",
+        "random",
+        "round-robin",
+        "least-loaded",
+        "shortest-expected-delay",
+        *LEARNED_POLICIES,
+    }
+    for figure, x_values in (
+        ("fig5", {str(d) for d in QUICK.terminal_sweep}),
+        ("fig6", {f"{r / 1e6:g}" for r in QUICK.rate_sweep_bps}),
+    ):
+        rows = read_csv(out / f"{figure}.csv")
+        assert {r["topology"] for r in rows} == topologies
+        assert {r["policy"] for r in rows} == policies
+        assert {f"{float(r['x']):g}" for r in rows} == x_values
+        assert all(int(r["seeds"]) == len(QUICK.seeds) for r in rows)
+        for row in rows:
+            assert 0 <= float(row["failure_rate_mean"]) <= 1
+            assert float(row["avg_reward_mean"]) < 0
+        markdown = (out / f"{figure}.md").read_text()
+        assert "The paper's numbers beside ours" in markdown and "CRB-DRQN loses to" in markdown
+    assert "| failure_rate | 25 | 0.017 |" in (out / "fig5.md").read_text()
+
+    rewards = read_csv(out / "fig4_rewards.csv")
+    assert {r["policy"] for r in rewards} == policies
+    assert {int(r["episode"]) for r in rewards} == set(range(QUICK.train_episodes))
+    convergence = read_csv(out / "fig4_convergence.csv")
+    assert {int(r["terminals"]) for r in convergence} == set(QUICK.convergence_terminals)
+    for name in ("fig4", "fig5", "fig6"):
+        for topology in topologies:
+            assert (out / f"{name}_{topology}.png").read_bytes()[:8] == PNG_SIGNATURE
+
+    # A second call finds every run and evaluation cached, and writes the same tables.
+    before = (out / "fig6.md").read_text()
+    runs = sorted(p.name for p in (out / "runs" / "four-edge-hetero").iterdir())
+    assert (
+        main(["reproduce", "fig6", "--quick", "--out", str(out), "--topologies", TOPOLOGIES]) == 0
+    )
+    assert (out / "fig6.md").read_text() == before
+    assert sorted(p.name for p in (out / "runs" / "four-edge-hetero").iterdir()) == runs
+
+
+def test_reproduce_names_a_missing_topology_directory(tmp_path: Path, capsys):
+    code = main(["reproduce", "fig5", "--quick", "--out", str(tmp_path), "--topologies", "nope"])
+    assert code == 2
+    assert "nope/four-edge.yaml not found" in capsys.readouterr().err
+
+
+def test_convergence_episode_is_where_the_smoothed_curve_stays_in_the_band():
+    rng = np.random.default_rng(0)
+    # Reward climbs from -20 to -8 over 60 episodes, then stays at -8 with small noise.
+    rewards = np.concatenate([np.linspace(-20, -8, 60), np.full(140, -8.0)])
+    rewards += rng.normal(0, 0.05, rewards.size)
+    k = convergence_episode(rewards, tolerance=0.05, window=10, final_episodes=20)
+    curve = smoothed(rewards, 10)
+    final = rewards[-20:].mean()
+    assert np.all(np.abs(curve[k:] - final) <= 0.05 * abs(final))
+    assert abs(curve[k - 1] - final) > 0.05 * abs(final)
+    assert 55 <= k <= 70
+    # A late excursion outside the band moves the convergence episode past it.
+    rewards[150] = -30.0
+    assert convergence_episode(rewards, window=10, final_episodes=20) >= 160
+    rewards[-1] = -30.0  # outside the band at the very end: not settled in this run
+    assert convergence_episode(rewards, window=10, final_episodes=20) == rewards.size
+    with pytest.raises(ValueError, match="too short"):
+        convergence_episode(rewards[:25], window=10, final_episodes=20)
+
+
+def test_comparison_rule_uses_failure_first_then_delay_within_half_a_point():
+    def row(failure: float, delay: float) -> dict:
+        return {"failure_rate_mean": failure, "avg_delay_s_mean": delay}
+
+    assert at_least_as_good(row(0.040, 0.90), row(0.050, 0.50))  # 1 point fewer failures
+    assert not at_least_as_good(row(0.050, 0.50), row(0.040, 0.90))
+    assert at_least_as_good(row(0.044, 0.60), row(0.040, 0.61))  # tie: lower delay
+    assert not at_least_as_good(row(0.040, 0.62), row(0.044, 0.61))  # tie: higher delay
+
+
+def test_paper_numbers_are_the_reference_table():
+    assert paper_value("fig5", "failure_rate", 25, "CRB-DRQN").value == 0.017
+    assert paper_value("fig6", "avg_delay_s", 3.0, "CRB-DRQN").value == 0.73
+    assert paper_value("fig6", "failure_rate", 1.0, "Local-Only").value == 0.014
+    assert paper_value("fig5", "avg_delay_s", 15, "CRB-DRQN") is None
+    cells = [(v.figure, v.metric, v.x, v.algorithm) for v in PAPER_VALUES]
+    assert len(cells) == len(set(cells)) == 31

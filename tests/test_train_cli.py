@@ -1,0 +1,137 @@
+"""`fl-crb train` and `fl-crb evaluate`: run directories, resuming, held-out evaluation."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fl_crb.cli import main
+from fl_crb.learn.train_config import TrainConfig
+from fl_crb.learn.training_run import TrainingRun, read_metrics
+from fl_crb.topology import load_topology
+
+TINY = str(Path(__file__).resolve().parent.parent / "topologies" / "tiny.yaml")
+TRAIN = ["train", "--topology", TINY, "--slots", "20", "--seed", "3"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Small networks run fastest on one thread (see tests/test_trainer.py)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_train_writes_a_run_and_resumes_it(tmp_path: Path, capsys):
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--episodes", "3", "--checkpoint-every", "2", "--out", str(out)]) == 0
+    setup = json.loads((out / "run.json").read_text())
+    assert setup["terminals"] == 4 and setup["config"]["algo"] == "crb-drqn"
+    assert setup["config"]["seed"] == 3 and setup["config"]["arrival_slots"] == 20
+    metrics = read_metrics(out)
+    assert [m["episode"] for m in metrics] == [0, 1, 2]
+    for key in ("avg_reward", "avg_delay_s", "failure_rate", "epsilon", "pool_trajectories"):
+        assert key in metrics[0]
+    assert (out / "checkpoint" / "state.json").is_file()
+    assert "3/3" in capsys.readouterr().err  # the progress bar
+
+    assert main([*TRAIN, "--episodes", "5", "--out", str(out)]) == 0
+    assert "resuming" in capsys.readouterr().err
+    assert [m["episode"] for m in read_metrics(out)] == [0, 1, 2, 3, 4]
+
+
+def test_interrupted_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_one(
+    tmp_path: Path,
+):
+    topology = load_topology(TINY)
+    config = TrainConfig(seed=1, arrival_slots=30, min_pool_trajectories=4)
+    setup = (topology.name, topology.mec_params(), 4, config)
+
+    straight = TrainingRun.open(tmp_path / "straight", *setup)
+    straight.train(4, checkpoint_every=2)
+    assert read_metrics(tmp_path / "straight")[-1]["train_steps"] > 0
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_third(metrics) -> None:
+        if metrics.episode == 2:
+            raise Interrupt  # episode 2 is in metrics.jsonl, the checkpoint holds 0..1
+
+    interrupted = TrainingRun.open(tmp_path / "cut", *setup)
+    with pytest.raises(Interrupt):
+        interrupted.train(4, checkpoint_every=2, on_episode=stop_after_third)
+    assert len(read_metrics(tmp_path / "cut")) == 3
+    resumed = TrainingRun.open(tmp_path / "cut", *setup)
+    assert resumed.trainer.episode == 2
+    assert len(read_metrics(tmp_path / "cut")) == 2  # episode 2 will run again
+    resumed.train(4, checkpoint_every=2)
+
+    def without_time(rows):
+        return [{k: v for k, v in row.items() if k != "wall_s"} for row in rows]
+
+    assert without_time(read_metrics(tmp_path / "cut")) == without_time(
+        read_metrics(tmp_path / "straight")
+    )
+
+
+def test_resuming_with_another_setup_is_refused(tmp_path: Path, capsys):
+    out = str(tmp_path / "run")
+    assert main([*TRAIN, "--episodes", "1", "--out", out]) == 0
+    assert main([*TRAIN, "--episodes", "2", "--out", out, "--terminals", "6"]) == 2
+    assert "cannot resume" in capsys.readouterr().err
+    assert main([*TRAIN, "--episodes", "2", "--out", out, "--algo", "independent-drqn"]) == 2
+    assert "config.algo" in capsys.readouterr().err
+
+
+def test_train_refuses_a_foreign_non_empty_directory(tmp_path: Path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main([*TRAIN, "--episodes", "1", "--out", str(tmp_path)]) == 2
+    assert "not empty" in capsys.readouterr().err
+
+
+def evaluate(capsys, *args: str) -> dict:
+    assert main(["evaluate", "--topology", TINY, "--episodes", "2", "--json", *args]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1  # exactly one JSON object
+    return json.loads(lines[0])
+
+
+def test_evaluate_a_trained_run_and_a_baseline_on_the_same_held_out_arrivals(
+    tmp_path: Path, capsys
+):
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--episodes", "2", "--out", str(out)]) == 0
+    capsys.readouterr()
+    learned = evaluate(capsys, "--policy", str(out), "--seed", "5")
+    baseline = evaluate(capsys, "--policy", "local-only", "--seed", "5")
+    for report in (learned, baseline):
+        for key in ("policy", "episodes", "tasks", "avg_delay_s", "failure_rate", "avg_reward"):
+            assert key in report
+        assert report["episodes"] == 2 and report["first_seed"] >= 2**40
+    assert learned["policy"] == "crb-drqn" and baseline["policy"] == "local-only"
+    assert learned["tasks"] == baseline["tasks"] > 0  # same arrivals
+    # A CRB-DRQN run serves any terminal count through the managing edges.
+    assert evaluate(capsys, "--policy", str(out), "--terminals", "6")["terminals"] == 6
+
+
+def test_evaluate_rejects_an_unknown_policy(tmp_path: Path, capsys):
+    code = main(["evaluate", "--topology", TINY, "--policy", str(tmp_path / "nothing")])
+    assert code == 2
+    assert "neither a baseline" in capsys.readouterr().err
+
+
+def test_an_independent_drqn_run_evaluates_with_its_own_terminal_count_only(
+    tmp_path: Path, capsys
+):
+    out = tmp_path / "independent"
+    args = [*TRAIN, "--algo", "independent-drqn", "--episodes", "2", "--out", str(out)]
+    assert main(args) == 0
+    capsys.readouterr()
+    report = evaluate(capsys, "--policy", str(out))
+    assert report["policy"] == "independent-drqn" and report["tasks"] > 0
+    code = main(["evaluate", "--topology", TINY, "--policy", str(out), "--terminals", "6"])
+    assert code == 2
+    assert "cannot act for 6 terminals" in capsys.readouterr().err
