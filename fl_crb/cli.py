@@ -11,16 +11,18 @@ import sys
 from collections.abc import Sequence
 
 from fl_crb.commands import (
+    compare_sim,
     emulate,
     evaluate,
     netcheck,
     reproduce,
+    run_local,
     simulate,
     train,
 )
 from fl_crb.topology import TopologyError
 
-SUBCOMMANDS = (simulate, train, evaluate, reproduce, emulate, netcheck)
+SUBCOMMANDS = (simulate, train, evaluate, reproduce, emulate, netcheck, run_local, compare_sim)
 """Command modules, in the order `fl-crb --help` lists them."""
 
 

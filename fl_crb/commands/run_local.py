@@ -1,0 +1,90 @@
+"""`fl-crb run-local`: every party of a topology as its own process on 127.0.0.1."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from fl_crb.commands.common import add_topology_arguments
+from fl_crb.topology import TopologyError
+from fl_crb.topology.units import BANDWIDTH, TIME, UnitError, parse_quantity
+
+OVERRUN_WARNING_SHARE = 0.01
+"""Share of late slot boundaries from which the command suggests --realtime."""
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    run_local = commands.add_parser(
+        "run-local",
+        help="run terminals and edge servers as live processes on loopback",
+        description="Start every edge server and terminal as a separate process on "
+        "127.0.0.1, run them on the wall clock for --duration, and write a run folder "
+        "(per-task log, party logs, summary.json). Compare it with the simulator with "
+        "`fl-crb compare-sim DIR`.",
+    )
+    add_topology_arguments(run_local)
+    run_local.add_argument(
+        "--policy",
+        required=True,
+        help="a baseline (local-only, random, round-robin, least-loaded, "
+        "shortest-expected-delay) or crb-drqn:WEIGHTS.npz",
+    )
+    run_local.add_argument("--duration", required=True, help="arrival time with a unit, e.g. 60s")
+    run_local.add_argument("--out", required=True, help="new run folder")
+    run_local.add_argument("--seed", type=int, default=0)
+    run_local.add_argument(
+        "--no-pacing",
+        action="store_true",
+        help="do not pace uplinks at the link rate (only when something else shapes the link)",
+    )
+    run_local.add_argument(
+        "--pace-ticks", type=int, default=4, help="steps per slot of a paced uplink (default 4)"
+    )
+    run_local.add_argument(
+        "--realtime",
+        type=int,
+        metavar="PRIORITY",
+        help="parties run with SCHED_FIFO at this priority (1-99, needs root) so that other "
+        "programs on the host do not delay their slots; keep it below a network "
+        "emulator's own real-time daemons",
+    )
+    run_local.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fl_crb.runtime.local_run import LocalRunConfig, run_local
+
+    try:
+        duration_s = parse_quantity(args.duration, TIME)
+        rate_bps = None if args.rate is None else parse_quantity(args.rate, BANDWIDTH)
+    except UnitError as error:
+        raise TopologyError("command line", "--duration/--rate", str(error)) from None
+    config = LocalRunConfig(
+        topology_path=args.topology,
+        terminals_override=args.terminals,
+        arrival_rate_override_bps=rate_bps,
+        policy=args.policy,
+        duration_s=duration_s,
+        out_dir=args.out,
+        seed=args.seed,
+        pace_uplink=not args.no_pacing,
+        pace_ticks_per_slot=args.pace_ticks,
+        realtime_priority=args.realtime,
+    )
+    try:
+        summary = asyncio.run(run_local(config))
+    except RuntimeError as error:
+        print(f"fl-crb run-local: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=1))
+    share = summary["overrun_share"]
+    if share is not None and share >= OVERRUN_WARNING_SHARE and args.realtime is None:
+        print(
+            f"fl-crb run-local: {share:.1%} of slot boundaries were handled late (see "
+            "summary.json): the host is busy. As root, --realtime 5 keeps other programs "
+            "from delaying the parties.",
+            file=sys.stderr,
+        )
+    return 1 if summary["failed_parties"] else 0

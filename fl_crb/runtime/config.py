@@ -1,0 +1,182 @@
+"""What each party process is told: a JSON file per party, read back with validation.
+
+`RunSpec` is shared by every party of one run (the topology, the run's id, how many slots
+have arrivals, when to stop); `EdgeConfig` and `TerminalConfig` add each role's own
+settings. The coordinator (`local_run`, or the emulator) writes one file per party and
+starts `python -m fl_crb.runtime.edge_server FILE` or `... .terminal FILE`. Every field
+is checked on load; a bad file names itself, the field and the value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fl_crb.mec.params import MECParams
+from fl_crb.topology import Topology, load_topology
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """The facts every party of one run shares."""
+
+    run_id: int
+    """Random 64-bit id of the run; a terminal of another run is refused by the edges."""
+    topology_path: str
+    """Topology YAML file every party reads its parameters from."""
+    terminals_override: int | None
+    """Terminal count replacing the file's (`--terminals`), or None."""
+    arrival_rate_override_bps: float | None
+    """Offered load per terminal replacing the file's (`--rate`), in bit/s, or None."""
+    arrival_slots: int
+    """Slots 0 … arrival_slots − 1 get tasks; afterwards the run only drains."""
+    end_slot: int
+    """Parties handle slots 0 … end_slot − 1, then finish."""
+    seed: int
+    """Base seed; terminal d draws its workload from the generator seeded [seed, d]."""
+    overrun_threshold_s: float
+    """A slot boundary handled later than this after it begins counts as an overrun."""
+    realtime_priority: int | None = None
+    """SCHED_FIFO priority (1..99) each party takes once READY, so that other programs on
+    the host cannot delay its slot boundaries; None keeps normal scheduling."""
+
+    def topology(self) -> Topology:
+        """The topology file with this run's overrides applied."""
+        return run_topology(
+            self.topology_path, self.terminals_override, self.arrival_rate_override_bps
+        )
+
+    def model(self) -> tuple[MECParams, int]:
+        """The simulator's parameters and the terminal count of this run."""
+        topology = self.topology()
+        return topology.mec_params(), topology.terminal_count
+
+
+def run_topology(
+    path: str, terminals_override: int | None, arrival_rate_override_bps: float | None
+) -> Topology:
+    """A topology file with a run's overrides (None: keep the file's value) applied."""
+    topology = load_topology(path)
+    if terminals_override is not None or arrival_rate_override_bps is not None:
+        topology = topology.with_overrides(
+            terminals=terminals_override, arrival_rate_bps=arrival_rate_override_bps
+        )
+    return topology
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where an edge server listens."""
+
+    host: str
+    """IP address or host name."""
+    port: int
+    """TCP port."""
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    """One edge server party."""
+
+    run: RunSpec
+    """The run it belongs to."""
+    edge: int
+    """0-based edge index (its position in the topology's `edges`)."""
+    listen: Address
+    """Address to listen on; port 0 picks a free port, reported on the READY line."""
+    summary_path: str
+    """Where to write the party's summary JSON at the end."""
+
+
+@dataclass(frozen=True)
+class TerminalConfig:
+    """One terminal party."""
+
+    run: RunSpec
+    """The run it belongs to."""
+    terminal: int
+    """0-based terminal index (t1 is 0)."""
+    edges: tuple[Address, ...]
+    """Address of every edge server, in the topology's edge order."""
+    policy: str
+    """A baseline name (`fl-crb simulate --help` lists them) or `crb-drqn:WEIGHTS.npz`."""
+    pace_uplink: bool
+    """Send at most the model's R bits per slot (local mode). False when a network
+    emulator shapes the link instead: each task's bytes are written when it starts."""
+    pace_ticks_per_slot: int
+    """Paced sending writes a slot's share of bytes in this many equal steps."""
+    task_log_path: str
+    """Where to write the per-task JSON lines at the end."""
+    summary_path: str
+    """Where to write the party's summary JSON at the end."""
+    connect_timeout_s: float = 30.0
+    """How long to keep retrying the connection to an edge server at start-up."""
+
+
+_Config = TypeVar("_Config")
+
+
+def save_config(config: object, path: Path) -> None:
+    """Write a config dataclass as JSON."""
+    path.write_text(json.dumps(dataclasses.asdict(config), indent=1) + "\n")
+
+
+def load_config(path: str | Path, cls: type[_Config]) -> _Config:
+    """Read a config dataclass from JSON, checking every field's presence and type."""
+    origin = str(path)
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"{origin}: cannot read party config: {error}") from None
+    return config_from_dict(cls, data, origin)
+
+
+def config_from_dict(cls: type[_Config], data: Any, origin: str) -> _Config:
+    """Build a config dataclass from parsed JSON, checking every field; `origin` names the
+    source in errors."""
+    return _build(cls, data, origin, "")
+
+
+def _build(cls: type, data: Any, origin: str, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ValueError(f"{origin}: {where or 'top level'}: expected an object, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{origin}: {where or 'top level'}: unknown keys {unknown}")
+    values = {}
+    for f in dataclasses.fields(cls):
+        path = f"{where}.{f.name}" if where else f.name
+        if f.name not in data:
+            if f.default is not dataclasses.MISSING:
+                continue
+            raise ValueError(f"{origin}: {path}: missing")
+        values[f.name] = _value(hints[f.name], data[f.name], origin, path)
+    return cls(**values)
+
+
+def _value(hint: Any, value: Any, origin: str, path: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, origin, path)
+    origin_type = typing.get_origin(hint)
+    if origin_type is types.UnionType:  # `X | None`
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        hint = next(option for option in options if option is not type(None))
+        return _value(hint, value, origin, path)
+    if origin_type is tuple:
+        (item,) = typing.get_args(hint)[:1]
+        if not isinstance(value, list):
+            raise ValueError(f"{origin}: {path}: expected a list, got {value!r}")
+        return tuple(_value(item, v, origin, f"{path}[{i}]") for i, v in enumerate(value))
+    accepted = (int, float) if hint is float else hint
+    if (isinstance(value, bool) and hint is not bool) or not isinstance(value, accepted):
+        raise ValueError(f"{origin}: {path}: expected {hint.__name__}, got {value!r}")
+    return float(value) if hint is float else value

@@ -1,0 +1,216 @@
+"""How a live terminal decides: a baseline policy, or CRB-DRQN with reloadable weights.
+
+A `Decider` turns one terminal's own observation into an action and hears each task's
+reward. Two kinds exist:
+
+- `BaselineDecider` runs a baseline of `fl_crb.policies` built for the whole system (all
+  D terminals), and asks it about an `Observations` in which only this terminal has a
+  task. A baseline's per-terminal state (round-robin's next edge, least-loaded's
+  tie-breaking rotation) is therefore exactly the simulator's for this terminal.
+- `AgentDecider` (`--policy crb-drqn:WEIGHTS.npz`) is the learner's `TerminalAgent`
+  (the same component the simulator trainer uses), acting greedily (ε = 0) with the
+  weights in a file. At its first decision after each multiple of `tag` slots (the
+  agent's refresh period) it checks the file and loads it again if it changed, so
+  whoever trains can replace the weights while the run goes on (write a new file and
+  rename it over the old one: `save_weights_file`).
+  Its trajectories are kept and written next to the task log at the end. torch is
+  imported only for this kind, so baseline parties stay light.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zipfile
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from fl_crb.mec.observation import Observations, TerminalObservation
+from fl_crb.mec.params import MECParams
+from fl_crb.policies.baselines import BASELINES, make_baseline
+
+log = logging.getLogger(__name__)
+
+AGENT_PREFIX = "crb-drqn:"
+"""Policy spec prefix naming a weights file."""
+_UNREADABLE = (OSError, ValueError, EOFError, zipfile.BadZipFile)
+"""What reading a missing, partial or foreign weights file raises."""
+
+
+class Decider(Protocol):
+    label: str
+    """What decided, for the task log: a policy name or `crb-drqn@<version>`."""
+
+    def decide(self, observation: TerminalObservation, slot: int, task_id: int) -> int:
+        """Action for the task `task_id` arriving in `slot`: 0 local, e = edge e."""
+        ...
+
+    def resolved(self, task_id: int, reward: float) -> None:
+        """The task finished or was dropped with `reward`."""
+        ...
+
+    def finish(self) -> dict[str, object]:
+        """The run is over: save what must be kept; returns facts for the summary."""
+        ...
+
+
+class BaselineDecider:
+    """A baseline policy of the whole system, asked about this terminal only."""
+
+    def __init__(self, name: str, params: MECParams, terminals: int, terminal: int, seed: int):
+        self.label = name
+        self._policy = make_baseline(name, params, terminals, seed)
+        self._terminal = terminal
+        self._has_task = np.zeros(terminals, dtype=bool)
+        self._has_task[terminal] = True
+        self._task_bits = np.zeros(terminals)
+        self._local_wait = np.zeros(terminals, dtype=np.int64)
+        self._uplink_wait = np.zeros(terminals, dtype=np.int64)
+        self._queued = np.zeros((terminals, params.edges))
+
+    def decide(self, observation: TerminalObservation, slot: int, task_id: int) -> int:
+        d = self._terminal
+        self._task_bits[d] = observation.task_bits
+        self._local_wait[d] = observation.local_wait_slots
+        self._uplink_wait[d] = observation.uplink_wait_slots
+        self._queued[d] = observation.edge_queue_bits
+        observations = Observations(
+            slot=slot,
+            has_task=self._has_task,
+            task_bits=self._task_bits,
+            local_wait_slots=self._local_wait,
+            uplink_wait_slots=self._uplink_wait,
+            edge_queue_bits=self._queued,
+            load_history=observation.load_history,
+        )
+        return int(self._policy.act(observations)[d])
+
+    def resolved(self, task_id: int, reward: float) -> None:
+        """Baselines do not learn."""
+
+    def finish(self) -> dict[str, object]:
+        return {"policy": self.label}
+
+
+def save_weights_file(path: str | Path, weights: dict[str, np.ndarray], version: int) -> None:
+    """Write Q-network weights (`weights_to_numpy` names) and their version atomically."""
+    path = Path(path)
+    if "version" in weights:
+        raise ValueError("a weight may not be called 'version': the name holds the version")
+    temporary = path.with_name(path.name + ".tmp.npz")
+    np.savez(temporary, version=np.int64(version), **weights)
+    os.replace(temporary, path)
+
+
+def read_weights_file(path: Path) -> tuple[dict[str, np.ndarray], int]:
+    """The weights and version in a file written by `save_weights_file`."""
+    with np.load(path) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    if "version" not in arrays:
+        raise ValueError(f"{path}: no 'version' entry; write weights with save_weights_file")
+    return arrays, int(arrays.pop("version"))
+
+
+class AgentDecider:
+    """CRB-DRQN's terminal agent acting greedily with weights reloaded from a file."""
+
+    def __init__(
+        self,
+        weights_path: Path,
+        params: MECParams,
+        terminals: int,
+        seed: int,
+        trajectory_path: Path | None,
+    ) -> None:
+        import torch
+
+        from fl_crb.learn.features import FeatureScale
+        from fl_crb.learn.terminal_agent import TerminalAgent
+
+        torch.set_num_threads(1)  # many parties share few cores
+        self._path = weights_path
+        self._signature: tuple[int, int, int] | None = None
+        self._agent = TerminalAgent(
+            FeatureScale.from_params(params, terminals), params.history_slots, seed=seed
+        )
+        self._agent.epsilon = 0.0
+        self._trajectory_path = trajectory_path
+        self._trajectories: list = []
+        self.reloads = 0
+        self._window = 0
+        """slot // tag of the last check of the file."""
+        try:
+            self._load()
+        except _UNREADABLE as error:
+            raise ValueError(f"{weights_path}: cannot load CRB-DRQN weights: {error}") from None
+
+    @property
+    def label(self) -> str:
+        return f"crb-drqn@{self._agent.weights_version}"
+
+    def _load(self) -> None:
+        """Load the file into the agent, remembering which version of the file it was."""
+        stat = os.stat(self._path)
+        weights, version = read_weights_file(self._path)
+        self._agent.load_weights(weights, version)
+        self._signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        self.reloads += 1
+
+    def _reload(self) -> None:
+        """Load the file again if it changed; a file that cannot be read (being replaced,
+        or broken) keeps the weights held, with a warning, and is tried again next time."""
+        try:
+            stat = os.stat(self._path)
+            if (stat.st_mtime_ns, stat.st_size, stat.st_ino) != self._signature:
+                self._load()
+        except _UNREADABLE as error:
+            log.warning("weights file %s: %s; keeping the weights held", self._path, error)
+
+    def decide(self, observation: TerminalObservation, slot: int, task_id: int) -> int:
+        window = slot // self._agent.config.refresh_slots
+        if window != self._window:  # first decision since a multiple of `tag` slots
+            self._window = window
+            self._reload()
+        action, trajectories = self._agent.act(observation, task_id)
+        self._trajectories.extend(trajectories)
+        return action
+
+    def resolved(self, task_id: int, reward: float) -> None:
+        self._trajectories.extend(self._agent.reward(task_id, reward))
+
+    def finish(self) -> dict[str, object]:
+        if self._trajectory_path is not None and self._trajectories:
+            from fl_crb.learn.pool import FIELDS
+
+            stacked = {f: np.stack([getattr(t, f) for t in self._trajectories]) for f in FIELDS}
+            np.savez(self._trajectory_path, **stacked)
+        return {
+            "policy": "crb-drqn",
+            "weights_file": str(self._path),
+            "weights_version": self._agent.weights_version,
+            "weights_loads": self.reloads,
+            "trajectories": len(self._trajectories),
+        }
+
+
+def make_decider(
+    spec: str,
+    params: MECParams,
+    terminals: int,
+    terminal: int,
+    seed: int,
+    trajectory_path: Path | None = None,
+) -> Decider:
+    """The decider a policy spec names: a baseline name or `crb-drqn:WEIGHTS.npz`."""
+    if spec.startswith(AGENT_PREFIX):
+        return AgentDecider(
+            Path(spec[len(AGENT_PREFIX) :]), params, terminals, seed, trajectory_path
+        )
+    if spec in BASELINES:
+        return BaselineDecider(spec, params, terminals, terminal, seed)
+    raise ValueError(
+        f"unknown policy {spec!r}; choose a baseline ({', '.join(BASELINES)}) or "
+        f"{AGENT_PREFIX}WEIGHTS.npz"
+    )

@@ -1,0 +1,326 @@
+"""The edge server party: receives offloaded tasks over TCP and computes them on the slot clock.
+
+`python -m fl_crb.runtime.edge_server CONFIG.json` (see `fl_crb.runtime.party` for the
+start handshake). The server accepts one connection per terminal (HELLO → WELCOME), then
+reads TASK headers and DATA frames: the payload's real bytes are counted and checked
+against the header's CRC-32, and a task whose last byte arrives in slot s joins that
+terminal's queue in slot s + 1. At every slot boundary t it runs slot t of
+`EdgeProcessor` (joins, processor sharing at its configured CPU, deadline drops), sends
+an OUTCOME for each resolved task and a LOAD report (Q_e(t) and the terminal's queued
+bits) to every connected terminal.
+
+CPU speed is emulated by accounting, not by burning cycles: a task's remaining work is in
+bits and each slot takes away S_d / Q_e(t) of them, as in the simulator.
+
+Nothing a terminal does can stall the server: sends never wait, a bad frame closes only
+its connection (with an ERROR frame naming the problem), and a terminal that disconnects,
+even mid-transfer, has its tasks discarded while the slot loop goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+import zlib
+from dataclasses import dataclass
+
+from fl_crb.runtime.clock import SlotClock, SlotTimer
+from fl_crb.runtime.config import EdgeConfig, load_config
+from fl_crb.runtime.connection import FramedConnection, PeerGone
+from fl_crb.runtime.edge_queues import EdgeProcessor
+from fl_crb.runtime.party import (
+    announce_ready,
+    await_start,
+    configure_logging,
+    enter_realtime,
+    write_json,
+)
+from fl_crb.runtime.protocol import (
+    Hello,
+    LoadReport,
+    Outcome,
+    OutcomeKind,
+    ProtocolError,
+    TaskData,
+    TaskHeader,
+    Welcome,
+)
+
+log = logging.getLogger(__name__)
+
+HELLO_TIMEOUT_S = 10.0
+"""A connection that does not say HELLO within this time is closed."""
+MAX_BACKLOG_BYTES = 1 << 20
+"""Unsent bytes towards a terminal beyond which it counts as not reading."""
+DRAIN_GRACE_S = 3.0
+"""After the last slot, how long to wait for terminals to hang up before closing."""
+
+
+@dataclass(slots=True)
+class _Transfer:
+    """Bytes of one announced task received so far."""
+
+    header: TaskHeader
+    received_bytes: int = 0
+    crc32: int = 0
+
+
+class EdgeServer:
+    """One edge server: listening socket, per-terminal connections, the slot loop."""
+
+    def __init__(self, config: EdgeConfig) -> None:
+        self.config = config
+        self.params, self.terminals = config.run.model()
+        if not 0 <= config.edge < self.params.edges:
+            raise ValueError(
+                f"edge index {config.edge} does not exist; the topology has "
+                f"{self.params.edges} edges (0..{self.params.edges - 1})"
+            )
+        arrays = self.params.per_terminal(self.terminals)
+        self.deadline_slots = arrays.deadline_slots
+        self.processor = EdgeProcessor(arrays.edge_bits_per_slot[:, config.edge])
+        self.clock: SlotClock | None = None
+        self.connections: dict[int, FramedConnection] = {}
+        self._transfers: dict[int, dict[int, _Transfer]] = {}
+        self._last_task_id: dict[int, int] = {}
+        self._server: asyncio.Server | None = None
+        self._running = False
+        self.stats = {
+            "tasks_announced": 0,
+            "tasks_received": 0,
+            "finished": 0,
+            "dropped": 0,
+            "late_data_bytes": 0,
+            "protocol_errors": 0,
+            "disconnects_during_run": 0,
+            "tasks_discarded": 0,
+        }
+        self._seen: list[FramedConnection] = []
+        """Every connection ever accepted, for the byte counts."""
+
+    @property
+    def name(self) -> str:
+        return f"edge{self.config.edge + 1}"
+
+    async def listen(self) -> int:
+        """Start accepting terminals; returns the port listened on."""
+        address = self.config.listen
+        self._server = await asyncio.start_server(self._serve, address.host, address.port)
+        return self._server.sockets[0].getsockname()[1]
+
+    async def run(self, clock: SlotClock) -> dict[str, object]:
+        """Handle slots 0 … end_slot − 1 on `clock`; returns the party's summary."""
+        self.clock = clock
+        timer = SlotTimer(clock, self.config.run.overrun_threshold_s)
+        self._running = True
+        load_total = 0
+        for slot in range(self.config.run.end_slot):
+            await clock.sleep_until(clock.boundary(slot))
+            timer.woke(slot)
+            load_total += self._slot(slot)
+            timer.handled(slot)
+        self._running = False
+        deadline = time.time() + DRAIN_GRACE_S
+        while self.connections and time.time() < deadline:
+            await asyncio.sleep(0.05)
+        await self.close()
+        return {
+            "party": self.name,
+            "role": "edge",
+            "edge": self.config.edge,
+            **timer.summary(),
+            "mean_active_queues": load_total / max(1, self.config.run.end_slot),
+            **self.stats,
+            "bytes_sent": sum(c.bytes_sent for c in self._seen),
+            "bytes_received": sum(c.bytes_received for c in self._seen),
+        }
+
+    async def close(self) -> None:
+        for connection in list(self.connections.values()):
+            connection.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def _slot(self, slot: int) -> int:
+        """Run one slot and report it; returns Q_e(slot)."""
+        load, resolved = self.processor.step(slot)
+        for task in resolved:
+            self.stats["dropped" if task.dropped else "finished"] += 1
+            self._transfers.get(task.terminal, {}).pop(task.task_id, None)
+            kind = OutcomeKind.DROPPED if task.dropped else OutcomeKind.FINISHED
+            self._send(task.terminal, Outcome(task.task_id, task.slot, kind, task.received_slot))
+        for terminal in list(self.connections):
+            bits = self.processor.queued_bits(terminal)
+            self._send(terminal, LoadReport(slot, load, bits))
+        return load
+
+    def _send(self, terminal: int, message: Outcome | LoadReport) -> None:
+        connection = self.connections.get(terminal)
+        if connection is None:
+            return
+        try:
+            connection.send(message)
+        except (PeerGone, ConnectionError) as error:
+            log.warning("%s: cannot send to %s: %s", self.name, connection.peer, error)
+            self._forget(terminal, connection)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        host, port = writer.get_extra_info("peername")[:2]
+        connection = FramedConnection(
+            reader, writer, f"unidentified peer at {host}:{port}", MAX_BACKLOG_BYTES
+        )
+        self._seen.append(connection)
+        terminal = None
+        try:
+            terminal = await asyncio.wait_for(self._handshake(connection), HELLO_TIMEOUT_S)
+            while (message := await connection.receive()) is not None:
+                self._handle(terminal, connection, message)
+            log.info("%s: %s hung up", self.name, connection.peer)
+        except ProtocolError as error:
+            self.stats["protocol_errors"] += 1
+            connection.reject(error)
+        except TimeoutError:
+            log.error(
+                "%s: %s sent no HELLO within %ss", self.name, connection.peer, HELLO_TIMEOUT_S
+            )
+        except ConnectionError as error:
+            level = logging.WARNING if self._running else logging.INFO
+            log.log(level, "%s: connection to %s ended: %s", self.name, connection.peer, error)
+        finally:
+            if terminal is not None and self.connections.get(terminal) is connection:
+                self._forget(terminal, connection)
+            connection.close()
+
+    async def _handshake(self, connection: FramedConnection) -> int:
+        hello = await connection.receive()
+        if not isinstance(hello, Hello):
+            got = "end of stream" if hello is None else type(hello).__name__
+            raise ProtocolError(connection.peer, f"expected HELLO first, got {got}")
+        if hello.run_id != self.config.run.run_id:
+            raise ProtocolError(
+                connection.peer,
+                f"HELLO for run {hello.run_id:#x}; this edge serves run "
+                f"{self.config.run.run_id:#x}",
+            )
+        if not 0 <= hello.terminal < self.terminals:
+            raise ProtocolError(
+                connection.peer,
+                f"HELLO from terminal {hello.terminal}; the run has terminals "
+                f"0..{self.terminals - 1}",
+            )
+        if hello.terminal in self.connections:
+            raise ProtocolError(connection.peer, f"terminal {hello.terminal} is already connected")
+        address = connection.peer.split(" at ")[-1]
+        connection.peer = f"terminal t{hello.terminal + 1} (index {hello.terminal}, {address})"
+        self.connections[hello.terminal] = connection
+        connection.send(Welcome(self.config.run.run_id, self.config.edge))
+        log.info("%s: %s connected", self.name, connection.peer)
+        return hello.terminal
+
+    def _handle(self, terminal: int, connection: FramedConnection, message: object) -> None:
+        if self.clock is None or self.clock.now_slot() < 0:
+            raise ProtocolError(
+                connection.peer, f"{type(message).__name__} before the run's first slot"
+            )
+        if isinstance(message, TaskData):
+            self._data(terminal, connection, message)
+        elif isinstance(message, TaskHeader):
+            self._announce(terminal, connection, message)
+        else:
+            raise ProtocolError(
+                connection.peer, f"a terminal may send TASK and DATA, not {type(message).__name__}"
+            )
+
+    def _announce(self, terminal: int, connection: FramedConnection, header: TaskHeader) -> None:
+        expected = header.arrival_slot + int(self.deadline_slots[terminal]) - 1
+        if header.deadline_slot != expected:
+            raise ProtocolError(
+                connection.peer,
+                f"TASK {header.task_id} deadline slot {header.deadline_slot}; with τ = "
+                f"{self.deadline_slots[terminal]} slots it must be {expected} (same topology?)",
+            )
+        if header.task_id <= self._last_task_id.get(terminal, -1):
+            raise ProtocolError(
+                connection.peer,
+                f"TASK id {header.task_id} is not above the last one "
+                f"({self._last_task_id[terminal]}); task ids must increase",
+            )
+        self._last_task_id[terminal] = header.task_id
+        self._transfers.setdefault(terminal, {})[header.task_id] = _Transfer(header)
+        self.processor.announce(terminal, header.task_id, header.deadline_slot, header.size_bits)
+        self.stats["tasks_announced"] += 1
+
+    def _data(self, terminal: int, connection: FramedConnection, data: TaskData) -> None:
+        transfer = self._transfers.get(terminal, {}).get(data.task_id)
+        if transfer is None:
+            if data.task_id <= self._last_task_id.get(terminal, -1):
+                self.stats["late_data_bytes"] += len(data.chunk)  # task already dropped
+                return
+            raise ProtocolError(connection.peer, f"DATA for task {data.task_id}, never announced")
+        transfer.received_bytes += len(data.chunk)
+        transfer.crc32 = zlib.crc32(data.chunk, transfer.crc32)
+        header = transfer.header
+        if transfer.received_bytes > header.payload_bytes:
+            raise ProtocolError(
+                connection.peer,
+                f"task {header.task_id} sent {transfer.received_bytes} bytes; its TASK header "
+                f"announced {header.payload_bytes}",
+            )
+        if transfer.received_bytes < header.payload_bytes:
+            return
+        if transfer.crc32 != header.crc32:
+            raise ProtocolError(
+                connection.peer,
+                f"task {header.task_id} payload CRC-32 {transfer.crc32:#010x}, header "
+                f"announced {header.crc32:#010x}",
+            )
+        del self._transfers[terminal][header.task_id]
+        assert self.clock is not None  # checked by _handle
+        self.processor.receive(terminal, header.task_id, self.clock.now_slot())
+        self.stats["tasks_received"] += 1
+
+    def _forget(self, terminal: int, connection: FramedConnection) -> None:
+        """A terminal went away: stop serving it and discard its tasks."""
+        if self.connections.get(terminal) is not connection:
+            return
+        del self.connections[terminal]
+        self._transfers.pop(terminal, None)
+        discarded = self.processor.forget_terminal(terminal)
+        self.stats["tasks_discarded"] += discarded
+        if self._running:
+            self.stats["disconnects_during_run"] += 1
+            log.warning(
+                "%s: %s went away during the run; discarded its %d tasks",
+                self.name,
+                connection.peer,
+                discarded,
+            )
+        connection.close()
+
+
+async def _main(config: EdgeConfig) -> None:
+    server = EdgeServer(config)
+    port = await server.listen()
+    announce_ready({"port": port})
+    enter_realtime(config.run.realtime_priority)
+    epoch = await await_start()
+    summary = await server.run(SlotClock(epoch, server.params.slot_s))
+    write_json(config.summary_path, summary)
+    log.info("%s: done: %s", server.name, summary)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m fl_crb.runtime.edge_server CONFIG.json", file=sys.stderr)
+        return 2
+    config = load_config(argv[1], EdgeConfig)
+    configure_logging(f"edge{config.edge + 1}")
+    asyncio.run(_main(config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,360 @@
+"""Local mode: every party of a topology as its own process on 127.0.0.1, one run folder.
+
+`run_local(config)` starts each edge server (on a free port), then each terminal, waits
+until all are READY (listening, connected), gives them a common epoch a moment ahead,
+waits for them to finish, and writes the run folder:
+
+    DIR/run.json             what was run: topology, policy, slots, epoch, parties
+    DIR/topology.yaml        a copy of the topology file
+    DIR/tasks.csv            every task's outcome (`fl_crb.runtime.tasklog`)
+    DIR/summary.json         tasks, average delay, failure rate, overruns, bytes per party
+    DIR/logs/PARTY.log       each party's log (its standard error)
+    DIR/parties/PARTY.json   each party's own summary; PARTY.tasks.jsonl per terminal
+    DIR/config/PARTY.json    the config each party was started with
+
+Without a network emulator the terminals pace their uplink at the topology's rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import secrets
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fl_crb.mec.params import MECParams
+from fl_crb.policies.baselines import BASELINES
+from fl_crb.runtime.config import (
+    Address,
+    EdgeConfig,
+    RunSpec,
+    TerminalConfig,
+    run_topology,
+    save_config,
+)
+from fl_crb.runtime.decider import AGENT_PREFIX
+from fl_crb.runtime.party import READY, write_json
+from fl_crb.runtime.tasklog import merge_task_lines, read_task_table
+
+RUN_FILE = "run.json"
+TASKS_FILE = "tasks.csv"
+SUMMARY_FILE = "summary.json"
+LOOPBACK = "127.0.0.1"
+SINGLE_THREADED = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+"""Numerical libraries in each party use one thread: many parties share few cores."""
+EXIT_GRACE_S = 30.0
+"""How long after the last slot the parties may take to write their outputs and exit."""
+
+
+@dataclass(frozen=True)
+class LocalRunConfig:
+    """One local run."""
+
+    topology_path: str
+    """Topology YAML file."""
+    terminals_override: int | None
+    """Terminal count replacing the file's, or None."""
+    arrival_rate_override_bps: float | None
+    """Offered load per terminal replacing the file's, in bit/s, or None."""
+    policy: str
+    """A baseline name or `crb-drqn:WEIGHTS.npz`, used by every terminal."""
+    duration_s: float
+    """Seconds of task arrivals; the run then drains for τ + 2 slots."""
+    out_dir: str
+    """Run folder; created, and must not hold an earlier run."""
+    seed: int = 0
+    """Seed of the terminals' workloads and random policies."""
+    pace_uplink: bool = True
+    """Terminals pace their uplink at the topology's rate (nothing else shapes loopback)."""
+    pace_ticks_per_slot: int = 4
+    """Paced uplinks write a slot's bytes in this many steps."""
+    overrun_threshold_fraction: float = 0.25
+    """A slot boundary handled later than this fraction of a slot counts as an overrun."""
+    startup_timeout_s: float = 120.0
+    """How long the parties may take to become READY (imports, connections)."""
+    start_lead_s: float = 1.0
+    """The epoch is this far after the last party became READY."""
+    realtime_priority: int | None = None
+    """SCHED_FIFO priority for every party once READY (needs root); None: normal."""
+
+    def __post_init__(self) -> None:
+        if not self.duration_s > 0:
+            raise ValueError(f"duration must be > 0 seconds, got {self.duration_s!r}")
+        if self.pace_ticks_per_slot < 1:
+            raise ValueError(f"--pace-ticks must be >= 1, got {self.pace_ticks_per_slot}")
+        if not 0 < self.overrun_threshold_fraction <= 1:
+            raise ValueError(
+                "overrun_threshold_fraction must lie in (0, 1] of a slot, got "
+                f"{self.overrun_threshold_fraction!r}"
+            )
+
+
+@dataclass
+class _Party:
+    name: str
+    process: asyncio.subprocess.Process
+    log_path: Path
+
+
+async def run_local(config: LocalRunConfig) -> dict[str, object]:
+    """Run every party, wait for them, write the run folder; returns the summary."""
+    out = Path(config.out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"run folder {out} is not empty; give a new folder for each run")
+    spec, params, terminals = _run_spec(config)
+    policy = _checked_policy(config.policy)
+    for sub in ("config", "logs", "parties"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(config.topology_path, out / "topology.yaml")
+    cpu_before = _children_cpu_s()
+    load_before = os.getloadavg()
+    parties: list[_Party] = []
+    try:
+        edges = []
+        for e in range(params.edges):
+            edge = EdgeConfig(
+                spec, e, Address(LOOPBACK, 0), str(out / "parties" / f"edge{e + 1}.json")
+            )
+            parties.append(await _spawn(out, f"edge{e + 1}", "edge_server", edge))
+        ready_by = time.time() + config.startup_timeout_s
+        for party in parties:
+            edges.append(Address(LOOPBACK, int((await _ready(party, ready_by))["port"])))
+        for d in range(terminals):
+            name = f"t{d + 1}"
+            terminal = TerminalConfig(
+                spec,
+                d,
+                tuple(edges),
+                policy,
+                config.pace_uplink,
+                config.pace_ticks_per_slot,
+                str(out / "parties" / f"{name}.tasks.jsonl"),
+                str(out / "parties" / f"{name}.json"),
+            )
+            parties.append(await _spawn(out, name, "terminal", terminal))
+        for party in parties[params.edges :]:
+            await _ready(party, ready_by)
+        epoch = time.time() + config.start_lead_s
+        for party in parties:
+            assert party.process.stdin is not None
+            party.process.stdin.write(f"START {epoch!r}\n".encode())
+            await party.process.stdin.drain()
+            party.process.stdin.close()
+        _write_run_file(out, config, spec, params.slot_s, epoch, [p.name for p in parties])
+        finish_by = epoch + spec.end_slot * params.slot_s + EXIT_GRACE_S
+        failed = await _wait_all(parties, finish_by)
+    except BaseException:
+        await _stop(parties)
+        raise
+    summary = _summarise(out, config, spec, params.slot_s, parties, failed)
+    summary["machine"] = {
+        "cpus": os.cpu_count(),
+        "load_avg_1min_before": round(load_before[0], 2),
+        "load_avg_1min_after": round(os.getloadavg()[0], 2),
+        "parties_cpu_s": round(_children_cpu_s() - cpu_before, 2),
+    }
+    write_json(out / SUMMARY_FILE, summary)
+    return summary
+
+
+def _run_spec(config: LocalRunConfig) -> tuple[RunSpec, MECParams, int]:
+    """The shared facts of the run; checks the topology and duration before any process."""
+    topology = run_topology(
+        config.topology_path, config.terminals_override, config.arrival_rate_override_bps
+    )
+    params, terminals = topology.mec_params(), topology.terminal_count
+    _check_realtime(config.realtime_priority)
+    arrival_slots = round(config.duration_s / params.slot_s)
+    if arrival_slots < 1:
+        raise ValueError(
+            f"duration {config.duration_s}s is shorter than one slot ({params.slot_s}s)"
+        )
+    deadline_slots = int(params.per_terminal(terminals).deadline_slots.max())
+    spec = RunSpec(
+        run_id=secrets.randbits(63),
+        topology_path=str(Path(config.topology_path).resolve()),
+        terminals_override=config.terminals_override,
+        arrival_rate_override_bps=config.arrival_rate_override_bps,
+        arrival_slots=arrival_slots,
+        end_slot=arrival_slots + deadline_slots + 2,
+        seed=config.seed,
+        overrun_threshold_s=config.overrun_threshold_fraction * params.slot_s,
+        realtime_priority=config.realtime_priority,
+    )
+    return spec, params, terminals
+
+
+def _checked_policy(spec: str) -> str:
+    """The policy spec with an absolute weights path; refuses an unknown policy or a
+    missing weights file before any process starts."""
+    if spec.startswith(AGENT_PREFIX):
+        path = Path(spec[len(AGENT_PREFIX) :])
+        if not path.is_file():
+            raise ValueError(f"policy {spec!r}: weights file {path} does not exist")
+        return AGENT_PREFIX + str(path.resolve())
+    if spec not in BASELINES:
+        raise ValueError(
+            f"unknown policy {spec!r}; choose a baseline ({', '.join(BASELINES)}) or "
+            f"{AGENT_PREFIX}WEIGHTS.npz"
+        )
+    return spec
+
+
+def _check_realtime(priority: int | None) -> None:
+    """Refuse a real-time priority the parties could not take, before starting any."""
+    if priority is None:
+        return
+    low, high = os.sched_get_priority_min(os.SCHED_FIFO), os.sched_get_priority_max(os.SCHED_FIFO)
+    if not low <= priority <= high:
+        raise ValueError(f"real-time priority {priority}; expected {low}..{high}")
+    allowed = resource.getrlimit(resource.RLIMIT_RTPRIO)[0]
+    if os.geteuid() != 0 and allowed != resource.RLIM_INFINITY and allowed < priority:
+        raise ValueError(
+            f"real-time priority {priority} needs root or RLIMIT_RTPRIO >= {priority} "
+            f"(it is {allowed}); run without --realtime"
+        )
+
+
+async def _spawn(out: Path, name: str, module: str, config: object) -> _Party:
+    config_path = out / "config" / f"{name}.json"
+    save_config(config, config_path)
+    log_path = out / "logs" / f"{name}.log"
+    with log_path.open("wb") as log_file:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            f"fl_crb.runtime.{module}",
+            str(config_path),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log_file,
+            env={**os.environ, **SINGLE_THREADED},
+        )
+    return _Party(name, process, log_path)
+
+
+async def _ready(party: _Party, ready_by: float) -> dict:
+    """Wait for the party's READY line; its JSON facts."""
+    assert party.process.stdout is not None
+    try:
+        line = await asyncio.wait_for(
+            party.process.stdout.readline(), max(0.0, ready_by - time.time())
+        )
+    except TimeoutError:
+        raise RuntimeError(f"{party.name} did not become READY in time; {_tail(party)}") from None
+    text = line.decode(errors="replace").strip()
+    if not text.startswith(READY):
+        raise RuntimeError(f"{party.name} failed to start (said {text!r}); {_tail(party)}")
+    return json.loads(text[len(READY) :])
+
+
+async def _wait_all(parties: list[_Party], finish_by: float) -> list[str]:
+    """Wait for every party to exit; returns the names of those that failed."""
+    failed = []
+    for party in parties:
+        try:
+            code = await asyncio.wait_for(party.process.wait(), max(0.0, finish_by - time.time()))
+        except TimeoutError:
+            party.process.kill()
+            code = await party.process.wait()
+            print(f"{party.name} did not finish in time and was killed", file=sys.stderr)
+        if code != 0:
+            failed.append(party.name)
+            print(f"{party.name} exited with status {code}; {_tail(party)}", file=sys.stderr)
+    return failed
+
+
+async def _stop(parties: list[_Party]) -> None:
+    """Kill the parties still running (they are this coordinator's children) and reap them."""
+    for party in parties:
+        if party.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                party.process.kill()
+    for party in parties:
+        await party.process.wait()
+
+
+def _tail(party: _Party, lines: int = 8) -> str:
+    text = party.log_path.read_text(errors="replace").strip().splitlines()[-lines:]
+    return f"last lines of {party.log_path}:\n" + "\n".join(text) if text else "its log is empty"
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _write_run_file(
+    out: Path, config: LocalRunConfig, spec: RunSpec, slot_s: float, epoch: float, names: list[str]
+) -> None:
+    write_json(
+        out / RUN_FILE,
+        {
+            "mode": "local",
+            "run": asdict(spec),
+            "local": asdict(config),
+            "slot_s": slot_s,
+            "epoch_unix_s": epoch,
+            "parties": names,
+        },
+    )
+
+
+def _summarise(
+    out: Path,
+    config: LocalRunConfig,
+    spec: RunSpec,
+    slot_s: float,
+    parties: list[_Party],
+    failed: list[str],
+) -> dict[str, object]:
+    party_summaries = {}
+    for party in parties:
+        path = out / "parties" / f"{party.name}.json"
+        if path.exists():
+            party_summaries[party.name] = json.loads(path.read_text())
+    logs = sorted((out / "parties").glob("*.tasks.jsonl"))
+    merge_task_lines(logs, out / TASKS_FILE)
+    table = read_task_table(out / TASKS_FILE)
+    resolved = table.resolve_slot >= 0
+    finished = resolved & (table.dropped == 0)
+    tasks = len(table)
+    boundaries = sum(s["boundaries"] for s in party_summaries.values())
+    overruns = sum(s["overruns"] for s in party_summaries.values())
+    return {
+        "topology": Path(config.topology_path).stem,
+        "policy": config.policy,
+        "duration_s": config.duration_s,
+        "slot_s": slot_s,
+        "arrival_slots": spec.arrival_slots,
+        "pace_uplink": config.pace_uplink,
+        "tasks": tasks,
+        "finished": int(finished.sum()),
+        "dropped": int((resolved & (table.dropped == 1)).sum()),
+        "unresolved": int((~resolved).sum()),
+        "avg_delay_s": float(np.mean(table.delay_slots[finished]) * slot_s)
+        if finished.any()
+        else None,
+        "failure_rate": float((table.dropped == 1).sum() / tasks) if tasks else None,
+        "boundaries": boundaries,
+        "overruns": overruns,
+        "overrun_share": overruns / boundaries if boundaries else None,
+        "worst_lateness_ms": max(
+            (s["lateness_max_ms"] for s in party_summaries.values()), default=None
+        ),
+        "stale_observations": sum(s.get("stale_observations", 0) for s in party_summaries.values()),
+        "late_sends": sum(s.get("late_sends", 0) for s in party_summaries.values()),
+        "bytes_sent": {name: s["bytes_sent"] for name, s in party_summaries.items()},
+        "bytes_received": {name: s["bytes_received"] for name, s in party_summaries.items()},
+        "failed_parties": failed
+        + [p.name for p in parties if p.name not in party_summaries and p.name not in failed],
+    }

@@ -1,0 +1,327 @@
+"""The terminal party: generates tasks, decides, computes locally or sends real bytes to an edge.
+
+`python -m fl_crb.runtime.terminal CONFIG.json` (start handshake: `fl_crb.runtime.party`).
+At start-up it connects to every edge server (HELLO → WELCOME). At each slot boundary t:
+
+1. arrival: if its seeded workload (the simulator's distribution, `draw_arrivals`) has a
+   task in slot t, it builds the simulator's observation (its own queues' waits, the
+   edges' LOAD reports of slot t − 1) and asks its `Decider`; an offloaded task is
+   announced to the chosen edge at once (TASK header) and queued on the uplink;
+2. local computing: the local CPU's head task gets one slot (L bits, `SlotServer`);
+3. uplink: the uplink's head task gets one slot; its real bytes for that slot are written
+   during the slot, paced in `pace_ticks_per_slot` steps at R bits per slot (or all at
+   once when `pace_uplink` is off and a network emulator shapes the link).
+
+Local tasks resolve here (finished, or dropped at the end of their deadline slot);
+offloaded tasks resolve when the edge's OUTCOME arrives. Every task goes to the task log.
+CPU speed is emulated by accounting (whole slots of L bits), not by burning cycles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import sys
+import time
+import zlib
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+
+from fl_crb.mec.params import TerminalArrays
+from fl_crb.mec.workload import draw_arrivals
+from fl_crb.runtime.clock import SlotClock, SlotTimer
+from fl_crb.runtime.config import TerminalConfig, load_config
+from fl_crb.runtime.connection import FramedConnection, PeerGone
+from fl_crb.runtime.decider import make_decider
+from fl_crb.runtime.load_board import LoadBoard
+from fl_crb.runtime.party import (
+    announce_ready,
+    await_start,
+    configure_logging,
+    enter_realtime,
+    write_json,
+)
+from fl_crb.runtime.protocol import (
+    ErrorNotice,
+    Hello,
+    LoadReport,
+    Outcome,
+    OutcomeKind,
+    ProtocolError,
+    TaskHeader,
+    Welcome,
+)
+from fl_crb.runtime.tasklog import LiveTask, write_task_lines
+from fl_crb.runtime.terminal_queues import QueuedTask, SlotServer, SlotService
+from fl_crb.runtime.uplink import Uplink
+
+log = logging.getLogger(__name__)
+
+MAX_BACKLOG_BYTES = 64 << 20
+"""Unsent bytes towards an edge beyond which it counts as not reading."""
+OUTCOME_GRACE_S = 2.0
+"""After the last slot, how long to wait for the edges' last OUTCOME frames."""
+
+
+def terminal_workload(arrays: TerminalArrays, terminal: int, slots: int, seed: int) -> np.ndarray:
+    """Task sizes of one terminal for `slots` slots (0: no task), the simulator's way."""
+    own = TerminalArrays(
+        **{f.name: getattr(arrays, f.name)[terminal : terminal + 1] for f in fields(arrays)}
+    )
+    return draw_arrivals(own, slots, np.random.default_rng([seed, terminal]))[:, 0]
+
+
+class TerminalParty:
+    """One terminal: its workload, queues, decider, connections and slot loop."""
+
+    def __init__(self, config: TerminalConfig) -> None:
+        self.config = config
+        run = config.run
+        params, terminals = run.model()
+        d = config.terminal
+        if not 0 <= d < terminals:
+            raise ValueError(f"terminal index {d} does not exist; the run has 0..{terminals - 1}")
+        if len(config.edges) != params.edges:
+            raise ValueError(
+                f"terminal config lists {len(config.edges)} edge addresses; the topology has "
+                f"{params.edges} edges"
+            )
+        arrays = params.per_terminal(terminals)
+        self.name = f"t{d + 1}"
+        self.slot_s = params.slot_s
+        self.edges = params.edges
+        self.local = SlotServer(float(arrays.local_bits_per_slot[d]))
+        self.uplink = Uplink(
+            float(arrays.uplink_bits_per_slot[d]), config.pace_uplink, config.pace_ticks_per_slot
+        )
+        self.deadline_slots = int(arrays.deadline_slots[d])
+        self.drop_reward = params.drop_reward_value(terminals)
+        self.sizes = terminal_workload(arrays, d, run.arrival_slots, run.seed)
+        self._arrival_slots = np.flatnonzero(self.sizes > 0)
+        self._payload_rng = np.random.default_rng([run.seed, d, 1])
+        self.board = LoadBoard(params.edges, params.history_slots)
+        trajectories = Path(config.task_log_path).with_name(f"{self.name}.trajectories.npz")
+        self.decider = make_decider(
+            config.policy, params, terminals, d, run.seed * 1_000_003 + d, trajectories
+        )
+        self.tasks: list[LiveTask] = []
+        self._awaiting: dict[int, LiveTask] = {}
+        """Offloaded tasks whose OUTCOME has not arrived."""
+        self.connections: list[FramedConnection | None] = [None] * params.edges
+        self._seen: list[FramedConnection] = []
+        """Every connection made, for the byte counts."""
+        self._readers: list[asyncio.Task] = []
+        self._running = False
+        self.clock: SlotClock | None = None
+
+    # ------------------------------------------------------------------ start-up
+
+    async def connect(self) -> None:
+        """Connect to every edge server (retrying while they start) and say HELLO."""
+        for edge, address in enumerate(self.config.edges):
+            peer = f"edge{edge + 1} at {address.host}:{address.port}"
+            give_up = time.time() + self.config.connect_timeout_s
+            while True:
+                try:
+                    reader, writer = await asyncio.open_connection(address.host, address.port)
+                    break
+                except OSError as error:
+                    if time.time() > give_up:
+                        raise ConnectionError(
+                            f"{self.name}: cannot reach {peer}: {error}"
+                        ) from None
+                    await asyncio.sleep(0.1)
+            connection = FramedConnection(reader, writer, peer, MAX_BACKLOG_BYTES)
+            self._seen.append(connection)
+            connection.send(Hello(self.config.run.run_id, self.config.terminal))
+            welcome = await asyncio.wait_for(connection.receive(), self.config.connect_timeout_s)
+            if isinstance(welcome, ErrorNotice):
+                raise ConnectionError(f"{self.name}: {peer} refused us: {welcome.text}")
+            if not isinstance(welcome, Welcome) or welcome.edge != edge:
+                raise ProtocolError(
+                    peer, f"expected WELCOME from edge index {edge}, got {welcome!r}"
+                )
+            self.connections[edge] = connection
+            self._readers.append(asyncio.create_task(self._read(edge, connection)))
+
+    # ------------------------------------------------------------------ the slot loop
+
+    async def run(self, clock: SlotClock) -> dict[str, object]:
+        """Handle slots 0 … end_slot − 1, then wait for the last outcomes; returns the summary."""
+        self.clock = clock
+        timer = SlotTimer(clock, self.config.run.overrun_threshold_s)
+        self._running = True
+        slot = self._next_busy_slot(0)
+        while slot < self.config.run.end_slot:
+            await clock.sleep_until(clock.boundary(slot))
+            timer.woke(slot)
+            service = self._slot(slot)
+            timer.handled(slot)
+            await self.uplink.send(slot, service, clock, self.name)
+            slot = self._next_busy_slot(slot + 1)
+        # Idle to the common end: a party that wraps up early takes CPU from the others.
+        await clock.sleep_until(clock.boundary(self.config.run.end_slot))
+        give_up = time.time() + OUTCOME_GRACE_S
+        while self._awaiting and time.time() < give_up:
+            await asyncio.sleep(0.02)
+        self._running = False
+        for reader in self._readers:
+            reader.cancel()
+        for connection in self._seen:
+            connection.close()
+        return self._summary(timer)
+
+    def _next_busy_slot(self, slot: int) -> int:
+        """The first slot from `slot` on with work: a task arriving, or one on the CPU or
+        uplink. Idle slots change nothing at a terminal, so it sleeps through them (fewer
+        wake-ups of many parties on few cores); end_slot if none is left."""
+        if len(self.local) or len(self.uplink):
+            return slot
+        index = int(np.searchsorted(self._arrival_slots, slot))
+        if index < self._arrival_slots.size:
+            return int(self._arrival_slots[index])
+        return self.config.run.end_slot
+
+    def _slot(self, slot: int) -> SlotService:
+        """Arrival and decision, local computing, and the uplink's service of `slot`."""
+        if slot < self.sizes.size and self.sizes[slot] > 0:
+            self._arrive(slot, float(self.sizes[slot]))
+        local = self.local.serve(slot)
+        if local.finished is not None:
+            self._resolve(self._task(local.finished), slot, dropped=False, where="local")
+        for task in local.expired:
+            self._resolve(self._task(task), slot, dropped=True, where="local")
+        return self.uplink.serve(slot)
+
+    def _arrive(self, slot: int, size_bits: float) -> None:
+        observation = self.board.observe(
+            slot, size_bits, self.local.wait_slots(slot), self.uplink.wait_slots(slot)
+        )
+        task_id = len(self.tasks)
+        action = self.decider.decide(observation, slot, task_id)
+        if not 0 <= action <= self.edges:
+            raise ValueError(
+                f"{self.decider.label} chose action {action}; valid are 0..{self.edges}"
+            )
+        deadline = slot + self.deadline_slots - 1
+        record = LiveTask(
+            self.config.terminal, task_id, slot, deadline, size_bits, action, self.decider.label
+        )
+        self.tasks.append(record)
+        if action == 0:
+            self.local.push(task_id, deadline, size_bits)
+            return
+        payload = self._payload_rng.bytes(math.ceil(size_bits / 8))
+        header = TaskHeader(task_id, slot, deadline, size_bits, len(payload), zlib.crc32(payload))
+        self._awaiting[task_id] = record
+        connection = self.connections[action - 1]
+        try:
+            if connection is None:
+                raise PeerGone(f"edge{action} is unreachable")
+            connection.send(header)
+        except (PeerGone, ConnectionError) as error:
+            log.warning("%s: task %d: %s", self.name, task_id, error)
+            self._resolve(record, deadline, dropped=True, where="edge-lost")
+            return
+        self.uplink.push(record, payload, connection)
+
+    # ------------------------------------------------------------------ outcomes
+
+    def _task(self, queued: QueuedTask) -> LiveTask:
+        return self.tasks[queued.task_id]
+
+    def _resolve(self, record: LiveTask, slot: int, dropped: bool, where: str) -> None:
+        if record.resolved:
+            return
+        record.resolve_slot, record.dropped, record.where = slot, dropped, where
+        record.notice_slot = self.clock.now_slot() if self.clock is not None else slot
+        self._awaiting.pop(record.task_id, None)
+        delay = record.delay_slots
+        self.decider.resolved(record.task_id, self.drop_reward if delay is None else -delay)
+
+    async def _read(self, edge: int, connection: FramedConnection) -> None:
+        """Take LOAD reports and OUTCOMEs from one edge until it closes."""
+        try:
+            while (message := await connection.receive()) is not None:
+                if isinstance(message, LoadReport):
+                    self.board.report(edge, message)
+                elif isinstance(message, Outcome):
+                    self._outcome(edge, connection, message)
+                elif isinstance(message, ErrorNotice):
+                    log.error("%s: %s closes: %s", self.name, connection.peer, message.text)
+                else:
+                    raise ProtocolError(
+                        connection.peer, f"an edge may not send {type(message).__name__}"
+                    )
+        except ProtocolError as error:
+            connection.reject(error)
+        except ConnectionError as error:
+            log.warning("%s: connection to %s failed: %s", self.name, connection.peer, error)
+        self.connections[edge] = None
+        if not self._running:
+            return
+        lost = [t for t in self._awaiting.values() if t.action == edge + 1]
+        if lost:
+            log.warning("%s: lost %s with %d tasks pending", self.name, connection.peer, len(lost))
+        for record in lost:
+            self._resolve(record, record.deadline_slot, dropped=True, where="edge-lost")
+
+    def _outcome(self, edge: int, connection: FramedConnection, outcome: Outcome) -> None:
+        record = self._awaiting.get(outcome.task_id)
+        if record is None or record.action != edge + 1:
+            raise ProtocolError(
+                connection.peer, f"OUTCOME for task {outcome.task_id}, not pending at this edge"
+            )
+        record.received_slot = outcome.received_slot
+        dropped = outcome.kind is OutcomeKind.DROPPED
+        where = "edge" if outcome.received_slot >= 0 else "uplink"
+        self._resolve(record, outcome.slot, dropped, where)
+
+    def _summary(self, timer: SlotTimer) -> dict[str, object]:
+        resolved = [t for t in self.tasks if t.resolved]
+        delays = [t.delay_slots for t in resolved if not t.dropped]
+        return {
+            "party": self.name,
+            "role": "terminal",
+            "terminal": self.config.terminal,
+            **timer.summary(),
+            "tasks": len(self.tasks),
+            "finished": len(delays),
+            "dropped": sum(t.dropped for t in resolved),
+            "unresolved": len(self.tasks) - len(resolved),
+            "stale_observations": self.board.stale_observations,
+            "late_sends": sum(t.sent_slot > t.planned_sent_slot >= 0 for t in self.tasks),
+            "bytes_sent": sum(c.bytes_sent for c in self._seen),
+            "bytes_received": sum(c.bytes_received for c in self._seen),
+            "pace_uplink": self.config.pace_uplink,
+            **self.decider.finish(),
+        }
+
+
+async def _main(config: TerminalConfig) -> None:
+    party = TerminalParty(config)
+    await party.connect()
+    announce_ready({"terminal": config.terminal})
+    enter_realtime(config.run.realtime_priority)
+    epoch = await await_start()
+    summary = await party.run(SlotClock(epoch, party.slot_s))
+    write_task_lines(config.task_log_path, party.tasks)
+    write_json(config.summary_path, summary)
+    log.info("%s: done: %s", party.name, summary)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m fl_crb.runtime.terminal CONFIG.json", file=sys.stderr)
+        return 2
+    config = load_config(argv[1], TerminalConfig)
+    configure_logging(f"t{config.terminal + 1}")
+    asyncio.run(_main(config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
