@@ -68,6 +68,9 @@ def test_reproduce_all_quick_writes_every_figure_for_both_topologies(tmp_path: P
         for topology in topologies:
             assert (out / f"{name}_{topology}.png").read_bytes()[:8] == PNG_SIGNATURE
 
+    runs_dir = out / "runs" / "four-edge-hetero"
+    assert all((run / "best.json").is_file() for run in runs_dir.iterdir())  # validated
+
     # A second call finds every run and evaluation cached, and writes the same tables.
     before = (out / "fig6.md").read_text()
     runs = sorted(p.name for p in (out / "runs" / "four-edge-hetero").iterdir())

@@ -7,8 +7,11 @@ import pytest
 import torch
 
 from fl_crb.cli import main
-from fl_crb.learn.train_config import TrainConfig
+from fl_crb.learn.train_config import TrainConfig, validation_seed
 from fl_crb.learn.training_run import TrainingRun, read_metrics
+from fl_crb.mec.simulator import MECSimulator
+from fl_crb.policies.evaluation import evaluate_policy
+from fl_crb.policies.learned import learned_policy
 from fl_crb.topology import load_topology
 
 TINY = str(Path(__file__).resolve().parent.parent / "topologies" / "tiny.yaml")
@@ -123,9 +126,7 @@ def test_evaluate_rejects_an_unknown_policy(tmp_path: Path, capsys):
     assert "neither a baseline" in capsys.readouterr().err
 
 
-def test_an_independent_drqn_run_evaluates_with_its_own_terminal_count_only(
-    tmp_path: Path, capsys
-):
+def test_an_independent_drqn_run_evaluates_with_its_own_terminal_count_only(tmp_path: Path, capsys):
     out = tmp_path / "independent"
     args = [*TRAIN, "--algo", "independent-drqn", "--episodes", "2", "--out", str(out)]
     assert main(args) == 0
@@ -135,3 +136,34 @@ def test_an_independent_drqn_run_evaluates_with_its_own_terminal_count_only(
     code = main(["evaluate", "--topology", TINY, "--policy", str(out), "--terminals", "6"])
     assert code == 2
     assert "cannot act for 6 terminals" in capsys.readouterr().err
+
+
+def test_a_run_keeps_the_weights_that_validate_best_and_evaluation_uses_them(
+    tmp_path: Path, capsys
+):
+    topology = load_topology(TINY)
+    config = TrainConfig(
+        seed=2,
+        arrival_slots=30,
+        min_pool_trajectories=4,
+        epsilon_decay_episodes=2,
+        validation_every_episodes=2,
+        validation_episodes=2,
+    )
+    run = TrainingRun.open(tmp_path / "run", topology.name, topology.mec_params(), 4, config)
+    run.train(6)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "validation.jsonl").open()]
+    assert [row["episode"] for row in rows] == [1, 3, 5]  # after episodes 2, 4, 6
+    best_rows = [row for row in rows if row["best"]]
+    assert best_rows[0] == rows[0]
+    rewards = [row["avg_reward"] for row in best_rows]
+    assert rewards == sorted(rewards)  # each kept snapshot beat the one before
+    best = json.loads((tmp_path / "run" / "best.json").read_text())
+    assert best == best_rows[-1]
+    # Playing the kept weights on the validation episodes reproduces their score.
+    policy = learned_policy(tmp_path / "run", topology.mec_params(), 4)
+    simulator = MECSimulator(topology.mec_params(), 4)
+    replayed = evaluate_policy(simulator, policy, 2, 30, validation_seed(2, 0))
+    assert replayed.avg_reward == best["avg_reward"]
+    report = evaluate(capsys, "--policy", str(tmp_path / "run"))
+    assert report["weights"] == f"validated best, after episode {best['episode']}"

@@ -32,9 +32,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from fl_crb.learn.train_config import evaluation_seed
+    from fl_crb.learn.training_run import read_best
     from fl_crb.mec.simulator import MECSimulator
     from fl_crb.policies.evaluation import evaluate_policy
-    from fl_crb.policies.learned import load_policy
+    from fl_crb.policies.learned import is_run_directory, load_policy
 
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
@@ -55,6 +56,11 @@ def run(args: argparse.Namespace) -> int:
         "first_seed": first_seed,
         **metrics.as_dict(),
     }
+    if is_run_directory(args.policy):
+        best = read_best(args.policy)
+        report["weights"] = (
+            f"validated best, after episode {best['episode']}" if best else "last checkpoint"
+        )
     if args.json:
         print(json.dumps(report))
     else:

@@ -101,6 +101,8 @@ QUICK = ReproduceSettings(
         min_pool_trajectories=2,
         train_interval_slots=4,
         epsilon_decay_episodes=2,
+        validation_every_episodes=1,
+        validation_episodes=1,
     ),
 )
 """A smoke test of the whole pipeline in well under a minute."""

@@ -25,13 +25,15 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from fl_crb.learn.features import FeatureScale, encode_batch
+from fl_crb.learn.greedy import GreedyPolicy
 from fl_crb.learn.pool import Trajectory
 from fl_crb.learn.schemes import make_scheme
 from fl_crb.learn.terminal_agent import TerminalAgent
-from fl_crb.learn.train_config import TrainConfig, training_seed
-from fl_crb.mec.metrics import run_metrics
+from fl_crb.learn.train_config import TrainConfig, training_seed, validation_seed
+from fl_crb.mec.metrics import RunMetrics, run_metrics
 from fl_crb.mec.params import MECParams
 from fl_crb.mec.simulator import MECSimulator
+from fl_crb.policies.evaluation import evaluate_policy
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class Trainer:
         """Draws the learners' batches from the pool(s)."""
         self.episode = 0
         """Episodes completed so far (the index of the next one)."""
+        self._validation_simulator: MECSimulator | None = None
 
     def run_episode(self) -> EpisodeMetrics:
         """Train through one episode; returns its metrics."""
@@ -128,6 +131,25 @@ class Trainer:
             train_steps=len(losses),
             loss=float(np.mean(losses)) if losses else float("nan"),
             wall_s=time.perf_counter() - start,
+        )
+
+    def validate(self) -> RunMetrics:
+        """The learners' current weights played greedily on the validation episodes (a
+        simulator of its own, so training's state and RNGs are untouched)."""
+        if self._validation_simulator is None:
+            self._validation_simulator = MECSimulator(self.params, self.terminals)
+        policy = GreedyPolicy(
+            self.config.algo,
+            [learner.evaluation for learner in self.scheme.learners],
+            self.scheme.group_of,
+            self.scale,
+        )
+        return evaluate_policy(
+            self._validation_simulator,
+            policy,
+            self.config.validation_episodes,
+            self.config.arrival_slots,
+            validation_seed(self.config.seed, 0),
         )
 
     def _refresh_weights(self, slot: int) -> None:

@@ -8,20 +8,26 @@ Layout of a run directory:
 |                 | `MECParams`, the `TrainConfig`, the feature scale                   |
 | `metrics.jsonl` | one JSON object per finished episode (`EpisodeMetrics`)             |
 | `checkpoint/`   | the last checkpoint (`fl_crb.learn.checkpoint`)                     |
+| `validation.jsonl` | one JSON object per validation of the current weights           |
+|                 | (`TrainConfig.validation_every_episodes`)                            |
+| `best.pt`, `best.json` | the evaluation networks that validated best, and when        |
 
 `TrainingRun.open` starts a new run in an empty (or missing) directory, or resumes the one
 there: the setup must be the same as recorded (else an error names the differing field),
-the trainer is restored from the checkpoint, and metrics lines of episodes after the
-checkpoint (run but not saved before an interruption) are dropped, since those episodes
-will run again, identically.
+the trainer is restored from the checkpoint, and metrics and validation lines of
+episodes after the checkpoint (run but not saved before an interruption) are dropped,
+since those episodes will run again, identically.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+
+import torch
 
 from fl_crb.learn.checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint
 from fl_crb.learn.train_config import TrainConfig
@@ -62,6 +68,10 @@ class TrainingRun:
     def checkpoint_path(self) -> Path:
         return self.directory / "checkpoint"
 
+    @property
+    def validation_path(self) -> Path:
+        return self.directory / "validation.jsonl"
+
     @classmethod
     def open(
         cls,
@@ -81,7 +91,8 @@ class TrainingRun:
             _check_same_setup(run_file, setup)
             if checkpoint_exists(run.checkpoint_path):
                 load_checkpoint(trainer, run.checkpoint_path)
-            run._truncate_metrics(trainer.episode)
+            for path in (run.metrics_path, run.validation_path):
+                _truncate(path, trainer.episode)
             return run
         if directory.exists() and any(directory.iterdir()):
             raise ValueError(
@@ -109,6 +120,8 @@ class TrainingRun:
                 metrics_file.write(json.dumps(metrics.as_dict()) + "\n")
                 metrics_file.flush()
                 done.append(metrics)
+                if self.trainer.config.validation_due(self.trainer.episode):
+                    self._validate(metrics.episode)
                 if on_episode is not None:
                     on_episode(metrics)
                 if self.trainer.episode % checkpoint_every == 0:
@@ -118,16 +131,45 @@ class TrainingRun:
             save_checkpoint(self.trainer, self.checkpoint_path)
         return done
 
-    def _truncate_metrics(self, episodes: int) -> None:
-        """Keep the metrics of the first `episodes` episodes only."""
-        if not self.metrics_path.exists():
-            return
-        kept = [
-            line
-            for line in self.metrics_path.read_text().splitlines()
-            if line.strip() and json.loads(line)["episode"] < episodes
-        ]
-        self.metrics_path.write_text("".join(line + "\n" for line in kept))
+    def _validate(self, episode: int) -> None:
+        """Validate the current weights; keep them as `best.pt` if they beat the best."""
+        metrics = self.trainer.validate()
+        best = read_best(self.directory)
+        better = best is None or metrics.avg_reward > best["avg_reward"]
+        row = {"episode": episode, **metrics.as_dict(), "best": better}
+        with open(self.validation_path, "a") as file:
+            file.write(json.dumps(row) + "\n")
+        if better:
+            networks = [learner.evaluation.state_dict() for learner in self.trainer.scheme.learners]
+            _atomic(self.directory / "best.pt", lambda f: torch.save(networks, f))
+            _atomic(self.directory / "best.json", lambda f: f.write(json.dumps(row).encode()))
+
+
+def _truncate(path: Path, episodes: int) -> None:
+    """Keep the lines of a JSON-lines file whose episode is below `episodes`."""
+    if not path.exists():
+        return
+    kept = [
+        line
+        for line in path.read_text().splitlines()
+        if line.strip() and json.loads(line)["episode"] < episodes
+    ]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def _atomic(path: Path, write) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "wb") as file:
+        write(file)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+
+
+def read_best(directory: str | Path) -> dict | None:
+    """The validation row of the weights kept as best, or None if none was kept yet."""
+    path = Path(directory) / "best.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def read_metrics(directory: str | Path) -> list[dict]:
