@@ -43,12 +43,12 @@ from fl_crb.runtime.config import (
 )
 from fl_crb.runtime.decider import AGENT_PREFIX
 from fl_crb.runtime.party import READY, write_json
+from fl_crb.runtime.placement import Loopback, Placement
 from fl_crb.runtime.tasklog import merge_task_lines, read_task_table
 
 RUN_FILE = "run.json"
 TASKS_FILE = "tasks.csv"
 SUMMARY_FILE = "summary.json"
-LOOPBACK = "127.0.0.1"
 SINGLE_THREADED = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 """Numerical libraries in each party use one thread: many parties share few cores."""
 EXIT_GRACE_S = 30.0
@@ -105,8 +105,14 @@ class _Party:
     log_path: Path
 
 
-async def run_local(config: LocalRunConfig) -> dict[str, object]:
-    """Run every party, wait for them, write the run folder; returns the summary."""
+async def run_local(
+    config: LocalRunConfig, placement: Placement | None = None
+) -> dict[str, object]:
+    """Run every party, wait for them, write the run folder; returns the summary.
+
+    `placement` says where each party runs (default: all on loopback); the emulator
+    passes one that starts each party on its own Mininet host."""
+    placement = placement or Loopback()
     out = Path(config.out_dir)
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"run folder {out} is not empty; give a new folder for each run")
@@ -119,28 +125,30 @@ async def run_local(config: LocalRunConfig) -> dict[str, object]:
     load_before = os.getloadavg()
     parties: list[_Party] = []
     try:
-        edges = []
-        for e in range(params.edges):
-            edge = EdgeConfig(
-                spec, e, Address(LOOPBACK, 0), str(out / "parties" / f"edge{e + 1}.json")
-            )
-            parties.append(await _spawn(out, f"edge{e + 1}", "edge_server", edge))
+        topology = spec.topology()
+        edge_names, terminal_names = topology.edge_names, topology.terminal_names
+        for e, name in enumerate(edge_names):
+            listen = Address(placement.listen_address(name), 0)
+            edge = EdgeConfig(spec, e, listen, str(out / "parties" / f"{name}.json"))
+            parties.append(await _spawn(out, name, "edge_server", edge, placement))
         ready_by = time.time() + config.startup_timeout_s
-        for party in parties:
-            edges.append(Address(LOOPBACK, int((await _ready(party, ready_by))["port"])))
-        for d in range(terminals):
-            name = f"t{d + 1}"
+        edge_ports = [int((await _ready(party, ready_by))["port"]) for party in parties]
+        for d, name in enumerate(terminal_names[:terminals]):
+            edges = tuple(
+                Address(placement.address(edge, peer=name), port)
+                for edge, port in zip(edge_names, edge_ports, strict=True)
+            )
             terminal = TerminalConfig(
                 spec,
                 d,
-                tuple(edges),
+                edges,
                 policy,
                 config.pace_uplink,
                 config.pace_ticks_per_slot,
                 str(out / "parties" / f"{name}.tasks.jsonl"),
                 str(out / "parties" / f"{name}.json"),
             )
-            parties.append(await _spawn(out, name, "terminal", terminal))
+            parties.append(await _spawn(out, name, "terminal", terminal, placement))
         for party in parties[params.edges :]:
             await _ready(party, ready_by)
         epoch = time.time() + config.start_lead_s
@@ -149,7 +157,8 @@ async def run_local(config: LocalRunConfig) -> dict[str, object]:
             party.process.stdin.write(f"START {epoch!r}\n".encode())
             await party.process.stdin.drain()
             party.process.stdin.close()
-        _write_run_file(out, config, spec, params.slot_s, epoch, [p.name for p in parties])
+        names = [p.name for p in parties]
+        _write_run_file(out, config, spec, params.slot_s, epoch, names, placement.label)
         finish_by = epoch + spec.end_slot * params.slot_s + EXIT_GRACE_S
         failed = await _wait_all(parties, finish_by)
     except BaseException:
@@ -224,16 +233,15 @@ def _check_realtime(priority: int | None) -> None:
         )
 
 
-async def _spawn(out: Path, name: str, module: str, config: object) -> _Party:
+async def _spawn(out: Path, name: str, module: str, config: object, placement: Placement) -> _Party:
+    """Start party `name` (a topology host name) on its host, stdin and stdout piped."""
     config_path = out / "config" / f"{name}.json"
     save_config(config, config_path)
     log_path = out / "logs" / f"{name}.log"
+    argv = [sys.executable, "-m", f"fl_crb.runtime.{module}", str(config_path)]
     with log_path.open("wb") as log_file:
         process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            f"fl_crb.runtime.{module}",
-            str(config_path),
+            *placement.command(name, argv),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=log_file,
@@ -294,12 +302,18 @@ def _children_cpu_s() -> float:
 
 
 def _write_run_file(
-    out: Path, config: LocalRunConfig, spec: RunSpec, slot_s: float, epoch: float, names: list[str]
+    out: Path,
+    config: LocalRunConfig,
+    spec: RunSpec,
+    slot_s: float,
+    epoch: float,
+    names: list[str],
+    placement: str,
 ) -> None:
     write_json(
         out / RUN_FILE,
         {
-            "mode": "local",
+            "placement": placement,
             "run": asdict(spec),
             "local": asdict(config),
             "slot_s": slot_s,
