@@ -14,6 +14,8 @@ from fl_crb.commands import (
     compare_sim,
     emulate,
     evaluate,
+    federate,
+    keys,
     netcheck,
     reproduce,
     run_local,
@@ -22,7 +24,18 @@ from fl_crb.commands import (
 )
 from fl_crb.topology import TopologyError
 
-SUBCOMMANDS = (simulate, train, evaluate, reproduce, emulate, netcheck, run_local, compare_sim)
+SUBCOMMANDS = (
+    simulate,
+    train,
+    evaluate,
+    reproduce,
+    emulate,
+    netcheck,
+    run_local,
+    compare_sim,
+    federate,
+    keys,
+)
 """Command modules, in the order `fl-crb --help` lists them."""
 
 

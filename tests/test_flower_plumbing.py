@@ -51,7 +51,7 @@ def test_probe_round_trip_carries_5_mb_replies_between_real_processes(tmp_path, 
         assert MEGABYTES_5 < pushed < MEGABYTES_5 + 20_000  # the reply, plus HTTP and Flower
 
     assert failed.status == "finished:failed"
-    assert "mode = 'authority' is not built" in failed.details
+    assert "authority-config is empty" in failed.details
 
 
 def test_app_project_declares_the_components_and_every_run_config_key(tmp_path):

@@ -12,12 +12,24 @@ Message types (`query.<action>`), ServerApp → node, each answered by one reply
 - `query.probe`: carries `request-bytes` of payload and asks for `reply-bytes` back; the
   reply carries the time the handler ran and the time its process started. This is
   Flower's bare message round trip, the reference the federated rounds are measured by.
+- `query.collect` (terminals): carries the authority's cumulative acknowledgement of
+  uploads (`ack`, a post id), at most how many uploads to return (`limit`), and, when the
+  terminal's managing edge has newer weights than the terminal holds, those `weights`.
+  The handler deletes the acknowledged uploads from the terminal's mailbox outbox, stores
+  the weights for the terminal party, and replies with the pending sealed uploads, their
+  post ids and the version of the weights the terminal now holds.
+- `query.train` (edges): carries familiarity-sampled `batches` for the edge's learner;
+  the handler drops them in the edge's mailbox inbox and replies with the weights the
+  learner published last (the learner trains in its own process, so they are one round
+  behind these batches) and the inbox backlog.
 
-The ServerApp's behaviour is chosen by the run config's `mode`. Only `probe` exists so
-far: it says hello to the expected nodes, then runs the probe plan and writes the
-timings to `result-path` as JSON. The authority's rounds (collect trajectories, sample,
-train, deliver weights) need the long-lived terminal and edge parties and are not built
-yet; asking for another mode raises an error saying so.
+The mailbox directory (`mailbox`) bridges a handler and its node's long-lived party:
+node config `mailbox="/abs/path"`, else the run config's `mailbox-root`/<node name>.
+
+The ServerApp's behaviour is chosen by the run config's `mode`: `probe` says hello to
+the expected nodes, then runs the probe plan and writes the timings to `result-path` as
+JSON; `authority` runs the trusted authority's rounds (`fl_crb.federation.authority`,
+imported only then: it needs numpy and the pool, which the handlers never import).
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from fl_crb.federation.exchange import ExchangeError, ExchangeResult, exchange
+from fl_crb.federation.mailbox import EdgeMailbox, TerminalMailbox, frame, weights_version
 from fl_crb.federation.wire_meter import difference, read_snapshot
 
 RUN_CONFIG_DEFAULTS: dict[str, bool | float | int | str] = {
@@ -44,6 +57,8 @@ RUN_CONFIG_DEFAULTS: dict[str, bool | float | int | str] = {
     "probe-plan": "0:0",
     "result-path": "",
     "wire-meter-address": "",
+    "authority-config": "",
+    "mailbox-root": "",
 }
 """Every run-config key with its default; `flwr run --run-config` may only override these.
 
@@ -53,8 +68,12 @@ exchange-timeout-s: give up on missing replies after this long. probe-rounds: re
 of each plan entry. probe-plan: comma-separated "request_bytes:reply_bytes" entries.
 result-path: the JSON file the ServerApp writes (required). wire-meter-address: a
 `WireMeter`'s control address ("host:port"); when set, each exchange records the wire
-bytes per node and endpoint.
+bytes per node and endpoint. authority-config: the JSON file of the authority's setup
+(`authority.AuthorityConfig`; mode "authority"). mailbox-root: folder holding one mailbox
+per node name, for nodes whose node config names no `mailbox`.
 """
+MODES = ("probe", "authority")
+"""What the ServerApp can do (run config `mode`)."""
 
 server_app = ServerApp()
 client_app = ClientApp()
@@ -92,6 +111,56 @@ def probe(message: Message, context: Context) -> Message:
     return Message(RecordDict({"probe": record}), reply_to=message)
 
 
+def node_mailbox(context: Context) -> Path:
+    """This node's mailbox directory: node config `mailbox`, else mailbox-root/<name>."""
+    named = str(context.node_config.get("mailbox", ""))
+    if named:
+        return Path(named)
+    root = str(context.run_config.get("mailbox-root", ""))
+    name = str(context.node_config.get("name", ""))
+    if not root or not name:
+        raise ValueError(
+            'this node has no mailbox: give it node config mailbox="/abs/path", or a name '
+            "and the run config mailbox-root"
+        )
+    return Path(root) / name
+
+
+@client_app.query("collect")
+def collect(message: Message, context: Context) -> Message:
+    """Terminal: drop acknowledged uploads, store delivered weights, return pending uploads."""
+    request = message.content["collect"]
+    mailbox = TerminalMailbox(node_mailbox(context))
+    mailbox.acknowledge(int(request["ack"]))
+    weights = bytes(request["weights"])
+    if weights:
+        mailbox.deliver_weights(weights)
+    pending = mailbox.pending(int(request["limit"]))
+    reply = ConfigRecord(
+        {
+            "uploads": frame([data for _, data in pending]),
+            "post-ids": frame([str(post).encode() for post, _ in pending]),
+            "held-version": mailbox.held_weights_version(),
+            "backlog": mailbox.backlog() - len(pending),
+        }
+    )
+    return Message(RecordDict({"collect": reply}), reply_to=message)
+
+
+@client_app.query("train")
+def train(message: Message, context: Context) -> Message:
+    """Edge: leave the batches for the learner, reply with its newest published weights."""
+    request = message.content["train"]
+    mailbox = EdgeMailbox(node_mailbox(context))
+    if int(request["batch-count"]):
+        mailbox.drop_batches(int(request["round"]), bytes(request["batches"]))
+    weights = mailbox.published_weights() or b""
+    reply = ConfigRecord(
+        {"weights": weights, "version": weights_version(weights), "backlog": len(mailbox.waiting())}
+    )
+    return Message(RecordDict({"train": reply}), reply_to=message)
+
+
 def _process_start_unix_s() -> float:
     """When this process started (Linux /proc, 10 ms ticks), or −1 where that is unavailable."""
     try:
@@ -112,11 +181,13 @@ def main(grid: Grid, context: Context) -> None:
     """Run the mode named by the run config."""
     config = {**RUN_CONFIG_DEFAULTS, **context.run_config}
     mode = str(config["mode"])
-    if mode != "probe":
-        raise ValueError(
-            f"run config mode = {mode!r} is not built; available modes: probe "
-            "(the authority's rounds wait for the terminal and edge parties)"
-        )
+    if mode not in MODES:
+        raise ValueError(f"run config mode = {mode!r} is unknown; available modes: {MODES}")
+    if mode == "authority":
+        from fl_crb.federation.authority import run_authority
+
+        run_authority(grid, config)
+        return
     run_probe(grid, config)
 
 

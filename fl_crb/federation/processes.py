@@ -1,11 +1,15 @@
 """Child processes that can be stopped completely, and the loopback ports they use.
 
 Each process is started in its own session (its own process group) with its output in
-a log file, and stopped with SIGTERM to its group, then SIGKILL after a grace period.
+a log file, and stopped with SIGTERM to its group, then SIGKILL after a grace period. A
+command that makes its own session (`mnexec -d` calls setsid, and forks away from its
+caller when already a group leader) is started with `new_session=False`; it is then
+signalled through its group if it leads one by the time it is stopped, else alone.
 Flower detaches some of its children (the SuperLink's SuperExec starts a new session and
 only watches its parent's pid), so before stopping, every descendant is noted from /proc,
 and any still alive 2 s after its ancestors are gone is killed by pid. Only processes
-this object started, and their descendants, are ever signalled.
+this object started, and their descendants, are ever signalled. One-shot commands (the
+`flwr` CLI) run through `run_once`, which likewise kills their whole group on timeout.
 """
 
 from __future__ import annotations
@@ -24,11 +28,20 @@ class ProcessSet:
 
     def __init__(self) -> None:
         self._processes: dict[str, subprocess.Popen] = {}
+        self._new_session: dict[str, bool] = {}
 
     def spawn(
-        self, name: str, command: list[str], cwd: Path, env: dict[str, str], log_path: Path
+        self,
+        name: str,
+        command: list[str],
+        cwd: Path,
+        env: dict[str, str],
+        log_path: Path,
+        new_session: bool = True,
     ) -> int:
-        """Start `command` as `name` (unique) with stdout and stderr in `log_path`; its pid."""
+        """Start `command` as `name` (unique) with stdout and stderr in `log_path`; its pid.
+
+        `new_session=False` leaves making a session to the command itself."""
         if name in self._processes:
             raise ValueError(f"a process named {name!r} is already running")
         with open(log_path, "wb") as log:
@@ -39,8 +52,9 @@ class ProcessSet:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=new_session,
             )
+        self._new_session[name] = new_session
         return self._processes[name].pid
 
     def names(self) -> list[str]:
@@ -59,15 +73,18 @@ class ProcessSet:
         """SIGTERM the groups of `names`, SIGKILL them after `timeout_s`, reap descendants."""
         running = {name: self._processes.pop(name) for name in names if name in self._processes}
         below = {child for process in running.values() for child in descendants(process.pid)}
-        for process in running.values():
+        leads = {name: self._new_session.pop(name) for name in running}
+        for name, process in running.items():
             if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
+                with contextlib.suppress(ProcessLookupError):
+                    leads[name] = leads[name] or os.getpgid(process.pid) == process.pid
+                    (os.killpg if leads[name] else os.kill)(process.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        for process in running.values():
+        for name, process in running.items():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=max(deadline - time.monotonic(), 0.1))
-            with contextlib.suppress(ProcessLookupError):  # members left in the group
-                os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # itself, or members left in its group
+                (os.killpg if leads[name] else os.kill)(process.pid, signal.SIGKILL)
             process.wait()
         deadline = time.monotonic() + 2.0  # Flower's children watch their parent every 0.2 s
         while (left := [pid for pid in below if alive(pid)]) and time.monotonic() < deadline:
@@ -75,6 +92,40 @@ class ProcessSet:
         for pid in left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def run_once(
+    command: list[str],
+    env: dict[str, str],
+    timeout_s: float,
+    log_path: Path | None = None,
+    new_session: bool = True,
+) -> subprocess.CompletedProcess:
+    """Run `command` to its end in its own session and return its status and output.
+
+    With `log_path`, stdout and stderr go to that file; otherwise both are captured as
+    text. On timeout the command's whole process group is killed and
+    `subprocess.TimeoutExpired` raised, so no child of a stuck command outlives the call.
+    `new_session=False` leaves making a session to the command (as `ProcessSet.spawn`).
+    """
+    with contextlib.ExitStack() as files:
+        if log_path is None:
+            streams: dict = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+        else:
+            log = files.enter_context(open(log_path, "wb"))
+            streams = {"stdout": log, "stderr": subprocess.STDOUT}
+        process = subprocess.Popen(
+            command, env=env, stdin=subprocess.DEVNULL, start_new_session=new_session, **streams
+        )
+        try:
+            stdout, stderr = process.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                leads = new_session or os.getpgid(process.pid) == process.pid
+                (os.killpg if leads else os.kill)(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def descendants(pid: int) -> set[int]:

@@ -94,6 +94,26 @@ class EdgeConfig:
 
 
 @dataclass(frozen=True)
+class FederatedTerminal:
+    """How a terminal takes part in federated CRB-DRQN (`fl_crb.federation`)."""
+
+    terminal_id: str
+    """Its topology host name: its SuperNode's name and the id its uploads are sealed as."""
+    mailbox: str
+    """Its mailbox directory, shared with its SuperNode's handlers (`federation.mailbox`)."""
+    key_path: str
+    """Its static X25519 private key (PEM): it seals its uploads with it."""
+    authority_public_key_hex: str
+    """The authority's X25519 public key (64 hex digits): only the authority can open."""
+    upload_run_id_hex: str
+    """The uploads' run id (32 hex digits), bound into every sealed envelope."""
+    epsilon: float = 0.1
+    """Probability of a uniformly random action (exploration) once it holds weights."""
+    faults: str = ""
+    """Test-only: faults injected into its uploads, "tamper@K,replay@K,malformed@K"."""
+
+
+@dataclass(frozen=True)
 class TerminalConfig:
     """One terminal party."""
 
@@ -116,6 +136,9 @@ class TerminalConfig:
     """Where to write the party's summary JSON at the end."""
     connect_timeout_s: float = 30.0
     """How long to keep retrying the connection to an edge server at start-up."""
+    federation: FederatedTerminal | None = None
+    """Federated CRB-DRQN (policy "crb-drqn-federated"): where its weights come from and
+    its uploads go; None for every other policy."""
 
 
 _Config = TypeVar("_Config")

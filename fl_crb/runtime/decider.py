@@ -15,6 +15,13 @@ reward. Two kinds exist:
   rename it over the old one: `save_weights_file`).
   Its trajectories are kept and written next to the task log at the end. torch is
   imported only for this kind, so baseline parties stay light.
+- `FederatedDecider` (policy `crb-drqn-federated`, with the terminal config's
+  `federation`) is the terminal of federated CRB-DRQN: the same `TerminalAgent`, acting
+  ε-greedily with the newest weights its SuperNode's `collect` handler delivered to its
+  mailbox (checked at the first decision after each multiple of `tag` slots, and at every
+  decision while it holds none: until then it acts uniformly at random, as the paper's
+  ε = 1 start does). Each trajectory is sealed for the authority (`crypto.UploadSealer`)
+  and posted to the mailbox outbox the moment it is cut.
 """
 
 from __future__ import annotations
@@ -30,11 +37,14 @@ import numpy as np
 from fl_crb.mec.observation import Observations, TerminalObservation
 from fl_crb.mec.params import MECParams
 from fl_crb.policies.baselines import BASELINES, make_baseline
+from fl_crb.runtime.config import FederatedTerminal
 
 log = logging.getLogger(__name__)
 
 AGENT_PREFIX = "crb-drqn:"
 """Policy spec prefix naming a weights file."""
+FEDERATED_POLICY = "crb-drqn-federated"
+"""Policy spec of a federated terminal (its terminal config carries `federation`)."""
 _UNREADABLE = (OSError, ValueError, EOFError, zipfile.BadZipFile)
 """What reading a missing, partial or foreign weights file raises."""
 
@@ -195,6 +205,98 @@ class AgentDecider:
         }
 
 
+class FederatedDecider:
+    """A federated CRB-DRQN terminal: ε-greedy with delivered weights, sealed uploads."""
+
+    def __init__(
+        self, federation: FederatedTerminal, params: MECParams, terminals: int, seed: int
+    ) -> None:
+        import torch
+
+        from fl_crb.federation.crypto import UploadSealer, load_private_key
+        from fl_crb.federation.mailbox import TerminalMailbox, UploadPoster
+        from fl_crb.learn.features import FeatureScale
+        from fl_crb.learn.terminal_agent import TerminalAgent
+
+        torch.set_num_threads(1)  # many parties share few cores
+        self._scale = FeatureScale.from_params(params, terminals)
+        self._agent = TerminalAgent(self._scale, params.history_slots, seed=seed)
+        self._agent.epsilon = federation.epsilon
+        self._mailbox = TerminalMailbox(federation.mailbox)
+        self._poster = UploadPoster(self._mailbox, federation.faults)
+        self._sealer = UploadSealer(
+            load_private_key(federation.key_path),
+            federation.terminal_id,
+            bytes.fromhex(federation.authority_public_key_hex),
+            bytes.fromhex(federation.upload_run_id_hex),
+            next_sequence=self._poster.next_sequence,
+        )
+        self._signature: tuple[int, int, int] | None = None
+        self._window = -1
+        self.versions_loaded: list[int] = []
+
+    @property
+    def label(self) -> str:
+        return f"crb-drqn@{self._agent.weights_version}"
+
+    def _reload(self) -> None:
+        """Load the mailbox's weights if they changed; keep those held if unreadable."""
+        from fl_crb.federation.serialization import decode_weights
+
+        path = self._mailbox.weights_path
+        try:
+            stat = os.stat(path)
+            signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+            if signature == self._signature:
+                return
+            payload = decode_weights(path.read_bytes())
+            self._agent.load_weights(payload.weights, payload.version)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, RuntimeError, KeyError) as error:  # DecodeError too
+            log.warning("weights in %s: %s; keeping the weights held", path, error)
+            return
+        self._signature = signature
+        self.versions_loaded.append(payload.version)
+
+    def decide(self, observation: TerminalObservation, slot: int, task_id: int) -> int:
+        window = slot // self._agent.config.refresh_slots
+        if window != self._window or self._agent.weights_version < 0:
+            self._window = window
+            self._reload()
+        if self._agent.weights_version >= 0:
+            action, trajectories = self._agent.act(observation, task_id)
+        else:
+            from fl_crb.learn.features import encode_one
+
+            scalars, load = encode_one(observation, self._scale)
+            action = int(self._agent.rng.integers(self._agent.actions))
+            trajectories = self._agent.record(task_id, scalars[0], load[0], action)
+        self._upload(trajectories)
+        return action
+
+    def resolved(self, task_id: int, reward: float) -> None:
+        self._upload(self._agent.reward(task_id, reward))
+
+    def _upload(self, trajectories: list) -> None:
+        from fl_crb.federation.serialization import encode_trajectory
+
+        for trajectory in trajectories:
+            envelope = self._sealer.seal(encode_trajectory(trajectory))
+            self._poster.post(envelope, self._sealer.next_sequence)
+
+    def finish(self) -> dict[str, object]:
+        return {
+            "policy": FEDERATED_POLICY,
+            "weights_version": self._agent.weights_version,
+            "weights_versions_loaded": self.versions_loaded,
+            "uploads": self._poster.uploads,
+            "posted": self._poster.posted,
+            "faults_posted": self._poster.faults_posted,
+            "next_sequence": self._sealer.next_sequence,
+        }
+
+
 def make_decider(
     spec: str,
     params: MECParams,
@@ -202,8 +304,14 @@ def make_decider(
     terminal: int,
     seed: int,
     trajectory_path: Path | None = None,
+    federation: FederatedTerminal | None = None,
 ) -> Decider:
-    """The decider a policy spec names: a baseline name or `crb-drqn:WEIGHTS.npz`."""
+    """The decider a policy spec names: a baseline name, `crb-drqn:WEIGHTS.npz`, or
+    `crb-drqn-federated` (which needs `federation`)."""
+    if spec == FEDERATED_POLICY:
+        if federation is None:
+            raise ValueError(f"policy {spec!r} needs the terminal config's federation settings")
+        return FederatedDecider(federation, params, terminals, seed)
     if spec.startswith(AGENT_PREFIX):
         return AgentDecider(
             Path(spec[len(AGENT_PREFIX) :]), params, terminals, seed, trajectory_path
@@ -211,6 +319,6 @@ def make_decider(
     if spec in BASELINES:
         return BaselineDecider(spec, params, terminals, terminal, seed)
     raise ValueError(
-        f"unknown policy {spec!r}; choose a baseline ({', '.join(BASELINES)}) or "
-        f"{AGENT_PREFIX}WEIGHTS.npz"
+        f"unknown policy {spec!r}; choose a baseline ({', '.join(BASELINES)}), "
+        f"{AGENT_PREFIX}WEIGHTS.npz or {FEDERATED_POLICY}"
     )

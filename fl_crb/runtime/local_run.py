@@ -26,6 +26,7 @@ import secrets
 import shutil
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from fl_crb.policies.baselines import BASELINES
 from fl_crb.runtime.config import (
     Address,
     EdgeConfig,
+    FederatedTerminal,
     RunSpec,
     TerminalConfig,
     run_topology,
@@ -116,7 +118,7 @@ async def run_local(
     out = Path(config.out_dir)
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"run folder {out} is not empty; give a new folder for each run")
-    spec, params, terminals = _run_spec(config)
+    spec, params, _ = run_spec(config)
     policy = _checked_policy(config.policy)
     for sub in ("config", "logs", "parties"):
         (out / sub).mkdir(parents=True, exist_ok=True)
@@ -125,46 +127,15 @@ async def run_local(
     load_before = os.getloadavg()
     parties: list[_Party] = []
     try:
-        topology = spec.topology()
-        edge_names, terminal_names = topology.edge_names, topology.terminal_names
-        for e, name in enumerate(edge_names):
-            listen = Address(placement.listen_address(name), 0)
-            edge = EdgeConfig(spec, e, listen, str(out / "parties" / f"{name}.json"))
-            parties.append(await _spawn(out, name, "edge_server", edge, placement))
-        ready_by = time.time() + config.startup_timeout_s
-        edge_ports = [int((await _ready(party, ready_by))["port"]) for party in parties]
-        for d, name in enumerate(terminal_names[:terminals]):
-            edges = tuple(
-                Address(placement.address(edge, peer=name), port)
-                for edge, port in zip(edge_names, edge_ports, strict=True)
-            )
-            terminal = TerminalConfig(
-                spec,
-                d,
-                edges,
-                policy,
-                config.pace_uplink,
-                config.pace_ticks_per_slot,
-                str(out / "parties" / f"{name}.tasks.jsonl"),
-                str(out / "parties" / f"{name}.json"),
-            )
-            parties.append(await _spawn(out, name, "terminal", terminal, placement))
-        for party in parties[params.edges :]:
-            await _ready(party, ready_by)
-        epoch = time.time() + config.start_lead_s
-        for party in parties:
-            assert party.process.stdin is not None
-            party.process.stdin.write(f"START {epoch!r}\n".encode())
-            await party.process.stdin.drain()
-            party.process.stdin.close()
+        epoch = await launch_parties(out, config, spec, policy, placement, parties)
         names = [p.name for p in parties]
         _write_run_file(out, config, spec, params.slot_s, epoch, names, placement.label)
         finish_by = epoch + spec.end_slot * params.slot_s + EXIT_GRACE_S
-        failed = await _wait_all(parties, finish_by)
+        failed = await wait_parties(parties, finish_by)
     except BaseException:
-        await _stop(parties)
+        await stop_parties(parties)
         raise
-    summary = _summarise(out, config, spec, params.slot_s, parties, failed)
+    summary = summarise_run(out, config, spec, params.slot_s, parties, failed)
     summary["machine"] = {
         "cpus": os.cpu_count(),
         "load_avg_1min_before": round(load_before[0], 2),
@@ -175,7 +146,62 @@ async def run_local(
     return summary
 
 
-def _run_spec(config: LocalRunConfig) -> tuple[RunSpec, MECParams, int]:
+async def launch_parties(
+    out: Path,
+    config: LocalRunConfig,
+    spec: RunSpec,
+    policy: str,
+    placement: Placement,
+    parties: list[_Party],
+    federation: Callable[[int, str], FederatedTerminal] | None = None,
+    before_start: Callable[[], Awaitable[None]] | None = None,
+) -> float:
+    """Start every edge server, then every terminal (appended to `parties` as they start,
+    so the caller can stop them on failure), wait until all are READY and send START.
+
+    `federation(d, host)` gives terminal d its federated settings (None: not federated);
+    `before_start()` is awaited once all are READY, before the epoch is chosen (the
+    federated run starts its authority there). Returns the run's epoch."""
+    params, terminals = spec.model()
+    topology = spec.topology()
+    edge_names, terminal_names = topology.edge_names, topology.terminal_names
+    for e, name in enumerate(edge_names):
+        listen = Address(placement.listen_address(name), 0)
+        edge = EdgeConfig(spec, e, listen, str(out / "parties" / f"{name}.json"))
+        parties.append(await _spawn(out, name, "edge_server", edge, placement))
+    ready_by = time.time() + config.startup_timeout_s
+    edge_ports = [int((await _ready(party, ready_by))["port"]) for party in parties]
+    for d, name in enumerate(terminal_names[:terminals]):
+        edges = tuple(
+            Address(placement.address(edge, peer=name), port)
+            for edge, port in zip(edge_names, edge_ports, strict=True)
+        )
+        terminal = TerminalConfig(
+            spec,
+            d,
+            edges,
+            policy,
+            config.pace_uplink,
+            config.pace_ticks_per_slot,
+            str(out / "parties" / f"{name}.tasks.jsonl"),
+            str(out / "parties" / f"{name}.json"),
+            federation=None if federation is None else federation(d, name),
+        )
+        parties.append(await _spawn(out, name, "terminal", terminal, placement))
+    for party in parties[params.edges :]:
+        await _ready(party, ready_by)
+    if before_start is not None:
+        await before_start()
+    epoch = time.time() + config.start_lead_s
+    for party in parties:
+        assert party.process.stdin is not None
+        party.process.stdin.write(f"START {epoch!r}\n".encode())
+        await party.process.stdin.drain()
+        party.process.stdin.close()
+    return epoch
+
+
+def run_spec(config: LocalRunConfig) -> tuple[RunSpec, MECParams, int]:
     """The shared facts of the run; checks the topology and duration before any process."""
     topology = run_topology(
         config.topology_path, config.terminals_override, config.arrival_rate_override_bps
@@ -265,23 +291,26 @@ async def _ready(party: _Party, ready_by: float) -> dict:
     return json.loads(text[len(READY) :])
 
 
-async def _wait_all(parties: list[_Party], finish_by: float) -> list[str]:
-    """Wait for every party to exit; returns the names of those that failed."""
+async def wait_parties(parties: list[_Party], finish_by: float) -> list[str]:
+    """Wait for every party to exit, all at once, until `finish_by` (a Unix time); kill
+    those still running then. Returns the names of those that failed."""
+    waits = {asyncio.ensure_future(party.process.wait()): party for party in parties}
+    if waits:
+        await asyncio.wait(waits, timeout=max(0.0, finish_by - time.time()))
     failed = []
-    for party in parties:
-        try:
-            code = await asyncio.wait_for(party.process.wait(), max(0.0, finish_by - time.time()))
-        except TimeoutError:
-            party.process.kill()
-            code = await party.process.wait()
+    for task, party in waits.items():
+        if not task.done() and party.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):  # it may exit just now
+                party.process.kill()
             print(f"{party.name} did not finish in time and was killed", file=sys.stderr)
+        code = await task
         if code != 0:
             failed.append(party.name)
             print(f"{party.name} exited with status {code}; {_tail(party)}", file=sys.stderr)
     return failed
 
 
-async def _stop(parties: list[_Party]) -> None:
+async def stop_parties(parties: list[_Party]) -> None:
     """Kill the parties still running (they are this coordinator's children) and reap them."""
     for party in parties:
         if party.process.returncode is None:
@@ -323,7 +352,7 @@ def _write_run_file(
     )
 
 
-def _summarise(
+def summarise_run(
     out: Path,
     config: LocalRunConfig,
     spec: RunSpec,

@@ -85,3 +85,12 @@ def write_json(path: str | Path, data: object) -> None:
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(json.dumps(data, indent=1) + "\n")
     os.replace(temporary, path)
+
+
+def exit_now(status: int) -> None:
+    """Exit without the interpreter's teardown once every output is written: with torch
+    loaded (learned policies) the teardown costs about a second of CPU, which on a busy
+    host took the coordinator's whole exit grace (30 s) in federated runs."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

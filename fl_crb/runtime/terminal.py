@@ -42,6 +42,7 @@ from fl_crb.runtime.party import (
     await_start,
     configure_logging,
     enter_realtime,
+    exit_now,
     write_json,
 )
 from fl_crb.runtime.protocol import (
@@ -105,7 +106,13 @@ class TerminalParty:
         self.board = LoadBoard(params.edges, params.history_slots)
         trajectories = Path(config.task_log_path).with_name(f"{self.name}.trajectories.npz")
         self.decider = make_decider(
-            config.policy, params, terminals, d, run.seed * 1_000_003 + d, trajectories
+            config.policy,
+            params,
+            terminals,
+            d,
+            run.seed * 1_000_003 + d,
+            trajectories,
+            federation=config.federation,
         )
         self.tasks: list[LiveTask] = []
         self._awaiting: dict[int, LiveTask] = {}
@@ -324,4 +331,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    exit_now(main(sys.argv))

@@ -1,0 +1,158 @@
+"""The edge learner service: one long-lived `EdgeLearner` fed through the edge's mailbox.
+
+`python -m fl_crb.federation.edge_service CONFIG.json` (an `EdgeServiceConfig`). It
+builds the learner (from given starting weights, or freshly initialised), publishes its
+weights as version 0 in the mailbox, prints `READY {...}` on standard output, then
+watches the mailbox inbox: each batch file the `train` handler drops there holds the
+round's familiarity-sampled batches; the service takes one training step per batch,
+deletes the file and publishes the new weights (version = training steps so far). The
+next `train` reply carries them to the authority, which delivers them to the terminals
+this edge manages. SIGTERM (or SIGINT) ends it after the file in hand; it then writes
+its summary. torch lives here, never in the ClientApp handlers.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fl_crb.federation.mailbox import EdgeMailbox, unframe
+from fl_crb.runtime.config import load_config
+from fl_crb.runtime.party import announce_ready, configure_logging, exit_now, write_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EdgeServiceConfig:
+    """One edge learner service."""
+
+    name: str
+    """The edge's topology host name (for logs)."""
+    mailbox: str
+    """The edge's mailbox directory (shared with its SuperNode's handlers)."""
+    edges: int
+    """E, edge servers in the system (the Q-network has 1 + E actions)."""
+    history_slots: int
+    """C, load history slots of a state."""
+    trajectory_length: int
+    """n, transitions per trajectory of the batches."""
+    summary_path: str
+    """Where to write the service's summary JSON at the end."""
+    initial_weights_path: str | None = None
+    """Starting weights (`decider.save_weights_file` format); None: fresh initialisation."""
+    target_update_steps: int = 500
+    """Training steps between target-network copies (`TrainConfig`'s value)."""
+    seed: int = 0
+    """Seed of a fresh initialisation."""
+    poll_interval_s: float = 0.05
+    """Seconds between looks at the inbox."""
+
+
+class EdgeService:
+    """The learner, its mailbox and its counters."""
+
+    def __init__(self, config: EdgeServiceConfig) -> None:
+        import torch
+
+        from fl_crb.learn.edge_learner import EdgeLearner, LearnerConfig
+        from fl_crb.learn.qnetwork import load_numpy_weights
+        from fl_crb.runtime.decider import read_weights_file
+
+        torch.set_num_threads(1)  # many processes share few cores
+        self.config = config
+        self.mailbox = EdgeMailbox(config.mailbox)
+        learner = LearnerConfig(target_update_steps=config.target_update_steps, seed=config.seed)
+        self.learner = EdgeLearner(config.edges, config.history_slots, learner)
+        if config.initial_weights_path is not None:
+            weights, _ = read_weights_file(Path(config.initial_weights_path))
+            load_numpy_weights(self.learner.evaluation, weights)
+            self.learner.target.load_state_dict(self.learner.evaluation.state_dict())
+        self.losses: list[float] = []
+        self.batch_files = 0
+        self.refused_files = 0
+        self.stopping = False
+        self.publish()
+
+    def publish(self) -> None:
+        """Publish the evaluation network's weights with the learner's version."""
+        from fl_crb.federation.serialization import encode_weights
+
+        self.mailbox.publish_weights(encode_weights(self.learner.weights(), self.learner.version))
+
+    def train_file(self, path: Path) -> None:
+        """Train one step per batch in a batch file, delete it, publish the weights."""
+        from fl_crb.federation.serialization import DecodeError, TrajectoryShape, decode_trajectory
+        from fl_crb.learn.pool import TrajectoryBatch
+
+        shape = TrajectoryShape(
+            self.config.trajectory_length, self.config.history_slots, self.config.edges
+        )
+        try:
+            batches = [
+                [decode_trajectory(blob, shape) for blob in unframe(batch, f"{path}: batch")]
+                for batch in unframe(path.read_bytes(), str(path))
+            ]
+        except (ValueError, DecodeError) as error:
+            log.error("%s: refusing batch file %s: %s", self.config.name, path.name, error)
+            self.refused_files += 1
+            path.unlink()
+            return
+        for batch in batches:
+            if batch:
+                self.losses.append(self.learner.train_step(TrajectoryBatch.stack(batch)))
+        path.unlink()
+        self.batch_files += 1
+        self.publish()
+
+    def serve(self) -> None:
+        """Train on whatever arrives until asked to stop."""
+        while not self.stopping:
+            waiting = self.mailbox.waiting()
+            for path in waiting:
+                self.train_file(path)
+                if self.stopping:
+                    break
+            if not waiting:
+                time.sleep(self.config.poll_interval_s)
+
+    def summary(self) -> dict[str, object]:
+        recent = self.losses[-50:]
+        return {
+            "party": self.config.name,
+            "role": "edge-learner",
+            "version": self.learner.version,
+            "batch_files": self.batch_files,
+            "refused_files": self.refused_files,
+            "train_steps": self.learner.train_steps,
+            "loss_first": self.losses[0] if self.losses else None,
+            "loss_recent_mean": sum(recent) / len(recent) if recent else None,
+        }
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m fl_crb.federation.edge_service CONFIG.json", file=sys.stderr)
+        return 2
+    config = load_config(argv[1], EdgeServiceConfig)
+    configure_logging(f"{config.name}-learner")
+    service = EdgeService(config)
+
+    def stop(*_) -> None:
+        service.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    announce_ready({"version": service.learner.version})
+    service.serve()
+    write_json(config.summary_path, service.summary())
+    log.info("%s: done: %s", config.name, service.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    exit_now(main(sys.argv))  # its summary is written: skip torch's teardown

@@ -1,0 +1,253 @@
+"""The bridge between per-message ClientApp handlers and the long-lived parties: files.
+
+Flower starts a fresh ClientApp process for every message, while a terminal's agent and
+an edge's learner live for the whole run. They meet in a per-node mailbox directory
+(node config `mailbox`, or the run config's `mailbox-root`/<node name>):
+
+    terminal MAILBOX/
+      outbox/<post id, 12 digits>.upl   sealed uploads, posted by the terminal party
+      state.json                        the party's next post id and upload sequence number
+      weights.bin                       the newest weights delivered to it (handler writes)
+    edge MAILBOX/
+      inbox/<round, 8 digits>.bat       sampled batches to train on (handler writes)
+      weights.bin                       the learner's newest weights (learner publishes)
+
+Every write is atomic (a temporary file in the same directory, fsync, rename), so a
+reader sees a whole file or the previous one, never a torn one. An upload leaves the
+outbox only once the authority acknowledges it: `collect` replies with the pending
+uploads and their post ids, and a LATER `collect` carries the authority's cumulative
+acknowledgement ("every post id up to P is processed"), which deletes them. A lost reply
+therefore loses nothing: the uploads are sent again next round.
+
+`weights.bin` holds the `serialization` weights format; its version sits at bytes 2..9
+(u64 little-endian after the format-version and flags bytes), read here without numpy.
+
+Only the standard library is imported: ClientApp handlers use this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import struct
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+WEIGHTS_FILE = "weights.bin"
+_WEIGHTS_VERSION = struct.Struct("<BBQ")
+"""format version u8, flags u8, weights version u64: the head of `serialization`'s weights."""
+_COUNT = struct.Struct("<I")
+FAULT_KINDS = ("tamper", "replay", "malformed")
+"""Faults a test can inject into a terminal's uploads (see `UploadPoster`)."""
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the whole new one."""
+    path = Path(path)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def frame(blobs: Sequence[bytes]) -> bytes:
+    """Several byte strings as one: u32 count, then u32 length + bytes for each."""
+    parts = [_COUNT.pack(len(blobs))]
+    for blob in blobs:
+        parts += [_COUNT.pack(len(blob)), bytes(blob)]
+    return b"".join(parts)
+
+
+def unframe(data: bytes, what: str) -> list[bytes]:
+    """The byte strings `frame` joined; `what` names the payload in errors."""
+    data = memoryview(bytes(data))
+    if len(data) < _COUNT.size:
+        raise ValueError(f"{what}: {len(data)} bytes, too short for a frame count")
+    (count,) = _COUNT.unpack_from(data)
+    offset, blobs = _COUNT.size, []
+    for index in range(count):
+        if offset + _COUNT.size > len(data):
+            raise ValueError(f"{what}: truncated before the length of item {index} of {count}")
+        (length,) = _COUNT.unpack_from(data, offset)
+        offset += _COUNT.size
+        if offset + length > len(data):
+            raise ValueError(
+                f"{what}: item {index} claims {length} bytes, {len(data) - offset} left"
+            )
+        blobs.append(bytes(data[offset : offset + length]))
+        offset += length
+    if offset != len(data):
+        raise ValueError(f"{what}: {len(data) - offset} bytes left after {count} items")
+    return blobs
+
+
+def weights_version(data: bytes | None) -> int:
+    """Version of serialized weights, −1 for none (no file, or too short to carry one)."""
+    if data is None or len(data) < _WEIGHTS_VERSION.size:
+        return -1
+    return int(_WEIGHTS_VERSION.unpack_from(data)[2])
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+class TerminalMailbox:
+    """A terminal's mailbox: outbox of sealed uploads, state, delivered weights."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        self.outbox = self.directory / "outbox"
+        self.outbox.mkdir(parents=True, exist_ok=True)
+        self.weights_path = self.directory / WEIGHTS_FILE
+
+    # -- the terminal party's side -----------------------------------------------------------
+
+    def load_state(self) -> dict[str, int]:
+        """The party's counters: `next_post` and `next_sequence` (1 and 1 when new)."""
+        data = _read(self.directory / "state.json")
+        state = json.loads(data) if data else {}
+        return {
+            "next_post": int(state.get("next_post", 1)),
+            "next_sequence": int(state.get("next_sequence", 1)),
+        }
+
+    def post(self, envelope: bytes, post_id: int, next_sequence: int) -> None:
+        """Put one upload in the outbox under `post_id`, then record the counters."""
+        write_atomic(self.outbox / f"{post_id:012d}.upl", envelope)
+        state = {"next_post": post_id + 1, "next_sequence": next_sequence}
+        write_atomic(self.directory / "state.json", json.dumps(state).encode())
+
+    # -- the ClientApp handler's side --------------------------------------------------------
+
+    def pending(self, limit: int) -> list[tuple[int, bytes]]:
+        """Up to `limit` unacknowledged uploads, oldest first, with their post ids."""
+        names = sorted(p.name for p in self.outbox.glob("*.upl"))[:limit]
+        found = []
+        for name in names:
+            data = _read(self.outbox / name)
+            if data is not None:
+                found.append((int(name[: -len(".upl")]), data))
+        return found
+
+    def acknowledge(self, through_post: int) -> int:
+        """Delete every upload with a post id up to `through_post`; returns how many."""
+        deleted = 0
+        for path in self.outbox.glob("*.upl"):
+            if int(path.name[: -len(".upl")]) <= through_post:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    deleted += 1
+        return deleted
+
+    def backlog(self) -> int:
+        """Uploads waiting in the outbox."""
+        return sum(1 for _ in self.outbox.glob("*.upl"))
+
+    def deliver_weights(self, data: bytes) -> None:
+        """Store weights the authority delivered; the terminal party picks them up."""
+        write_atomic(self.weights_path, data)
+
+    def held_weights_version(self) -> int:
+        """Version of the delivered weights, −1 if none were delivered."""
+        return weights_version(_read(self.weights_path))
+
+
+class EdgeMailbox:
+    """An edge's mailbox: inbox of batches to train on, published weights."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        self.inbox = self.directory / "inbox"
+        self.inbox.mkdir(parents=True, exist_ok=True)
+        self.weights_path = self.directory / WEIGHTS_FILE
+
+    def drop_batches(self, round_number: int, data: bytes) -> None:
+        """Leave a round's framed batches for the learner (handler side)."""
+        write_atomic(self.inbox / f"{round_number:08d}.bat", data)
+
+    def waiting(self) -> list[Path]:
+        """Batch files not yet trained on, oldest round first (learner side)."""
+        return sorted(self.inbox.glob("*.bat"))
+
+    def publish_weights(self, data: bytes) -> None:
+        """Make new weights the ones the next `train` reply carries (learner side)."""
+        write_atomic(self.weights_path, data)
+
+    def published_weights(self) -> bytes | None:
+        """The newest published weights, None before the learner published any."""
+        return _read(self.weights_path)
+
+
+def parse_faults(text: str) -> dict[int, tuple[str, ...]]:
+    """Faults "KIND@K,..." as {K: kinds}: inject them at the terminal's K-th upload (from 1)."""
+    faults: dict[int, tuple[str, ...]] = {}
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        kind, _, where = entry.partition("@")
+        if kind not in FAULT_KINDS or not where.isdigit() or int(where) < 1:
+            raise ValueError(
+                f"upload fault {entry!r}: expected KIND@K with KIND one of {FAULT_KINDS} and "
+                "K >= 1 (the terminal's K-th upload)"
+            )
+        faults[int(where)] = (*faults.get(int(where), ()), kind)
+    return faults
+
+
+class UploadPoster:
+    """Posts a terminal's sealed uploads, injecting test faults as extra posts.
+
+    Faults never replace a genuine upload, they come in addition, so the pool still gets
+    every trajectory and a test can count exactly: at the K-th upload, `tamper` first
+    posts a copy with its last tag byte flipped (refused: authentication), `replay`
+    posts the genuine envelope a second time right after it (refused: replay), and
+    `malformed` posts 9 bytes that are no envelope at all (refused: malformed).
+    """
+
+    def __init__(self, mailbox: TerminalMailbox, faults: str = ""):
+        self.mailbox = mailbox
+        self.faults = parse_faults(faults)
+        state = mailbox.load_state()
+        self.next_post = state["next_post"]
+        self.uploads = 0
+        """Genuine uploads posted by this process."""
+        self.posted = 0
+        """Posts of any kind (genuine and faults) by this process."""
+        self.faults_posted: dict[str, int] = {}
+
+    @property
+    def next_sequence(self) -> int:
+        """The upload sequence number recorded for the next upload (survives a restart)."""
+        return self.mailbox.load_state()["next_sequence"]
+
+    def post(self, envelope: bytes, next_sequence: int) -> None:
+        """Post one genuine sealed upload (and any fault due at this upload)."""
+        self.uploads += 1
+        kinds = self.faults.get(self.uploads, ())
+        if "tamper" in kinds:
+            tampered = bytearray(envelope)
+            tampered[-1] ^= 0x01  # the last tag byte
+            self._post(bytes(tampered), next_sequence, "tamper")
+        self._post(envelope, next_sequence, None)
+        if "replay" in kinds:
+            self._post(envelope, next_sequence, "replay")
+        if "malformed" in kinds:
+            self._post(b"\x01" + os.urandom(8), next_sequence, "malformed")
+
+    def _post(self, data: bytes, next_sequence: int, fault: str | None) -> None:
+        self.mailbox.post(data, self.next_post, next_sequence)
+        self.next_post += 1
+        self.posted += 1
+        if fault is not None:
+            self.faults_posted[fault] = self.faults_posted.get(fault, 0) + 1

@@ -1,0 +1,240 @@
+"""Pieces of the federated coordinator: starting weights, the authority's supervisor, results.
+
+- `start_weights_files`: a trained run folder or a weights file → one weights file per
+  edge learner (CRB-DRQN trains one network per edge).
+- `supervise_authority`: runs the authority (`flwr run`, mode "authority") and starts it
+  again when it dies before it was asked to stop, up to `max_authority_restarts` times.
+  A new run recovers the durable pool, the replay guard and the acknowledgements from the
+  authority's folder. A ServerApp killed outright leaves its `flwr run` streaming until
+  the SuperLink gives the run up, so the supervisor also watches the process whose pid
+  the authority wrote to ready.json, and starts the next run as soon as it is gone.
+- `start_learner`, `learner_ready`, `stop_learners`: the edge learner services' processes.
+- `terminal_summary`, `federation_summary`, `run_record`: the run folder's records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from fl_crb.federation.accounting import read_records, totals
+from fl_crb.federation.edge_service import EdgeServiceConfig
+from fl_crb.federation.launcher import FederationError, LocalFederation
+from fl_crb.federation.processes import alive
+from fl_crb.mec.params import MECParams
+from fl_crb.runtime.config import save_config
+from fl_crb.runtime.local_run import SINGLE_THREADED
+from fl_crb.runtime.party import READY
+from fl_crb.runtime.placement import Placement
+
+AUTHORITY_RUN_LIMIT_S = 24 * 3600.0
+"""`flwr run` of the authority is given up after this long (the run ends it far sooner)."""
+EXIT_REPORT_GRACE_S = 10.0
+"""After the authority's process is gone, how long its `flwr run` may take to report the
+run's end (a normal end reports within about a second) before the run counts as dead."""
+
+
+def start_weights_files(source: str | None, params: MECParams, folder: Path) -> list[str] | None:
+    """One weights file (`save_weights_file` format) per edge from `source`, or None."""
+    if source is None:
+        return None
+    from fl_crb.runtime.decider import read_weights_file, save_weights_file
+
+    path = Path(source)
+    if path.is_file():
+        try:
+            read_weights_file(path)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"--policy {source}: not a weights file: {error}") from None
+        return [str(path.resolve())] * params.edges
+    if not (path / "run.json").is_file():
+        raise ValueError(
+            f"--policy {source}: neither a weights file nor a training run folder (run.json)"
+        )
+    import torch
+
+    from fl_crb.learn.checkpoint import load_networks
+    from fl_crb.learn.qnetwork import QNetwork, weights_to_numpy
+    from fl_crb.learn.train_config import TrainConfig
+    from fl_crb.learn.training_run import read_best, read_setup
+
+    setup = read_setup(path)
+    config = TrainConfig.from_dict(setup["config"])
+    if config.algo != "crb-drqn":
+        raise ValueError(f"--policy {source}: trained {config.algo}, not crb-drqn")
+    if read_best(path) is not None:
+        states = torch.load(path / "best.pt", weights_only=True)
+    else:
+        states = [saved["evaluation"] for saved in load_networks(path / "checkpoint")]
+    if len(states) != params.edges:
+        raise ValueError(
+            f"--policy {source}: {len(states)} edge networks, the topology has {params.edges}"
+        )
+    files = []
+    for e, state in enumerate(states):
+        network = QNetwork(
+            params.edges, params.history_slots, config.learner.hidden, config.learner.lstm_hidden
+        )
+        network.load_state_dict(state)
+        files.append(str(folder / f"start-weights-edge{e + 1}.npz"))
+        save_weights_file(files[-1], weights_to_numpy(network), 0)
+    return files
+
+
+async def wait_for_file(path: Path, deadline: float, watched: asyncio.Task) -> None:
+    """Wait until `path` exists; fail if `watched` ends first or at `deadline`."""
+    while not path.exists():
+        if watched.done():
+            watched.result()  # raises its error
+            raise RuntimeError(f"the authority ended before writing {path}")
+        if time.time() > deadline:
+            raise RuntimeError(f"the authority did not write {path} in time; see its log")
+        await asyncio.sleep(0.1)
+
+
+def _authority_pid(state_dir: Path) -> int | None:
+    try:
+        return int(json.loads((state_dir / "ready.json").read_text())["pid"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+async def supervise_authority(
+    federation: LocalFederation, run_config: dict, state_dir: Path, config
+) -> int:
+    """Run the authority until it completes after the stop request; returns its restarts."""
+    restarts = 0
+    while True:
+        previous = _authority_pid(state_dir)
+        run = asyncio.ensure_future(
+            asyncio.to_thread(federation.run_app, run_config, AUTHORITY_RUN_LIMIT_S)
+        )
+        gone_since = None
+        while not run.done():
+            pid = _authority_pid(state_dir)
+            if gone_since is None and pid is not None and pid != previous and not alive(pid):
+                gone_since = time.monotonic()
+            if gone_since is not None and time.monotonic() - gone_since > EXIT_REPORT_GRACE_S:
+                break  # killed: its flwr run may stream on for a while; start the next
+            await asyncio.sleep(0.2)
+        if run.done():
+            try:
+                outcome = run.result()
+            except FederationError as error:
+                outcome = error
+            if not isinstance(outcome, Exception) and outcome.completed:
+                return restarts
+            reason = getattr(outcome, "details", None) or str(outcome)
+        else:
+            reason = f"its ServerApp process {_authority_pid(state_dir)} is gone"
+        if restarts >= config.max_authority_restarts:
+            raise RuntimeError(f"the authority failed {restarts + 1} times; last: {reason}")
+        restarts += 1
+        with open(state_dir / "supervisor.log", "a", encoding="utf-8") as log:
+            log.write(f"{time.strftime('%H:%M:%S')} restart {restarts}: {reason}\n")
+
+
+def terminal_summary(out: Path, host: str) -> dict[str, object]:
+    """A terminal's uploads (from its party summary) and the weight versions it acted with."""
+    party = out / "parties" / f"{host}.json"
+    summary = json.loads(party.read_text()) if party.exists() else {}
+    versions: dict[str, int] = {}
+    tasks = out / "parties" / f"{host}.tasks.jsonl"
+    if tasks.exists():
+        for line in tasks.open():
+            label = json.loads(line)["decided_by"]
+            versions[label] = versions.get(label, 0) + 1
+    return {
+        "uploads": summary.get("uploads", 0),
+        "posted": summary.get("posted", 0),
+        "faults_posted": summary.get("faults_posted", {}),
+        "weights_versions_loaded": summary.get("weights_versions_loaded", []),
+        "tasks_by_decider": versions,
+    }
+
+
+async def start_learner(
+    out: Path, service: EdgeServiceConfig, placement: Placement
+) -> asyncio.subprocess.Process:
+    """Start an edge learner service on its edge's host, stdout piped for READY."""
+    path = out / "config" / f"{service.name}.learner.json"
+    save_config(service, path)
+    argv = [sys.executable, "-m", "fl_crb.federation.edge_service", str(path)]
+    with (out / "logs" / f"{service.name}-learner.log").open("wb") as log:
+        return await asyncio.create_subprocess_exec(
+            *placement.command(service.name, argv),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log,
+            env={**os.environ, **SINGLE_THREADED},
+        )
+
+
+async def learner_ready(
+    process: asyncio.subprocess.Process, name: str, logs: Path, ready_by: float
+) -> None:
+    assert process.stdout is not None
+    try:
+        line = await asyncio.wait_for(process.stdout.readline(), max(0.0, ready_by - time.time()))
+    except TimeoutError:
+        raise RuntimeError(f"{name} did not become READY in time; see {logs / name}.log") from None
+    if not line.decode(errors="replace").startswith(READY):
+        raise RuntimeError(f"{name} failed to start (said {line!r}); see {logs / name}.log")
+
+
+async def stop_learners(learners: list[asyncio.subprocess.Process]) -> None:
+    """SIGTERM each learner (it finishes its batch and writes its summary), then reap."""
+    for learner in learners:
+        if learner.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                learner.send_signal(signal.SIGTERM)
+    for learner in learners:
+        try:
+            await asyncio.wait_for(learner.wait(), 30)
+        except TimeoutError:
+            learner.kill()
+            await learner.wait()
+
+
+def run_record(config, spec, epoch: float, placement: Placement, parties: list) -> dict:
+    return {
+        "placement": placement.label,
+        "run": asdict(spec),
+        "federated": asdict(config),
+        "epoch_unix_s": epoch,
+        "parties": [party.name for party in parties],
+    }
+
+
+def federation_summary(out: Path, hosts: list[str], restarts: int, wall_s: float) -> dict:
+    """Rounds, uploads, rejections, pool, weight versions and bytes of the run."""
+    authority = json.loads((out / "authority" / "summary.json").read_text())
+    rounds = [json.loads(line) for line in (out / "authority" / "rounds.jsonl").open()]
+    events = out / "authority" / "events.jsonl"
+    events = [json.loads(line) for line in events.open()] if events.exists() else []
+    rejected: dict[str, int] = {}
+    for event in events:
+        if event["kind"] == "rejected":
+            rejected[event["code"]] = rejected.get(event["code"], 0) + 1
+    terminals = {host: terminal_summary(out, host) for host in hosts}
+    exchanges = [r["exchange_s"] for r in rounds]
+    return {
+        "rounds": authority["rounds"],
+        "authority_restarts": restarts,
+        "mean_round_exchange_s": sum(exchanges) / len(exchanges) if exchanges else None,
+        "uploads_posted": sum(t["posted"] for t in terminals.values()),
+        "uploads_accepted": authority["accepted_total"],
+        "uploads_rejected": rejected,
+        "pool_size": authority["pool_size"],
+        "edge_versions": authority["edge_versions"],
+        "terminals": terminals,
+        "bytes": totals(read_records(out / "authority" / "accounting.jsonl")),
+        "wall_s": round(wall_s, 1),
+    }

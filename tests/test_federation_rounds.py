@@ -1,0 +1,328 @@
+"""Federated CRB-DRQN rounds: mailboxes, fault injection, and real federated runs on Flower.
+
+The end-to-end tests start everything for real: edge learner services (torch), a Flower
+SuperLink and SuperNodes, the authority as a `flwr run`, and the runtime's edge servers
+and terminals on the wall clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fl_crb.federation.crypto import (
+    UploadOpener,
+    UploadRejected,
+    UploadSealer,
+    generate_private_key,
+    overhead_bytes,
+    public_key_bytes,
+)
+from fl_crb.federation.federated_run import FederatedRunConfig, run_federated
+from fl_crb.federation.mailbox import (
+    EdgeMailbox,
+    TerminalMailbox,
+    UploadPoster,
+    frame,
+    parse_faults,
+    unframe,
+    weights_version,
+)
+from fl_crb.federation.serialization import encode_weights
+from fl_crb.runtime.config import FederatedTerminal, load_config, save_config
+
+TINY = str(Path(__file__).parent.parent / "topologies" / "tiny.yaml")
+FAULTS = "tamper@1,replay@2,malformed@3"
+
+
+# -- mailboxes and faults (fast) -------------------------------------------------------------
+
+
+def test_outbox_keeps_uploads_until_a_later_acknowledgement(tmp_path):
+    mailbox = TerminalMailbox(tmp_path / "t1")
+    for post in (1, 2, 3):
+        mailbox.post(f"upload {post}".encode(), post, post + 1)
+    first = mailbox.pending(limit=2)
+    assert first == [(1, b"upload 1"), (2, b"upload 2")]
+    assert mailbox.pending(limit=2) == first  # a lost reply: the same uploads again
+    assert mailbox.acknowledge(2) == 2
+    assert mailbox.pending(limit=10) == [(3, b"upload 3")]
+    assert mailbox.load_state() == {"next_post": 4, "next_sequence": 4}
+    assert TerminalMailbox(tmp_path / "t1").pending(10) == [(3, b"upload 3")]  # on disk
+
+
+def test_weights_version_is_read_from_the_serialized_header(tmp_path):
+    data = encode_weights({"w": np.ones((2, 3), np.float32)}, version=41)
+    assert weights_version(data) == 41 and weights_version(None) == -1
+    edge = EdgeMailbox(tmp_path / "e1")
+    assert edge.published_weights() is None
+    edge.publish_weights(data)
+    assert weights_version(edge.published_weights()) == 41
+    terminal = TerminalMailbox(tmp_path / "t1")
+    assert terminal.held_weights_version() == -1
+    terminal.deliver_weights(data)
+    assert terminal.held_weights_version() == 41
+
+
+def test_frames_round_trip_and_name_what_is_broken():
+    blobs = [b"", b"abc", os.urandom(1000)]
+    assert unframe(frame(blobs), "batches") == blobs
+    with pytest.raises(ValueError, match=r"batches: item 1 claims 3 bytes, 1 left"):
+        unframe(frame(blobs)[:13], "batches")
+    with pytest.raises(ValueError, match=r"uploads: 1 bytes left after 3 items"):
+        unframe(frame(blobs) + b"x", "uploads")
+
+
+def test_fault_specs_are_checked():
+    assert parse_faults(FAULTS) == {1: ("tamper",), 2: ("replay",), 3: ("malformed",)}
+    with pytest.raises(ValueError, match=r"upload fault 'flip@1': expected KIND@K"):
+        parse_faults("flip@1")
+    with pytest.raises(ValueError, match=r"upload fault 'tamper@0'"):
+        parse_faults("tamper@0")
+
+
+def test_injected_faults_are_each_refused_with_their_code(tmp_path):
+    authority, terminal = generate_private_key(), generate_private_key()
+    run_id = os.urandom(16)
+    sealer = UploadSealer(terminal, "t2", public_key_bytes(authority), run_id)
+    poster = UploadPoster(TerminalMailbox(tmp_path / "t2"), FAULTS)
+    for index in range(4):
+        poster.post(sealer.seal(f"trajectory {index}".encode()), sealer.next_sequence)
+    opener = UploadOpener(authority, run_id, {"t2": public_key_bytes(terminal)})
+    accepted, codes = [], []
+    for _, envelope in poster.mailbox.pending(limit=100):
+        try:
+            accepted.append(opener.open(envelope, sender="t2").plaintext)
+        except UploadRejected as error:
+            codes.append(error.code)
+    assert accepted == [f"trajectory {index}".encode() for index in range(4)]
+    assert codes == ["authentication", "replay", "malformed"]
+    assert (poster.uploads, poster.posted) == (4, 7)
+
+
+def test_terminal_config_carries_its_federation_settings(tmp_path):
+    from fl_crb.runtime.config import Address, RunSpec, TerminalConfig
+
+    spec = RunSpec(1, TINY, None, None, 10, 20, 0, 0.025)
+    federation = FederatedTerminal("t1", "/m/t1", "/k/t1.pem", "ab" * 32, "cd" * 16, 0.2)
+    config = TerminalConfig(
+        spec,
+        0,
+        (Address("127.0.0.1", 1),),
+        "crb-drqn-federated",
+        True,
+        4,
+        "a",
+        "b",
+        federation=federation,
+    )
+    save_config(config, tmp_path / "t1.json")
+    assert load_config(tmp_path / "t1.json", TerminalConfig) == config
+
+
+def test_bad_federated_settings_are_refused_before_any_process(tmp_path):
+    with pytest.raises(ValueError, match=r"round period must be > 0 s, got 0"):
+        FederatedRunConfig(TINY, 5.0, str(tmp_path / "a"), round_period_s=0)
+    config = FederatedRunConfig(TINY, 5.0, str(tmp_path / "b"), upload_faults=(("t9", "x@1"),))
+    with pytest.raises(ValueError, match=r"upload faults name \['t9'\], which are not terminals"):
+        asyncio.run(run_federated(config))
+
+
+# -- real federated runs ---------------------------------------------------------------------
+
+
+def _config(out: Path, duration_s: float, **extra) -> FederatedRunConfig:
+    """tiny (2 edges, 4 terminals) at 5 Mbit/s per terminal so that 4 trajectories per
+    terminal arrive within ~10 s, 1 s rounds, training from 4 pooled trajectories."""
+    return FederatedRunConfig(
+        TINY,
+        duration_s,
+        str(out),
+        arrival_rate_override_bps=5e6,
+        round_period_s=1.0,
+        min_pool_trajectories=4,
+        **extra,
+    )
+
+
+def _check_pool_accounts_for_every_upload(out: Path, federation: dict) -> None:
+    rejected = sum(federation["uploads_rejected"].values())
+    commit = json.loads((out / "authority" / "pool" / "commit.json").read_text())
+    assert federation["uploads_accepted"] == federation["uploads_posted"] - rejected
+    assert commit["accepted_total"] == federation["uploads_accepted"] > 0
+    assert federation["pool_size"] == federation["uploads_accepted"]
+    for outbox in (out / "mailboxes").glob("*/outbox"):
+        assert not list(outbox.iterdir()), f"{outbox} still holds uploads"
+
+
+def test_federated_run_trains_delivers_weights_and_refuses_bad_uploads(tmp_path):
+    out = tmp_path / "run"
+    summary = asyncio.run(run_federated(_config(out, 30.0, upload_faults=(("t2", FAULTS),))))
+    federation = summary["federation"]
+    assert summary["failed_parties"] == []
+    assert federation["rounds"] >= 3
+    assert federation["uploads_rejected"] == {"authentication": 1, "replay": 1, "malformed": 1}
+    _check_pool_accounts_for_every_upload(out, federation)
+
+    log = (out / "authority" / "authority.log").read_text()
+    for code in ("authentication", "replay", "malformed"):
+        assert f"rejected ({code}) from t2 post" in log
+    for host, terminal in federation["terminals"].items():
+        versions = [int(label.split("@")[1]) for label in terminal["tasks_by_decider"]]
+        assert max(versions) > 0, f"{host} never acted with trained weights: {terminal}"
+
+    records = [json.loads(line) for line in (out / "authority" / "accounting.jsonl").open()]
+    assert {(r["node"], r["message_type"]) for r in records} == {
+        *((f"t{d}", "query.collect") for d in range(1, 5)),
+        ("edge1", "query.train"),
+        ("edge2", "query.train"),
+    }
+    uploads = [r for r in records if r["node"] == "t1" and r["uploads"]]
+    assert uploads
+    for record in uploads:
+        assert record["encryption_overhead_bytes"] == record["uploads"] * overhead_bytes("t1")
+        assert record["wire_up_bytes"] > record["up_plaintext_bytes"]
+    trained = [
+        r for r in records if r["message_type"] == "query.train" and r["down_plaintext_bytes"]
+    ]
+    assert trained and all(r["wire_down_bytes"] > r["down_plaintext_bytes"] for r in trained)
+
+
+@pytest.mark.slow
+def test_killed_authority_restarts_without_losing_an_accepted_trajectory(tmp_path):
+    out = tmp_path / "run"
+    result: dict = {}
+
+    def run() -> None:
+        try:
+            result["summary"] = asyncio.run(run_federated(_config(out, 30.0)))
+        except BaseException as error:  # reported by the assertion below
+            result["error"] = error
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    commit = out / "authority" / "pool" / "commit.json"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and thread.is_alive():
+        if commit.exists() and json.loads(commit.read_text())["accepted_total"] >= 4:
+            break
+        time.sleep(0.2)
+    before = json.loads(commit.read_text())["accepted_total"]
+    pid = json.loads((out / "authority" / "ready.json").read_text())["pid"]
+    os.kill(pid, signal.SIGKILL)
+    thread.join(timeout=400)
+    assert "error" not in result, result.get("error")
+    federation = result["summary"]["federation"]
+    assert federation["authority_restarts"] == 1
+    assert federation["uploads_accepted"] >= before >= 4
+    _check_pool_accounts_for_every_upload(out, federation)
+
+
+def test_federated_decider_explores_then_acts_with_delivered_weights_and_seals_uploads(tmp_path):
+    from fl_crb.federation.crypto import save_private_key
+    from fl_crb.federation.serialization import TrajectoryShape, decode_trajectory
+    from fl_crb.learn.qnetwork import QNetwork, weights_to_numpy
+    from fl_crb.mec.observation import TerminalObservation
+    from fl_crb.runtime.decider import make_decider
+    from fl_crb.topology import load_topology
+
+    params = load_topology(TINY).mec_params()
+    authority, terminal = generate_private_key(), generate_private_key()
+    save_private_key(terminal, tmp_path / "t1.pem")
+    run_id = os.urandom(16)
+    federation = FederatedTerminal(
+        "t1",
+        str(tmp_path / "t1"),
+        str(tmp_path / "t1.pem"),
+        public_key_bytes(authority).hex(),
+        run_id.hex(),
+        epsilon=0.0,
+    )
+    decider = make_decider("crb-drqn-federated", params, 4, 0, seed=3, federation=federation)
+    rng = np.random.default_rng(0)
+
+    def observation() -> TerminalObservation:
+        return TerminalObservation(
+            float(rng.uniform(2e6, 5e6)), 0, 0, np.zeros(2), rng.integers(0, 3, (10, 2))
+        )
+
+    labels = []
+    for task in range(12):
+        if task == 6:  # weights arrive through the mailbox, as the collect handler leaves them
+            network = QNetwork(params.edges, params.history_slots)
+            TerminalMailbox(tmp_path / "t1").deliver_weights(
+                encode_weights(weights_to_numpy(network), version=7)
+            )
+        decider.decide(observation(), slot=10 * task, task_id=task)
+        labels.append(decider.label)
+        decider.resolved(task, reward=-3.0)
+    assert labels[:6] == ["crb-drqn@-1"] * 6 and labels[6:] == ["crb-drqn@7"] * 6
+
+    opener = UploadOpener(authority, run_id, {"t1": public_key_bytes(terminal)})
+    shape = TrajectoryShape(4, params.history_slots, params.edges)
+    uploads = TerminalMailbox(tmp_path / "t1").pending(limit=100)
+    trajectories = [decode_trajectory(opener.open(e, "t1").plaintext, shape) for _, e in uploads]
+    assert len(trajectories) == 2  # 11 complete transitions (the last awaits its successor)
+    assert all((t.reward == -3.0).all() for t in trajectories)
+    summary = decider.finish()
+    assert (summary["uploads"], summary["weights_versions_loaded"]) == (2, [7])
+
+
+def test_edge_service_starts_from_given_weights_and_publishes_each_trained_batch(tmp_path):
+    from fl_crb.federation.edge_service import EdgeService, EdgeServiceConfig
+    from fl_crb.federation.run_support import start_weights_files
+    from fl_crb.federation.serialization import decode_weights, encode_trajectory
+    from fl_crb.learn.pool import Trajectory
+    from fl_crb.learn.qnetwork import QNetwork, weights_to_numpy
+    from fl_crb.runtime.decider import save_weights_file
+    from fl_crb.topology import load_topology
+
+    params = load_topology(TINY).mec_params()
+    start = weights_to_numpy(QNetwork(params.edges, params.history_slots))
+    save_weights_file(tmp_path / "start.npz", start, version=5)
+    files = start_weights_files(str(tmp_path / "start.npz"), params, tmp_path)
+    assert files == [str(tmp_path / "start.npz")] * 2
+    with pytest.raises(ValueError, match="neither a weights file nor a training run folder"):
+        start_weights_files(str(tmp_path), params, tmp_path)
+
+    config = EdgeServiceConfig(
+        "edge1",
+        str(tmp_path / "edge1"),
+        params.edges,
+        params.history_slots,
+        4,
+        str(tmp_path / "edge1.json"),
+        initial_weights_path=files[0],
+    )
+    service = EdgeService(config)
+    published = decode_weights(service.mailbox.published_weights())
+    assert published.version == 0
+    assert all(np.array_equal(published.weights[k], start[k]) for k in start)
+
+    rng = np.random.default_rng(1)
+    n, c, e = 4, params.history_slots, params.edges
+    trajectory = Trajectory(
+        rng.random((n, 3 + e), np.float32),
+        rng.random((n, c, e), np.float32),
+        rng.integers(0, e + 1, n),
+        -rng.random(n, np.float32),
+        rng.random((n, 3 + e), np.float32),
+        rng.random((n, c, e), np.float32),
+        np.zeros(n, bool),
+    )
+    batch = frame([encode_trajectory(trajectory)] * 4)
+    service.mailbox.drop_batches(1, frame([batch, batch, batch]))
+    service.mailbox.drop_batches(2, b"not framed")
+    for path in service.mailbox.waiting():
+        service.train_file(path)
+    assert weights_version(service.mailbox.published_weights()) == 3
+    assert service.summary()["batch_files"] == 1 and service.summary()["refused_files"] == 1
+    assert service.mailbox.waiting() == []
