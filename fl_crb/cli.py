@@ -20,6 +20,7 @@ from fl_crb.commands import (
     reproduce,
     run_local,
     simulate,
+    study,
     train,
 )
 from fl_crb.topology import TopologyError
@@ -35,6 +36,7 @@ SUBCOMMANDS = (
     compare_sim,
     federate,
     keys,
+    study,
 )
 """Command modules, in the order `fl-crb --help` lists them."""
 

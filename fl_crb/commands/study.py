@@ -1,0 +1,62 @@
+"""`fl-crb study privacy|overhead`: the privacy and communication-overhead studies.
+
+Both write CSV, PNG and a markdown summary into --out; --quick runs a small version in a
+few minutes (fl_crb/studies, docs/studies.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    study = commands.add_parser(
+        "study", help="privacy or communication-overhead study (CSV, PNG, markdown)"
+    )
+    study.add_argument("name", choices=["privacy", "overhead"])
+    study.add_argument("--out", required=True, help="output directory (created)")
+    study.add_argument("--quick", action="store_true", help="a small version, a few minutes")
+    study.add_argument(
+        "--topology",
+        help="topology YAML (default: four-edge-hetero for privacy, four-edge for overhead)",
+    )
+    study.add_argument("--terminals", type=int, help="privacy: terminals of every run")
+    study.add_argument("--seed", type=int, help="privacy: seed of arrivals and training")
+    study.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.set_num_threads(1)
+    start = time.monotonic()
+    if args.name == "privacy":
+        from fl_crb.studies.privacy_study import run_privacy_study, study_config
+
+        overrides = {
+            key: value
+            for key, value in (
+                ("topology", args.topology),
+                ("terminals", args.terminals),
+                ("seed", args.seed),
+            )
+            if value is not None
+        }
+        summary = run_privacy_study(args.out, study_config(args.quick, **overrides), _progress)
+    else:
+        from fl_crb.studies.overhead_study import FULL, QUICK, run_overhead_study
+
+        if args.terminals is not None or args.seed is not None:
+            raise ValueError("--terminals and --seed apply to the privacy study only")
+        config = QUICK if args.quick else FULL
+        if args.topology:
+            config = replace(config, topology=args.topology)
+        summary = run_overhead_study(args.out, config, _progress)
+    print(f"wrote {summary} ({time.monotonic() - start:.0f} s)")
+    return 0
+
+
+def _progress(message: str) -> None:
+    print(f"[study] {message}", flush=True)

@@ -1,0 +1,191 @@
+"""`fl-crb study overhead`: bytes per terminal per round and per decision, and the 1.2 target.
+
+Writes into the output folder:
+
+    sealed-uploads.csv     measured sizes of real encoded + sealed uploads vs analytic
+    flower-exchanges.csv   wire bytes of real Flower probe exchanges (WireMeter)
+    framing.json           the framing fit (`overhead_model.Framing`) used by the sweeps
+    federated.csv          measured bytes of whole `fl-crb federate --local` runs
+    federated-runs/        their run folders
+    overhead.csv           the model per sweep point: terminals, n, tag, precision, B
+    overhead.png           bytes per terminal per round, split, along each sweep
+    summary.md             tables, the upload wire ratio at defaults and the B meeting 1.2
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from fl_crb.policies.baselines import make_baseline
+from fl_crb.studies.federated_accounting import FederatedBytes, federated_bytes
+from fl_crb.studies.overhead_model import Framing, OverheadSetting, round_bytes
+from fl_crb.studies.overhead_report import overhead_summary, plot_overhead
+from fl_crb.studies.report import write_csv
+from fl_crb.studies.trajectory_source import collect_trajectories
+from fl_crb.studies.wire_measurement import measure_flower_framing, measure_sealed_uploads
+from fl_crb.topology import load_topology
+
+
+@dataclass(frozen=True)
+class OverheadStudyConfig:
+    """Scale of the overhead study."""
+
+    topology: str = "topologies/four-edge.yaml"
+    """Topology whose C, E, p, δ and terminal naming set the defaults."""
+    terminals: tuple[int, ...] = (5, 10, 25, 50, 100)
+    """Sweep of D."""
+    trajectory_lengths: tuple[int, ...] = (1, 2, 4, 8, 16)
+    """Sweep of n."""
+    refresh_slots: tuple[int, ...] = (1, 5, 10, 20, 50, 100)
+    """Sweep of the weight refresh period tag."""
+    precisions: tuple[str, ...] = ("float32", "float16")
+    """Sweep of the numeric precision of uploads and weights."""
+    batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+    """Sweep of B, trajectories per upload."""
+    measured_batches: tuple[int, ...] = (1, 8)
+    """B of the real sealed uploads measured."""
+    sample_episodes: int = 2
+    """Random-policy episodes (1000 arrival slots) providing the trajectories sealed."""
+    probe_sizes: tuple[int, ...] = (0, 1000, 4000, 16000, 65000, 130000)
+    """Payload sizes of the Flower probe exchanges (bytes)."""
+    probe_rounds: int = 3
+    """Repetitions of each probe size."""
+    idle_s: float = 30.0
+    """Seconds of idle polling measured."""
+    federated_terminals: tuple[int, ...] = (4, 8)
+    """Terminal counts of the whole federated runs measured (loopback: every terminal is
+    a SuperNode and a party process, so counts stay small on a 2-core machine)."""
+    federated_duration_s: float = 60.0
+    """Seconds of arrivals of each federated run."""
+    defaults: dict = field(default_factory=dict)
+    """OverheadSetting fields to override at every sweep point."""
+
+
+FULL = OverheadStudyConfig()
+"""The study as reported."""
+
+QUICK = OverheadStudyConfig(
+    trajectory_lengths=(1, 4, 16),
+    refresh_slots=(1, 10, 100),
+    measured_batches=(1, 8),
+    sample_episodes=1,
+    probe_sizes=(0, 4000, 40000),
+    probe_rounds=2,
+    idle_s=10.0,
+    federated_terminals=(4,),
+    federated_duration_s=30.0,
+)
+"""A few minutes: fewer sweep points, one probe round."""
+
+
+def base_setting(config: OverheadStudyConfig) -> OverheadSetting:
+    """The default setting: the topology's C, E, p, δ and terminal names."""
+    topology = load_topology(config.topology)
+    params = topology.mec_params()
+    arrays = params.per_terminal(topology.terminal_count)
+    if len(set(arrays.task_probability.tolist())) != 1:
+        raise ValueError(
+            f"{config.topology}: terminals have different task probabilities; the overhead "
+            "model takes one p (use a topology without workload overrides)"
+        )
+    prefix = topology.terminal_names[0].rstrip("0123456789")
+    setting = OverheadSetting(
+        terminals=topology.terminal_count,
+        edges=params.edges,
+        history_slots=params.history_slots,
+        task_probability=float(arrays.task_probability[0]),
+        slot_s=params.slot_s,
+        terminal_prefix=prefix,
+    )
+    return replace(setting, **config.defaults)
+
+
+def sweep(base: OverheadSetting, config: OverheadStudyConfig, framing: Framing) -> list[dict]:
+    """The model at every sweep point, one row each."""
+    sweeps = {
+        "terminals": config.terminals,
+        "trajectory_length": config.trajectory_lengths,
+        "refresh_slots": config.refresh_slots,
+        "precision": config.precisions,
+        "trajectories_per_upload": config.batches,
+    }
+    rows = []
+    for name, values in sweeps.items():
+        for value in values:
+            setting = replace(base, **{name: value})
+            result = round_bytes(setting, framing)
+            row = {"sweep": name, "value": value, **asdict(setting), **result.as_dict()}
+            row["bytes_per_decision"] = result.total_bytes / result.decisions
+            row["upload_bytes_per_decision"] = (
+                result.payload_bytes + result.encryption_bytes + result.upload_framing_bytes
+            ) / result.decisions
+            row["authority_bytes_per_round"] = result.total_bytes * setting.terminals
+            rows.append(row)
+    return rows
+
+
+def run_overhead_study(
+    out_dir: str | Path, config: OverheadStudyConfig, progress: Callable[[str], None] = print
+) -> Path:
+    """Measure, model, plot and summarise; returns the summary's path."""
+    out = Path(out_dir)
+    earlier = out / "federated-runs"
+    if config.federated_terminals and earlier.exists() and any(earlier.iterdir()):
+        raise ValueError(f"{earlier} holds earlier federated runs; give a new --out folder")
+    out.mkdir(parents=True, exist_ok=True)
+    base = base_setting(config)
+    topology = load_topology(config.topology)
+    params = topology.mec_params()
+    sealed_rows = []
+    for n in sorted({base.trajectory_length, *config.trajectory_lengths}):
+        progress(f"sealing real uploads: n = {n}")
+        policy = make_baseline("random", params, topology.terminal_count, 0)
+        data = collect_trajectories(
+            params, topology.terminal_count, policy, config.sample_episodes, 1000, n
+        )
+        for precision in config.precisions:
+            for batch in config.measured_batches:
+                uploads = measure_sealed_uploads(data, batch, precision, base.terminal_prefix)
+                sealed_rows += [{"n": n, **u.as_dict()} for u in uploads]
+    write_csv(out / "sealed-uploads.csv", sealed_rows)
+
+    progress("Flower probe exchanges (real SuperLink and SuperNode, WireMeter)")
+    framing, exchanges = measure_flower_framing(
+        out / "flower-run", list(config.probe_sizes), config.probe_rounds, config.idle_s
+    )
+    write_csv(out / "flower-exchanges.csv", [e.as_dict() for e in exchanges])
+    (out / "framing.json").write_text(json.dumps(asdict(framing), indent=1), encoding="utf-8")
+
+    federated_rows = []
+    for terminals in config.federated_terminals:
+        progress(f"federated run (fl-crb federate --local): {terminals} terminals")
+        run_dir = out / "federated-runs" / f"terminals-{terminals}"
+        federated_rows.append(_federated_run(config, terminals, run_dir).as_dict())
+    if federated_rows:
+        write_csv(out / "federated.csv", federated_rows)
+
+    rows = sweep(base, config, framing)
+    write_csv(out / "overhead.csv", rows)
+    plot_overhead(out / "overhead.png", rows)
+    summary = out / "summary.md"
+    text = overhead_summary(config, base, framing, sealed_rows, rows, federated_rows)
+    summary.write_text(text, encoding="utf-8")
+    return summary
+
+
+def _federated_run(config: OverheadStudyConfig, terminals: int, run_dir: Path) -> FederatedBytes:
+    """One whole federated run on loopback, reduced to its terminals' bytes."""
+    from fl_crb.federation.federated_run import FederatedRunConfig, run_federated
+
+    run_config = FederatedRunConfig(
+        topology_path=config.topology,
+        duration_s=config.federated_duration_s,
+        out_dir=str(run_dir),
+        terminals_override=terminals,
+    )
+    asyncio.run(run_federated(run_config))
+    return federated_bytes(run_dir)
