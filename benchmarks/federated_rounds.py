@@ -24,7 +24,8 @@ import tempfile
 from pathlib import Path
 
 from fl_crb.federation.federated_run import FederatedRunConfig, run_federated
-from fl_crb.federation.launcher import LaunchConfig, LocalFederation, NodeSpec
+from fl_crb.federation.launch_config import LaunchConfig, NodeSpec
+from fl_crb.federation.launcher import LocalFederation
 from fl_crb.topology import load_topology
 
 

@@ -30,7 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from fl_crb.federation.launcher import LaunchConfig, LocalFederation, NodeSpec
+from fl_crb.federation.launch_config import LaunchConfig, NodeSpec
+from fl_crb.federation.launcher import LocalFederation
 
 SHORT = {"superexec_poll_s": 0.25, "supernode_idle_poll_s": 0.25}
 SETTINGS = {

@@ -11,7 +11,8 @@ import pytest
 from fl_crb.federation.app_project import APP_COMPONENTS, app_project_toml, write_app_project
 from fl_crb.federation.fast_supernode import install
 from fl_crb.federation.flower_app import RUN_CONFIG_DEFAULTS, parse_probe_plan
-from fl_crb.federation.launcher import LaunchConfig, LocalFederation, NodeSpec
+from fl_crb.federation.launch_config import LaunchConfig, NodeSpec
+from fl_crb.federation.launcher import LocalFederation
 from fl_crb.federation.processes import alive, descendants
 from fl_crb.federation.wire_meter import TLS_LABEL, WireMeter, difference
 

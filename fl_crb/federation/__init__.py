@@ -9,7 +9,16 @@ Modules, one responsibility each:
 - `exchange`: the ServerApp's push/pull loop with a short poll interval.
 - `flower_app`: the Flower components (ServerApp = authority, ClientApp = terminal/edge).
 - `app_project`: the Flower app project (pyproject.toml) that `flwr run` packages.
-- `launcher`: a real SuperLink and SuperNodes as processes on loopback, and `flwr run`.
+- `launcher`: a real SuperLink and SuperNodes as processes (through a placement), and
+  `flwr run`; `launch_config` (what to start, TLS and SuperNode authentication),
+  `flower_commands` (their command lines), `flower_cli` (`flwr` calls), `meter_process`
+  (the wire meter as its own process on a remote host).
+- `keys`: the CA, TLS certificate, SuperNode keys and upload keys of a deployment.
+- `authority`, `authority_config`: the trusted authority's rounds in the ServerApp.
+- `mailbox`: the folders through which ClientApp handlers meet the long-lived parties.
+- `edge_service`: the long-lived edge learner process.
+- `accounting`: per-round, per-node, per-message byte accounting.
+- `federated_run`, `run_support`: `fl-crb federate --local`, the whole federated run.
 - `processes`: child processes stopped with all their descendants; free loopback ports.
 - `fast_supernode`: Flower's SuperNode with a shorter idle poll than its fixed 3 s.
 - `warm_executor`: ClientApp processes forked from a warm parent instead of started anew.

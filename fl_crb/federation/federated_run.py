@@ -40,7 +40,8 @@ from pathlib import Path
 from fl_crb.federation.authority_config import AuthorityConfig, AuthorityTerminal
 from fl_crb.federation.crypto import generate_private_key, public_key_bytes, save_private_key
 from fl_crb.federation.edge_service import EdgeServiceConfig
-from fl_crb.federation.launcher import LaunchConfig, LocalFederation, NodeSpec
+from fl_crb.federation.launch_config import LaunchConfig, NodeSpec
+from fl_crb.federation.launcher import LocalFederation
 from fl_crb.federation.run_support import (
     federation_summary,
     learner_ready,
@@ -202,8 +203,10 @@ async def run_federated(
     supervisor: asyncio.Task | None = None
     authority_path = out / "config" / "authority.json"
     started = time.time()
-    nodes = tuple(NodeSpec(e, "edge") for e in edges) + tuple(
-        NodeSpec(h, "terminal") for h in hosts
+    nodes = tuple(  # each node's mailbox path is in its node config, for its ClientApps
+        NodeSpec(name, role, node_config={"mailbox": str(out / "mailboxes" / name)})
+        for role, names in (("edge", edges), ("terminal", hosts))
+        for name in names
     )
     try:
         for e, edge in enumerate(edges):
@@ -235,7 +238,6 @@ async def run_federated(
             run_config = {
                 "mode": "authority",
                 "authority-config": str(authority_path),
-                "mailbox-root": str(out / "mailboxes"),
             }
             supervisor = asyncio.create_task(
                 supervise_authority(federation, run_config, out / "authority", config)

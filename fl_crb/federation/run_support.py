@@ -26,7 +26,8 @@ from pathlib import Path
 
 from fl_crb.federation.accounting import read_records, totals
 from fl_crb.federation.edge_service import EdgeServiceConfig
-from fl_crb.federation.launcher import FederationError, LocalFederation
+from fl_crb.federation.launch_config import FederationError
+from fl_crb.federation.launcher import LocalFederation
 from fl_crb.federation.processes import alive
 from fl_crb.mec.params import MECParams
 from fl_crb.runtime.config import save_config

@@ -150,12 +150,18 @@ class WireMeter:
         self.control_address = f"{self.listen_host}:{control.sockets[0].getsockname()[1]}"
 
     async def _close(self) -> None:
+        """Stop listening, then cancel every connection's task and wait until each has
+        ended (closing its sockets), so that none is left pending when the loop stops."""
         for server in self._servers:
             server.close()
         current = asyncio.current_task()
-        for task in asyncio.all_tasks():
-            if task is not current:
+        # A connection accepted just before the close may start its task meanwhile: repeat.
+        while tasks := [task for task in asyncio.all_tasks() if task is not current]:
+            for task in tasks:
                 task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for server in self._servers:
+            await server.wait_closed()
 
     async def _serve_snapshot(self, _: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(json.dumps(self.snapshot()).encode())

@@ -145,7 +145,8 @@ def measure_flower_framing(
     run_dir: Path, sizes: list[int], rounds: int, idle_s: float, timeout_s: float = 600.0
 ) -> tuple[Framing, list[ExchangeBytes]]:
     """Probe exchanges of each size in both directions, and an idle spell; the fit."""
-    from fl_crb.federation.launcher import LaunchConfig, LocalFederation, NodeSpec
+    from fl_crb.federation.launch_config import LaunchConfig, NodeSpec
+    from fl_crb.federation.launcher import LocalFederation
 
     if len(set(sizes)) < 2:
         raise ValueError(f"measure_flower_framing needs at least two distinct sizes, got {sizes}")

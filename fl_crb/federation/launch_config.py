@@ -1,0 +1,179 @@
+"""What a Flower deployment is made of: its nodes, its security, its settings, a run's outcome.
+
+`LocalFederation` (`launcher`) starts what a `LaunchConfig` describes; `flower_commands`
+turns it into command lines. Everything here is plain data, checked when it is made so
+that a bad node name, node-config entry or security combination fails before any process
+starts.
+
+Node config: each SuperNode gets `role` and `name`, plus any `NodeSpec.node_config`
+entries (e.g. `mailbox="/abs/path"`, which `flower_app.node_mailbox` reads first). They
+reach `flower-supernode --node-config` as one `key=value key="text"` string, which Flower
+splits with the pattern `(\\S+?)=("[^"]*"|\\S+)` and parses as TOML; so keys are bare TOML
+keys (letters, digits, `_`, `-`) and text values hold no double quote, backslash or
+control character.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fl_crb.runtime.placement import LOOPBACK, Placement
+
+NodeConfigValue = bool | int | float | str
+"""A value Flower's node config holds."""
+_NODE_CONFIG_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_RESERVED_NODE_CONFIG = ("role", "name")
+"""Node-config keys the launcher sets itself from `NodeSpec.role` and `NodeSpec.name`."""
+
+
+class FederationError(RuntimeError):
+    """A Flower process did not start, or a run failed; the message names the log to read."""
+
+
+def node_config_literal(node: str, key: str, value: NodeConfigValue) -> str:
+    """`key=value` as `flower-supernode --node-config` parses it; ValueError naming `node`,
+    `key` and the value if Flower's syntax cannot carry it."""
+    where = f"node {node!r} node config {key!r}"
+    if not isinstance(key, str) or not _NODE_CONFIG_KEY.fullmatch(key):
+        raise ValueError(
+            f"node {node!r} node config key {key!r}: expected letters, digits, '_' or '-'"
+        )
+    if isinstance(value, bool):
+        return f"{key}={'true' if value else 'false'}"
+    if isinstance(value, int | float):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{where} = {value!r}: expected a finite number")
+        return f"{key}={value!r}"
+    if isinstance(value, str):
+        bad = sorted({c for c in value if c in '"\\' or ord(c) < 0x20 or ord(c) == 0x7F})
+        if bad:
+            raise ValueError(
+                f"{where} = {value!r}: Flower's --node-config cannot carry {bad} in a "
+                "text value (no double quote, backslash or control character)"
+            )
+        return f'{key}="{value}"'
+    raise ValueError(f"{where} = {value!r}: expected bool, int, float or str")
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One SuperNode to start."""
+
+    name: str
+    """Unique name (the topology's host name); its folder, its node config `name`, and
+    the name of its authentication key in the keys folder."""
+    role: str
+    """Its node config `role`: "terminal" or "edge"."""
+    host: str | None = None
+    """Topology host it runs on (what the placement maps); None: the host named `name`."""
+    node_config: dict[str, NodeConfigValue] = field(default_factory=dict)
+    """Further node-config entries beside `role` and `name`, e.g. {"mailbox": "/abs/path"}
+    (bare TOML keys; bool, int, float or text without double quote or backslash)."""
+
+    def __post_init__(self) -> None:
+        for key, value in self.node_config.items():
+            if key in _RESERVED_NODE_CONFIG:
+                raise ValueError(
+                    f"node {self.name!r} node config {key!r}: set by the launcher from "
+                    f"NodeSpec.{key}; give the other entries only"
+                )
+            node_config_literal(self.name, key, value)
+        node_config_literal(self.name, "name", self.name)
+        node_config_literal(self.name, "role", self.role)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.role, self.host, tuple(sorted(self.node_config.items()))))
+
+    @property
+    def placed_on(self) -> str:
+        """The topology host this node runs on."""
+        return self.host or self.name
+
+    def node_config_argument(self) -> str:
+        """Its `flower-supernode --node-config` value: role, name, then `node_config`."""
+        entries = {"role": self.role, "name": self.name, **self.node_config}
+        return " ".join(node_config_literal(self.name, k, v) for k, v in entries.items())
+
+
+@dataclass(frozen=True)
+class Security:
+    """TLS and SuperNode authentication from a keys folder made by `fl-crb keys`."""
+
+    keys_dir: Path
+    """The keys folder (`keys.KeyFolder` layout)."""
+    tls: bool = True
+    """Serve and check the SuperLink's certificate on every connection to it."""
+    node_auth: bool = True
+    """Accept only SuperNodes whose public key was registered (needs `tls`: Flower refuses
+    SuperNode authentication over plain HTTP)."""
+
+    def __post_init__(self) -> None:
+        if self.node_auth and not self.tls:
+            raise ValueError(
+                "Security(node_auth=True, tls=False): Flower 1.42 authenticates SuperNodes "
+                "only over TLS; set tls=True or node_auth=False"
+            )
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """How to start the deployment."""
+
+    run_dir: Path
+    """Folder for every FLWR_HOME, log and result of this deployment."""
+    nodes: tuple[NodeSpec, ...]
+    """SuperNodes to start."""
+    host: str = LOOPBACK
+    """Address every process binds to and is reached at when `placement` is None."""
+    superexec_poll_s: float = 0.25
+    """Seconds between the SuperExecs' polls for new tasks (Flower's default is 1 s).
+
+    Each poll is an HTTP request to the SuperNode: at 0.05 s, 8 idle nodes took ~60 % of
+    a core between them, at 0.25 s ~15 %, at 1 s ~5 % (2-core machine)."""
+    supernode_idle_poll_s: float | None = None
+    """Cap on the SuperNodes' idle wait (Flower's is a fixed 3 s); None runs them stock.
+
+    Each idle poll is an HTTP request to the SuperLink (~0.85 kB up, ~0.13 kB down): at
+    0.25 s, 8 idle nodes cost the SuperLink ~13 % of a core."""
+    warm_clientapps: bool = False
+    """Fork ClientApps from a warm parent (`warm_executor`) instead of fresh interpreters."""
+    meter_wire: bool = True
+    """Put a `WireMeter` between the SuperNodes and the SuperLink to count wire bytes
+    (with TLS it sees only opaque bytes: totals per node, no per-endpoint split)."""
+    startup_timeout_s: float = 60.0
+    """How long to wait for the SuperLink port and every SuperNode's registration."""
+    stop_timeout_s: float = 10.0
+    """How long a process gets to exit after SIGTERM before it is killed."""
+    security: Security | None = None
+    """TLS and SuperNode authentication; None runs everything `--insecure`."""
+    placement: Placement | None = None
+    """Where each process runs and how it is reached; None: this machine, at `host`
+    (with the default host that is exactly `Loopback()`)."""
+    superlink_host: str = "cloud"
+    """Topology host of the SuperLink, its ServerApps and every `flwr` CLI call."""
+
+
+@dataclass(frozen=True)
+class AppRun:
+    """The outcome of one `flwr run`, as the SuperLink recorded it."""
+
+    run_id: int
+    """Flower's run id."""
+    status: str
+    """Final status, e.g. "finished:completed" or "finished:failed"."""
+    details: str
+    """Flower's status details (the ServerApp's exception when it failed)."""
+    seconds: float
+    """Wall time from starting `flwr run` to its exit."""
+    log_path: Path
+    """Output of `flwr run --stream`: the ServerApp's log."""
+    flower_traffic: dict
+    """Flower's own "network-traffic" account of the run (inbound/outbound/total bytes)."""
+
+    @property
+    def completed(self) -> bool:
+        """Whether the ServerApp returned without an exception."""
+        return self.status == "finished:completed"
