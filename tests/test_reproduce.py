@@ -41,6 +41,7 @@ def test_reproduce_all_quick_writes_every_figure_for_both_topologies(tmp_path: P
         "round-robin",
         "least-loaded",
         "shortest-expected-delay",
+        "multi-tier",
         *LEARNED_POLICIES,
     }
     for figure, x_values in (

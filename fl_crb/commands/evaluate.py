@@ -1,5 +1,9 @@
 """`fl-crb evaluate`: a trained run (greedy) or a baseline on held-out arrival seeds.
 
+--policy is a run directory of any `fl-crb train --algo`, a baseline's name, or
+`multi-tier` (simulation only: it decides from every terminal's observation, which the
+report says under `note`).
+
 Evaluation episode i with --seed S draws its arrivals from seed 2^40 + S·10^6 + i, a
 range no training episode uses (`fl_crb.learn.train_config`), and every policy evaluated
 with the same --seed sees the same arrivals. Metrics are those of `fl-crb simulate`.
@@ -19,7 +23,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     add_topology_arguments(evaluate)
     evaluate.add_argument(
-        "--policy", required=True, help="a training run directory, or a baseline name"
+        "--policy",
+        required=True,
+        help="a training run directory, a baseline name, or multi-tier",
     )
     evaluate.add_argument("--episodes", type=int, default=10)
     evaluate.add_argument("--seed", type=int, default=0, help="0 <= seed < 1e6")
@@ -33,9 +39,10 @@ def run(args: argparse.Namespace) -> int:
 
     from fl_crb.learn.train_config import evaluation_seed
     from fl_crb.learn.training_run import read_best
+    from fl_crb.marl.policy import load_any_policy
     from fl_crb.mec.simulator import MECSimulator
     from fl_crb.policies.evaluation import evaluate_policy
-    from fl_crb.policies.learned import is_run_directory, load_policy
+    from fl_crb.policies.learned import is_run_directory
 
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
@@ -43,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     topology = load_topology_arguments(args)
     params = topology.mec_params()
     terminals = topology.terminal_count
-    policy = load_policy(args.policy, params, terminals, seed=args.seed)
+    policy = load_any_policy(args.policy, params, terminals, seed=args.seed)
     simulator = MECSimulator(params, terminals)
     first_seed = evaluation_seed(args.seed, 0)
     metrics = evaluate_policy(simulator, policy, args.episodes, args.slots, first_seed)
@@ -56,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
         "first_seed": first_seed,
         **metrics.as_dict(),
     }
+    note = getattr(policy, "note", None)
+    if note:
+        report["note"] = note
     if is_run_directory(args.policy):
         best = read_best(args.policy)
         report["weights"] = (

@@ -1,4 +1,5 @@
-"""`fl-crb train`: train CRB-DRQN (or the independent-DRQN ablation) in the simulator.
+"""`fl-crb train`: train CRB-DRQN, the independent-DRQN ablation, or one of the paper's
+learning baselines (decentralized-ac, qmix, mappo, jodrl-pp; `fl_crb.marl`) in the simulator.
 
 Writes a run directory (`fl_crb.learn.training_run`): run.json, metrics.jsonl with one
 line per episode, and a checkpoint every --checkpoint-every episodes. Run it again with
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from typing import TextIO
 
 from fl_crb.commands.common import add_topology_arguments, load_topology_arguments
@@ -20,6 +22,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser("train", help="train a learning policy in the simulator")
     add_topology_arguments(train)
     train.add_argument("--algo", default="crb-drqn", choices=ALGORITHMS)
+    train.add_argument(
+        "--action-selection",
+        choices=("argmax", "cem"),
+        help="qmix only: greedy action by argmax (default) or the cross-entropy method",
+    )
     train.add_argument("--episodes", type=int, required=True, help="episodes in total")
     train.add_argument("--seed", type=int, default=0, help="run seed, 0 <= seed < 1e6")
     train.add_argument("--out", required=True, help="run directory (created or resumed)")
@@ -42,6 +49,10 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     topology = load_topology_arguments(args)
     config = TrainConfig(algo=args.algo, seed=args.seed, arrival_slots=args.slots)
+    if args.action_selection is not None:
+        if args.algo != "qmix":
+            raise ValueError(f"--action-selection applies to --algo qmix only, not {args.algo}")
+        config = replace(config, marl=replace(config.marl, action_selection=args.action_selection))
     training = TrainingRun.open(
         args.out, topology.name, topology.mec_params(), topology.terminal_count, config
     )

@@ -113,8 +113,16 @@ PAPER_CONVERGENCE_EPISODES = {"CRB-DRQN": 170, "JODRL-PP": 410}
 """Figure 4: episodes until the average reward settles (CRB-DRQN's convergence time
 grows about linearly from 5 to 35 terminals; no numbers are given for it)."""
 
-PAPER_NAME_OF = {"local-only": "Local-Only", "crb-drqn": "CRB-DRQN"}
-"""Our policy names that the paper's table also reports."""
+PAPER_NAME_OF = {
+    "local-only": "Local-Only",
+    "decentralized-ac": "Decentralized AC",
+    "qmix": "QMIX",
+    "mappo": "MAPPO",
+    "jodrl-pp": "JODRL-PP",
+    "multi-tier": "Multi-tier",
+    "crb-drqn": "CRB-DRQN",
+}
+"""Our policy names of the algorithms the paper's table reports, in its order."""
 
 
 def paper_value(figure: str, metric: str, x: float, algorithm: str) -> PaperValue | None:

@@ -21,7 +21,12 @@ MARKERS = {
     "round-robin": "+",
     "least-loaded": "v",
     "shortest-expected-delay": "D",
+    "multi-tier": "*",
     "independent-drqn": "^",
+    "decentralized-ac": "<",
+    "qmix": ">",
+    "mappo": "p",
+    "jodrl-pp": "h",
     "crb-drqn": "o",
 }
 """Marker per policy; CRB-DRQN is drawn last and thickest, as the paper draws its own."""

@@ -13,8 +13,8 @@ from fl_crb.experiments.paper_results import (
     PAPER_CONVERGENCE_EPISODES,
     PAPER_NAME_OF,
     PAPER_VALUES,
-    paper_value,
 )
+from fl_crb.experiments.settings import POLICY_NOTES
 
 FAILURE_TIE_POINTS = 0.005
 """Failure rates closer than this (0.5 percentage points) count as equal."""
@@ -62,42 +62,91 @@ def _cell(row: dict) -> str:
 
 
 def _paper_beside_ours(rows: list[dict], figure: str) -> str:
-    """The paper's numbers for this figure, and ours for the same cells."""
+    """Every number the paper states for this figure, ours for the same cell beside it,
+    then whether each ordering of two algorithms the paper states holds in ours."""
     topologies = list(dict.fromkeys(r["topology"] for r in rows))
-    cells = sorted({(v.metric, v.x) for v in PAPER_VALUES if v.figure == figure})
-    header = ["metric", "x", "paper: CRB-DRQN", *(f"ours: crb-drqn, {t}" for t in topologies)]
-    header += ["paper: Local-Only", *(f"ours: local-only, {t}" for t in topologies)]
-    header += ["paper: other algorithms"]
+    ours_of = {paper: ours for ours, paper in PAPER_NAME_OF.items()}
+    header = ["metric", "x", "paper", "algorithm", *(f"ours, {t}" for t in topologies)]
     out = [
         "#### The paper's numbers beside ours\n",
-        f"Paper: {CITATION}. Empty: the paper states no number there.\n",
+        f"Paper: {CITATION}. Only cells where the paper states a number.\n",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
-    for metric, x in cells:
-        line = [metric, f"{x:g}"]
-        for ours in ("crb-drqn", "local-only"):
-            paper = paper_value(figure, metric, x, PAPER_NAME_OF[ours])
-            line.append(f"{paper.value:g}" if paper else "")
-            for topology in topologies:
-                match = [
-                    r
-                    for r in rows
-                    if r["topology"] == topology and r["policy"] == ours and r["x"] == x
-                ]
-                line.append(
-                    f"{match[0][metric + '_mean']:.3f}±{match[0][metric + '_std']:.3f}"
-                    if match
-                    else "not run"
-                )
-        others = [
-            f"{v.algorithm} {v.value:g}" + (f" ({v.note})" if v.note else "")
-            for v in PAPER_VALUES
-            if (v.figure, v.metric, v.x) == (figure, metric, x)
-            and v.algorithm not in PAPER_NAME_OF.values()
-        ]
-        out.append("| " + " | ".join([*line, "; ".join(others)]) + " |")
+    values = [v for v in PAPER_VALUES if v.figure == figure]
+    for value in sorted(values, key=lambda v: (v.metric, v.x)):
+        ours = ours_of[value.algorithm]
+        line = [value.metric, f"{value.x:g}", _paper(value), _labelled(ours)]
+        for topology in topologies:
+            row = _row(rows, topology, ours, value.x)
+            line.append(
+                f"{row[value.metric + '_mean']:.3f}±{row[value.metric + '_std']:.3f}"
+                if row
+                else "not run"
+            )
+        out.append("| " + " | ".join(line) + " |")
+    out.append("")
+    out.append(_orderings(rows, values, topologies, ours_of))
+    notes = [f"{name}: {note}" for name, note in POLICY_NOTES.items()]
+    out.append("Labels: " + "; ".join(notes) + ".\n")
+    return "\n".join(out)
+
+
+def _orderings(rows: list[dict], values, topologies: list[str], ours_of: dict) -> str:
+    """For each cell where the paper states two algorithms' numbers, whether ours order
+    them the same way (a difference within `FAILURE_TIE_POINTS` for failure, or 0.01 s
+    for delay, counts as a tie on either side)."""
+    out = [
+        "Orderings the paper states (per cell, each pair of algorithms with a number), and ours:\n",
+        "| metric | x | paper | " + " | ".join(f"ours, {t}" for t in topologies) + " |",
+        "|" + "---|" * (3 + len(topologies)),
+    ]
+    tally = {topology: [0, 0] for topology in topologies}  # [matching, compared]
+    cells: dict[tuple[str, float], list] = {}
+    for value in values:
+        cells.setdefault((value.metric, value.x), []).append(value)
+    for (metric, x), cell in sorted(cells.items()):
+        tie = FAILURE_TIE_POINTS if metric == "failure_rate" else 0.01
+        for i, a in enumerate(cell):
+            for b in cell[i + 1 :]:
+                paper = _order(a.algorithm, a.value, b.algorithm, b.value, tie)
+                line = [metric, f"{x:g}", paper]
+                for topology in topologies:
+                    ra = _row(rows, topology, ours_of[a.algorithm], x)
+                    rb = _row(rows, topology, ours_of[b.algorithm], x)
+                    if ra is None or rb is None:
+                        line.append("not run")
+                        continue
+                    mine = _order(
+                        a.algorithm, ra[metric + "_mean"], b.algorithm, rb[metric + "_mean"], tie
+                    )
+                    line.append(("matches: " if mine == paper else "differs: ") + mine)
+                    tally[topology][0] += mine == paper
+                    tally[topology][1] += 1
+                out.append("| " + " | ".join(line) + " |")
+    out.append("")
+    for topology, (matching, compared) in tally.items():
+        out.append(f"{topology}: {matching} of {compared} orderings match the paper's.")
     return "\n".join(out) + "\n"
+
+
+def _order(name_a: str, a: float, name_b: str, b: float, tie: float) -> str:
+    if abs(a - b) <= tie + 1e-9:  # 0.057 − 0.052 is a tie at 0.005, whatever the rounding
+        return f"{name_a} ≈ {name_b}"
+    return f"{name_a} < {name_b}" if a < b else f"{name_b} < {name_a}"
+
+
+def _row(rows: list[dict], topology: str, policy: str, x: float) -> dict | None:
+    match = [r for r in rows if r["topology"] == topology and r["policy"] == policy and r["x"] == x]
+    return match[0] if match else None
+
+
+def _labelled(policy: str) -> str:
+    return f"{policy} ({POLICY_NOTES[policy]})" if policy in POLICY_NOTES else policy
+
+
+def _paper(value) -> str:
+    return f"{value.value:g}" + (f" ({value.note})" if value.note else "")
 
 
 def convergence_tables(figure4_rows: dict[str, dict[str, list[dict]]], final: int) -> str:

@@ -7,6 +7,9 @@ For figure N in {4, 5, 6} the output directory gets:
 - `figN.md`: the tables, with the paper's numbers beside ours.
 plus `runs/` (training runs) and `evaluations/` (cached evaluations) shared by figures,
 and `settings.json` recording the scale of the reproduction.
+
+The figure, plot and run modules (torch, matplotlib) are imported when a reproduction
+runs, not when this module is: `fl-crb --help` reads `FIGURES` from here.
 """
 
 from __future__ import annotations
@@ -14,12 +17,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from fl_crb.experiments.figures import figure4, figure5, figure6, write_csv
-from fl_crb.experiments.plots import plot_rewards, plot_sweep
-from fl_crb.experiments.report import convergence_tables, sweep_tables
-from fl_crb.experiments.runs import EpisodeCallback, Experiments
 from fl_crb.experiments.settings import ReproduceSettings
+
+if TYPE_CHECKING:
+    from fl_crb.experiments.runs import EpisodeCallback, Experiments
 
 FIGURES = ("fig4", "fig5", "fig6")
 
@@ -39,6 +42,8 @@ def reproduce(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "settings.json").write_text(json.dumps(asdict(settings), indent=2) + "\n")
+    from fl_crb.experiments.runs import Experiments
+
     exp = Experiments(out, topology_dir, settings, on_episode)
     written: list[Path] = []
     for figure in figures:
@@ -47,6 +52,10 @@ def reproduce(
 
 
 def _write_fig4(exp: Experiments, topologies: list[str], out: Path) -> list[Path]:
+    from fl_crb.experiments.figures import figure4, write_csv
+    from fl_crb.experiments.plots import plot_rewards
+    from fl_crb.experiments.report import convergence_tables
+
     parts = {topology: figure4(exp, topology) for topology in topologies}
     files = [out / "fig4_rewards.csv", out / "fig4_convergence.csv"]
     write_csv(files[0], [row for part in parts.values() for row in part["rewards"]])
@@ -65,11 +74,16 @@ def _write_fig4(exp: Experiments, topologies: list[str], out: Path) -> list[Path
     return [*files, markdown]
 
 
-def _sweep_writer(figure: str, make_rows, x_label: str, what: str):
+def _sweep_writer(figure: str, row_function: str, x_label: str, what):
     def write(exp: Experiments, topologies: list[str], out: Path) -> list[Path]:
+        from fl_crb.experiments import figures
+        from fl_crb.experiments.plots import plot_sweep
+        from fl_crb.experiments.report import sweep_tables
+
+        make_rows = getattr(figures, row_function)
         rows = [row for topology in topologies for row in make_rows(exp, topology)]
         files = [out / f"{figure}.csv"]
-        write_csv(files[0], rows)
+        figures.write_csv(files[0], rows)
         for topology in topologies:
             png = out / f"{figure}_{topology}.png"
             title = f"Figure {figure[-1]} ({topology}): {what(exp.settings)}"
@@ -89,7 +103,7 @@ _FIGURE_WRITERS = {
     "fig4": _write_fig4,
     "fig5": _sweep_writer(
         "fig5",
-        figure5,
+        "figure5",
         "terminals",
         lambda s: (
             "delay and failure rate vs terminals at "
@@ -98,7 +112,7 @@ _FIGURE_WRITERS = {
     ),
     "fig6": _sweep_writer(
         "fig6",
-        figure6,
+        "figure6",
         "offered load per terminal (Mbit/s)",
         lambda s: f"delay and failure rate vs offered load at {s.rate_sweep_terminals} terminals",
     ),

@@ -25,9 +25,9 @@ from fl_crb.experiments.settings import LEARNED_POLICIES, ReproduceSettings
 from fl_crb.learn.train_config import evaluation_seed
 from fl_crb.learn.trainer import EpisodeMetrics
 from fl_crb.learn.training_run import TrainingRun, read_metrics
+from fl_crb.marl.policy import load_any_policy
 from fl_crb.mec.simulator import MECSimulator
 from fl_crb.policies.evaluation import evaluate_policy
-from fl_crb.policies.learned import load_policy
 from fl_crb.topology import Topology, load_topology
 
 EpisodeCallback = Callable[[str, EpisodeMetrics], None]
@@ -127,7 +127,7 @@ class Experiments:
         spec = str(self.train(point, policy, seed)) if policy in LEARNED_POLICIES else policy
         metrics = evaluate_policy(
             MECSimulator(params, terminals),
-            load_policy(spec, params, terminals, seed=seed),
+            load_any_policy(spec, params, terminals, seed=seed),
             self.settings.evaluation_episodes,
             self.settings.train_config.arrival_slots,
             evaluation_seed(seed, 0),

@@ -7,15 +7,23 @@ convergence, and held-out evaluation episodes. Quick mode keeps every step (trai
 both learners, evaluating every policy, CSV, plots, markdown) at a toy scale: two seeds
 (so a standard deviation exists), two points per sweep, a few short episodes, small
 networks; its numbers mean nothing, it shows the pipeline works end to end.
+
+Every algorithm of the paper's comparison is in it: the baselines (with the
+simulation-only `multi-tier`) and the learners (CRB-DRQN, its independent ablation, and the
+paper's learning baselines of `fl_crb.marl`), trained on the same arrivals with the same
+`TrainConfig` (network width, γ, arrival slots, validation) and each baseline's own
+hyperparameters (`fl_crb.marl.settings`). `POLICY_NOTES` are the labels the tables carry.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from fl_crb.experiments.convergence import DEFAULT_FINAL_EPISODES, DEFAULT_WINDOW
-from fl_crb.learn.edge_learner import LearnerConfig
-from fl_crb.learn.train_config import TrainConfig
+from fl_crb.learn.learner_config import LearnerConfig
+from fl_crb.learn.train_config import MARL_ALGORITHMS, TrainConfig
+from fl_crb.marl.settings import JODRL_PP_NOTE
+from fl_crb.policies.multi_tier import MultiTier
 
 TOPOLOGIES = ("four-edge", "four-edge-hetero")
 """Every figure is reproduced on both shipped four-edge topologies."""
@@ -26,8 +34,12 @@ BASELINE_POLICIES = (
     "round-robin",
     "least-loaded",
     "shortest-expected-delay",
+    "multi-tier",
 )
-LEARNED_POLICIES = ("crb-drqn", "independent-drqn")
+LEARNED_POLICIES = ("crb-drqn", "independent-drqn", *MARL_ALGORITHMS)
+
+POLICY_NOTES = {"jodrl-pp": JODRL_PP_NOTE, MultiTier.name: MultiTier.note}
+"""Labels that go with a policy's results wherever the tables report them."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +72,7 @@ class ReproduceSettings:
     """Learning setup of every run (algo and seed are set per run)."""
 
     def config(self, algo: str, seed: int) -> TrainConfig:
-        return replace(self.train_config, algo=algo, seed=seed)
+        return self.train_config.with_algo(algo, seed)
 
 
 FULL = ReproduceSettings(

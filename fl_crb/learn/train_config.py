@@ -17,12 +17,28 @@ Seed ranges (arrivals of one episode are drawn from one integer seed):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING
 
-from fl_crb.learn.edge_learner import LearnerConfig
-from fl_crb.learn.terminal_agent import TerminalAgentConfig
+from fl_crb.learn.learner_config import LearnerConfig
+from fl_crb.marl.settings import (
+    MARL_CONFIGS,
+    MarlConfig,
+    default_marl_config,
+    marl_config_from_dict,
+)
 
-ALGORITHMS = ("crb-drqn", "independent-drqn")
-"""The learners the trainer runs: the method, and its ablation without the central pool."""
+if TYPE_CHECKING:  # torch: imported where an agent is built, not by the command line
+    from fl_crb.learn.terminal_agent import TerminalAgentConfig
+
+DRQN_ALGORITHMS = ("crb-drqn", "independent-drqn")
+"""The learners `fl_crb.learn.trainer` runs: the method, and its ablation without the
+central pool."""
+
+MARL_ALGORITHMS = tuple(MARL_CONFIGS)
+"""The paper's learning baselines, trained by `fl_crb.marl.trainer`."""
+
+ALGORITHMS = (*DRQN_ALGORITHMS, *MARL_ALGORITHMS)
+"""Every algorithm `fl-crb train --algo` accepts."""
 
 MAX_SEED = 1_000_000
 """Run seeds and episode indices stay below this, so seed ranges never overlap."""
@@ -72,8 +88,9 @@ class TrainConfig:
     """A training run's learning setup (the topology and terminal count come separately)."""
 
     algo: str = "crb-drqn"
-    """`crb-drqn` (central pool, one learner per edge) or `independent-drqn` (each terminal
-    learns alone from its own trajectories: same network, no central pool)."""
+    """`crb-drqn` (central pool, one learner per edge), `independent-drqn` (each terminal
+    learns alone from its own trajectories: same network, no central pool), or one of the
+    paper's learning baselines `MARL_ALGORITHMS` (`fl_crb.marl`)."""
     seed: int = 0
     """Run seed: arrivals, network initialisation, exploration and sampling derive from it."""
     arrival_slots: int = 100
@@ -130,10 +147,24 @@ class TrainConfig:
     validation_episodes: int = 5
     """Greedy episodes per validation (seeds `validation_seed(seed, 0..)`, the same ones
     at every validation, so snapshots are compared on equal arrivals)."""
+    marl: MarlConfig | None = None
+    """The baseline's own hyperparameters (`fl_crb.marl.settings`) when `algo` is one of
+    `MARL_ALGORITHMS`, its defaults if not given; None for the DRQN algorithms, which use
+    the fields above only (and whose `to_dict` then has no `marl` key, as before)."""
 
     def __post_init__(self) -> None:
         if self.algo not in ALGORITHMS:
             raise ValueError(f"unknown algorithm {self.algo!r}; choose one of {ALGORITHMS}")
+        if self.algo in MARL_ALGORITHMS:
+            if self.marl is None:
+                object.__setattr__(self, "marl", default_marl_config(self.algo))
+            elif not isinstance(self.marl, MARL_CONFIGS[self.algo]):
+                raise ValueError(
+                    f"TrainConfig.marl is a {type(self.marl).__name__}; algorithm "
+                    f"{self.algo!r} needs a {MARL_CONFIGS[self.algo].__name__}"
+                )
+        elif self.marl is not None:
+            raise ValueError(f"TrainConfig.marl must be None for algorithm {self.algo!r}")
         _check_seed(self.seed, 0)
         for name in (
             "arrival_slots",
@@ -172,6 +203,8 @@ class TrainConfig:
 
     def agent_config(self) -> TerminalAgentConfig:
         """The terminals' settings, with network sizes matching the learners'."""
+        from fl_crb.learn.terminal_agent import TerminalAgentConfig
+
         return TerminalAgentConfig(
             trajectory_length=self.trajectory_length,
             refresh_slots=self.refresh_slots,
@@ -184,7 +217,14 @@ class TrainConfig:
         return replace(self.learner, seed=self.seed * MAX_SEED + index)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if self.marl is None:
+            del data["marl"]
+        return data
+
+    def with_algo(self, algo: str, seed: int) -> TrainConfig:
+        """This setup for another algorithm and seed (the baseline's default `marl`)."""
+        return replace(self, algo=algo, seed=seed, marl=None)
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
@@ -198,4 +238,9 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown LearnerConfig keys {unknown}")
         values = {**data, "learner": LearnerConfig(**learner_data)}
+        algo = data.get("algo", cls.algo)
+        if data.get("marl") is not None:
+            if algo not in MARL_CONFIGS:
+                raise ValueError(f"TrainConfig key 'marl' given for algorithm {algo!r}")
+            values["marl"] = marl_config_from_dict(algo, data["marl"])
         return cls(**values)

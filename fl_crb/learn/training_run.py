@@ -11,12 +11,17 @@ Layout of a run directory:
 | `validation.jsonl` | one JSON object per validation of the current weights           |
 |                 | (`TrainConfig.validation_every_episodes`)                            |
 | `best.pt`, `best.json` | the evaluation networks that validated best, and when        |
+|                 | (for a learning baseline of `fl_crb.marl`: its actors)              |
 
 `TrainingRun.open` starts a new run in an empty (or missing) directory, or resumes the one
 there: the setup must be the same as recorded (else an error names the differing field),
 the trainer is restored from the checkpoint, and metrics and validation lines of
 episodes after the checkpoint (run but not saved before an interruption) are dropped,
 since those episodes will run again, identically.
+
+The DRQN algorithms train with `fl_crb.learn.trainer.Trainer`, the paper's learning
+baselines with `fl_crb.marl.trainer.MarlTrainer` (`make_trainer`); both give the same
+metrics, validation and checkpoint surface, so run directories look alike.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from pathlib import Path
 import torch
 
 from fl_crb.learn.checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint
-from fl_crb.learn.train_config import TrainConfig
+from fl_crb.learn.train_config import MARL_ALGORITHMS, TrainConfig
 from fl_crb.learn.trainer import EpisodeMetrics, Trainer
 from fl_crb.mec.params import MECParams
 
@@ -53,10 +58,33 @@ def describe_run(topology_name: str, params: MECParams, terminals: int, config: 
     )
 
 
+def make_trainer(params: MECParams, terminals: int, config: TrainConfig):
+    """The trainer of `config.algo`: `Trainer` (DRQN) or `MarlTrainer` (the baselines)."""
+    if config.algo in MARL_ALGORITHMS:
+        from fl_crb.marl.trainer import MarlTrainer  # it reads run directories: import late
+
+        return MarlTrainer(params, terminals, config)
+    return Trainer(params, terminals, config)
+
+
+def _save(trainer, path: Path) -> None:
+    if isinstance(trainer, Trainer):
+        save_checkpoint(trainer, path)
+    else:
+        trainer.save(path)
+
+
+def _load(trainer, path: Path) -> None:
+    if isinstance(trainer, Trainer):
+        load_checkpoint(trainer, path)
+    else:
+        trainer.load(path)
+
+
 class TrainingRun:
     """A trainer bound to a run directory."""
 
-    def __init__(self, directory: Path, trainer: Trainer) -> None:
+    def __init__(self, directory: Path, trainer) -> None:
         self.directory = directory
         self.trainer = trainer
 
@@ -85,12 +113,12 @@ class TrainingRun:
         directory = Path(directory)
         setup = describe_run(topology_name, params, terminals, config)
         run_file = directory / "run.json"
-        trainer = Trainer(params, terminals, config)
+        trainer = make_trainer(params, terminals, config)
         run = cls(directory, trainer)
         if run_file.exists():
             _check_same_setup(run_file, setup)
             if checkpoint_exists(run.checkpoint_path):
-                load_checkpoint(trainer, run.checkpoint_path)
+                _load(trainer, run.checkpoint_path)
             for path in (run.metrics_path, run.validation_path):
                 _truncate(path, trainer.episode)
             return run
@@ -125,10 +153,10 @@ class TrainingRun:
                 if on_episode is not None:
                     on_episode(metrics)
                 if self.trainer.episode % checkpoint_every == 0:
-                    save_checkpoint(self.trainer, self.checkpoint_path)
+                    _save(self.trainer, self.checkpoint_path)
         saved = done and self.trainer.episode % checkpoint_every == 0
         if not saved and (done or not checkpoint_exists(self.checkpoint_path)):
-            save_checkpoint(self.trainer, self.checkpoint_path)
+            _save(self.trainer, self.checkpoint_path)
         return done
 
     def _validate(self, episode: int) -> None:
@@ -140,7 +168,11 @@ class TrainingRun:
         with open(self.validation_path, "a") as file:
             file.write(json.dumps(row) + "\n")
         if better:
-            networks = [learner.evaluation.state_dict() for learner in self.trainer.scheme.learners]
+            if isinstance(self.trainer, Trainer):
+                learners = self.trainer.scheme.learners
+                networks = [learner.evaluation.state_dict() for learner in learners]
+            else:
+                networks = self.trainer.policy_state()
             _atomic(self.directory / "best.pt", lambda f: torch.save(networks, f))
             _atomic(self.directory / "best.json", lambda f: f.write(json.dumps(row).encode()))
 

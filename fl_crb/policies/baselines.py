@@ -15,7 +15,9 @@ the constants a terminal knows of its own system (its CPU, its uplink, the edges
 |                           | work on the terminal's queued bits and the task at the share |
 |                           | it would get next to the last broadcast's active queues      |
 
-None of them reads another terminal's queues or the edges' true current state.
+None of them reads another terminal's queues or the edges' true current state. The
+simulation-only `multi-tier` (`fl_crb.policies.multi_tier`) does, so it is made here by name
+(`SIMULATION_POLICIES`) but is not in `BASELINES`, the policies a live terminal can run.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 
 from fl_crb.mec.observation import Observations
 from fl_crb.mec.params import MECParams, TerminalArrays
+from fl_crb.policies.multi_tier import MultiTier
 
 
 class LocalOnly:
@@ -109,8 +112,16 @@ BASELINES: dict[str, Callable[[MECParams, int, int], object]] = {
 }
 
 
+SIMULATION_POLICIES: dict[str, Callable[[MECParams, int, int], object]] = {
+    MultiTier.name: MultiTier
+}
+"""Non-learning policies that decide from every terminal's observation: simulation only."""
+
+
 def make_baseline(name: str, params: MECParams, terminals: int, seed: int = 0):
-    """The baseline called `name` for `terminals` terminals; unknown names list the known."""
-    if name not in BASELINES:
-        raise ValueError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)}")
-    return BASELINES[name](params, terminals, seed)
+    """The baseline (or simulation-only policy) called `name` for `terminals` terminals;
+    unknown names list the known."""
+    known = {**BASELINES, **SIMULATION_POLICIES}
+    if name not in known:
+        raise ValueError(f"unknown baseline {name!r}; choose one of {', '.join(known)}")
+    return known[name](params, terminals, seed)

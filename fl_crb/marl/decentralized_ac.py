@@ -1,0 +1,128 @@
+"""Decentralized actor-critic: every terminal learns its own actor and critic, alone.
+
+The design of fully decentralized DRL offloading (each device an independent advantage
+actor-critic learner; A2C of Mnih et al., ICML 2016, with one worker; the CRB-DRQN paper's
+"Decentralized AC" baseline). Nothing is shared: terminal d has its own actor π_d(a | o_d),
+its own critic V_d(o_d), its own optimisers, and learns only from its own decisions, which
+is what makes it a baseline for learning from a central pool. Defaults: `DecentralizedACConfig`.
+
+One update per episode, per terminal, after the drain:
+1. TD target y_i = r_i/|Const| + γ·V_d(o_next), without gradient (`next_index`: the
+   terminal's next decision; its last bootstraps from its own state, see `rollout`);
+2. critic: mean squared error V_d(o_i) → y_i;
+3. actor: −mean(log π_d(a_i | o_i) · (y_i − V_d(o_i))) − entropy bonus.
+Rewards are divided by |Const| (the drop penalty, 36 for τ = 12) so that values stay near
+[−10, 0]; a constant positive scale leaves the optimal policy unchanged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from fl_crb.learn.train_config import TrainConfig
+from fl_crb.marl.networks import (
+    categorical,
+    clip_and_step,
+    mlp,
+    observation_width,
+    policy_act,
+    seeded,
+)
+from fl_crb.marl.rollout import Rollout, rows_by_terminal
+from fl_crb.mec.params import MECParams
+
+
+class DecentralizedAC:
+    """D independent (actor, critic) pairs."""
+
+    name = "decentralized-ac"
+    uses_epsilon = False
+
+    def __init__(self, config: TrainConfig, params: MECParams, terminals: int) -> None:
+        self.settings = config.marl
+        self.gamma = config.learner.gamma
+        self.terminals = terminals
+        self.reward_scale = 1.0 / abs(params.drop_reward_value(terminals))
+        hidden, width = config.learner.hidden, observation_width(params.edges, params.history_slots)
+        base = config.seed * 4 * terminals
+        self.actors = nn.ModuleList(
+            seeded(base + 2 * d, lambda: mlp(width, hidden, params.actions))
+            for d in range(terminals)
+        )
+        self.critics = nn.ModuleList(
+            seeded(base + 2 * d + 1, lambda: mlp(width, hidden, 1)) for d in range(terminals)
+        )
+        self.actor_optimizers = [
+            torch.optim.Adam(a.parameters(), lr=self.settings.actor_lr) for a in self.actors
+        ]
+        self.critic_optimizers = [
+            torch.optim.Adam(c.parameters(), lr=self.settings.critic_lr) for c in self.critics
+        ]
+        self.rng = np.random.default_rng([config.seed, 3])
+
+    def act(self, features, terminals, state, explore: bool):
+        """Each deciding terminal asks its own actor."""
+        with torch.no_grad():
+            logits = torch.cat(
+                [
+                    self.actors[d](torch.from_numpy(features[k : k + 1]))
+                    for k, d in enumerate(terminals)
+                ]
+            )
+        return policy_act(logits, explore, self.rng)
+
+    def update(self, rollout: Rollout) -> list[float]:
+        losses = []
+        observations = torch.from_numpy(rollout.features)
+        reward = torch.from_numpy(rollout.reward * self.reward_scale)
+        actions = torch.from_numpy(rollout.action)
+        for d, rows in enumerate(rows_by_terminal(rollout.terminal, self.terminals)):
+            if rows.size == 0:
+                continue
+            # next_index stays within the terminal: its rows, renumbered locally.
+            local = np.searchsorted(rows, rollout.next_index[rows])
+            rows_t = torch.from_numpy(rows)
+            own = observations[rows_t]
+            value = self.critics[d](own)[:, 0]
+            target = reward[rows_t] + self.gamma * value.detach()[torch.from_numpy(local)]
+            critic_loss = torch.mean((target - value) ** 2)
+            critic_loss.backward()
+            clip_and_step(self.critic_optimizers[d], self.critics[d], self.settings.max_grad_norm)
+            dist = categorical(self.actors[d](own))
+            advantage = (target - value).detach()
+            actor_loss = -torch.mean(dist.log_prob(actions[rows_t]) * advantage)
+            actor_loss = actor_loss - self.settings.entropy_coef * dist.entropy().mean()
+            actor_loss.backward()
+            clip_and_step(self.actor_optimizers[d], self.actors[d], self.settings.max_grad_norm)
+            losses.append(float(critic_loss.item() + actor_loss.item()))
+        return losses
+
+    def stored(self) -> int:
+        return 0
+
+    def actor_state(self) -> dict:
+        """The D actors (so greedy play needs the trained terminal count)."""
+        return {"actors": self.actors.state_dict()}
+
+    def load_actor_state(self, state: dict) -> None:
+        self.actors.load_state_dict(state["actors"])
+
+    def state_dict(self) -> dict:
+        return {
+            "actors": self.actors.state_dict(),
+            "critics": self.critics.state_dict(),
+            "actor_optimizers": [o.state_dict() for o in self.actor_optimizers],
+            "critic_optimizers": [o.state_dict() for o in self.critic_optimizers],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.actors.load_state_dict(state["actors"])
+        self.critics.load_state_dict(state["critics"])
+        for optimizer, saved in zip(self.actor_optimizers, state["actor_optimizers"], strict=True):
+            optimizer.load_state_dict(saved)
+        for optimizer, saved in zip(
+            self.critic_optimizers, state["critic_optimizers"], strict=True
+        ):
+            optimizer.load_state_dict(saved)
