@@ -1,7 +1,8 @@
 """`fl-crb reproduce`: the paper's Figures 4-6 in simulation, on both four-edge topologies.
 
-Trains CRB-DRQN and independent DRQN at every sweep point for every seed, evaluates
-them greedily with the baselines on held-out arrivals, and writes CSV, PNG and markdown
+Trains every learner (CRB-DRQN, independent DRQN and the paper's learning baselines of
+`fl_crb.marl`) at every sweep point for every seed, evaluates them greedily with the
+non-learning baselines (multi-tier included) on held-out arrivals, and writes CSV, PNG and markdown
 tables with the paper's numbers beside ours (`fl_crb.experiments`). Runs and evaluations
 are cached in --out, so an interrupted reproduction resumes where it stopped.
 """
