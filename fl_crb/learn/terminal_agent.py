@@ -8,11 +8,13 @@ the terminal uploads to the trusted authority.
 
 Nothing here knows about transport or about other terminals: a live terminal process
 feeds `act(observation, task_id)` and `reward(task_id, reward)` from its messages and ships
-the returned trajectories and `refresh_due(slot)` requests itself. The simulator trainer,
-which runs every terminal in one process, gives every agent its weights the same way but
-evaluates the Q-network once for all terminals holding the same weights (`q_batch` of
-one of them), then calls `choose` and `record` on each terminal's own agent, so the
-ε-greedy draw and the trajectory bookkeeping are the same code either way.
+the returned trajectories and `refresh_due(slot)` requests itself. The Q-values come from
+`NumpyQNetwork`, so a terminal imports numpy but never torch (the `terminal` install
+profile has none). The simulator trainer, which runs every terminal in one process, gives
+every agent its weights the same way but evaluates the Q-network itself, once for all
+terminals holding the same weights, then calls `choose` and `record` on each terminal's
+own agent, so the ε-greedy draw and the trajectory bookkeeping are the same code either
+way.
 """
 
 from __future__ import annotations
@@ -20,11 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from fl_crb.learn.features import FeatureScale, encode_one
+from fl_crb.learn.numpy_qnetwork import NumpyQNetwork
 from fl_crb.learn.pool import Trajectory
-from fl_crb.learn.qnetwork import QNetwork, load_numpy_weights
 from fl_crb.learn.trajectory_builder import TrajectoryBuilder
 from fl_crb.mec.observation import TerminalObservation
 
@@ -70,9 +71,9 @@ class TerminalAgent:
         """Version of the weights held (the edge learner's training steps); −1: none yet."""
         self.rng = np.random.default_rng(seed)
         self.builder = TrajectoryBuilder(self.config.trajectory_length)
-        self._network = QNetwork(
+        self._network = NumpyQNetwork(
             scale.edges, history_slots, self.config.hidden, self.config.lstm_hidden
-        ).requires_grad_(False)
+        )
 
     @property
     def actions(self) -> int:
@@ -86,8 +87,9 @@ class TerminalAgent:
         return self.weights_version < 0 or slot % self.config.refresh_slots == 0
 
     def load_weights(self, weights: dict[str, np.ndarray], version: int) -> None:
-        """Install downloaded evaluation-network weights (`weights_to_numpy` format)."""
-        load_numpy_weights(self._network, weights)
+        """Install downloaded evaluation-network weights (`weights_to_numpy` format; kept
+        by reference, see `NumpyQNetwork.load_weights`)."""
+        self._network.load_weights(weights)
         self.weights_version = int(version)
 
     # -- acting ----------------------------------------------------------------------------
@@ -115,16 +117,14 @@ class TerminalAgent:
         return self.builder.decide(task_id, scalars, load, action)
 
     def q_batch(self, scalars: np.ndarray, load: np.ndarray) -> np.ndarray:
-        """Q-values [k, 1+E] of the held weights for k encoded states (scalars [k, 3+E],
-        load [k, C, E]). The simulator trainer evaluates all terminals that downloaded the
-        same weights in one call to one of them."""
+        """Q-values [k, 1+E] (float64) of the held weights for k encoded states (scalars
+        [k, 3+E], load [k, C, E])."""
         if self.weights_version < 0:
             raise RuntimeError(
                 "this terminal has not downloaded any weights yet; call load_weights with "
                 "its managing edge's weights before acting"
             )
-        with torch.no_grad():
-            return self._network(torch.from_numpy(scalars), torch.from_numpy(load)).numpy()
+        return self._network.q_values(scalars, load)
 
     # -- outcomes --------------------------------------------------------------------------
 

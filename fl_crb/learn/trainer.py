@@ -5,7 +5,11 @@ One simulated slot, in order:
    group (its managing edge's learner for CRB-DRQN, its own learner for the ablation);
 2. observe → act: the terminals with a new task encode their observation; the Q-network
    runs once per group over that group's terminals (they hold identical weights), and each
-   terminal's own `TerminalAgent` draws its ε-greedy action and records the decision;
+   terminal's own `TerminalAgent` draws its ε-greedy action and records the decision.
+   That forward pass is the trainer's own torch `QNetwork` per group, loaded with the
+   weights the group's terminals downloaded: the agents' numpy network (what a live
+   terminal runs) agrees with it to ~1e-6, but the torch pass keeps training results
+   bit-for-bit what they were before terminals lost torch;
 3. `sim.step(actions)`;
 4. the slot's outcomes go to the terminals that made the decisions (`SlotEvents` rewards,
    matched by arrival slot, which is unique per terminal);
@@ -23,10 +27,12 @@ import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import torch
 
 from fl_crb.learn.features import FeatureScale, encode_batch
 from fl_crb.learn.greedy import GreedyPolicy
 from fl_crb.learn.pool import Trajectory
+from fl_crb.learn.qnetwork import QNetwork, load_numpy_weights
 from fl_crb.learn.schemes import make_scheme
 from fl_crb.learn.terminal_agent import TerminalAgent
 from fl_crb.learn.train_config import TrainConfig, training_seed, validation_seed
@@ -83,6 +89,9 @@ class Trainer:
             TerminalAgent(self.scale, params.history_slots, config.agent_config(), seed)
             for seed in seeds
         ]
+        self._group_networks: dict[int, tuple[QNetwork, int]] = {}
+        """Per group: the torch network holding the weights its terminals downloaded last,
+        and their version."""
         self.rng = np.random.default_rng([config.seed, 2])
         """Draws the learners' batches from the pool(s)."""
         self.episode = 0
@@ -160,7 +169,20 @@ class Trainer:
             group = int(self.scheme.group_of[d])
             if group not in served:
                 served[group] = self.scheme.weights(group)
+                self._load_group_network(group, *served[group])
             self.agents[d].load_weights(*served[group])
+
+    def _load_group_network(self, group: int, weights: dict[str, np.ndarray], version: int) -> None:
+        """Put the weights served to `group` into the trainer's network for that group."""
+        if group in self._group_networks:
+            network = self._group_networks[group][0]
+        else:
+            sizes = self.config.agent_config()
+            network = QNetwork(
+                self.params.edges, self.params.history_slots, sizes.hidden, sizes.lstm_hidden
+            ).requires_grad_(False)
+        load_numpy_weights(network, weights)
+        self._group_networks[group] = (network, version)
 
     def _act(self, observations, actions: np.ndarray) -> list[tuple[int, Trajectory]]:
         """Fill `actions` for the terminals with a new task; returns trajectories their
@@ -174,15 +196,19 @@ class Trainer:
         slot = observations.slot
         for group in np.unique(groups):
             members = np.flatnonzero(groups == group)
-            first = self.agents[arriving[members[0]]]
-            q_values = first.q_batch(scalars[members], load[members])
+            network, version = self._group_networks[int(group)]
+            with torch.no_grad():
+                q_values = network(
+                    torch.from_numpy(scalars[members]), torch.from_numpy(load[members])
+                ).numpy()
             for row, k in enumerate(members.tolist()):
                 d = int(arriving[k])
                 agent = self.agents[d]
-                if agent.weights_version != first.weights_version:
+                if agent.weights_version != version:
                     raise RuntimeError(
-                        f"terminals {arriving[members[0]]} and {d} share group {group} but "
-                        "hold different weights; downloads must happen at the same slots"
+                        f"terminal {d} of group {group} holds weights version "
+                        f"{agent.weights_version}, its group's latest download is {version}; "
+                        "downloads must happen at the same slots"
                     )
                 actions[d] = agent.choose(q_values[row])
                 uploads += [(d, t) for t in agent.record(slot, scalars[k], load[k], actions[d])]

@@ -13,8 +13,7 @@ reward. Two kinds exist:
   agent's refresh period) it checks the file and loads it again if it changed, so
   whoever trains can replace the weights while the run goes on (write a new file and
   rename it over the old one: `save_weights_file`).
-  Its trajectories are kept and written next to the task log at the end. torch is
-  imported only for this kind, so baseline parties stay light.
+  Its trajectories are kept and written next to the task log at the end.
 - `FederatedDecider` (policy `crb-drqn-federated`, with the terminal config's
   `federation`) is the terminal of federated CRB-DRQN: the same `TerminalAgent`, acting
   ε-greedily with the newest weights its SuperNode's `collect` handler delivered to its
@@ -134,12 +133,9 @@ class AgentDecider:
         seed: int,
         trajectory_path: Path | None,
     ) -> None:
-        import torch
-
         from fl_crb.learn.features import FeatureScale
         from fl_crb.learn.terminal_agent import TerminalAgent
 
-        torch.set_num_threads(1)  # many parties share few cores
         self._path = weights_path
         self._signature: tuple[int, int, int] | None = None
         self._agent = TerminalAgent(
@@ -211,14 +207,11 @@ class FederatedDecider:
     def __init__(
         self, federation: FederatedTerminal, params: MECParams, terminals: int, seed: int
     ) -> None:
-        import torch
-
         from fl_crb.federation.crypto import UploadSealer, load_private_key
         from fl_crb.federation.mailbox import TerminalMailbox, UploadPoster
         from fl_crb.learn.features import FeatureScale
         from fl_crb.learn.terminal_agent import TerminalAgent
 
-        torch.set_num_threads(1)  # many parties share few cores
         self._scale = FeatureScale.from_params(params, terminals)
         self._agent = TerminalAgent(self._scale, params.history_slots, seed=seed)
         self._agent.epsilon = federation.epsilon
