@@ -192,7 +192,8 @@ def install_profile(root: Path) -> dict:
                 "python",
                 "-c",
                 "import platform, sys, fl_crb.runtime.terminal, flwr; "
-                "print(platform.machine(), 'torch' in sys.modules)",
+                "print('machine', platform.machine() + ', torch imported:', "
+                "'torch' in sys.modules)",
             ],
         ),
         capture_output=True,
@@ -205,7 +206,7 @@ def install_profile(root: Path) -> dict:
     return {
         "install_s": round(seconds, 1),
         "venv_mb": round(int(size.stdout.split()[0]) / 2**20, 1),
-        "machine_and_torch_imported": check.stdout.strip(),
+        "import_check": check.stdout.strip(),
         "packages": len(packages),
         "versions": {k: packages[k] for k in ("fl-crb", "numpy", "cryptography", "flwr")},
     }
@@ -383,7 +384,7 @@ def print_report(report: dict, work: Path) -> None:
             f"installed: {install['venv_mb']} MiB venv, {install['packages']} packages, "
             f"{install['install_s']} s; {install['versions']}"
         )
-        print(f"inside the root: {install['machine_and_torch_imported']} (machine, torch loaded)")
+        print(f"inside the root, after importing the terminal party: {install['import_check']}")
     emulated = report["emulated_latency"]
     latency = emulated["latency"]
     decision, cpu = latency["decision"], latency["decision_cpu"]
