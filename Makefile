@@ -43,8 +43,12 @@ test-slow: install
 bench: install
 	$(PYTHON) benchmarks/simulator_throughput.py
 
+## The default scenario: federated CRB-DRQN starting from weights pre-trained in simulation
+## (trained now unless cached in runs/pretrained), 120 s on the emulated network; the run
+## folder lands in runs/emulate/.
+## More options through EMULATE_ARGS, e.g. make emulate EMULATE_ARGS="--policy round-robin".
 emulate: install
-	$(VENV)/bin/fl-crb emulate --topology topologies/$(TOPO).yaml
+	$(VENV)/bin/fl-crb emulate --topology topologies/$(TOPO).yaml $(EMULATE_ARGS)
 
 ## Remove what a killed emulation left behind (bridges, iptables chains, delay daemons).
 clean-net: install

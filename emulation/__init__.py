@@ -1,16 +1,20 @@
-"""The Mininet emulator of fl-crb: the network half.
+"""The Mininet emulator of fl-crb: the network, and whole runs on it.
 
 `EmulatedNetwork(topology)` builds the cloud-edge-terminal network of a topology file on
 Mininet (Linux bridges, no controller), shapes every link's bandwidth, latency, jitter
 and loss per direction (netem where the kernel has it, else NFQUEUE and the `delayd`
 delay line), and tears it all down on exit. `verify_links` measures the links against
 the topology; `cleanup` removes what a killed run left behind. `fl-crb netcheck` drives
-all three from the command line. Launching the parties on the hosts is not here yet.
+all three from the command line. `run_emulation` (`fl-crb emulate`, `make emulate`) runs
+every party on its own host through `MininetPlacement` and writes the run's report.
 
 Modules: `plan` (addresses, routes, paths), `network` (build and life cycle), `shaping`
 (tc and the mechanism choice), `firewall` (the run's iptables chains), `delayd` (the
 delay daemon's build and supervision), `probes` and `verify` (measurements and the
-report), `runstate` (run slots) and `teardown` (ordered undo and cleanup).
+report), `runstate` (run slots), `teardown` (ordered undo and cleanup); for whole runs:
+`placement` (processes on hosts), `run` (one emulation run), `federated` (the federated
+data plane), `pretrain` (the default policy), `monitor` (progress, Ctrl-C, `--cli`),
+`counters` (interface bytes, memory), `collect`, `report` and `plots` (the run folder).
 """
 
 from emulation.delayd import DelayDaemonError

@@ -44,6 +44,7 @@ from fl_crb.federation.launch_config import LaunchConfig, NodeSpec
 from fl_crb.federation.launcher import LocalFederation
 from fl_crb.federation.run_support import (
     federation_summary,
+    hand_out_starting_weights,
     learner_ready,
     run_record,
     start_learner,
@@ -108,6 +109,12 @@ class FederatedRunConfig:
     """The SuperNodes' idle poll (`LaunchConfig`); Flower's own is a fixed 3 s."""
     superexec_poll_s: float = 0.25
     """The SuperExecs' task poll (`LaunchConfig`)."""
+    pace_uplink: bool = True
+    """Terminals pace their uplink at the topology's rate; False when a network emulator
+    shapes the links instead (`LocalRunConfig.pace_uplink`)."""
+    realtime_priority: int | None = None
+    """SCHED_FIFO priority of the edge servers and terminals once READY (needs root), so
+    that the Flower processes sharing their cores cannot delay their slots; None: normal."""
 
     def __post_init__(self) -> None:
         if not self.round_period_s > 0:
@@ -139,7 +146,9 @@ async def run_federated(
         duration_s=config.duration_s,
         out_dir=str(out),
         seed=config.seed,
+        pace_uplink=config.pace_uplink,
         startup_timeout_s=config.startup_timeout_s,
+        realtime_priority=config.realtime_priority,
     )
     spec, params, terminals = run_spec(local)
     topology = spec.topology()
@@ -152,6 +161,8 @@ async def run_federated(
         (out / sub).mkdir(parents=True, exist_ok=True)
     shutil.copyfile(config.topology_path, out / "topology.yaml")
     start_weights = start_weights_files(config.starting_weights, params, out / "keys")
+    if start_weights:
+        hand_out_starting_weights(start_weights, managing, hosts, out / "mailboxes")
 
     authority_key = generate_private_key()
     save_private_key(authority_key, out / "keys" / "authority.pem")

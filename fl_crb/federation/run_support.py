@@ -24,6 +24,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 from fl_crb.federation.accounting import read_records, totals
 from fl_crb.federation.edge_service import EdgeServiceConfig
 from fl_crb.federation.launch_config import FederationError
@@ -239,3 +241,19 @@ def federation_summary(out: Path, hosts: list[str], restarts: int, wall_s: float
         "bytes": totals(read_records(out / "authority" / "accounting.jsonl")),
         "wall_s": round(wall_s, 1),
     }
+
+
+def hand_out_starting_weights(
+    files: list[str], managing_edge: np.ndarray, hosts: list[str], mailboxes: Path
+) -> None:
+    """Put each terminal's starting weights (its managing edge's, as version 0, the version
+    its edge learner publishes them as) in its mailbox before it starts, so that a run
+    from a trained policy acts with it from the first slot instead of at random until
+    the first round delivers weights."""
+    from fl_crb.federation.mailbox import TerminalMailbox
+    from fl_crb.federation.serialization import encode_weights
+    from fl_crb.runtime.decider import read_weights_file
+
+    encoded = [encode_weights(read_weights_file(Path(path))[0], version=0) for path in files]
+    for d, host in enumerate(hosts):
+        TerminalMailbox(mailboxes / host).deliver_weights(encoded[int(managing_edge[d])])

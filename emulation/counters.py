@@ -1,0 +1,151 @@
+"""Kernel counters of a running emulation: bytes per host interface, memory of the parties.
+
+Both are read from the root namespace without running anything in the hosts, so sampling
+them while a run goes on costs the parties nothing:
+
+- `/proc/<pid>/net/dev` lists the interfaces of the network namespace process `pid`
+  lives in; with the pid of a host's shell it gives that host's own counters (bytes and
+  packets each way per interface). A host interface's `tx` is what the host put on its
+  link, after the HTB shaper of its `up` direction; its `rx` what the link delivered.
+- every process living in a host's namespace other than the host's shell belongs to the
+  run (edge servers, terminals, and in the federated face the Flower processes); the
+  sum of their resident set sizes is the run's memory. `check_memory` refuses, before
+  anything starts, a run whose learned-policy terminals would not fit in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from emulation.teardown import namespace_inode, namespace_members
+from fl_crb.runtime.decider import AGENT_PREFIX
+
+if TYPE_CHECKING:
+    from emulation.network import EmulatedNetwork
+
+
+AGENT_TERMINAL_RSS_BYTES = 240 * 2**20
+"""Resident memory of one CRB-DRQN terminal party (torch imported; 220-233 MB measured)."""
+
+
+@dataclass(frozen=True)
+class InterfaceCounters:
+    """The kernel's counters of one interface."""
+
+    rx_bytes: int
+    """Bytes received."""
+    rx_packets: int
+    """Packets received."""
+    tx_bytes: int
+    """Bytes transmitted."""
+    tx_packets: int
+    """Packets transmitted."""
+
+    def minus(self, before: InterfaceCounters) -> InterfaceCounters:
+        """The counts between `before` and now."""
+        return InterfaceCounters(
+            self.rx_bytes - before.rx_bytes,
+            self.rx_packets - before.rx_packets,
+            self.tx_bytes - before.tx_bytes,
+            self.tx_packets - before.tx_packets,
+        )
+
+
+HostCounters = dict[str, dict[str, InterfaceCounters]]
+"""Counters by host name, then by interface name (loopback left out)."""
+
+
+def read_net_dev(pid: int) -> dict[str, InterfaceCounters]:
+    """The counters of every interface but `lo` in the network namespace of `pid`."""
+    lines = Path(f"/proc/{pid}/net/dev").read_text().splitlines()[2:]
+    found = {}
+    for line in lines:
+        name, _, numbers = line.partition(":")
+        name = name.strip()
+        if name == "lo":
+            continue
+        fields = [int(x) for x in numbers.split()]
+        found[name] = InterfaceCounters(fields[0], fields[1], fields[8], fields[9])
+    return found
+
+
+def host_counters(net: EmulatedNetwork) -> HostCounters:
+    """The interface counters of every host of `net`."""
+    return {h.name: read_net_dev(net.host(h.name).pid) for h in net.hosts()}
+
+
+def counter_delta(after: HostCounters, before: HostCounters) -> HostCounters:
+    """Per host and interface, what was counted between two readings."""
+    return {
+        host: {name: counters.minus(before[host][name]) for name, counters in interfaces.items()}
+        for host, interfaces in after.items()
+    }
+
+
+def counters_rows(delta: HostCounters, roles: dict[str, str]) -> list[dict[str, object]]:
+    """One CSV-ready row per host interface: host, role, interface and the four counts."""
+    return [
+        {"host": host, "role": roles[host], "interface": name, **asdict(counters)}
+        for host, interfaces in delta.items()
+        for name, counters in sorted(interfaces.items())
+    ]
+
+
+class PartyMemory:
+    """Samples the summed resident memory of the processes living in the hosts."""
+
+    def __init__(self, net: EmulatedNetwork) -> None:
+        hosts = [net.host(h.name) for h in net.hosts()]
+        self._inodes = {namespace_inode(host.pid) for host in hosts}
+        self._shells = {host.pid for host in hosts} | {os.getpid()}
+        self.peak_rss_bytes = 0
+        """Largest sum seen so far."""
+        self.peak_processes = 0
+        """Most processes seen at once."""
+
+    def sample(self) -> tuple[int, int]:
+        """(processes, summed RSS in bytes) now; updates the peaks."""
+        pids = [pid for pid in namespace_members(self._inodes) if pid not in self._shells]
+        total = sum(_rss_bytes(pid) for pid in pids)
+        self.peak_rss_bytes = max(self.peak_rss_bytes, total)
+        self.peak_processes = max(self.peak_processes, len(pids))
+        return len(pids), total
+
+
+def _rss_bytes(pid: int) -> int:
+    """Resident set size of `pid` (0 if it has gone)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def check_memory(policy: str, terminals: int) -> None:
+    """Refuse a run whose learned-policy terminals cannot fit in the available memory."""
+    if not policy.startswith(AGENT_PREFIX):
+        return
+    needed = terminals * AGENT_TERMINAL_RSS_BYTES
+    available = _available_memory_bytes()
+    if available is not None and needed > available:
+        raise ValueError(
+            f"policy {policy}: {terminals} CRB-DRQN terminals need about "
+            f"{needed / 2**30:.1f} GiB (each imports torch, ~{AGENT_TERMINAL_RSS_BYTES >> 20} "
+            f"MiB), but {available / 2**30:.1f} GiB are available; use fewer terminals "
+            "or a baseline policy"
+        )
+
+
+def _available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo, or None where there is none."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None

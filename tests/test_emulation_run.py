@@ -1,0 +1,263 @@
+"""The emulator run: parties on Mininet hosts, collection, report, refusal, teardown.
+
+The tests marked `root` run real emulations of `topologies/tiny.yaml` (7 hosts, real
+processes on shaped links, nothing mocked) and are skipped without root or Mininet; CI
+runs them as root. The others check the collection's arithmetic, the kernel counters and
+the pre-training cache, and run anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emulation.collect import agreement_reasons, timeline, transfer_lag, weights_version
+from emulation.counters import check_memory, read_net_dev
+from emulation.pretrain import PretrainConfig, cache_key, pretrained_weights
+from fl_crb.runtime.tasklog import read_task_table
+from fl_crb.topology import load_topology
+from tests.test_emulation_network import leftovers, real_network
+
+TOPOLOGIES = Path(__file__).resolve().parent.parent / "topologies"
+TINY = str(TOPOLOGIES / "tiny.yaml")
+RUN_FILES = (
+    "run.json", "topology.yaml", "tasks.csv", "summary.json", "links.md", "links.json",
+    "network.log", "interfaces.csv", "terminals.csv", "timeline.csv", "compare-sim.json",
+    "emulation.json", "report.md", "plots/timeline.png", "plots/bytes_per_terminal.png",
+    "plots/weights_version.png", "plots/links.png", "logs/edge1.log", "logs/t4.log",
+    "parties/t1.json", "config/edge2.json",
+)  # fmt: skip
+
+
+# ── collection, anywhere ────────────────────────────────────────────────────────────
+def test_weight_versions_are_read_from_the_decider_label() -> None:
+    assert weights_version("crb-drqn@40") == 40
+    assert weights_version("round-robin") is None
+    assert weights_version("crb-drqn@") is None
+
+
+def test_timeline_windows_count_delay_failure_and_versions(tmp_path: Path) -> None:
+    rows = [
+        "terminal,task_id,arrival_slot,deadline_slot,size_bits,action,decided_by,resolve_slot,"
+        "dropped,where,planned_sent_slot,sent_slot,received_slot,notice_slot,delay_slots",
+        "0,0,1,12,3e6,1,crb-drqn@3,4,0,edge,2,1,3,4,4",
+        "1,0,2,13,3e6,0,crb-drqn@3,13,1,local,-1,-1,-1,13,",
+        "0,1,12,23,3e6,2,crb-drqn@5,13,0,edge,12,12,12,13,2",
+    ]
+    path = tmp_path / "tasks.csv"
+    path.write_text("\n".join(rows) + "\n")
+    windows = timeline(read_task_table(path), 0.1, 10)
+    assert [w["tasks"] for w in windows] == [2, 1]
+    assert windows[0]["dropped"] == 1 and windows[0]["failure_rate"] == 0.5
+    assert windows[0]["avg_delay_s"] == pytest.approx(0.4)
+    assert (windows[0]["weights_version_min"], windows[1]["weights_version_max"]) == (3, 5)
+    with pytest.raises(ValueError, match="window must be >= 1"):
+        timeline(read_task_table(path), 0.1, 0)
+    assert transfer_lag(read_task_table(path)) == {"0": 1, "1": 1}
+
+
+def test_disagreements_are_explained() -> None:
+    departures = {
+        "disagreeing_local_tasks": 0, "disagreeing_offloaded_tasks": 12, "unresolved_tasks": 0,
+        "late_receipts": 40, "early_receipts": 0, "overrun_share": 0.02,
+        "stale_observations": 0,
+    }  # fmt: skip
+    compare = {"tasks": 100, "delay_agreement_within_1_slot": 0.88, "departures": departures}
+    reasons = agreement_reasons(compare, {"0": 50, "1": 30, "2": 10})
+    assert any("TCP" in r and "40 of 90 offloaded" in r and "10 by 2 slots" in r for r in reasons)
+    assert any("2.00% of slot boundaries" in r for r in reasons)
+    assert any("below the 90% target" in r for r in reasons)
+    departures |= {"disagreeing_offloaded_tasks": 0}
+    assert agreement_reasons(compare, {"0": 90}) == []
+
+
+def test_interface_counters_come_from_the_namespace_of_a_pid() -> None:
+    counters = read_net_dev(os.getpid())
+    assert "lo" not in counters
+    assert all(c.rx_bytes >= 0 and c.tx_packets >= 0 for c in counters.values())
+
+
+def test_learned_terminals_beyond_the_memory_are_refused() -> None:
+    check_memory("round-robin", 10**6)  # baseline parties are small: never refused
+    with pytest.raises(ValueError, match=r"10000 CRB-DRQN terminals need about .* GiB"):
+        check_memory("crb-drqn:weights.npz", 10_000)
+
+
+def test_pretrained_weights_are_trained_once_then_reused(tmp_path: Path) -> None:
+    from fl_crb.runtime.decider import read_weights_file
+
+    config = PretrainConfig(
+        episodes=2, epsilon_decay_episodes=1, validation_every_episodes=1,
+        validation_episodes=1, arrival_slots=20, cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    first = pretrained_weights(TINY, None, None, config)
+    assert not first.reused and first.info["version"] == 2
+    assert first.info["weights_from"].startswith("best validated snapshot")
+    weights, version = read_weights_file(first.weights_path)
+    assert version == 2 and weights and all(np.isfinite(a).all() for a in weights.values())
+    again = pretrained_weights(TINY, None, None, config)
+    assert again.reused and again.weights_path == first.weights_path
+    assert cache_key(TINY, 3, None, config) != cache_key(TINY, None, None, config)
+
+
+# ── real emulations ─────────────────────────────────────────────────────────────────
+@pytest.fixture(scope="module")
+def emulated(tmp_path_factory: pytest.TempPathFactory):
+    """One 20 s round-robin emulation of tiny.yaml; (report, run folder)."""
+    from emulation.run import EmulationConfig, run_emulation
+    from emulation.verify import VerifyConfig
+
+    out = tmp_path_factory.mktemp("emulate") / "run"
+    config = EmulationConfig(
+        topology_path=TINY,
+        policy="round-robin",
+        duration_s=20.0,
+        out_dir=str(out),
+        verify=VerifyConfig(transfer_s=1, omit_s=1),
+        progress_every_s=60.0,
+    )
+    return run_emulation(config), out
+
+
+@real_network
+def test_measured_links_match_the_topology(emulated) -> None:
+    report, _ = emulated
+    topology = load_topology(TINY)
+    links = topology.network
+    rtt = {(c.source, c.target): c for c in report.links.latency}
+    terminal_edge = 2 * links.terminal_edge.latency_s
+    assert rtt[("t1", "edge1")].expected_rtt_s == pytest.approx(terminal_edge)
+    assert rtt[("edge1", "cloud")].expected_rtt_s == pytest.approx(2 * links.edge_cloud.latency_s)
+    for check in report.links.latency:
+        assert check.received == check.sent
+        assert abs(check.rtt_mean_s - check.expected_rtt_s) <= 0.10 * check.expected_rtt_s
+    rates = {c.link_class: c.configured_bps for c in report.links.bandwidth}
+    assert rates == {
+        "terminal-edge": links.terminal_edge.bandwidth_bps,
+        "edge-cloud": links.edge_cloud.bandwidth_bps,
+    }
+    for check in report.links.bandwidth:
+        assert abs(check.wire_bps - check.configured_bps) <= 0.15 * check.configured_bps
+
+
+@real_network
+def test_the_run_folder_holds_the_report(emulated) -> None:
+    _, out = emulated
+    missing = [name for name in RUN_FILES if not (out / name).is_file()]
+    assert not missing, f"missing from the run folder: {missing}"
+    saved = json.loads((out / "emulation.json").read_text())
+    assert saved["summary"]["failed_parties"] == []
+    assert saved["summary"]["pace_uplink"] is False
+    assert json.loads((out / "run.json").read_text())["placement"] == "mininet"
+    assert saved["memory"]["peak_processes"] == 6 and saved["memory"]["peak_rss_mb"] > 50
+    text = (out / "report.md").read_text()
+    for heading in ("Links: measured vs configured", "Delay and failure over time",
+                    "Weight versions", "Bytes per terminal", "compare-sim"):  # fmt: skip
+        assert heading in text
+    log = (out / "network.log").read_text()
+    assert "t1 <-> s1" in log and ("NFQUEUE" in log or "netem" in log)
+
+
+@real_network
+def test_round_robin_agrees_with_the_simulator(emulated) -> None:
+    report, _ = emulated
+    compare = report.collected.compare
+    assert compare["tasks"] >= 20
+    assert compare["delay_agreement_within_1_slot"] >= 0.90, report.collected.reasons
+    assert compare["decision_agreement"] == 1.0
+
+
+@real_network
+def test_interfaces_carry_more_than_the_task_bytes(emulated) -> None:
+    report, out = emulated
+    rows = {r["terminal"]: r for r in report.collected.terminals}
+    table = read_task_table(out / "tasks.csv")
+    for index, name in enumerate(load_topology(TINY).terminal_names):
+        offloaded = (table.terminal == index) & (table.action > 0)
+        payload = sum(math.ceil(bits / 8) for bits in table.size_bits[offloaded])
+        assert rows[name]["payload_bytes"] == payload
+        assert rows[name]["interface_tx_bytes"] > payload > 0
+    summary = report.summary["bytes_sent"]
+    assert all(rows[t]["interface_tx_bytes"] > summary[t] for t in rows)
+
+
+@real_network
+def test_the_emulation_leaves_nothing_behind(emulated) -> None:
+    report, _ = emulated
+    network = report.network
+    inodes = set(network["host_namespaces"].values())
+    assert leftovers(network["run_slot"], inodes) == []
+
+
+@real_network
+def test_links_off_their_settings_refuse_the_run(tmp_path: Path) -> None:
+    from emulation.run import EmulationConfig, run_emulation
+    from emulation.verify import LinkVerificationError, VerifyConfig
+
+    strict = VerifyConfig(latency_tolerance=1e-4, latency_floor_s=0.0, transfer_s=1, omit_s=1)
+    out = tmp_path / "refused"
+    config = EmulationConfig(TINY, "round-robin", 5.0, str(out), verify=strict)
+    with pytest.raises(LinkVerificationError, match="refusing to run"):
+        run_emulation(config)
+    assert (out / "links.md").is_file() and "FAIL" in (out / "links.md").read_text()
+    assert not (out / "run.json").exists(), "no party may start on a refused network"
+
+
+@pytest.mark.slow
+@real_network
+def test_pretrained_crb_drqn_decides_on_the_hosts(tmp_path: Path) -> None:
+    from emulation.run import EmulationConfig, run_emulation
+
+    config = PretrainConfig(
+        episodes=2, epsilon_decay_episodes=1, validation_every_episodes=1,
+        validation_episodes=1, arrival_slots=20, cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    weights = pretrained_weights(TINY, None, None, config).weights_path
+    out = tmp_path / "run"
+    report = run_emulation(EmulationConfig(TINY, f"crb-drqn:{weights}", 15.0, str(out)))
+    assert report.summary["failed_parties"] == []
+    table = read_task_table(out / "tasks.csv")
+    assert len(table) and set(table.decided_by.tolist()) == {"crb-drqn@2"}
+    assert {r["weights_version_max"] for r in report.collected.timeline} == {2}
+
+
+@pytest.mark.slow
+@real_network
+def test_sigterm_mid_run_stops_the_parties_and_tears_down(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from emulation.runstate import STATE_DIR, RunState
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "fl_crb.cli", "emulate", "--topology", TINY,
+               "--policy", "round-robin", "--duration", "60s", "--out", str(out)]  # fmt: skip
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        state = None
+        deadline = time.monotonic() + 120
+        while not (out / "run.json").exists() and time.monotonic() < deadline:
+            assert run.poll() is None, run.stdout.read()
+            for path in STATE_DIR.glob("slot-*.json"):
+                saved = RunState(**json.loads(path.read_text()))
+                if saved.owner_pid == run.pid and saved.host_namespaces:
+                    state = saved
+            time.sleep(0.2)
+        assert state is not None and (out / "run.json").exists(), "the parties never started"
+        run.send_signal(signal.SIGTERM)
+        output, _ = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 130, output
+    assert "interrupted; the network is torn down" in output
+    assert leftovers(state.slot, set(state.host_namespaces.values())) == []
+    assert not (out / "emulation.json").exists()
