@@ -28,8 +28,10 @@ if TYPE_CHECKING:
     from emulation.network import EmulatedNetwork
 
 
-AGENT_TERMINAL_RSS_BYTES = 240 * 2**20
-"""Resident memory of one CRB-DRQN terminal party (torch imported; 220-233 MB measured)."""
+AGENT_TERMINAL_RSS_BYTES = 160 * 2**20
+"""Resident memory of one CRB-DRQN terminal host: its party (numpy forward pass, ~44 MB
+measured) and, federated, its Flower SuperNode with its warm ClientApp parent (~100 MB;
+13.5 GB peak for the 127 processes of a 25-terminal four-edge run)."""
 
 
 @dataclass(frozen=True)
@@ -134,8 +136,8 @@ def check_memory(policy: str, terminals: int) -> None:
     if available is not None and needed > available:
         raise ValueError(
             f"policy {policy}: {terminals} CRB-DRQN terminals need about "
-            f"{needed / 2**30:.1f} GiB (each imports torch, ~{AGENT_TERMINAL_RSS_BYTES >> 20} "
-            f"MiB), but {available / 2**30:.1f} GiB are available; use fewer terminals "
+            f"{needed / 2**30:.1f} GiB (party and SuperNode, ~{AGENT_TERMINAL_RSS_BYTES >> 20} "
+            f"MiB each), but {available / 2**30:.1f} GiB are available; use fewer terminals "
             "or a baseline policy"
         )
 

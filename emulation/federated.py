@@ -28,8 +28,11 @@ every node of the topology on one machine: at the loopback default (0.25 s) the 
 rounds (55 s per exchange at 25 terminals); at 1 s they cost a quarter of that."""
 
 
-async def run_federated_plane(local: LocalRunConfig, placement: Placement) -> dict[str, object]:
-    """Run federated CRB-DRQN, starting from the weights file of `local.policy`."""
+async def run_federated_plane(
+    local: LocalRunConfig, placement: Placement, min_pool_trajectories: int = 32
+) -> dict[str, object]:
+    """Run federated CRB-DRQN, starting from the weights file of `local.policy`; the edge
+    learners train once the pool holds `min_pool_trajectories`."""
     from fl_crb.federation.federated_run import FederatedRunConfig, run_federated
 
     if not local.policy.startswith(AGENT_PREFIX):
@@ -50,5 +53,6 @@ async def run_federated_plane(local: LocalRunConfig, placement: Placement) -> di
         realtime_priority=local.realtime_priority,
         supernode_idle_poll_s=EMULATION_POLL_S,
         superexec_poll_s=EMULATION_POLL_S,
+        min_pool_trajectories=min_pool_trajectories,
     )
     return await run_federated(config, placement)

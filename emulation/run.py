@@ -28,6 +28,7 @@ compare-sim.json, emulation.json, report.md and plots/.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -88,6 +89,9 @@ class EmulationConfig:
     busy host does not delay their slot boundaries; None: normal scheduling."""
     data_plane: str = "local"
     """Which coordinator of `DATA_PLANES` runs the parties."""
+    federation_min_pool: int = 32
+    """Federated data plane: trajectories the authority's pool must hold before the edge
+    learners get batches (`FederatedRunConfig.min_pool_trajectories`)."""
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     """Link check before the run (tolerances 10% latency, 15% bandwidth)."""
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -200,6 +204,10 @@ def _run_parties(
     before = host_counters(net)
     daemon_before = net.delay_daemon_load()
     coordinator = DATA_PLANES[config.data_plane]
+    if config.data_plane == "federated":
+        coordinator = functools.partial(
+            coordinator, min_pool_trajectories=config.federation_min_pool
+        )
     runner = DataPlaneThread(coordinator(local, MininetPlacement(net)))
     progress = Progress(net, out, memory, before, net.topology.slot_s)
     mark, wall_start = time.monotonic(), time.time()

@@ -208,6 +208,56 @@ def test_links_off_their_settings_refuse_the_run(tmp_path: Path) -> None:
     assert not (out / "run.json").exists(), "no party may start on a refused network"
 
 
+@real_network
+def test_federated_emulation_fills_the_pool_and_brings_weights_to_terminals(
+    tmp_path: Path,
+) -> None:
+    """The whole system on Mininet: SuperLink and authority on the cloud host, SuperNodes
+    and parties on the edge and terminal hosts; uploads cross the emulated links into the
+    pool and trained weights come back to every terminal."""
+    from emulation.run import EmulationConfig, run_emulation
+    from emulation.verify import VerifyConfig
+
+    config = PretrainConfig(
+        episodes=2, epsilon_decay_episodes=1, validation_every_episodes=1,
+        validation_episodes=1, arrival_slots=20, cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    weights = pretrained_weights(TINY, None, None, config).weights_path
+    out = tmp_path / "run"
+    report = run_emulation(
+        EmulationConfig(
+            TINY,
+            f"crb-drqn:{weights}",
+            45.0,
+            str(out),
+            data_plane="federated",
+            federation_min_pool=8,
+            verify=VerifyConfig(transfer_s=1, omit_s=1),
+            progress_every_s=60.0,
+        )
+    )
+    federation = report.summary["federation"]
+    assert report.summary["failed_parties"] == []
+    assert federation["rounds"] >= 3 and federation["uploads_rejected"] == {}
+    assert federation["uploads_accepted"] == federation["pool_size"] > 8
+    assert min(federation["edge_versions"].values()) > 0, "edge learners trained"
+    versions = {
+        host: {int(label.split("@")[1]) for label in labels}
+        for host, labels in _labels_by_terminal(read_task_table(out / "tasks.csv")).items()
+    }
+    assert len(versions) == load_topology(TINY).terminal_count
+    assert all(max(v) > 0 for v in versions.values()), f"trained weights reached {versions}"
+    network = report.network
+    assert leftovers(network["run_slot"], set(network["host_namespaces"].values())) == []
+
+
+def _labels_by_terminal(table) -> dict[int, set[str]]:
+    labels: dict[int, set[str]] = {}
+    for terminal, label in zip(table.terminal.tolist(), table.decided_by.tolist(), strict=True):
+        labels.setdefault(terminal, set()).add(label)
+    return labels
+
+
 @pytest.mark.slow
 @real_network
 def test_pretrained_crb_drqn_decides_on_the_hosts(tmp_path: Path) -> None:
