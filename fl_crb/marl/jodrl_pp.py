@@ -36,11 +36,12 @@ from torch import nn
 
 from fl_crb.learn.train_config import TrainConfig
 from fl_crb.marl.networks import (
+    act_with_own_actors,
+    adam_per_module,
     categorical,
     clip_and_step,
     mlp,
     observation_width,
-    policy_act,
     seeded,
     state_width,
 )
@@ -87,24 +88,13 @@ class JODRLPP:
             for d in range(terminals)
         )
         self.target_critics = copy.deepcopy(self.critics).requires_grad_(False)
-        self.actor_optimizers = [
-            torch.optim.Adam(a.parameters(), lr=self.settings.actor_lr) for a in self.actors
-        ]
-        self.critic_optimizers = [
-            torch.optim.Adam(c.parameters(), lr=self.settings.critic_lr) for c in self.critics
-        ]
+        self.actor_optimizers = adam_per_module(self.actors, self.settings.actor_lr)
+        self.critic_optimizers = adam_per_module(self.critics, self.settings.critic_lr)
         self.rng = np.random.default_rng([config.seed, 3])
 
     def act(self, features, terminals, state, explore: bool):
         """Each deciding terminal asks its own actor, on its own observation only."""
-        with torch.no_grad():
-            logits = torch.cat(
-                [
-                    self.actors[d](torch.from_numpy(features[k : k + 1]))
-                    for k, d in enumerate(terminals)
-                ]
-            )
-        return policy_act(logits, explore, self.rng)
+        return act_with_own_actors(self.actors, features, terminals, explore, self.rng)
 
     def update(self, rollout: Rollout) -> list[float]:
         if rollout.decisions == 0:

@@ -15,6 +15,8 @@ read the *global state*: every terminal's observation at once, which only the tr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from torch import nn
@@ -104,3 +106,25 @@ def policy_act(
     log_probs = torch.log_softmax(actor_logits, dim=1).numpy().astype(np.float64)
     actions = sample_actions(np.exp(log_probs), rng)
     return actions, {"log_prob": log_probs[np.arange(actions.size), actions].astype(np.float32)}
+
+
+def adam_per_module(modules: Sequence[nn.Module], lr: float) -> list[torch.optim.Adam]:
+    """One Adam optimizer per module: per-terminal networks share nothing, optimizer
+    state included."""
+    return [torch.optim.Adam(module.parameters(), lr=lr) for module in modules]
+
+
+def act_with_own_actors(
+    actors: Sequence[nn.Module],
+    features: np.ndarray,
+    terminals: np.ndarray,
+    explore: bool,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Each deciding terminal (`terminals[k]`) asks its own actor on its own observation
+    (`features[k]`) only; `policy_act` on the stacked logits."""
+    with torch.no_grad():
+        logits = torch.cat(
+            [actors[d](torch.from_numpy(features[k : k + 1])) for k, d in enumerate(terminals)]
+        )
+    return policy_act(logits, explore, rng)
