@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from fl_crb.topology import Topology, TopologyError, load_topology
-from fl_crb.topology.units import BANDWIDTH, UnitError, parse_quantity
+from fl_crb.topology.units import BANDWIDTH, Dimension, UnitError, parse_quantity
 
 
 def add_topology_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,15 +16,21 @@ def add_topology_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def quantity_argument(value: str | None, dimension: Dimension, flag: str) -> float | None:
+    """The command line's `flag` as a number in SI units (None stays None); a value without
+    a valid unit raises a `TopologyError` naming the flag."""
+    if value is None:
+        return None
+    try:
+        return parse_quantity(value, dimension)
+    except UnitError as error:
+        raise TopologyError("command line", flag, str(error)) from None
+
+
 def load_topology_arguments(args: argparse.Namespace) -> Topology:
     """The topology file with the command line's overrides applied."""
     topology = load_topology(args.topology)
-    rate_bps = None
-    if args.rate is not None:
-        try:
-            rate_bps = parse_quantity(args.rate, BANDWIDTH)
-        except UnitError as error:
-            raise TopologyError("command line", "--rate", str(error)) from None
+    rate_bps = quantity_argument(args.rate, BANDWIDTH, "--rate")
     if args.terminals is not None or rate_bps is not None:
         topology = topology.with_overrides(terminals=args.terminals, arrival_rate_bps=rate_bps)
     return topology

@@ -16,9 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from fl_crb.commands.common import add_topology_arguments
-from fl_crb.topology import TopologyError
-from fl_crb.topology.units import BANDWIDTH, TIME, UnitError, parse_quantity
+from fl_crb.commands.common import add_topology_arguments, quantity_argument
+from fl_crb.topology.units import BANDWIDTH, TIME
 
 CRB_DRQN = "crb-drqn"
 
@@ -80,14 +79,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    try:
-        duration_s = parse_quantity(args.duration, TIME)
-    except UnitError as error:
-        raise TopologyError("command line", "--duration", str(error)) from None
-    try:
-        rate_bps = None if args.rate is None else parse_quantity(args.rate, BANDWIDTH)
-    except UnitError as error:
-        raise TopologyError("command line", "--rate", str(error)) from None
+    duration_s = quantity_argument(args.duration, TIME, "--duration")
+    rate_bps = quantity_argument(args.rate, BANDWIDTH, "--rate")
     if args.realtime < 0:
         raise ValueError(f"--realtime must be >= 0 (0: normal scheduling), got {args.realtime}")
     if os.geteuid() != 0:

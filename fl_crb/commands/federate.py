@@ -7,9 +7,8 @@ import asyncio
 import json
 import sys
 
-from fl_crb.commands.common import add_topology_arguments
-from fl_crb.topology import TopologyError
-from fl_crb.topology.units import BANDWIDTH, TIME, UnitError, parse_quantity
+from fl_crb.commands.common import add_topology_arguments, quantity_argument
+from fl_crb.topology.units import BANDWIDTH, TIME
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -55,14 +54,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from fl_crb.federation.federated_run import FederatedRunConfig, run_federated
 
-    try:
-        duration_s = parse_quantity(args.duration, TIME)
-        period_s = parse_quantity(args.round_period, TIME)
-        rate_bps = None if args.rate is None else parse_quantity(args.rate, BANDWIDTH)
-    except UnitError as error:
-        raise TopologyError(
-            "command line", "--duration/--round-period/--rate", str(error)
-        ) from None
+    duration_s = quantity_argument(args.duration, TIME, "--duration")
+    period_s = quantity_argument(args.round_period, TIME, "--round-period")
+    rate_bps = quantity_argument(args.rate, BANDWIDTH, "--rate")
     config = FederatedRunConfig(
         topology_path=args.topology,
         duration_s=duration_s,

@@ -14,8 +14,9 @@ import sys
 import time
 from pathlib import Path
 
+from fl_crb.commands.common import quantity_argument
 from fl_crb.topology import TopologyError, load_topology
-from fl_crb.topology.units import BANDWIDTH, UnitError, parse_quantity
+from fl_crb.topology.units import BANDWIDTH
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -68,10 +69,7 @@ def run(args: argparse.Namespace) -> int:
     topology = load_topology(args.topology)
     if args.terminals is not None:
         topology = topology.with_overrides(terminals=args.terminals)
-    try:
-        budget_bps = parse_quantity(args.max_concurrent, BANDWIDTH)
-    except UnitError as error:
-        raise TopologyError("command line", "--max-concurrent", str(error)) from None
+    budget_bps = quantity_argument(args.max_concurrent, BANDWIDTH, "--max-concurrent")
 
     from emulation.delayd import DelayDaemonError
     from emulation.firewall import FirewallError

@@ -7,9 +7,8 @@ import asyncio
 import json
 import sys
 
-from fl_crb.commands.common import add_topology_arguments
-from fl_crb.topology import TopologyError
-from fl_crb.topology.units import BANDWIDTH, TIME, UnitError, parse_quantity
+from fl_crb.commands.common import add_topology_arguments, quantity_argument
+from fl_crb.topology.units import BANDWIDTH, TIME
 
 OVERRUN_WARNING_SHARE = 0.01
 """Share of late slot boundaries from which the command suggests --realtime."""
@@ -56,11 +55,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from fl_crb.runtime.local_run import LocalRunConfig, run_local
 
-    try:
-        duration_s = parse_quantity(args.duration, TIME)
-        rate_bps = None if args.rate is None else parse_quantity(args.rate, BANDWIDTH)
-    except UnitError as error:
-        raise TopologyError("command line", "--duration/--rate", str(error)) from None
+    duration_s = quantity_argument(args.duration, TIME, "--duration")
+    rate_bps = quantity_argument(args.rate, BANDWIDTH, "--rate")
     config = LocalRunConfig(
         topology_path=args.topology,
         terminals_override=args.terminals,

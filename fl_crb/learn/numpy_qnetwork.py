@@ -56,6 +56,22 @@ def weight_shapes(
     }
 
 
+def check_input_shapes(
+    scalars_shape: tuple[int, ...], load_shape: tuple[int, ...], edges: int, history_slots: int
+) -> None:
+    """Refuse inputs that are not scalars [B, 3+E] and load [B, C, E] (either network)."""
+    batch = scalars_shape[0] if len(scalars_shape) == 2 else -1
+    if tuple(scalars_shape) != (batch, 3 + edges):
+        raise ValueError(
+            f"scalars must be [B, {3 + edges}] for {edges} edges, got {tuple(scalars_shape)}"
+        )
+    if tuple(load_shape) != (batch, history_slots, edges):
+        raise ValueError(
+            f"load must be [{batch}, {history_slots}, {edges}] "
+            f"(batch, history slots, edges), got {tuple(load_shape)}"
+        )
+
+
 @dataclass(frozen=True)
 class _Prepared:
     """The weights as the forward pass uses them: float64, transposed to [in, out], the
@@ -180,14 +196,4 @@ class NumpyQNetwork:
         return self._prepared
 
     def _check_inputs(self, scalars: np.ndarray, load: np.ndarray) -> None:
-        batch = scalars.shape[0] if scalars.ndim == 2 else -1
-        if scalars.shape != (batch, 3 + self.edges):
-            raise ValueError(
-                f"scalars must be [B, {3 + self.edges}] for {self.edges} edges, "
-                f"got {tuple(scalars.shape)}"
-            )
-        if load.shape != (batch, self.history_slots, self.edges):
-            raise ValueError(
-                f"load must be [{batch}, {self.history_slots}, {self.edges}] "
-                f"(batch, history slots, edges), got {tuple(load.shape)}"
-            )
+        check_input_shapes(scalars.shape, load.shape, self.edges, self.history_slots)

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from fl_crb.learn.numpy_qnetwork import check_input_shapes
+
 
 class QNetwork(nn.Module):
     """Maps one terminal's observation to the Q-values of its 1+E actions."""
@@ -77,17 +79,7 @@ class QNetwork(nn.Module):
         return self._tensors_by_name
 
     def _check_inputs(self, scalars: torch.Tensor, load: torch.Tensor) -> None:
-        batch = scalars.shape[0]
-        if scalars.shape != (batch, 3 + self.edges):
-            raise ValueError(
-                f"scalars must be [B, {3 + self.edges}] for {self.edges} edges, "
-                f"got {tuple(scalars.shape)}"
-            )
-        if load.shape != (batch, self.history_slots, self.edges):
-            raise ValueError(
-                f"load must be [{batch}, {self.history_slots}, {self.edges}] "
-                f"(batch, history slots, edges), got {tuple(load.shape)}"
-            )
+        check_input_shapes(tuple(scalars.shape), tuple(load.shape), self.edges, self.history_slots)
 
 
 def weights_to_numpy(net: QNetwork) -> dict[str, np.ndarray]:

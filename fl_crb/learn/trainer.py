@@ -70,6 +70,33 @@ class EpisodeMetrics:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def of_episode(
+        cls,
+        episode: int,
+        arrival_seed: int,
+        metrics: RunMetrics,
+        epsilon: float,
+        pool_trajectories: int,
+        losses: list[float],
+        started_s: float,
+    ) -> EpisodeMetrics:
+        """The record of an episode from its run metrics, its losses and its start
+        (`time.perf_counter()`); shared by every trainer so `metrics.jsonl` reads alike."""
+        return cls(
+            episode=episode,
+            arrival_seed=arrival_seed,
+            tasks=metrics.tasks,
+            avg_reward=metrics.avg_reward,
+            avg_delay_s=metrics.avg_delay_s,
+            failure_rate=metrics.failure_rate,
+            epsilon=epsilon,
+            pool_trajectories=pool_trajectories,
+            train_steps=len(losses),
+            loss=float(np.mean(losses)) if losses else float("nan"),
+            wall_s=time.perf_counter() - started_s,
+        )
+
 
 class Trainer:
     """Trains `config.algo` on a simulated system of `terminals` terminals."""
@@ -128,18 +155,14 @@ class Trainer:
             agent.end_episode()
         metrics = run_metrics(sim.log.records(), self.params.slot_s, sim.drop_reward)
         self.episode += 1
-        return EpisodeMetrics(
-            episode=self.episode - 1,
-            arrival_seed=seed,
-            tasks=metrics.tasks,
-            avg_reward=metrics.avg_reward,
-            avg_delay_s=metrics.avg_delay_s,
-            failure_rate=metrics.failure_rate,
-            epsilon=epsilon,
-            pool_trajectories=self.scheme.stored_trajectories(),
-            train_steps=len(losses),
-            loss=float(np.mean(losses)) if losses else float("nan"),
-            wall_s=time.perf_counter() - start,
+        return EpisodeMetrics.of_episode(
+            self.episode - 1,
+            seed,
+            metrics,
+            epsilon,
+            self.scheme.stored_trajectories(),
+            losses,
+            start,
         )
 
     def validate(self) -> RunMetrics:

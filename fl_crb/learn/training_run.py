@@ -221,6 +221,24 @@ def read_setup(directory: str | Path) -> dict:
     return setup
 
 
+def read_trained_system(
+    directory: str | Path, params: MECParams
+) -> tuple[TrainConfig, MECParams, int]:
+    """What the run in `directory` was trained with (config, system, terminal count),
+    checked against the system `params` a policy of it is to act in: the networks' input
+    shapes need the same edge count and load-history length."""
+    setup = read_setup(directory)
+    config = TrainConfig.from_dict(setup["config"])
+    trained_params = MECParams(**setup["params"])
+    if (params.edges, params.history_slots) != (trained_params.edges, trained_params.history_slots):
+        raise ValueError(
+            f"{directory} was trained with {trained_params.edges} edges and a load history "
+            f"of {trained_params.history_slots} slots; the evaluated system has "
+            f"{params.edges} and {params.history_slots}"
+        )
+    return config, trained_params, int(setup["terminals"])
+
+
 def _check_same_setup(run_file: Path, setup: dict) -> None:
     recorded = json.loads(run_file.read_text())
     for key in ("format", "topology", "terminals", "params", "config"):

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from fl_crb.learn.features import FeatureScale, encode_batch
-from fl_crb.learn.train_config import MARL_ALGORITHMS, TrainConfig
-from fl_crb.learn.training_run import read_best, read_setup
+from fl_crb.learn.train_config import MARL_ALGORITHMS
+from fl_crb.learn.training_run import read_best, read_setup, read_trained_system
 from fl_crb.marl.networks import flat_observations
 from fl_crb.marl.settings import JODRL_PP_NOTE
 from fl_crb.mec.observation import Observations
@@ -55,16 +55,7 @@ def marl_policy(run_directory: str | Path, params: MECParams, terminals: int) ->
     from fl_crb.marl.trainer import make_algorithm
 
     directory = Path(run_directory)
-    setup = read_setup(directory)
-    config = TrainConfig.from_dict(setup["config"])
-    trained_params = MECParams(**setup["params"])
-    trained_terminals = int(setup["terminals"])
-    if (params.edges, params.history_slots) != (trained_params.edges, trained_params.history_slots):
-        raise ValueError(
-            f"{directory} was trained with {trained_params.edges} edges and a load history "
-            f"of {trained_params.history_slots} slots; the evaluated system has "
-            f"{params.edges} and {params.history_slots}"
-        )
+    config, trained_params, trained_terminals = read_trained_system(directory, params)
     if config.algo in PER_TERMINAL_ACTORS and terminals != trained_terminals:
         raise ValueError(
             f"{directory} trained {trained_terminals} terminals with one {config.algo} actor "

@@ -28,7 +28,6 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from fl_crb.learn.checkpoint import checkpoint_exists
@@ -88,18 +87,8 @@ class MarlTrainer:
         losses = self.algorithm.update(rollout)
         metrics = run_metrics(rollout.records, self.params.slot_s, self.simulator.drop_reward)
         self.episode += 1
-        return EpisodeMetrics(
-            episode=self.episode - 1,
-            arrival_seed=seed,
-            tasks=metrics.tasks,
-            avg_reward=metrics.avg_reward,
-            avg_delay_s=metrics.avg_delay_s,
-            failure_rate=metrics.failure_rate,
-            epsilon=epsilon,
-            pool_trajectories=self.algorithm.stored(),
-            train_steps=len(losses),
-            loss=float(np.mean(losses)) if losses else float("nan"),
-            wall_s=time.perf_counter() - start,
+        return EpisodeMetrics.of_episode(
+            self.episode - 1, seed, metrics, epsilon, self.algorithm.stored(), losses, start
         )
 
     def policy(self) -> MarlPolicy:

@@ -21,8 +21,7 @@ from fl_crb.learn.checkpoint import load_networks
 from fl_crb.learn.features import FeatureScale
 from fl_crb.learn.greedy import GreedyPolicy
 from fl_crb.learn.qnetwork import QNetwork
-from fl_crb.learn.train_config import TrainConfig
-from fl_crb.learn.training_run import read_best, read_setup
+from fl_crb.learn.training_run import read_best, read_trained_system
 from fl_crb.mec.params import MECParams
 
 
@@ -30,16 +29,7 @@ def learned_policy(run_directory: str | Path, params: MECParams, terminals: int)
     """The greedy policy of the trained run in `run_directory`, for `terminals` terminals
     of the system `params` describes."""
     directory = Path(run_directory)
-    setup = read_setup(directory)
-    config = TrainConfig.from_dict(setup["config"])
-    trained_params = MECParams(**setup["params"])
-    trained_terminals = int(setup["terminals"])
-    if (params.edges, params.history_slots) != (trained_params.edges, trained_params.history_slots):
-        raise ValueError(
-            f"{directory} was trained with {trained_params.edges} edges and a load history "
-            f"of {trained_params.history_slots} slots; the evaluated system has "
-            f"{params.edges} and {params.history_slots}"
-        )
+    config, trained_params, trained_terminals = read_trained_system(directory, params)
     if config.algo == "crb-drqn":
         group_of = params.per_terminal(terminals).managing_edge
     elif terminals != trained_terminals:
