@@ -20,12 +20,15 @@ measurement itself lives in `emulation.probes`.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from emulation.network import EmulatedNetwork
 from emulation.plan import LinkPlan, NetworkPlan
 from emulation.probes import BandwidthCheck, LatencyCheck, measure_bandwidth, measure_latency
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,15 @@ def verify_links(net: EmulatedNetwork, config: VerifyConfig | None = None) -> Li
         if plan.host(links[0].host).role == "terminal"
     ]
     latency = measure_latency(net, pairs, config)
+    # A stall of the host during the pings (a shared or virtual machine) lifted every RTT
+    # through one edge by 3-5 ms for a whole measurement window once in CI: a latency
+    # check that misses its tolerance is pinged once more, and only a second miss counts.
+    missed = [i for i, check in enumerate(latency) if check.problem(config)]
+    if missed:
+        log.warning("%d latency checks missed their tolerance; measuring them again", len(missed))
+        again = measure_latency(net, [pairs[i] for i in missed], config)
+        for i, check in zip(missed, again, strict=True):
+            latency[i] = check
     flows = []
     for name, links in classes.items():
         for link in links if config.all_links else links[:1]:
