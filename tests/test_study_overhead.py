@@ -12,23 +12,36 @@ from fl_crb.studies.federated_accounting import federated_bytes
 from fl_crb.studies.overhead_model import (
     Framing,
     OverheadSetting,
+    ratio_floor,
     round_bytes,
-    smallest_batch_for_ratio,
+    smallest_round_period_for_ratio,
 )
 from fl_crb.studies.overhead_report import overhead_summary, plot_overhead
-from fl_crb.studies.overhead_study import OverheadStudyConfig, base_setting, sweep
+from fl_crb.studies.overhead_study import (
+    FederatedSetting,
+    OverheadStudyConfig,
+    base_setting,
+    model_beside_measured,
+    sweep,
+)
 from fl_crb.studies.trajectory_source import collect_trajectories
 from fl_crb.studies.wire_measurement import measure_sealed_uploads
 from fl_crb.topology import load_topology
 
 FRAMING = Framing(
-    upload_fixed_bytes=1000.0,
-    upload_per_byte=1.01,
-    download_fixed_bytes=2000.0,
-    download_per_byte=1.0,
-    idle_bytes_per_s=100.0,
+    exchange_up_bytes=1000.0,
+    up_per_reply_byte=1.01,
+    exchange_down_bytes=2000.0,
+    down_per_request_byte=1.0,
+    pulls_per_exchange=2.0,
+    pull_up_bytes=100.0,
+    pull_down_bytes=50.0,
+    heartbeat_up_bytes=240.0,
+    heartbeat_down_bytes=120.0,
+    heartbeat_interval_s=24.0,
     source="test",
 )
+"""Made-up framing with Flower 1.42's structure (`wire_measurement` measures the real one)."""
 
 
 @pytest.mark.parametrize("n", [1, 4])
@@ -54,32 +67,46 @@ def test_analytic_sizes_equal_real_encoded_sealed_and_framed_uploads(n):
 
 def test_round_bytes_match_a_hand_computed_round():
     setting = OverheadSetting(
-        terminals=9, task_probability=0.1, refresh_slots=40, trajectory_length=4
+        terminals=9,
+        task_probability=0.1,
+        round_period_s=4.0,
+        poll_period_s=1.0,
+        trajectory_length=4,
     )
     result = round_bytes(setting, FRAMING)
-    # 4 decisions, 1 trajectory of 969 B (n=4, C=10, E=4), 1 upload of one envelope.
-    assert (result.decisions, result.trajectories, result.uploads) == pytest.approx((4, 1, 1))
-    assert result.payload_bytes == 969
-    assert result.encryption_bytes == 74 + 2  # id "t9"
-    message = 969 + 76 + 8  # one envelope, list framing 4 + 4
-    assert result.upload_framing_bytes == pytest.approx(8 + 1000 + 0.01 * message)
-    assert result.idle_bytes == pytest.approx(100 * 40 * 0.1)
-    expected_ratio = (969 + 76 + 8 + 1000 + 0.01 * message) / 969
-    assert result.upload_wire_ratio == pytest.approx(expected_ratio)
+    # 40 slots: 4 decisions, 1 trajectory of 969 B (n=4, C=10, E=4) in one envelope.
+    assert (result.decisions, result.trajectories) == pytest.approx((4, 1))
+    assert result.payload_bytes == pytest.approx(969)
+    assert result.encryption_bytes == pytest.approx(74 + 2)  # id "t9"
+    reply = 969 + 76 + 8  # one envelope, list framing 4 + 4
+    assert result.exchange_up_bytes == pytest.approx(1000 + 0.01 * reply + 8)
+    # 4 pulls in 4 s, 2 of them inside the exchange; 4/24 of a heartbeat.
+    assert result.polling_up_bytes == pytest.approx(2 * 100 + 4 / 24 * 240)
+    assert result.polling_down_bytes == pytest.approx(2 * 50 + 4 / 24 * 120)
+    sent = 969 + 76 + 8 + 1000 + 0.01 * reply + 200 + 40
+    assert result.sent_bytes == pytest.approx(sent)
+    assert result.upload_wire_ratio == pytest.approx(sent / 969)
 
 
-def test_batching_lowers_the_upload_ratio_to_the_target():
-    setting = OverheadSetting()
-    batch = smallest_batch_for_ratio(setting, FRAMING, 1.2)
-    assert batch is not None and batch > 1
-    assert (
-        round_bytes(replace(setting, trajectories_per_upload=batch), FRAMING).upload_wire_ratio
-        <= 1.2
-    )
-    worse = replace(setting, trajectories_per_upload=batch - 1)
-    assert round_bytes(worse, FRAMING).upload_wire_ratio > 1.2
-    # Encryption alone costs 76 of 969 bytes: no batch reaches a ratio of 1.05.
-    assert smallest_batch_for_ratio(setting, FRAMING, 1.05, largest=256) is None
+def test_long_rounds_amortise_the_exchange_but_not_pulls_and_heartbeats():
+    setting = OverheadSetting(poll_period_s=3.0)
+    ratios = [
+        round_bytes(replace(setting, round_period_s=r), FRAMING).upload_wire_ratio
+        for r in (2, 20, 200, 2000)
+    ]
+    assert ratios == sorted(ratios, reverse=True)
+    floor = ratio_floor(setting, FRAMING)
+    assert ratios[-1] > floor > ratio_floor(setting, FRAMING, polls=False) > 1
+    # 138 B/s of payload: pulls of 100 B every 3 s alone cost 24%, so 1.2 is out of reach...
+    assert floor > 1.2
+    assert smallest_round_period_for_ratio(setting, FRAMING, 1.2) is None
+    # ...and within reach once pulls and heartbeats are cheap: the shortest period is found.
+    cheap = replace(FRAMING, pull_up_bytes=1.0, heartbeat_up_bytes=1.0)
+    period = smallest_round_period_for_ratio(setting, cheap, 1.2)
+    assert period is not None
+    at = round_bytes(replace(setting, round_period_s=period), cheap).upload_wire_ratio
+    below = round_bytes(replace(setting, round_period_s=period * 0.98), cheap).upload_wire_ratio
+    assert at <= 1.2 < below
 
 
 def test_sweeps_cover_every_axis_and_float16_halves_the_payload():
@@ -90,9 +117,9 @@ def test_sweeps_cover_every_axis_and_float16_halves_the_payload():
     assert {row["sweep"] for row in rows} == {
         "terminals",
         "trajectory_length",
-        "refresh_slots",
+        "round_period_s",
+        "poll_period_s",
         "precision",
-        "trajectories_per_upload",
     }
     by_precision = {row["value"]: row for row in rows if row["sweep"] == "precision"}
     assert (
@@ -103,8 +130,10 @@ def test_sweeps_cover_every_axis_and_float16_halves_the_payload():
 
 
 def test_settings_refuse_bad_values_naming_the_field():
-    with pytest.raises(ValueError, match="trajectories_per_upload"):
-        OverheadSetting(trajectories_per_upload=0)
+    with pytest.raises(ValueError, match="round_period_s"):
+        OverheadSetting(round_period_s=0)
+    with pytest.raises(ValueError, match="trajectory_length"):
+        OverheadSetting(trajectory_length=0)
     with pytest.raises(ValueError, match="task_probability"):
         OverheadSetting(task_probability=1.5)
 
@@ -124,9 +153,13 @@ def test_federated_accounting_reduces_to_bytes_per_terminal_per_round(tmp_path):
     records.append(MessageBytes(1, "edge1", "edge", "query.train", 5000))
     (tmp_path / "authority").mkdir()
     append_records(tmp_path / "authority" / "accounting.jsonl", records)
+    (tmp_path / "authority" / "rounds.jsonl").write_text(
+        '{"round": 1, "start_unix_s": 100.0}\n{"round": 2, "start_unix_s": 104.5}\n'
+    )
     (tmp_path / "tasks.csv").write_text("terminal,arrival_slot\n0,1\n1,2\n0,5\n1,9\n")
     result = federated_bytes(tmp_path)
     assert (result.terminals, result.rounds, result.decisions) == (2, 2, 4)
+    assert result.round_s == pytest.approx(4.5)
     assert result.payload_bytes == pytest.approx(969 / 2)
     assert result.encryption_bytes == pytest.approx(38)
     assert result.weights_bytes == 1000
@@ -134,6 +167,14 @@ def test_federated_accounting_reduces_to_bytes_per_terminal_per_round(tmp_path):
     assert result.bytes_per_decision == pytest.approx(4 * 4200 / 4)
     with pytest.raises(ValueError, match=r"accounting\.jsonl does not exist"):
         federated_bytes(tmp_path / "elsewhere")
+    # The model beside it takes the measured round length, not the configured period.
+    run = FederatedSetting(terminals=2, round_period_s=2.0, poll_period_s=0.25)
+    row = model_beside_measured(OverheadSetting(), FRAMING, run, result)
+    expected = round_bytes(
+        OverheadSetting(terminals=2, round_period_s=4.5, poll_period_s=0.25), FRAMING
+    )
+    assert row["model_upload_wire_ratio"] == pytest.approx(expected.upload_wire_ratio)
+    assert row["upload_wire_ratio"] == result.upload_wire_ratio
 
 
 def test_study_command_refuses_privacy_options_for_the_overhead_study(tmp_path, capsys):
@@ -159,8 +200,10 @@ def test_overhead_report_states_the_verdict_and_plots_every_sweep(tmp_path):
         }
     ]
     text = overhead_summary(config, base, FRAMING, sealed, rows, federated_rows=[])
-    needed = smallest_batch_for_ratio(base, FRAMING, 1.2)
-    assert f"Batching B = {needed} trajectories per upload meets it" in text
+    default = round_bytes(base, FRAMING).upload_wire_ratio
+    assert f"a terminal sends {default:.1f} bytes per byte of trajectory payload: above" in text
+    floor = ratio_floor(replace(base, poll_period_s=3.0), FRAMING)
+    assert "No round period meets the target" in text and f"tends to {floor:.2f}" in text
     assert "1 real uploads sealed and opened; 0 differ" in text
-    plot_overhead(tmp_path / "overhead.png", rows)
+    plot_overhead(tmp_path / "overhead.png", rows, base, FRAMING)
     assert (tmp_path / "overhead.png").stat().st_size > 10_000

@@ -12,13 +12,16 @@ The authority writes one JSON line per round, node and message type to
                                              (`crypto.overhead_bytes` per upload)
     uploads                                  sealed uploads carried (terminals)
     wire_up_bytes, wire_down_bytes,          the node's TCP payload bytes to and from the
-    wire_requests                            SuperLink during the round (HTTP framing and
-                                             Flower's protobuf included; `WireMeter`)
+    wire_requests                            SuperLink since the previous round (HTTP
+                                             framing and Flower's protobuf included;
+                                             `WireMeter`)
     wire_by_endpoint                         the same per HTTP endpoint
 
-Wire bytes are the difference of two meter snapshots taken before the round's push and
-after its last reply, so they include the node's idle polls in between: part of what
-Flower really costs. Without a meter the wire fields are null.
+Wire bytes are the difference of two meter snapshots: after the previous round's last
+reply (for a restarted authority's first round: before its push) and after this round's
+last reply. The rounds therefore account for every byte, the node's idle polls and
+heartbeats between exchanges included: part of what Flower really costs. Without a meter
+the wire fields are null.
 """
 
 from __future__ import annotations

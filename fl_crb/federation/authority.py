@@ -93,6 +93,8 @@ class Authority:
         self.delivered: dict[str, list[int]] = {name: [] for name in self.managing}
         self.rng = np.random.default_rng([config.seed, self.restarts, self.round_number])
         self.nodes: dict[str, int] = {}
+        self.wire_mark: dict = {}
+        """The wire meter's snapshot at the end of the previous round's exchange."""
 
     # -- records ---------------------------------------------------------------------------
 
@@ -183,9 +185,11 @@ class Authority:
             messages.append(self._message(edge, "train", content))
             records[edge] = MessageBytes(n, edge, "edge", "query.train", sum(map(len, batches)))
         meter = config.wire_meter_address
-        before = read_snapshot(meter) if meter else {}
+        before = self.wire_mark or (read_snapshot(meter) if meter else {})
         result = exchange(self.grid, messages, config.poll_interval_s, config.exchange_timeout_s)
-        wire = difference(read_snapshot(meter), before) if meter else None
+        if meter:
+            self.wire_mark = read_snapshot(meter)
+        wire = difference(self.wire_mark, before) if meter else None
         by_id = {node: name for name, node in self.nodes.items()}
         for node, error in result.errors().items():
             self._event("node-error", by_id[node], error)

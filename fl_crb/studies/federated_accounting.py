@@ -5,14 +5,16 @@
 envelopes' encryption overhead, and the node's wire bytes to and from the SuperLink
 during the round (`fl_crb.federation.accounting`). `federated_bytes` reduces it to the
 overhead study's quantities for the terminals: bytes per terminal per round, per
-decision (tasks of the run's tasks.csv), and the wire ratios:
+decision (tasks of the run's tasks.csv), the mean round length (authority/rounds.jsonl),
+and the wire ratios:
 
     upload wire ratio = wire bytes terminal → SuperLink / trajectory payload bytes
     total wire ratio  = wire bytes both ways / trajectory payload bytes
 
-The upstream bytes of a terminal hold its uploads, but also its polls and its replies'
-other fields (acknowledgements, held weight version), so the upload ratio is an upper
-bound on what the uploads alone cost; the total ratio includes the weights it receives.
+The upstream bytes of a terminal hold its uploads, but also its polls, heartbeats and its
+replies' other fields (acknowledgements, held weight version): everything it sends, as
+the overhead model's upload ratio counts it; the total ratio adds what it receives,
+weights included.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ class FederatedBytes:
     """Terminals with accounting records."""
     rounds: int
     """Authority rounds recorded."""
+    round_s: float
+    """Mean seconds from one round's start to the next's (authority/rounds.jsonl)."""
     decisions: int
     """Tasks of all terminals in tasks.csv (one decision each)."""
     payload_bytes: float
@@ -89,6 +93,7 @@ def federated_bytes(run_dir: str | Path) -> FederatedBytes:
         run_dir=str(run),
         terminals=terminals,
         rounds=rounds,
+        round_s=_mean_round_s(run / "authority" / "rounds.jsonl"),
         decisions=decisions,
         payload_bytes=payload / per,
         encryption_bytes=total("encryption_overhead_bytes") / per,
@@ -100,6 +105,20 @@ def federated_bytes(run_dir: str | Path) -> FederatedBytes:
         upload_wire_ratio=wire_up / payload if payload else nan,
         total_wire_ratio=(wire_up + wire_down) / payload if payload else nan,
     )
+
+
+def _mean_round_s(path: Path) -> float:
+    """Mean start-to-start time of the rounds (NaN with fewer than two)."""
+    if not path.exists():
+        raise ValueError(f"{path} does not exist: the authority recorded no round")
+    starts = [
+        float(json.loads(line)["start_unix_s"])
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    if len(starts) < 2:
+        return float("nan")
+    return (max(starts) - min(starts)) / (len(starts) - 1)
 
 
 def _decisions(path: Path) -> int:

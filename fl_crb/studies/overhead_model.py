@@ -1,42 +1,55 @@
-"""Analytic communication cost of CRB-DRQN per terminal: payload, encryption, framing.
+"""Analytic communication cost of CRB-DRQN per terminal, as the federation implements it.
 
-A round is one weight-refresh period (`tag` slots). In a round, a terminal with per-slot
-task probability p makes p·tag decisions and completes p·tag/n trajectories of n
-transitions. As the authority implements it (`fl_crb.federation.authority`), each
-trajectory is encoded (`serialization`) and sealed in its own envelope (`crypto`), and a
-terminal's pending envelopes travel together in one collect reply, joined by
-`mailbox.frame` (u32 count, u32 length per envelope). Here a terminal sends its uploads
-B trajectories at a time, one Flower exchange per upload (the authority's query down,
-the reply up), and downloads its managing edge's weights once per round in one exchange;
-between exchanges its SuperNode polls the SuperLink.
+A round is one authority round of `round_period_s` seconds (`fl_crb.federation.authority`):
+one collect exchange per terminal, whose query carries the terminal's managing edge's
+newer weights (one weight set per round: an upper bound, edges that train every slot have
+a newer version at nearly every round) and whose reply carries every envelope the
+terminal sealed since the last round. Each trajectory is encoded (`serialization`) and
+sealed in its own envelope (`crypto`); the reply joins them with `mailbox.frame` (u32
+count, u32 length per envelope). Between exchanges the terminal's SuperNode pulls the
+SuperLink every `poll_period_s` seconds, and it sends Flower's heartbeat every
+`Framing.heartbeat_interval_s`. With p tasks per slot of δ seconds and k = p·R/(δ·n)
+trajectories per round:
 
-    payload     = trajectories · P(n, C, E, precision)    (serialization.trajectory_payload_bytes)
-    encryption  = trajectories · (74 + len(terminal id))  (crypto.overhead_bytes)
-    framing     = uploads · (L(B) + F_up(upload message)) + F_down(W) + idle · tag · δ
+    payload     = k · P(n, C, E, precision)           (serialization.trajectory_payload_bytes)
+    encryption  = k · (74 + len(terminal id))          (crypto.overhead_bytes)
+    reply       = payload + encryption + 4 + 4·k       (the framed envelope list)
+    sent        = X_up + s_up·reply + pulls·u_pull + R/H · u_beat
+    received    = X_down + s_down·W + pulls·d_pull + R/H · d_beat
 
-where L(B) = 4 + 4·B is the list framing of B envelopes, W =
-serialization.weights_payload_bytes of the Q-network, and F(x) = fixed + (per_byte − 1)·x
-and the idle polling rate come from `Framing`, measured on real Flower exchanges
-(`wire_measurement.measure_flower_framing`). "Per decision" divides a round's bytes by
-its p·tag decisions. The upload ratio (payload + encryption + upload framing) / payload
-is what the 1.2 target of bytes on the wire per byte of trajectory payload is checked
-against; weights and idle polling are reported beside it.
+where pulls = max(R/q − pulls inside the exchange, 0) are the idle pulls of a round,
+W = serialization.weights_payload_bytes of the Q-network, and X, s (fixed and per-byte
+cost of an exchange in each direction), u/d (bytes of one pull and one heartbeat each
+way), H and the pulls inside an exchange come from `Framing`, measured on real Flower
+exchanges (`wire_measurement.measure_flower_framing`).
+
+The upload wire ratio, sent / payload, is the number the 1.2 target is checked against:
+every byte a terminal puts on the wire towards the SuperLink per byte of trajectory
+payload (what a whole federated run measures, `federated_accounting`). Its floor as
+rounds grow long, `ratio_floor`, shows which costs no round period can amortise.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from fl_crb.federation.crypto import overhead_bytes
 from fl_crb.federation.mailbox import frame
 from fl_crb.federation.serialization import trajectory_payload_bytes, weights_payload_bytes
 from fl_crb.learn.qnetwork import QNetwork, weights_to_numpy
 
+DEFAULT_ROUND_PERIOD_S = 2.0
+"""`fl-crb federate`'s authority round period (FederatedRunConfig.round_period_s)."""
+DEFAULT_POLL_PERIOD_S = 0.25
+"""`fl-crb federate`'s SuperNode idle pull period (FederatedRunConfig.supernode_idle_poll_s)."""
+STOCK_POLL_PERIOD_S = 3.0
+"""Flower 1.42's own idle pull period, the longest fl-crb's SuperNodes can be set to."""
+
 
 @dataclass(frozen=True)
 class OverheadSetting:
-    """One configuration of the upload and download traffic."""
+    """One configuration of a terminal's traffic."""
 
     terminals: int = 25
     """D; only the terminal ids' length and the authority's totals depend on it."""
@@ -46,31 +59,29 @@ class OverheadSetting:
     """C."""
     trajectory_length: int = 4
     """n."""
-    refresh_slots: int = 10
-    """tag: slots per round (one weight download per terminal per round)."""
+    round_period_s: float = DEFAULT_ROUND_PERIOD_S
+    """R: seconds per authority round (one collect exchange per terminal per round)."""
+    poll_period_s: float = DEFAULT_POLL_PERIOD_S
+    """q: seconds between a SuperNode's idle pulls."""
     precision: str = "float32"
     """Float precision of uploads and weights: float32 or float16."""
     task_probability: float = 0.0571428571
     """p, tasks per terminal per slot (2 Mbit/s of 2-5 Mbit tasks in 100 ms slots)."""
-    trajectories_per_upload: int = 1
-    """B: trajectories (one envelope each) sent together in one exchange."""
     slot_s: float = 0.1
     """δ, seconds per slot."""
     terminal_prefix: str = "t"
     """Terminal ids are prefix + index (1..D), as the topology names hosts."""
 
     def __post_init__(self) -> None:
-        for name in (
-            "terminals",
-            "edges",
-            "history_slots",
-            "trajectory_length",
-            "refresh_slots",
-            "trajectories_per_upload",
-        ):
+        for name in ("terminals", "edges", "history_slots", "trajectory_length"):
             if getattr(self, name) < 1:
                 raise ValueError(
                     f"OverheadSetting.{name} must be >= 1, got {getattr(self, name)!r}"
+                )
+        for name in ("round_period_s", "poll_period_s", "slot_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(
+                    f"OverheadSetting.{name} must be > 0 s, got {getattr(self, name)!r}"
                 )
         if not 0 < self.task_probability <= 1:
             raise ValueError(
@@ -90,114 +101,144 @@ class OverheadSetting:
 
 @dataclass(frozen=True)
 class Framing:
-    """Bytes Flower adds on the wire, per exchange, as a linear function of the payload."""
+    """Bytes Flower adds on the wire for one terminal SuperNode, measured."""
 
-    upload_fixed_bytes: float
-    """Wire bytes of an exchange collecting an empty reply (query down, reply up, polls)."""
-    upload_per_byte: float
-    """Wire bytes per byte of reply payload (1 plus Flower's proportional overhead)."""
-    download_fixed_bytes: float
-    """Wire bytes of an exchange delivering an empty request."""
-    download_per_byte: float
-    """Wire bytes per byte of request payload."""
-    idle_bytes_per_s: float
-    """Wire bytes per second of an idle SuperNode's polling."""
+    exchange_up_bytes: float
+    """Node → SuperLink bytes of an exchange whose reply is empty."""
+    up_per_reply_byte: float
+    """Node → SuperLink bytes per byte of reply payload (1 plus Flower's overhead)."""
+    exchange_down_bytes: float
+    """SuperLink → node bytes of an exchange whose request is empty."""
+    down_per_request_byte: float
+    """SuperLink → node bytes per byte of request payload."""
+    pulls_per_exchange: float
+    """Pull requests the exchange's fixed bytes already contain."""
+    pull_up_bytes: float
+    """Node → SuperLink bytes of one pull request."""
+    pull_down_bytes: float
+    """SuperLink → node bytes of one pull's answer."""
+    heartbeat_up_bytes: float
+    """Node → SuperLink bytes of one heartbeat."""
+    heartbeat_down_bytes: float
+    heartbeat_interval_s: float
+    """Seconds between a SuperNode's heartbeats."""
     source: str
     """Where the numbers come from (the measurement's run folder and settings)."""
-
-    def upload(self, payload_bytes: float) -> float:
-        """Framing bytes of one upload exchange carrying `payload_bytes`."""
-        return self.upload_fixed_bytes + (self.upload_per_byte - 1) * payload_bytes
-
-    def download(self, payload_bytes: float) -> float:
-        """Framing bytes of one download exchange carrying `payload_bytes`."""
-        return self.download_fixed_bytes + (self.download_per_byte - 1) * payload_bytes
 
 
 @dataclass(frozen=True)
 class RoundBytes:
-    """A terminal's bytes in one round (averages: a round holds p·tag/n trajectories)."""
+    """A terminal's bytes in one round (averages: a round holds k trajectories)."""
 
     decisions: float
     trajectories: float
-    uploads: float
     payload_bytes: float
     """Encoded trajectories."""
     encryption_bytes: float
     """Envelope headers and tags."""
-    upload_framing_bytes: float
-    """The envelope list's framing and Flower's bytes around the uploads."""
+    exchange_up_bytes: float
+    """Flower's bytes around the reply, and the envelope list's framing."""
+    polling_up_bytes: float
+    """Idle pulls and heartbeats, node → SuperLink."""
     weights_payload_bytes: float
     """Encoded weights of the round's download."""
-    download_framing_bytes: float
-    """Flower's bytes around the download."""
-    idle_bytes: float
-    """Polling between exchanges."""
+    exchange_down_bytes: float
+    """Flower's bytes around the query carrying the weights."""
+    polling_down_bytes: float
+    """Answers to the idle pulls and heartbeats."""
     upload_wire_ratio: float
-    """(payload + encryption + upload framing) / payload."""
+    """Bytes sent / payload."""
     total_wire_ratio: float
-    """Every byte of the round / payload."""
+    """Bytes sent and received / payload."""
 
     @property
-    def total_bytes(self) -> float:
+    def sent_bytes(self) -> float:
         return (
             self.payload_bytes
             + self.encryption_bytes
-            + self.upload_framing_bytes
-            + self.weights_payload_bytes
-            + self.download_framing_bytes
-            + self.idle_bytes
+            + self.exchange_up_bytes
+            + self.polling_up_bytes
         )
 
+    @property
+    def received_bytes(self) -> float:
+        return self.weights_payload_bytes + self.exchange_down_bytes + self.polling_down_bytes
+
     def as_dict(self) -> dict:
-        return {**asdict(self), "total_bytes": self.total_bytes}
+        return {
+            **asdict(self),
+            "sent_bytes": self.sent_bytes,
+            "received_bytes": self.received_bytes,
+        }
 
 
 def round_bytes(setting: OverheadSetting, framing: Framing) -> RoundBytes:
     """The model of the module docstring for one setting."""
-    decisions = setting.task_probability * setting.refresh_slots
+    decisions = setting.task_probability * setting.round_period_s / setting.slot_s
     trajectories = decisions / setting.trajectory_length
-    uploads = trajectories / setting.trajectories_per_upload
-    payload_one = trajectory_payload_bytes(
+    payload = trajectories * trajectory_payload_bytes(
         setting.trajectory_length, setting.history_slots, setting.edges, setting.precision
     )
-    envelope_overhead = overhead_bytes(setting.terminal_id())
-    payload = trajectories * payload_one
-    encryption = trajectories * envelope_overhead
-    batch = setting.trajectories_per_upload
-    list_framing = list_framing_bytes(batch)
-    upload_message = batch * (payload_one + envelope_overhead) + list_framing
-    upload_framing = uploads * (list_framing + framing.upload(upload_message))
+    encryption = trajectories * overhead_bytes(setting.terminal_id())
+    reply = payload + encryption + list_framing_bytes(trajectories)
+    exchange_up = (
+        framing.exchange_up_bytes + framing.up_per_reply_byte * reply - payload - encryption
+    )
+    pulls = max(setting.round_period_s / setting.poll_period_s - framing.pulls_per_exchange, 0.0)
+    beats = setting.round_period_s / framing.heartbeat_interval_s
+    polling_up = pulls * framing.pull_up_bytes + beats * framing.heartbeat_up_bytes
     weights = weights_payload_bytes(setting.weight_shapes(), setting.precision)
-    download_framing = framing.download(weights)
-    idle = framing.idle_bytes_per_s * setting.refresh_slots * setting.slot_s
-    result = RoundBytes(
+    exchange_down = framing.exchange_down_bytes + (framing.down_per_request_byte - 1) * weights
+    polling_down = pulls * framing.pull_down_bytes + beats * framing.heartbeat_down_bytes
+    sent = payload + encryption + exchange_up + polling_up
+    received = weights + exchange_down + polling_down
+    return RoundBytes(
         decisions=decisions,
         trajectories=trajectories,
-        uploads=uploads,
         payload_bytes=payload,
         encryption_bytes=encryption,
-        upload_framing_bytes=upload_framing,
+        exchange_up_bytes=exchange_up,
+        polling_up_bytes=polling_up,
         weights_payload_bytes=weights,
-        download_framing_bytes=download_framing,
-        idle_bytes=idle,
-        upload_wire_ratio=(payload + encryption + upload_framing) / payload,
-        total_wire_ratio=math.nan,
+        exchange_down_bytes=exchange_down,
+        polling_down_bytes=polling_down,
+        upload_wire_ratio=sent / payload,
+        total_wire_ratio=(sent + received) / payload,
     )
-    return RoundBytes(**{**asdict(result), "total_wire_ratio": result.total_bytes / payload})
 
 
-def list_framing_bytes(envelopes: int) -> int:
-    """Bytes `mailbox.frame` adds around `envelopes` envelopes (count and lengths)."""
-    return len(frame([b""] * envelopes))
+def list_framing_bytes(envelopes: float) -> float:
+    """Bytes `mailbox.frame` adds around `envelopes` envelopes (count and lengths); a
+    fractional count gives the average of a round."""
+    per_envelope = len(frame([b""])) - len(frame([]))
+    return len(frame([])) + per_envelope * envelopes
 
 
-def smallest_batch_for_ratio(
-    setting: OverheadSetting, framing: Framing, target_ratio: float, largest: int = 4096
-) -> int | None:
-    """The smallest B whose upload ratio is at most `target_ratio` (None: none up to `largest`)."""
-    for batch in range(1, largest + 1):
-        candidate = OverheadSetting(**{**asdict(setting), "trajectories_per_upload": batch})
-        if round_bytes(candidate, framing).upload_wire_ratio <= target_ratio:
-            return batch
-    return None
+def ratio_floor(setting: OverheadSetting, framing: Framing, polls: bool = True) -> float:
+    """The upload wire ratio as the round period grows without bound: what no round
+    period amortises (encryption, Flower's per-byte cost, idle pulls at q, heartbeats).
+    `polls=False` also removes idle pulls, as if a SuperNode never pulled."""
+    long = replace(setting, round_period_s=1e9)
+    if not polls:
+        long = replace(long, poll_period_s=math.inf)
+    return round_bytes(long, framing).upload_wire_ratio
+
+
+def smallest_round_period_for_ratio(
+    setting: OverheadSetting, framing: Framing, target_ratio: float, longest_s: float = 86400.0
+) -> float | None:
+    """The shortest round period (s, to 1%) whose upload ratio is at most `target_ratio`,
+    or None if even `longest_s` misses it."""
+
+    def ratio(period_s: float) -> float:
+        return round_bytes(replace(setting, round_period_s=period_s), framing).upload_wire_ratio
+
+    if ratio(longest_s) > target_ratio:
+        return None
+    low, high = setting.slot_s, longest_s
+    if ratio(low) <= target_ratio:
+        return low
+    while high / low > 1.01:
+        middle = math.sqrt(low * high)
+        low, high = (low, middle) if ratio(middle) <= target_ratio else (middle, high)
+    return high

@@ -7,27 +7,49 @@ Writes into the output folder:
     framing.json           the framing fit (`overhead_model.Framing`) used by the sweeps
     federated.csv          measured bytes of whole `fl-crb federate --local` runs
     federated-runs/        their run folders
-    overhead.csv           the model per sweep point: terminals, n, tag, precision, B
+    overhead.csv           the model per sweep point: terminals, n, round period, SuperNode
+                           poll period, precision
     overhead.png           bytes per terminal per round, split, along each sweep
-    summary.md             tables, the upload wire ratio at defaults and the B meeting 1.2
+    summary.md             the verdict on the 1.2 target (the upload wire ratio at the
+                           defaults, its floor, what meets it), the measured framing, the
+                           sweeps, and the whole federated runs beside the model
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from fl_crb.policies.baselines import make_baseline
 from fl_crb.studies.federated_accounting import FederatedBytes, federated_bytes
-from fl_crb.studies.overhead_model import Framing, OverheadSetting, round_bytes
+from fl_crb.studies.overhead_model import (
+    DEFAULT_POLL_PERIOD_S,
+    DEFAULT_ROUND_PERIOD_S,
+    STOCK_POLL_PERIOD_S,
+    Framing,
+    OverheadSetting,
+    round_bytes,
+)
 from fl_crb.studies.overhead_report import overhead_summary, plot_overhead
 from fl_crb.studies.report import write_csv
 from fl_crb.studies.trajectory_source import collect_trajectories
 from fl_crb.studies.wire_measurement import measure_flower_framing, measure_sealed_uploads
 from fl_crb.topology import load_topology
+
+
+@dataclass(frozen=True)
+class FederatedSetting:
+    """One whole federated run of the study."""
+
+    terminals: int
+    round_period_s: float
+    """The authority's round period (`fl-crb federate --round-period`)."""
+    poll_period_s: float
+    """The SuperNodes' idle pull period (FederatedRunConfig.supernode_idle_poll_s)."""
 
 
 @dataclass(frozen=True)
@@ -40,14 +62,14 @@ class OverheadStudyConfig:
     """Sweep of D."""
     trajectory_lengths: tuple[int, ...] = (1, 2, 4, 8, 16)
     """Sweep of n."""
-    refresh_slots: tuple[int, ...] = (1, 5, 10, 20, 50, 100)
-    """Sweep of the weight refresh period tag."""
+    round_periods_s: tuple[float, ...] = (2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
+    """Sweep of the authority's round period R (= the weight refresh period)."""
+    poll_periods_s: tuple[float, ...] = (0.05, 0.25, 1.0, 3.0)
+    """Sweep of the SuperNodes' idle pull period q (3 s is Flower's own and the longest)."""
     precisions: tuple[str, ...] = ("float32", "float16")
     """Sweep of the numeric precision of uploads and weights."""
-    batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
-    """Sweep of B, trajectories per upload."""
     measured_batches: tuple[int, ...] = (1, 8)
-    """B of the real sealed uploads measured."""
+    """Envelopes per collect reply of the real sealed uploads measured."""
     sample_episodes: int = 2
     """Random-policy episodes (1000 arrival slots) providing the trajectories sealed."""
     probe_sizes: tuple[int, ...] = (0, 1000, 4000, 16000, 65000, 130000)
@@ -56,10 +78,14 @@ class OverheadStudyConfig:
     """Repetitions of each probe size."""
     idle_s: float = 30.0
     """Seconds of idle polling measured."""
-    federated_terminals: tuple[int, ...] = (4, 8)
-    """Terminal counts of the whole federated runs measured (loopback: every terminal is
-    a SuperNode and a party process, so counts stay small on a 2-core machine)."""
-    federated_duration_s: float = 60.0
+    federated_runs: tuple[FederatedSetting, ...] = (
+        FederatedSetting(4, DEFAULT_ROUND_PERIOD_S, DEFAULT_POLL_PERIOD_S),
+        FederatedSetting(8, DEFAULT_ROUND_PERIOD_S, DEFAULT_POLL_PERIOD_S),
+        FederatedSetting(4, 20.0, STOCK_POLL_PERIOD_S),
+    )
+    """Whole federated runs measured (loopback: every terminal is a SuperNode and a party
+    process, so counts stay small on a 2-core machine)."""
+    federated_duration_s: float = 90.0
     """Seconds of arrivals of each federated run."""
     defaults: dict = field(default_factory=dict)
     """OverheadSetting fields to override at every sweep point."""
@@ -70,13 +96,14 @@ FULL = OverheadStudyConfig()
 
 QUICK = OverheadStudyConfig(
     trajectory_lengths=(1, 4, 16),
-    refresh_slots=(1, 10, 100),
+    round_periods_s=(2.0, 60.0, 1800.0),
+    poll_periods_s=(0.25, 3.0),
     measured_batches=(1, 8),
     sample_episodes=1,
     probe_sizes=(0, 4000, 40000),
     probe_rounds=2,
     idle_s=10.0,
-    federated_terminals=(4,),
+    federated_runs=(FederatedSetting(4, DEFAULT_ROUND_PERIOD_S, DEFAULT_POLL_PERIOD_S),),
     federated_duration_s=30.0,
 )
 """A few minutes: fewer sweep points, one probe round."""
@@ -109,9 +136,9 @@ def sweep(base: OverheadSetting, config: OverheadStudyConfig, framing: Framing) 
     sweeps = {
         "terminals": config.terminals,
         "trajectory_length": config.trajectory_lengths,
-        "refresh_slots": config.refresh_slots,
+        "round_period_s": config.round_periods_s,
+        "poll_period_s": config.poll_periods_s,
         "precision": config.precisions,
-        "trajectories_per_upload": config.batches,
     }
     rows = []
     for name, values in sweeps.items():
@@ -119,11 +146,13 @@ def sweep(base: OverheadSetting, config: OverheadStudyConfig, framing: Framing) 
             setting = replace(base, **{name: value})
             result = round_bytes(setting, framing)
             row = {"sweep": name, "value": value, **asdict(setting), **result.as_dict()}
-            row["bytes_per_decision"] = result.total_bytes / result.decisions
-            row["upload_bytes_per_decision"] = (
-                result.payload_bytes + result.encryption_bytes + result.upload_framing_bytes
+            row["sent_bytes_per_decision"] = result.sent_bytes / result.decisions
+            row["bytes_per_decision"] = (
+                result.sent_bytes + result.received_bytes
             ) / result.decisions
-            row["authority_bytes_per_round"] = result.total_bytes * setting.terminals
+            row["authority_bytes_per_round"] = (
+                result.sent_bytes + result.received_bytes
+            ) * setting.terminals
             rows.append(row)
     return rows
 
@@ -134,7 +163,7 @@ def run_overhead_study(
     """Measure, model, plot and summarise; returns the summary's path."""
     out = Path(out_dir)
     earlier = out / "federated-runs"
-    if config.federated_terminals and earlier.exists() and any(earlier.iterdir()):
+    if config.federated_runs and earlier.exists() and any(earlier.iterdir()):
         raise ValueError(f"{earlier} holds earlier federated runs; give a new --out folder")
     out.mkdir(parents=True, exist_ok=True)
     base = base_setting(config)
@@ -161,23 +190,53 @@ def run_overhead_study(
     (out / "framing.json").write_text(json.dumps(asdict(framing), indent=1), encoding="utf-8")
 
     federated_rows = []
-    for terminals in config.federated_terminals:
-        progress(f"federated run (fl-crb federate --local): {terminals} terminals")
-        run_dir = out / "federated-runs" / f"terminals-{terminals}"
-        federated_rows.append(_federated_run(config, terminals, run_dir).as_dict())
+    for run in config.federated_runs:
+        progress(
+            f"federated run (fl-crb federate --local): {run.terminals} terminals, rounds "
+            f"every {run.round_period_s:g} s, pulls every {run.poll_period_s:g} s"
+        )
+        name = (
+            f"terminals-{run.terminals}-round-{run.round_period_s:g}s-poll-{run.poll_period_s:g}s"
+        )
+        measured = _federated_run(config, run, out / "federated-runs" / name)
+        federated_rows.append(model_beside_measured(base, framing, run, measured))
     if federated_rows:
         write_csv(out / "federated.csv", federated_rows)
 
     rows = sweep(base, config, framing)
     write_csv(out / "overhead.csv", rows)
-    plot_overhead(out / "overhead.png", rows)
+    plot_overhead(out / "overhead.png", rows, base, framing)
     summary = out / "summary.md"
     text = overhead_summary(config, base, framing, sealed_rows, rows, federated_rows)
     summary.write_text(text, encoding="utf-8")
     return summary
 
 
-def _federated_run(config: OverheadStudyConfig, terminals: int, run_dir: Path) -> FederatedBytes:
+def model_beside_measured(
+    base: OverheadSetting, framing: Framing, run: FederatedSetting, measured: FederatedBytes
+) -> dict:
+    """A federated run's measured bytes with the model's at its terminals, poll period and
+    measured mean round length (a round lasts at least one Flower exchange, so it can be
+    longer than the configured period)."""
+    round_s = measured.round_s if math.isfinite(measured.round_s) else run.round_period_s
+    setting = replace(
+        base, terminals=run.terminals, round_period_s=round_s, poll_period_s=run.poll_period_s
+    )
+    model = round_bytes(setting, framing)
+    return {
+        **measured.as_dict(),
+        "configured_round_s": run.round_period_s,
+        "poll_period_s": run.poll_period_s,
+        "model_payload_bytes": model.payload_bytes,
+        "model_wire_up_bytes": model.sent_bytes,
+        "model_wire_down_bytes": model.received_bytes,
+        "model_upload_wire_ratio": model.upload_wire_ratio,
+    }
+
+
+def _federated_run(
+    config: OverheadStudyConfig, run: FederatedSetting, run_dir: Path
+) -> FederatedBytes:
     """One whole federated run on loopback, reduced to its terminals' bytes."""
     from fl_crb.federation.federated_run import FederatedRunConfig, run_federated
 
@@ -185,7 +244,9 @@ def _federated_run(config: OverheadStudyConfig, terminals: int, run_dir: Path) -
         topology_path=config.topology,
         duration_s=config.federated_duration_s,
         out_dir=str(run_dir),
-        terminals_override=terminals,
+        terminals_override=run.terminals,
+        round_period_s=run.round_period_s,
+        supernode_idle_poll_s=run.poll_period_s,
     )
     asyncio.run(run_federated(run_config))
     return federated_bytes(run_dir)

@@ -10,9 +10,11 @@
   (`LocalFederation`, stock Flower timers), with the `WireMeter` counting every TCP
   payload byte between them. The app's probe mode exchanges messages whose reply (an
   upload's direction) or request (a weight download's direction) carries a payload of
-  the given sizes; the wire bytes of each exchange, fitted as fixed + per_byte·size, are
-  Flower's framing (HTTP, protobuf, the query message, polls during the exchange). An
-  idle spell measures the polling rate between exchanges.
+  the given sizes. The bytes the node sends in upload exchanges and receives in
+  download exchanges, each fitted as fixed + per_byte·size, are Flower's framing (HTTP,
+  protobuf, the query message, the pulls inside the exchange). An idle spell gives the
+  bytes of one pull; the run's heartbeat counters the bytes of one heartbeat, whose
+  interval is Flower's constant (`flwr.common.constant`).
 """
 
 from __future__ import annotations
@@ -145,6 +147,8 @@ def measure_flower_framing(
     run_dir: Path, sizes: list[int], rounds: int, idle_s: float, timeout_s: float = 600.0
 ) -> tuple[Framing, list[ExchangeBytes]]:
     """Probe exchanges of each size in both directions, and an idle spell; the fit."""
+    from flwr.common.constant import HEARTBEAT_BASE_MULTIPLIER, HEARTBEAT_DEFAULT_INTERVAL
+
     from fl_crb.federation.launch_config import LaunchConfig, NodeSpec
     from fl_crb.federation.launcher import LocalFederation
 
@@ -154,14 +158,16 @@ def measure_flower_framing(
     config = LaunchConfig(Path(run_dir), (NodeSpec("t1", "terminal"),))
     with LocalFederation(config) as federation:
         result = federation.probe(plan, rounds=rounds, timeout_s=timeout_s)
-        before = federation.meter.snapshot()
+        before = federation.meter.snapshot().get("t1", {})
         time.sleep(idle_s)
-        after = federation.meter.snapshot()
-    exchanges = []
+        after = federation.meter.snapshot().get("t1", {})
+    exchanges, pulls = [], []
     probes = [r for r in result["exchanges"] if r["message_type"] == "query.probe"]
     for index, record in enumerate(probes):  # in plan order: every upload size, then downloads
-        counters = record["wire"].get("t1", {}).values()
+        labels = record["wire"].get("t1", {})
+        counters = labels.values()
         upload = index < len(sizes) * rounds
+        pulls.append(labels.get(PULL_LABEL, {}).get("requests", 0))
         exchanges.append(
             ExchangeBytes(
                 direction="upload" if upload else "download",
@@ -170,30 +176,55 @@ def measure_flower_framing(
                 down_bytes=sum(c["down_bytes"] for c in counters),
             )
         )
-    idle_bytes = _total(after) - _total(before)
-    up_fixed, up_slope = _fit([e for e in exchanges if e.direction == "upload"])
-    down_fixed, down_slope = _fit([e for e in exchanges if e.direction == "download"])
+    pull_up, pull_down = _per_request(_difference(after, before), PULL_LABEL, f"idle {idle_s} s")
+    beat_up, beat_down = _per_request(after, HEARTBEAT_LABEL, "the probe run")
+    up_fixed, up_slope = _fit([e for e in exchanges if e.direction == "upload"], "up_bytes")
+    down_fixed, down_slope = _fit([e for e in exchanges if e.direction == "download"], "down_bytes")
     framing = Framing(
-        upload_fixed_bytes=up_fixed,
-        upload_per_byte=up_slope,
-        download_fixed_bytes=down_fixed,
-        download_per_byte=down_slope,
-        idle_bytes_per_s=idle_bytes / idle_s,
+        exchange_up_bytes=up_fixed,
+        up_per_reply_byte=up_slope,
+        exchange_down_bytes=down_fixed,
+        down_per_request_byte=down_slope,
+        pulls_per_exchange=float(np.mean(pulls)),
+        pull_up_bytes=pull_up,
+        pull_down_bytes=pull_down,
+        heartbeat_up_bytes=beat_up,
+        heartbeat_down_bytes=beat_down,
+        heartbeat_interval_s=HEARTBEAT_DEFAULT_INTERVAL * HEARTBEAT_BASE_MULTIPLIER,
         source=f"measured: LocalFederation probe (stock Flower timers), sizes {sizes}, "
-        f"{rounds} rounds, idle {idle_s:g} s, {run_dir}",
+        f"{rounds} rounds, idle {idle_s:g} s, {run_dir}; heartbeat interval: flwr's "
+        f"{HEARTBEAT_DEFAULT_INTERVAL} s x {HEARTBEAT_BASE_MULTIPLIER}",
     )
     return framing, exchanges
 
 
-def _total(snapshot: dict) -> int:
-    return sum(
-        c["up_bytes"] + c["down_bytes"] for labels in snapshot.values() for c in labels.values()
-    )
+PULL_LABEL = "/v1/fleet/pull-messages"
+HEARTBEAT_LABEL = "/v1/fleet/send-node-heartbeat"
 
 
-def _fit(exchanges: list[ExchangeBytes]) -> tuple[float, float]:
-    """Least-squares wire_bytes = fixed + per_byte · payload_bytes."""
+def _difference(after: dict, before: dict) -> dict:
+    """Per-label counters of `after` minus `before` (one node's snapshots)."""
+    zero = {"up_bytes": 0, "down_bytes": 0, "requests": 0}
+    return {
+        label: {key: value - before.get(label, zero)[key] for key, value in counters.items()}
+        for label, counters in after.items()
+    }
+
+
+def _per_request(counters: dict, label: str, where: str) -> tuple[float, float]:
+    """Up and down bytes per request of `label`; an error if none was seen."""
+    seen = counters.get(label, {})
+    if not seen.get("requests"):
+        raise RuntimeError(
+            f"no {label} request seen during {where}: cannot measure its bytes (is the "
+            "SuperNode talking to the SuperLink over plain HTTP through the meter?)"
+        )
+    return seen["up_bytes"] / seen["requests"], seen["down_bytes"] / seen["requests"]
+
+
+def _fit(exchanges: list[ExchangeBytes], field: str) -> tuple[float, float]:
+    """Least-squares bytes = fixed + per_byte · payload_bytes, bytes of one direction."""
     x = np.array([e.payload_bytes for e in exchanges], dtype=np.float64)
-    y = np.array([e.wire_bytes for e in exchanges], dtype=np.float64)
+    y = np.array([getattr(e, field) for e in exchanges], dtype=np.float64)
     slope, intercept = np.polyfit(x, y, 1)
     return float(intercept), float(slope)
