@@ -29,10 +29,16 @@ rounds (55 s per exchange at 25 terminals); at 1 s they cost a quarter of that."
 
 
 async def run_federated_plane(
-    local: LocalRunConfig, placement: Placement, min_pool_trajectories: int = 32
+    local: LocalRunConfig,
+    placement: Placement,
+    min_pool_trajectories: int = 32,
+    round_period_s: float = 2.0,
+    poll_s: float = EMULATION_POLL_S,
 ) -> dict[str, object]:
     """Run federated CRB-DRQN, starting from the weights file of `local.policy`; the edge
-    learners train once the pool holds `min_pool_trajectories`."""
+    learners train once the pool holds `min_pool_trajectories`, the authority starts a
+    round every `round_period_s` and idle SuperNodes pull every `poll_s` (the SuperExecs
+    keep `EMULATION_POLL_S`)."""
     from fl_crb.federation.federated_run import FederatedRunConfig, run_federated
 
     if not local.policy.startswith(AGENT_PREFIX):
@@ -51,7 +57,8 @@ async def run_federated_plane(
         seed=local.seed,
         pace_uplink=local.pace_uplink,
         realtime_priority=local.realtime_priority,
-        supernode_idle_poll_s=EMULATION_POLL_S,
+        round_period_s=round_period_s,
+        supernode_idle_poll_s=poll_s,
         superexec_poll_s=EMULATION_POLL_S,
         min_pool_trajectories=min_pool_trajectories,
     )

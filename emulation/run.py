@@ -46,7 +46,7 @@ from emulation.counters import (
     counters_rows,
     host_counters,
 )
-from emulation.federated import run_federated_plane
+from emulation.federated import EMULATION_POLL_S, run_federated_plane
 from emulation.monitor import DataPlaneThread, Progress, watch
 from emulation.network import EmulatedNetwork, NetworkConfig
 from emulation.placement import MininetPlacement
@@ -92,6 +92,12 @@ class EmulationConfig:
     federation_min_pool: int = 32
     """Federated data plane: trajectories the authority's pool must hold before the edge
     learners get batches (`FederatedRunConfig.min_pool_trajectories`)."""
+    federation_round_period_s: float = 2.0
+    """Federated data plane: seconds between the starts of the authority's rounds
+    (`FederatedRunConfig.round_period_s`)."""
+    federation_poll_s: float = EMULATION_POLL_S
+    """Federated data plane: the SuperNodes' idle pull period
+    (`FederatedRunConfig.supernode_idle_poll_s`; see `EMULATION_POLL_S` for the default)."""
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     """Link check before the run (tolerances 10% latency, 15% bandwidth)."""
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -113,6 +119,9 @@ def run_emulation(config: EmulationConfig) -> EmulationReport:
         raise ValueError(f"run folder {out} is not empty; give a new folder for each run")
     if config.data_plane not in DATA_PLANES:
         raise ValueError(f"data plane {config.data_plane!r}; expected one of {list(DATA_PLANES)}")
+    for name in ("federation_round_period_s", "federation_poll_s"):
+        if not getattr(config, name) > 0:
+            raise ValueError(f"{name} must be > 0 s, got {getattr(config, name)!r}")
     topology = run_topology(
         config.topology_path, config.terminals_override, config.arrival_rate_override_bps
     )
@@ -206,7 +215,10 @@ def _run_parties(
     coordinator = DATA_PLANES[config.data_plane]
     if config.data_plane == "federated":
         coordinator = functools.partial(
-            coordinator, min_pool_trajectories=config.federation_min_pool
+            coordinator,
+            min_pool_trajectories=config.federation_min_pool,
+            round_period_s=config.federation_round_period_s,
+            poll_s=config.federation_poll_s,
         )
     runner = DataPlaneThread(coordinator(local, MininetPlacement(net)))
     progress = Progress(net, out, memory, before, net.topology.slot_s)

@@ -1,5 +1,6 @@
 """The overhead study's model: analytic sizes against real encoded, sealed and framed uploads."""
 
+import json
 import math
 from dataclasses import replace
 
@@ -9,6 +10,12 @@ from fl_crb.federation.accounting import MessageBytes, append_records
 from fl_crb.federation.serialization import trajectory_payload_bytes
 from fl_crb.policies.baselines import make_baseline
 from fl_crb.studies.federated_accounting import federated_bytes
+from fl_crb.studies.federated_runs import (
+    HostFacts,
+    choose_face,
+    faces_section,
+    model_beside_measured,
+)
 from fl_crb.studies.overhead_model import (
     Framing,
     OverheadSetting,
@@ -18,10 +25,9 @@ from fl_crb.studies.overhead_model import (
 )
 from fl_crb.studies.overhead_report import overhead_summary, plot_overhead
 from fl_crb.studies.overhead_study import (
-    FederatedSetting,
     OverheadStudyConfig,
     base_setting,
-    model_beside_measured,
+    run_overhead_study,
     sweep,
 )
 from fl_crb.studies.trajectory_source import collect_trajectories
@@ -138,7 +144,14 @@ def test_settings_refuse_bad_values_naming_the_field():
         OverheadSetting(task_probability=1.5)
 
 
-def test_federated_accounting_reduces_to_bytes_per_terminal_per_round(tmp_path):
+TASKS_HEADER = "terminal,task_id,arrival_slot,action,size_bits,sent_slot\n"
+"""The columns of a run's tasks.csv the accounting reads."""
+
+
+def write_run_folder(run, placement="loopback", round_period_s=2.0, poll_s=0.25):
+    """A federated run folder as both faces write it: accounting of two rounds of two
+    terminals (t1 uploads one trajectory a round) and an edge, rounds 4.5 s apart, four
+    tasks of 1000 bits (two offloaded, one of them sent), and run.json's setting."""
     records = []
     for round_number in (1, 2):
         for node, uploads in (("t1", 1), ("t2", 0)):
@@ -151,12 +164,19 @@ def test_federated_accounting_reduces_to_bytes_per_terminal_per_round(tmp_path):
             )
             records.append(record)
     records.append(MessageBytes(1, "edge1", "edge", "query.train", 5000))
-    (tmp_path / "authority").mkdir()
-    append_records(tmp_path / "authority" / "accounting.jsonl", records)
-    (tmp_path / "authority" / "rounds.jsonl").write_text(
+    (run / "authority").mkdir(parents=True)
+    append_records(run / "authority" / "accounting.jsonl", records)
+    (run / "authority" / "rounds.jsonl").write_text(
         '{"round": 1, "start_unix_s": 100.0}\n{"round": 2, "start_unix_s": 104.5}\n'
     )
-    (tmp_path / "tasks.csv").write_text("terminal,arrival_slot\n0,1\n1,2\n0,5\n1,9\n")
+    tasks = ["0,0,1,0,1000,-1", "1,1,2,2,1000,3", "0,2,5,1,1000,-1", "1,3,9,0,1000,-1"]
+    (run / "tasks.csv").write_text(TASKS_HEADER + "\n".join(tasks) + "\n")
+    setting = {"round_period_s": round_period_s, "supernode_idle_poll_s": poll_s}
+    (run / "run.json").write_text(json.dumps({"placement": placement, "federated": setting}))
+
+
+def test_federated_accounting_reduces_to_bytes_per_terminal_per_round(tmp_path):
+    write_run_folder(tmp_path)
     result = federated_bytes(tmp_path)
     assert (result.terminals, result.rounds, result.decisions) == (2, 2, 4)
     assert result.round_s == pytest.approx(4.5)
@@ -167,14 +187,105 @@ def test_federated_accounting_reduces_to_bytes_per_terminal_per_round(tmp_path):
     assert result.bytes_per_decision == pytest.approx(4 * 4200 / 4)
     with pytest.raises(ValueError, match=r"accounting\.jsonl does not exist"):
         federated_bytes(tmp_path / "elsewhere")
+    assert (result.placement, result.configured_round_s, result.poll_period_s) == (
+        "loopback",
+        2.0,
+        0.25,
+    )
+    assert result.offloaded_task_bytes == pytest.approx(1000 / 8 / 2)  # one sent, 2 terminals
+    assert math.isnan(result.interface_tx_bytes)  # loopback: no interface counters
     # The model beside it takes the measured round length, not the configured period.
-    run = FederatedSetting(terminals=2, round_period_s=2.0, poll_period_s=0.25)
-    row = model_beside_measured(OverheadSetting(), FRAMING, run, result)
+    row = model_beside_measured(OverheadSetting(), FRAMING, result)
     expected = round_bytes(
         OverheadSetting(terminals=2, round_period_s=4.5, poll_period_s=0.25), FRAMING
     )
     assert row["model_upload_wire_ratio"] == pytest.approx(expected.upload_wire_ratio)
     assert row["upload_wire_ratio"] == result.upload_wire_ratio
+    assert (row["face"], row["federation_tx_bytes"]) == ("local", 2 * 3000)
+
+
+def test_federated_accounting_reduces_an_emulated_run_folder(tmp_path):
+    """`fl-crb emulate`'s federated data plane writes the same accounting plus the hosts'
+    interface counters; the row takes the poll period the emulated run really used."""
+    write_run_folder(tmp_path, placement="mininet", round_period_s=2.0, poll_s=1.0)
+    (tmp_path / "interfaces.csv").write_text(
+        "host,role,interface,rx_bytes,rx_packets,tx_bytes,tx_packets\n"
+        "cloud,cloud,cloud-eth0,900,9,800,8\n"
+        "edge1,edge,edge1-eth0,700,7,600,6\n"
+        "t1,terminal,t1-eth0,100,1,30000,30\n"
+        "t2,terminal,t2-eth0,100,1,10000,10\n"
+    )
+    result = federated_bytes(tmp_path)
+    assert (result.placement, result.poll_period_s) == ("mininet", 1.0)
+    assert result.interface_tx_bytes == pytest.approx(20000)
+    row = model_beside_measured(OverheadSetting(), FRAMING, result)
+    assert row["face"] == "emulated"
+    expected = round_bytes(
+        OverheadSetting(terminals=2, round_period_s=4.5, poll_period_s=1.0), FRAMING
+    )
+    assert row["model_wire_up_bytes"] == pytest.approx(expected.sent_bytes)
+    section = faces_section([row], "face emulated, as asked")
+    assert "| emulated | 2 |" in section and "20000" in section
+    (tmp_path / "run.json").write_text(json.dumps({"placement": "mininet"}))
+    with pytest.raises(ValueError, match=r"run\.json: expected placement and federated"):
+        federated_bytes(tmp_path)
+    (tmp_path / "tasks.csv").write_text("terminal,arrival_slot\n0,1\n")
+    with pytest.raises(ValueError, match=r"tasks\.csv: no column action, sent_slot, size_bits"):
+        federated_bytes(tmp_path)
+
+
+def test_face_auto_is_emulated_only_with_root_mininet_and_its_tools():
+    everything = HostFacts(uid=0, mininet_package=True, missing_tools=())
+    assert choose_face("auto", everything)[0] == "emulated"
+    user = HostFacts(uid=1000, mininet_package=True, missing_tools=())
+    face, reason = choose_face("auto", user)
+    assert face == "local" and "root (running as uid 1000)" in reason
+    no_tools = HostFacts(uid=0, mininet_package=True, missing_tools=("mnexec",))
+    assert choose_face("auto", no_tools)[0] == "local"
+    assert choose_face("local", everything)[0] == "local"
+    assert choose_face("emulated", everything)[0] == "emulated"
+
+
+def test_face_emulated_without_root_or_mininet_is_refused_naming_what_is_missing(tmp_path):
+    nothing = HostFacts(uid=1000, mininet_package=False, missing_tools=("mnexec", "brctl"))
+    with pytest.raises(ValueError) as refused:
+        choose_face("emulated", nothing)
+    message = str(refused.value)
+    assert "root (running as uid 1000)" in message
+    assert "Mininet's Python package" in message and "mnexec, brctl" in message
+    with pytest.raises(ValueError, match="face 'mininet'; expected one of auto, emulated, local"):
+        choose_face("mininet", nothing)
+    # The study refuses a bad face before it measures or writes anything.
+    with pytest.raises(ValueError, match="face 'mininet'"):
+        run_overhead_study(tmp_path / "out", OverheadStudyConfig(face="mininet"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_study_command_refuses_face_emulated_without_root(tmp_path, capsys, monkeypatch):
+    from fl_crb.cli import main
+    from fl_crb.studies import overhead_study
+
+    user = HostFacts(uid=1000, mininet_package=True, missing_tools=())
+    monkeypatch.setattr(overhead_study, "host_facts", lambda: user)
+    out = tmp_path / "out"
+    assert main(["study", "overhead", "--out", str(out), "--face", "emulated"]) == 2
+    error = capsys.readouterr().err
+    assert "fl-crb study: face emulated (whole federated runs on Mininet) needs root" in error
+    assert not out.exists()
+
+
+def test_emulation_refuses_non_positive_federation_periods_before_building_a_network(tmp_path):
+    from emulation.run import EmulationConfig, run_emulation
+
+    weights = tmp_path / "weights.npz"
+    for name in ("federation_round_period_s", "federation_poll_s"):
+        bad = EmulationConfig(
+            "topologies/tiny.yaml", f"crb-drqn:{weights}", 5.0, str(tmp_path / "run"),
+            data_plane="federated", **{name: 0.0},
+        )  # fmt: skip
+        with pytest.raises(ValueError, match=rf"{name} must be > 0 s, got 0\.0"):
+            run_emulation(bad)
+    assert not (tmp_path / "run").exists()
 
 
 def test_study_command_refuses_privacy_options_for_the_overhead_study(tmp_path, capsys):
@@ -182,6 +293,8 @@ def test_study_command_refuses_privacy_options_for_the_overhead_study(tmp_path, 
 
     assert main(["study", "overhead", "--out", str(tmp_path), "--terminals", "5"]) == 2
     assert "--terminals and --seed apply to the privacy study only" in capsys.readouterr().err
+    assert main(["study", "privacy", "--out", str(tmp_path), "--face", "local"]) == 2
+    assert "--face applies to the overhead study only" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 
 

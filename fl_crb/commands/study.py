@@ -1,7 +1,8 @@
 """`fl-crb study privacy|overhead`: the privacy and communication-overhead studies.
 
 Both write CSV, PNG and a markdown summary into --out; --quick runs a small version in a
-few minutes (fl_crb/studies, docs/studies.md).
+few minutes (fl_crb/studies, docs/studies.md). The overhead study's whole federated runs
+happen on Mininet or on loopback (--face).
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     study.add_argument("--terminals", type=int, help="privacy: terminals of every run")
     study.add_argument("--seed", type=int, help="privacy: seed of arrivals and training")
+    study.add_argument(
+        "--face",
+        choices=["auto", "emulated", "local"],
+        help="overhead: where whole federated runs happen: emulated (Mininet; root), local "
+        "(fl-crb federate --local) or auto (default: emulated when root and Mininet are here)",
+    )
     study.set_defaults(run=run)
 
 
@@ -35,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     if args.name == "privacy":
         from fl_crb.studies.privacy_study import run_privacy_study, study_config
 
+        if args.face is not None:
+            raise ValueError("--face applies to the overhead study only")
         overrides = {
             key: value
             for key, value in (
@@ -53,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         config = QUICK if args.quick else FULL
         if args.topology:
             config = replace(config, topology=args.topology)
+        if args.face:
+            config = replace(config, face=args.face)
         summary = run_overhead_study(args.out, config, _progress)
     print(f"wrote {summary} ({time.monotonic() - start:.0f} s)")
     return 0

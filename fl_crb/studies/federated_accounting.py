@@ -15,6 +15,14 @@ The upstream bytes of a terminal hold its uploads, but also its polls, heartbeat
 replies' other fields (acknowledgements, held weight version): everything it sends, as
 the overhead model's upload ratio counts it; the total ratio adds what it receives,
 weights included.
+
+Both faces write this layout: `fl-crb federate --local` on loopback, and `fl-crb emulate`'s
+federated data plane on Mininet (`emulation.federated`, the same coordinator through a
+Mininet placement). run.json says which (`placement`) and holds the periods the run
+really used (`federated.round_period_s`, `federated.supernode_idle_poll_s`). An emulated
+run also has the kernel's interface counters (interfaces.csv): what the terminals' hosts
+sent on the wire, which is mostly their offloaded tasks, so it is reported beside the
+offloaded task bytes rather than as the federation's cost.
 """
 
 from __future__ import annotations
@@ -31,6 +39,12 @@ class FederatedBytes:
 
     run_dir: str
     """The run folder read."""
+    placement: str
+    """Where the run's processes ran (run.json): `loopback` or `mininet`."""
+    configured_round_s: float
+    """The authority's round period the run was given (run.json)."""
+    poll_period_s: float
+    """The SuperNodes' idle pull period the run used (run.json)."""
     terminals: int
     """Terminals with accounting records."""
     rounds: int
@@ -57,6 +71,13 @@ class FederatedBytes:
     """wire_up_bytes / payload_bytes (NaN without uploads)."""
     total_wire_ratio: float
     """(wire_up_bytes + wire_down_bytes) / payload_bytes (NaN without uploads)."""
+    interface_tx_bytes: float
+    """Bytes a terminal's host sent on its interface over the whole run (kernel counters,
+    interfaces.csv), per terminal: offloaded tasks, federation and every TCP/IP header;
+    NaN without interfaces.csv (loopback)."""
+    offloaded_task_bytes: float
+    """Task bytes a terminal sent to edge servers over the whole run (tasks.csv), per
+    terminal: the bulk of interface_tx_bytes."""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -87,10 +108,14 @@ def federated_bytes(run_dir: str | Path) -> FederatedBytes:
 
     payload = total("up_plaintext_bytes")
     wire_up, wire_down = total("wire_up_bytes"), total("wire_down_bytes")
-    decisions = _decisions(run / "tasks.csv")
+    decisions, offloaded_bytes = _tasks(run / "tasks.csv")
+    placement, round_period_s, poll_s = _run_setting(run / "run.json")
     nan = float("nan")
     return FederatedBytes(
         run_dir=str(run),
+        placement=placement,
+        configured_round_s=round_period_s,
+        poll_period_s=poll_s,
         terminals=terminals,
         rounds=rounds,
         round_s=_mean_round_s(run / "authority" / "rounds.jsonl"),
@@ -104,7 +129,39 @@ def federated_bytes(run_dir: str | Path) -> FederatedBytes:
         bytes_per_decision=(wire_up + wire_down) / decisions if decisions else nan,
         upload_wire_ratio=wire_up / payload if payload else nan,
         total_wire_ratio=(wire_up + wire_down) / payload if payload else nan,
+        interface_tx_bytes=_terminal_tx_bytes(run / "interfaces.csv", terminals),
+        offloaded_task_bytes=offloaded_bytes / terminals,
     )
+
+
+def _run_setting(path: Path) -> tuple[str, float, float]:
+    """The placement, round period and idle pull period recorded in run.json."""
+    if not path.exists():
+        raise ValueError(f"{path} does not exist: the run did not record its setting")
+    record = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        federated = record["federated"]
+        return (
+            str(record["placement"]),
+            float(federated["round_period_s"]),
+            float(federated["supernode_idle_poll_s"]),
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(
+            f"{path}: expected placement and federated.round_period_s / "
+            f"supernode_idle_poll_s of a federated run ({error!r})"
+        ) from None
+
+
+def _terminal_tx_bytes(path: Path, terminals: int) -> float:
+    """Mean bytes the terminal hosts sent (interfaces.csv; NaN without the file)."""
+    if not path.exists():
+        return float("nan")
+    with path.open(newline="", encoding="utf-8") as file:
+        sent = [int(row["tx_bytes"]) for row in csv.DictReader(file) if row["role"] == "terminal"]
+    if not sent:
+        raise ValueError(f"{path} has no interface of a host with role terminal")
+    return sum(sent) / terminals
 
 
 def _mean_round_s(path: Path) -> float:
@@ -121,8 +178,18 @@ def _mean_round_s(path: Path) -> float:
     return (max(starts) - min(starts)) / (len(starts) - 1)
 
 
-def _decisions(path: Path) -> int:
+def _tasks(path: Path) -> tuple[int, float]:
+    """Tasks in tasks.csv (one decision each) and the bytes of those sent to an edge."""
     if not path.exists():
         raise ValueError(f"{path} does not exist: the run did not finish writing its tasks")
+    decisions, offloaded_bits = 0, 0.0
     with path.open(newline="", encoding="utf-8") as file:
-        return sum(1 for _ in csv.DictReader(file))
+        reader = csv.DictReader(file)
+        missing = {"action", "size_bits", "sent_slot"} - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"{path}: no column {', '.join(sorted(missing))} (a task log?)")
+        for row in reader:
+            decisions += 1
+            if int(row["action"]) != 0 and int(row["sent_slot"]) >= 0:
+                offloaded_bits += float(row["size_bits"])
+    return decisions, offloaded_bits / 8

@@ -155,7 +155,8 @@ def overhead_summary(
     text = verdict(base, framing)
     for row in federated_rows:
         text += (
-            f" Measured in a whole federated run with {row['terminals']} terminals (rounds "
+            f" Measured in a whole {row['face']} federated run with {row['terminals']} "
+            "terminals (rounds "
             f"every {row['round_s']:.1f} s, pulls every {row['poll_period_s']:g} s): "
             f"{row['upload_wire_ratio']:.1f} bytes sent per byte of trajectory payload "
             f"(model {row['model_upload_wire_ratio']:.1f}), {row['total_wire_ratio']:.0f} "
@@ -208,8 +209,10 @@ def overhead_summary(
         "",
         "## Whole federated runs (measured)",
         "",
-        "`fl-crb federate --local` runs (real Flower processes, live terminal and edge "
-        "parties, sealed uploads), reduced from the authority's accounting.jsonl; bytes per "
+        "Whole federated runs (real Flower processes, live terminal and edge parties, "
+        "sealed uploads) on the face each row names (`emulated`: `fl-crb emulate`'s "
+        "federated data plane on Mininet; `local`: `fl-crb federate --local` on loopback; "
+        "see the last section), reduced from the authority's accounting.jsonl; bytes per "
         "terminal per round, beside the model's at the run's poll period and measured round "
         "length (a round lasts at least one Flower exchange). The upload wire ratio counts "
         "every byte a terminal sends to the SuperLink (pulls and heartbeats included) per "
@@ -220,6 +223,7 @@ def overhead_summary(
             markdown_table(
                 federated_rows,
                 [
+                    "face",
                     "terminals",
                     "configured_round_s",
                     "round_s",

@@ -5,7 +5,7 @@ Writes into the output folder:
     sealed-uploads.csv     measured sizes of real encoded + sealed uploads vs analytic
     flower-exchanges.csv   wire bytes of real Flower probe exchanges (WireMeter)
     framing.json           the framing fit (`overhead_model.Framing`) used by the sweeps
-    federated.csv          measured bytes of whole `fl-crb federate --local` runs
+    federated.csv          measured bytes of whole federated runs, each with its face
     federated-runs/        their run folders
     overhead.csv           the model per sweep point: terminals, n, round period, SuperNode
                            poll period, precision
@@ -13,19 +13,28 @@ Writes into the output folder:
     summary.md             the verdict on the 1.2 target (the upload wire ratio at the
                            defaults, its floor, what meets it), the measured framing, the
                            sweeps, and the whole federated runs beside the model
+
+Whole federated runs happen on the emulated (Mininet) or the local (loopback) face,
+`OverheadStudyConfig.face`; `federated_runs` runs them and sets the model beside them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from fl_crb.policies.baselines import make_baseline
-from fl_crb.studies.federated_accounting import FederatedBytes, federated_bytes
+from fl_crb.studies.federated_runs import (
+    FACE_COMMANDS,
+    FederatedSetting,
+    choose_face,
+    faces_section,
+    host_facts,
+    model_beside_measured,
+    run_whole,
+)
 from fl_crb.studies.overhead_model import (
     DEFAULT_POLL_PERIOD_S,
     DEFAULT_ROUND_PERIOD_S,
@@ -39,17 +48,6 @@ from fl_crb.studies.report import write_csv
 from fl_crb.studies.trajectory_source import collect_trajectories
 from fl_crb.studies.wire_measurement import measure_flower_framing, measure_sealed_uploads
 from fl_crb.topology import load_topology
-
-
-@dataclass(frozen=True)
-class FederatedSetting:
-    """One whole federated run of the study."""
-
-    terminals: int
-    round_period_s: float
-    """The authority's round period (`fl-crb federate --round-period`)."""
-    poll_period_s: float
-    """The SuperNodes' idle pull period (FederatedRunConfig.supernode_idle_poll_s)."""
 
 
 @dataclass(frozen=True)
@@ -83,10 +81,12 @@ class OverheadStudyConfig:
         FederatedSetting(8, DEFAULT_ROUND_PERIOD_S, DEFAULT_POLL_PERIOD_S),
         FederatedSetting(4, 20.0, STOCK_POLL_PERIOD_S),
     )
-    """Whole federated runs measured (loopback: every terminal is a SuperNode and a party
-    process, so counts stay small on a 2-core machine)."""
+    """Whole federated runs measured (every terminal is a SuperNode and a party process on
+    one machine, on either face, so counts stay small on a 2-core machine)."""
     federated_duration_s: float = 90.0
     """Seconds of arrivals of each federated run."""
+    face: str = "auto"
+    """Where the whole federated runs happen (`FACES`): emulated, local, or auto."""
     defaults: dict = field(default_factory=dict)
     """OverheadSetting fields to override at every sweep point."""
 
@@ -162,6 +162,7 @@ def run_overhead_study(
 ) -> Path:
     """Measure, model, plot and summarise; returns the summary's path."""
     out = Path(out_dir)
+    face, face_reason = choose_face(config.face, host_facts())
     earlier = out / "federated-runs"
     if config.federated_runs and earlier.exists() and any(earlier.iterdir()):
         raise ValueError(f"{earlier} holds earlier federated runs; give a new --out folder")
@@ -190,16 +191,22 @@ def run_overhead_study(
     (out / "framing.json").write_text(json.dumps(asdict(framing), indent=1), encoding="utf-8")
 
     federated_rows = []
+    if config.federated_runs:
+        progress(f"whole federated runs: {face_reason}")
     for run in config.federated_runs:
         progress(
-            f"federated run (fl-crb federate --local): {run.terminals} terminals, rounds "
-            f"every {run.round_period_s:g} s, pulls every {run.poll_period_s:g} s"
+            f"federated run ({face}: {FACE_COMMANDS[face]}): {run.terminals} terminals, "
+            f"rounds every {run.round_period_s:g} s, pulls every {run.poll_period_s:g} s"
         )
         name = (
-            f"terminals-{run.terminals}-round-{run.round_period_s:g}s-poll-{run.poll_period_s:g}s"
+            f"{face}-terminals-{run.terminals}-round-{run.round_period_s:g}s-"
+            f"poll-{run.poll_period_s:g}s"
         )
-        measured = _federated_run(config, run, out / "federated-runs" / name)
-        federated_rows.append(model_beside_measured(base, framing, run, measured))
+        run_dir = out / "federated-runs" / name
+        measured = run_whole(
+            face, config.topology, config.federated_duration_s, run, run_dir, progress
+        )
+        federated_rows.append(model_beside_measured(base, framing, measured))
     if federated_rows:
         write_csv(out / "federated.csv", federated_rows)
 
@@ -208,45 +215,7 @@ def run_overhead_study(
     plot_overhead(out / "overhead.png", rows, base, framing)
     summary = out / "summary.md"
     text = overhead_summary(config, base, framing, sealed_rows, rows, federated_rows)
+    if federated_rows:
+        text += faces_section(federated_rows, face_reason)
     summary.write_text(text, encoding="utf-8")
     return summary
-
-
-def model_beside_measured(
-    base: OverheadSetting, framing: Framing, run: FederatedSetting, measured: FederatedBytes
-) -> dict:
-    """A federated run's measured bytes with the model's at its terminals, poll period and
-    measured mean round length (a round lasts at least one Flower exchange, so it can be
-    longer than the configured period)."""
-    round_s = measured.round_s if math.isfinite(measured.round_s) else run.round_period_s
-    setting = replace(
-        base, terminals=run.terminals, round_period_s=round_s, poll_period_s=run.poll_period_s
-    )
-    model = round_bytes(setting, framing)
-    return {
-        **measured.as_dict(),
-        "configured_round_s": run.round_period_s,
-        "poll_period_s": run.poll_period_s,
-        "model_payload_bytes": model.payload_bytes,
-        "model_wire_up_bytes": model.sent_bytes,
-        "model_wire_down_bytes": model.received_bytes,
-        "model_upload_wire_ratio": model.upload_wire_ratio,
-    }
-
-
-def _federated_run(
-    config: OverheadStudyConfig, run: FederatedSetting, run_dir: Path
-) -> FederatedBytes:
-    """One whole federated run on loopback, reduced to its terminals' bytes."""
-    from fl_crb.federation.federated_run import FederatedRunConfig, run_federated
-
-    run_config = FederatedRunConfig(
-        topology_path=config.topology,
-        duration_s=config.federated_duration_s,
-        out_dir=str(run_dir),
-        terminals_override=run.terminals,
-        round_period_s=run.round_period_s,
-        supernode_idle_poll_s=run.poll_period_s,
-    )
-    asyncio.run(run_federated(run_config))
-    return federated_bytes(run_dir)
