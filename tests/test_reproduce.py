@@ -125,3 +125,20 @@ def test_paper_numbers_are_the_reference_table():
     assert paper_value("fig5", "avg_delay_s", 15, "CRB-DRQN") is None
     cells = [(v.figure, v.metric, v.x, v.algorithm) for v in PAPER_VALUES]
     assert len(cells) == len(set(cells)) == 31
+
+
+def test_reproduce_policies_limits_the_figures_and_refuses_unknown_names(tmp_path, capsys):
+    out = tmp_path / "repro"
+    command = ["reproduce", "fig5", "--quick", "--out", str(out), "--topologies", TOPOLOGIES]
+    assert main([*command, "--topology", "four-edge", "--policies", "local-only,crb-drqn"]) == 0
+    rows = read_csv(out / "fig5.csv")
+    assert [r["policy"] for r in rows[:2]] == ["local-only", "crb-drqn"]  # plotting order
+    assert {r["policy"] for r in rows} == {"local-only", "crb-drqn"}
+    assert sorted(p.name.split("-")[0] for p in (out / "runs" / "four-edge").iterdir()) == [
+        "crb"
+    ] * len(QUICK.seeds) * len(QUICK.terminal_sweep)
+    capsys.readouterr()
+    assert main([*command, "--policies", "crb-drqn,lottery"]) == 2
+    assert "unknown policies ['lottery']" in capsys.readouterr().err
+    assert main([*command, "--policies", "random,local-only"]) == 2
+    assert "must include crb-drqn" in capsys.readouterr().err

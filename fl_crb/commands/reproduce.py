@@ -33,6 +33,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     reproduce.add_argument(
         "--topologies", default="topologies", help="directory holding the topology YAML files"
     )
+    reproduce.add_argument(
+        "--policies",
+        help="comma-separated policies to show and train (default: all; crb-drqn required)",
+    )
     reproduce.set_defaults(run=run)
 
 
@@ -45,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(1)
     settings = QUICK if args.quick else FULL
+    if args.policies:
+        settings = settings.with_policies([p.strip() for p in args.policies.split(",")])
     figures = list(FIGURES) if args.figure == "all" else [args.figure]
     bars: dict[str, ProgressBar] = {}
 

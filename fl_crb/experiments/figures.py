@@ -22,15 +22,12 @@ import numpy as np
 
 from fl_crb.experiments.convergence import convergence_episode
 from fl_crb.experiments.runs import Experiments, Point
-from fl_crb.experiments.settings import BASELINE_POLICIES, LEARNED_POLICIES
+from fl_crb.experiments.settings import LEARNED_POLICIES
 from fl_crb.learn.train_config import training_seed
 from fl_crb.mec.metrics import run_metrics
 from fl_crb.mec.simulator import MECSimulator
 from fl_crb.policies.baselines import make_baseline
 from fl_crb.policies.evaluation import run_episode
-
-POLICIES = (*BASELINE_POLICIES, *LEARNED_POLICIES)
-"""Every policy of Figures 5 and 6, in plotting order."""
 
 
 def figure4(exp: Experiments, topology: str) -> dict[str, list[dict]]:
@@ -38,7 +35,7 @@ def figure4(exp: Experiments, topology: str) -> dict[str, list[dict]]:
     settings = exp.settings
     point = Point(topology, settings.reward_curve_terminals, settings.terminal_sweep_rate_bps)
     rewards = []
-    for policy in POLICIES:
+    for policy in settings.policies:
         if policy in LEARNED_POLICIES:
             curves = [
                 [m["avg_reward"] for m in exp.training_curve(point, policy, seed)]
@@ -117,7 +114,7 @@ def _sweep(exp: Experiments, points: list[Point], x_name: str) -> list[dict]:
     rows = []
     for point in points:
         x = point.terminals if x_name == "terminals" else point.rate_mbps
-        for policy in POLICIES:
+        for policy in exp.settings.policies:
             summary = exp.summary(point, policy)
             rows.append(
                 {

@@ -17,7 +17,7 @@ hyperparameters (`fl_crb.marl.settings`). `POLICY_NOTES` are the labels the tabl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fl_crb.experiments.convergence import DEFAULT_FINAL_EPISODES, DEFAULT_WINDOW
 from fl_crb.learn.learner_config import LearnerConfig
@@ -37,6 +37,8 @@ BASELINE_POLICIES = (
     "multi-tier",
 )
 LEARNED_POLICIES = ("crb-drqn", "independent-drqn", *MARL_ALGORITHMS)
+ALL_POLICIES = (*BASELINE_POLICIES, *LEARNED_POLICIES)
+"""Every policy of the figures, in plotting order."""
 
 POLICY_NOTES = {"jodrl-pp": JODRL_PP_NOTE, MultiTier.name: MultiTier.note}
 """Labels that go with a policy's results wherever the tables report them."""
@@ -70,9 +72,21 @@ class ReproduceSettings:
     """Episodes whose mean reward is the final value of the convergence measure."""
     train_config: TrainConfig
     """Learning setup of every run (algo and seed are set per run)."""
+    policies: tuple[str, ...] = ALL_POLICIES
+    """The policies the figures show (and train); CRB-DRQN always among them."""
 
     def config(self, algo: str, seed: int) -> TrainConfig:
         return self.train_config.with_algo(algo, seed)
+
+    def with_policies(self, policies: list[str]) -> ReproduceSettings:
+        """These settings showing only `policies` (kept in plotting order); unknown names
+        and a selection without CRB-DRQN, which every table compares against, are refused."""
+        unknown = [p for p in policies if p not in ALL_POLICIES]
+        if unknown:
+            raise ValueError(f"unknown policies {unknown}; choose from {', '.join(ALL_POLICIES)}")
+        if "crb-drqn" not in policies:
+            raise ValueError("the policies must include crb-drqn: every table compares with it")
+        return replace(self, policies=tuple(p for p in ALL_POLICIES if p in policies))
 
 
 FULL = ReproduceSettings(
