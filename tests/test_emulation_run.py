@@ -25,6 +25,16 @@ from tests.test_emulation_network import leftovers, real_network
 
 TOPOLOGIES = Path(__file__).resolve().parent.parent / "topologies"
 TINY = str(TOPOLOGIES / "tiny.yaml")
+
+
+def tiny_pretraining(tmp_path: Path) -> PretrainConfig:
+    """A two-episode pre-training of the tiny topology, cached under `tmp_path`."""
+    return PretrainConfig(
+        episodes=2, epsilon_decay_episodes=1, validation_every_episodes=1,
+        validation_episodes=1, arrival_slots=20, cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+
+
 RUN_FILES = (
     "run.json", "topology.yaml", "tasks.csv", "summary.json", "links.md", "links.json",
     "network.log", "interfaces.csv", "terminals.csv", "timeline.csv", "compare-sim.json",
@@ -91,10 +101,7 @@ def test_learned_terminals_beyond_the_memory_are_refused() -> None:
 def test_pretrained_weights_are_trained_once_then_reused(tmp_path: Path) -> None:
     from fl_crb.runtime.decider import read_weights_file
 
-    config = PretrainConfig(
-        episodes=2, epsilon_decay_episodes=1, validation_every_episodes=1,
-        validation_episodes=1, arrival_slots=20, cache_dir=str(tmp_path / "cache"),
-    )  # fmt: skip
+    config = tiny_pretraining(tmp_path)
     first = pretrained_weights(TINY, None, None, config)
     assert not first.reused and first.info["version"] == 2
     assert first.info["weights_from"].startswith("best validated snapshot")
@@ -218,11 +225,7 @@ def test_federated_emulation_fills_the_pool_and_brings_weights_to_terminals(
     from emulation.run import EmulationConfig, run_emulation
     from emulation.verify import VerifyConfig
 
-    config = PretrainConfig(
-        episodes=2, epsilon_decay_episodes=1, validation_every_episodes=1,
-        validation_episodes=1, arrival_slots=20, cache_dir=str(tmp_path / "cache"),
-    )  # fmt: skip
-    weights = pretrained_weights(TINY, None, None, config).weights_path
+    weights = pretrained_weights(TINY, None, None, tiny_pretraining(tmp_path)).weights_path
     out = tmp_path / "run"
     report = run_emulation(
         EmulationConfig(
@@ -263,11 +266,7 @@ def _labels_by_terminal(table) -> dict[int, set[str]]:
 def test_pretrained_crb_drqn_decides_on_the_hosts(tmp_path: Path) -> None:
     from emulation.run import EmulationConfig, run_emulation
 
-    config = PretrainConfig(
-        episodes=2, epsilon_decay_episodes=1, validation_every_episodes=1,
-        validation_episodes=1, arrival_slots=20, cache_dir=str(tmp_path / "cache"),
-    )  # fmt: skip
-    weights = pretrained_weights(TINY, None, None, config).weights_path
+    weights = pretrained_weights(TINY, None, None, tiny_pretraining(tmp_path)).weights_path
     out = tmp_path / "run"
     report = run_emulation(EmulationConfig(TINY, f"crb-drqn:{weights}", 15.0, str(out)))
     assert report.summary["failed_parties"] == []

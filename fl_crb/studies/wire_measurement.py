@@ -35,6 +35,7 @@ from fl_crb.federation.crypto import (
 )
 from fl_crb.federation.mailbox import frame, unframe
 from fl_crb.federation.serialization import encode_trajectory, trajectory_payload_bytes
+from fl_crb.federation.wire_meter import difference
 from fl_crb.learn.pool import FIELDS, Trajectory
 from fl_crb.studies.overhead_model import Framing, list_framing_bytes
 from fl_crb.studies.trajectory_source import LabelledTrajectories
@@ -158,9 +159,9 @@ def measure_flower_framing(
     config = LaunchConfig(Path(run_dir), (NodeSpec("t1", "terminal"),))
     with LocalFederation(config) as federation:
         result = federation.probe(plan, rounds=rounds, timeout_s=timeout_s)
-        before = federation.meter.snapshot().get("t1", {})
+        before = federation.meter.snapshot()
         time.sleep(idle_s)
-        after = federation.meter.snapshot().get("t1", {})
+        after = federation.meter.snapshot()
     exchanges, pulls = [], []
     probes = [r for r in result["exchanges"] if r["message_type"] == "query.probe"]
     for index, record in enumerate(probes):  # in plan order: every upload size, then downloads
@@ -176,8 +177,9 @@ def measure_flower_framing(
                 down_bytes=sum(c["down_bytes"] for c in counters),
             )
         )
-    pull_up, pull_down = _per_request(_difference(after, before), PULL_LABEL, f"idle {idle_s} s")
-    beat_up, beat_down = _per_request(after, HEARTBEAT_LABEL, "the probe run")
+    idle = difference(after, before).get("t1", {})
+    pull_up, pull_down = _per_request(idle, PULL_LABEL, f"idle {idle_s} s")
+    beat_up, beat_down = _per_request(after.get("t1", {}), HEARTBEAT_LABEL, "the probe run")
     up_fixed, up_slope = _fit([e for e in exchanges if e.direction == "upload"], "up_bytes")
     down_fixed, down_slope = _fit([e for e in exchanges if e.direction == "download"], "down_bytes")
     framing = Framing(
@@ -200,15 +202,6 @@ def measure_flower_framing(
 
 PULL_LABEL = "/v1/fleet/pull-messages"
 HEARTBEAT_LABEL = "/v1/fleet/send-node-heartbeat"
-
-
-def _difference(after: dict, before: dict) -> dict:
-    """Per-label counters of `after` minus `before` (one node's snapshots)."""
-    zero = {"up_bytes": 0, "down_bytes": 0, "requests": 0}
-    return {
-        label: {key: value - before.get(label, zero)[key] for key, value in counters.items()}
-        for label, counters in after.items()
-    }
 
 
 def _per_request(counters: dict, label: str, where: str) -> tuple[float, float]:
