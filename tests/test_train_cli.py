@@ -116,6 +116,10 @@ def test_evaluate_a_trained_run_and_a_baseline_on_the_same_held_out_arrivals(
         assert report["episodes"] == 2 and report["first_seed"] >= 2**40
     assert learned["policy"] == "crb-drqn" and baseline["policy"] == "local-only"
     assert learned["tasks"] == baseline["tasks"] > 0  # same arrivals
+    # Where the tasks went: local-only keeps all of them and never meets anyone at an edge.
+    assert baseline["action_shares"][0] == 1.0 and sum(baseline["action_shares"]) == 1.0
+    assert baseline["same_slot_coarrivals"] != baseline["same_slot_coarrivals"]  # NaN
+    assert sum(learned["action_shares"]) == pytest.approx(1.0)
     # A CRB-DRQN run serves any terminal count through the managing edges.
     assert evaluate(capsys, "--policy", str(out), "--terminals", "6")["terminals"] == 6
 

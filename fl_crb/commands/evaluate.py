@@ -6,7 +6,9 @@ report says under `note`).
 
 Evaluation episode i with --seed S draws its arrivals from seed 2^40 + S·10^6 + i, a
 range no training episode uses (`fl_crb.learn.train_config`), and every policy evaluated
-with the same --seed sees the same arrivals. Metrics are those of `fl-crb simulate`.
+with the same --seed sees the same arrivals. Metrics are those of `fl-crb simulate`, and
+where the tasks went (`fl_crb.mec.decision_spread`): the share of tasks per action and how
+many other tasks an offloaded task met at its edge in its arrival slot.
 """
 
 from __future__ import annotations
@@ -40,8 +42,10 @@ def run(args: argparse.Namespace) -> int:
     from fl_crb.learn.train_config import evaluation_seed
     from fl_crb.learn.training_run import read_best
     from fl_crb.marl.policy import load_any_policy
+    from fl_crb.mec.decision_spread import decision_spread
+    from fl_crb.mec.metrics import run_metrics
     from fl_crb.mec.simulator import MECSimulator
-    from fl_crb.policies.evaluation import evaluate_policy
+    from fl_crb.policies.evaluation import merge_episodes, play_episodes
     from fl_crb.policies.learned import is_run_directory
 
     if args.episodes < 1:
@@ -53,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     policy = load_any_policy(args.policy, params, terminals, seed=args.seed)
     simulator = MECSimulator(params, terminals)
     first_seed = evaluation_seed(args.seed, 0)
-    metrics = evaluate_policy(simulator, policy, args.episodes, args.slots, first_seed)
+    played = play_episodes(simulator, policy, args.episodes, args.slots, first_seed)
+    metrics = run_metrics(merge_episodes(played), params.slot_s, simulator.drop_reward)
     report = {
         "topology": topology.name,
         "terminals": terminals,
@@ -62,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         "episodes": args.episodes,
         "first_seed": first_seed,
         **metrics.as_dict(),
+        **decision_spread(played, params.edges).as_dict(),
     }
     note = getattr(policy, "note", None)
     if note:
@@ -74,6 +80,16 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))
     else:
+        width = max(map(len, report))
         for key, value in report.items():
-            print(f"{key:>13}: {value:.4g}" if isinstance(value, float) else f"{key:>13}: {value}")
+            print(f"{key:>{width}}: {_text(value)}")
     return 0
+
+
+def _text(value) -> str:
+    """A report value for people: floats to 4 significant digits, lists spaced."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return " ".join(_text(item) for item in value)
+    return str(value)

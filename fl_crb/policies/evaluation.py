@@ -25,15 +25,27 @@ def run_episode(
     return simulator.log.records()
 
 
+def play_episodes(
+    simulator: MECSimulator, policy: Policy, episodes: int, arrival_slots: int, seed: int
+) -> list[TaskRecords]:
+    """The task records of `episodes` episodes with seeds seed, seed + 1, ..., one per
+    episode."""
+    return [run_episode(simulator, policy, arrival_slots, seed + i) for i in range(episodes)]
+
+
+def merge_episodes(episodes: list[TaskRecords]) -> TaskRecords:
+    """All tasks of several episodes as one set of records (slots repeat across them)."""
+    return TaskRecords(
+        **{
+            name: np.concatenate([getattr(r, name) for r in episodes])
+            for name in TaskRecords.__dataclass_fields__
+        }
+    )
+
+
 def evaluate_policy(
     simulator: MECSimulator, policy: Policy, episodes: int, arrival_slots: int, seed: int
 ) -> RunMetrics:
     """Metrics over all tasks of `episodes` episodes with seeds seed, seed + 1, ..."""
-    records = [run_episode(simulator, policy, arrival_slots, seed + i) for i in range(episodes)]
-    merged = TaskRecords(
-        **{
-            name: np.concatenate([getattr(r, name) for r in records])
-            for name in TaskRecords.__dataclass_fields__
-        }
-    )
-    return run_metrics(merged, simulator.params.slot_s, simulator.drop_reward)
+    played = play_episodes(simulator, policy, episodes, arrival_slots, seed)
+    return run_metrics(merge_episodes(played), simulator.params.slot_s, simulator.drop_reward)
