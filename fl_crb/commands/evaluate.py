@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _text(value) -> str:
+def _text(value: object) -> str:
     """A report value for people: floats to 4 significant digits, lists spaced."""
     if isinstance(value, float):
         return f"{value:.4g}"

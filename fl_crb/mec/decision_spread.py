@@ -46,8 +46,9 @@ def decision_spread(episodes: list[TaskRecords], edges: int) -> DecisionSpread:
     offloaded = 0
     for records in episodes:
         actions = records.action.astype(np.int64)
-        if actions.size and (actions.min() < 0 or actions.max() > edges):
-            raise ValueError(f"task actions must lie in 0..{edges}, got {actions.max()}")
+        outside = actions[(actions < 0) | (actions > edges)]
+        if outside.size:
+            raise ValueError(f"task actions must lie in 0..{edges}, got {outside[0]}")
         counts += np.bincount(actions, minlength=1 + edges)
         sent = actions > 0
         slot_and_edge = records.arrival_slot[sent].astype(np.int64) * (1 + edges) + actions[sent]
