@@ -92,3 +92,30 @@ def test_scale_from_params_uses_the_largest_deadline():
     assert scale == FeatureScale(deadline_slots=12, terminals=6, edges=4)
     assert scale.load_divisor == 1.5
     assert scale.scalar_features == 7
+
+
+def test_terminal_codes_end_the_scalars_and_stay_with_their_terminal():
+    rng = np.random.default_rng(4)
+    obs = random_observations(rng, terminals=12, edges=4)
+    plain = FeatureScale(deadline_slots=12, terminals=12, edges=4)
+    coded = FeatureScale(deadline_slots=12, terminals=12, edges=4, code_bits=6)
+    arriving = np.flatnonzero(obs.has_task)
+
+    scalars, load = encode_batch(obs, arriving, coded)
+    plain_scalars, plain_load = encode_batch(obs, arriving, plain)
+
+    assert scalars.shape == (arriving.size, coded.scalar_features) == (arriving.size, 13)
+    assert np.array_equal(scalars[:, :7], plain_scalars) and np.array_equal(load, plain_load)
+    codes = scalars[:, 7:]
+    assert set(np.unique(codes)) <= {-1.0, 1.0}
+    assert len({tuple(row) for row in codes}) > 1  # terminals get different codes
+    # A terminal's code does not depend on who else has a task in the slot.
+    alone, _ = encode_batch(obs, arriving[-1:], coded)
+    assert np.array_equal(alone[0, 7:], codes[-1])
+
+
+def test_a_terminal_cannot_encode_its_own_observation_with_a_code():
+    obs = random_observations(np.random.default_rng(5), terminals=3, edges=2)
+    coded = FeatureScale(deadline_slots=12, terminals=3, edges=2, code_bits=4)
+    with pytest.raises(ValueError, match="simulation only"):
+        encode_one(obs.of(0), coded)

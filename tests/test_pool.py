@@ -198,6 +198,32 @@ def test_loading_state_of_another_shape_is_refused():
         other.load_state_dict(state)
 
 
+def test_a_pool_of_coded_states_keeps_their_width_and_old_states_load_without_codes(tmp_path):
+    coded = TrajectoryPool(4, EDGES, HISTORY_SLOTS, LENGTH, code_bits=2)
+    trajectory = make_trajectory(1.0)
+    with pytest.raises(ValueError, match="scalars"):
+        coded.add(trajectory)  # a state without the code is not what this pool stores
+    wide = {"scalars": 3 + EDGES + 2, "next_scalars": 3 + EDGES + 2}
+    coded.add(
+        Trajectory(
+            **{
+                name: np.full((LENGTH, wide[name]), 1.0, np.float32)
+                if name in wide
+                else getattr(trajectory, name)
+                for name in (field.name for field in fields(Trajectory))
+            }
+        )
+    )
+    coded.save(tmp_path / "coded.npz")
+    assert TrajectoryPool.load(tmp_path / "coded.npz").code_bits == 2
+    # A state saved before pools had codes (no code_bits key) is a pool without them.
+    state = make_pool(capacity=4, stored=2).state_dict()
+    del state["code_bits"]
+    assert TrajectoryPool.from_state_dict(state).code_bits == 0
+    with pytest.raises(ValueError, match="code_bits = 0"):
+        coded.load_state_dict(state)
+
+
 def test_no_terminal_identity_is_stored():
     """The pool's data model and API have no field or argument naming a terminal."""
     names = {field.name for field in fields(Trajectory)} | {f.name for f in fields(TrajectoryBatch)}

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from fl_crb.cli import main
+from fl_crb.learn.checkpoint import load_networks
 from fl_crb.learn.train_config import TrainConfig, validation_seed
 from fl_crb.learn.training_run import TrainingRun, read_metrics
 from fl_crb.mec.simulator import MECSimulator
@@ -171,3 +172,30 @@ def test_a_run_keeps_the_weights_that_validate_best_and_evaluation_uses_them(
     assert replayed.avg_reward == best["avg_reward"]
     report = evaluate(capsys, "--policy", str(tmp_path / "run"))
     assert report["weights"] == f"validated best, after episode {best['episode']}"
+
+
+def test_a_run_with_terminal_codes_records_them_and_its_networks_read_them(tmp_path: Path, capsys):
+    out = tmp_path / "coded"
+    args = [*TRAIN, "--terminal-code-bits", "3", "--episodes", "2", "--out", str(out)]
+    assert main(args) == 0
+    capsys.readouterr()
+    config = json.loads((out / "run.json").read_text())["config"]
+    assert config["learner"]["terminal_code_bits"] == 3
+    for saved in load_networks(out / "checkpoint"):  # scalars: η, μcomp, μtran, q per edge
+        assert saved["evaluation"]["scalar_fc.weight"].shape[1] == 3 + 2 + 3  # E = 2, code
+    assert evaluate(capsys, "--policy", str(out))["tasks"] > 0
+    # Resuming with the paper's state (no codes) is another setup, and says which field.
+    assert main([*TRAIN, "--episodes", "3", "--out", str(out)]) == 2
+    assert "terminal_code_bits" in capsys.readouterr().err
+
+
+def test_a_run_without_codes_records_the_paper_state_as_before(tmp_path: Path, capsys):
+    assert main([*TRAIN, "--episodes", "1", "--out", str(tmp_path / "run")]) == 0
+    config = json.loads((tmp_path / "run" / "run.json").read_text())["config"]
+    assert "terminal_code_bits" not in config["learner"]  # older runs still match
+
+
+def test_terminal_codes_are_refused_for_the_marl_baselines(tmp_path: Path, capsys):
+    args = [*TRAIN, "--algo", "qmix", "--terminal-code-bits", "4", "--episodes", "1"]
+    assert main([*args, "--out", str(tmp_path / "run")]) == 2
+    assert "--terminal-code-bits applies to" in capsys.readouterr().err

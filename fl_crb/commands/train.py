@@ -27,6 +27,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         choices=("argmax", "cem"),
         help="qmix only: greedy action by argmax (default) or the cross-entropy method",
     )
+    train.add_argument(
+        "--terminal-code-bits",
+        type=int,
+        default=0,
+        help="crb-drqn/independent-drqn: append a fixed random ±1 code of this many bits per "
+        "terminal to the network input (default 0: the paper's state; simulation only)",
+    )
     train.add_argument("--episodes", type=int, required=True, help="episodes in total")
     train.add_argument("--seed", type=int, default=0, help="run seed, 0 <= seed < 1e6")
     train.add_argument("--out", required=True, help="run directory (created or resumed)")
@@ -41,7 +48,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from fl_crb.learn.train_config import TrainConfig
+    from fl_crb.learn.train_config import DRQN_ALGORITHMS, TrainConfig
     from fl_crb.learn.training_run import TrainingRun
 
     if args.episodes < 1:
@@ -49,6 +56,14 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     topology = load_topology_arguments(args)
     config = TrainConfig(algo=args.algo, seed=args.seed, arrival_slots=args.slots)
+    if args.terminal_code_bits:
+        if args.algo not in DRQN_ALGORITHMS:
+            raise ValueError(
+                f"--terminal-code-bits applies to {' and '.join(DRQN_ALGORITHMS)}, not {args.algo}"
+            )
+        config = replace(
+            config, learner=replace(config.learner, terminal_code_bits=args.terminal_code_bits)
+        )
     if args.action_selection is not None:
         if args.algo != "qmix":
             raise ValueError(f"--action-selection applies to --algo qmix only, not {args.algo}")

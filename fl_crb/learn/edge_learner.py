@@ -58,7 +58,11 @@ class EdgeLearner:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.seed)
             self.evaluation = QNetwork(
-                edges, history_slots, self.config.hidden, self.config.lstm_hidden
+                edges,
+                history_slots,
+                self.config.hidden,
+                self.config.lstm_hidden,
+                self.config.terminal_code_bits,
             )
         self.target = copy.deepcopy(self.evaluation).requires_grad_(False)
         # foreach: one fused update over all 14 parameter tensors instead of a Python loop

@@ -14,6 +14,10 @@ by a fixed constant that brings it to roughly 0..a few:
 |   (3 .. 3+E−1)           |                      |                             |               |
 | Load(t), active queues   | count                | terminals / edges           | 0..E          |
 
+With `FeatureScale.code_bits` > 0 (not the paper's state, see
+`LearnerConfig.terminal_code_bits`) the scalars end with the terminal's code: that many
+values of ±1, fixed per terminal index (`terminal_codes`).
+
 Waits are divided by the deadline because a task waiting τ slots is certain to be dropped,
 so 1 marks the point past which an action is hopeless. Loads are divided by the number of
 terminals an edge serves when terminals spread evenly (D/E): 1 means "as busy as a fair
@@ -35,6 +39,19 @@ from fl_crb.mec.params import MECParams
 BITS_PER_MBIT = 1e6
 """Task sizes and queued bits enter the network in Mbit."""
 
+TERMINAL_CODE_SEED = 12345
+"""Seed of the terminal codes: every run, trainer and evaluator gives terminal d the same
+code, so a trained network meets at evaluation the codes it learned with."""
+
+
+def terminal_codes(terminals: np.ndarray, bits: int) -> np.ndarray:
+    """float32 [k, bits]: the ±1 codes of the given terminal indices (row d of one fixed
+    random ±1 matrix; terminals far apart in index are as unlike as neighbours)."""
+    terminals = np.asarray(terminals, dtype=np.int64)
+    rows = int(terminals.max()) + 1 if terminals.size else 0
+    table = np.random.default_rng(TERMINAL_CODE_SEED).choice([-1.0, 1.0], size=(rows, bits))
+    return table[terminals].astype(np.float32)
+
 
 @dataclass(frozen=True)
 class FeatureScale:
@@ -46,18 +63,24 @@ class FeatureScale:
     """D, the number of terminals in the system."""
     edges: int
     """E, the number of edge servers; inputs with another edge count are refused."""
+    code_bits: int = 0
+    """Width of the terminal code appended to the scalars (0: none, the paper's state)."""
 
     def __post_init__(self) -> None:
         for name in ("deadline_slots", "terminals", "edges"):
             value = getattr(self, name)
             if value < 1:
                 raise ValueError(f"FeatureScale.{name} must be >= 1, got {value!r}")
+        if self.code_bits < 0:
+            raise ValueError(f"FeatureScale.code_bits must be >= 0, got {self.code_bits!r}")
 
     @classmethod
-    def from_params(cls, params: MECParams, terminals: int) -> FeatureScale:
+    def from_params(cls, params: MECParams, terminals: int, code_bits: int = 0) -> FeatureScale:
         """The scale of a simulated or deployed system: τ is the largest terminal deadline."""
         deadline = int(params.per_terminal(terminals).deadline_slots.max())
-        return cls(deadline_slots=deadline, terminals=terminals, edges=params.edges)
+        return cls(
+            deadline_slots=deadline, terminals=terminals, edges=params.edges, code_bits=code_bits
+        )
 
     @property
     def load_divisor(self) -> float:
@@ -66,8 +89,9 @@ class FeatureScale:
 
     @property
     def scalar_features(self) -> int:
-        """Width of the scalar input: η, μcomp, μtran and one queued-bits value per edge."""
-        return 3 + self.edges
+        """Width of the scalar input: η, μcomp, μtran, one queued-bits value per edge, and
+        the terminal code if any."""
+        return 3 + self.edges + self.code_bits
 
 
 def encode_batch(
@@ -75,9 +99,9 @@ def encode_batch(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Encode the observations of the given terminals (with a task this slot).
 
-    Returns float32 `scalars` [k, 3+E] and `load` [k, C, E] for the k terminal indices, in
-    the order given. Terminals without a task have all-zero rows in `obs` that mean nothing;
-    asking for one is an error.
+    Returns float32 `scalars` [k, 3+E] (plus each terminal's code if `scale.code_bits`) and
+    `load` [k, C, E] for the k terminal indices, in the order given. Terminals without a
+    task have all-zero rows in `obs` that mean nothing; asking for one is an error.
     """
     terminals = np.asarray(terminals, dtype=np.int64)
     if terminals.ndim != 1:
@@ -88,7 +112,7 @@ def encode_batch(
             f"terminals {without_task.tolist()} have no task in slot {obs.slot}; "
             "encode only np.flatnonzero(obs.has_task)"
         )
-    return _encode(
+    scalars, load = _encode(
         task_bits=obs.task_bits[terminals],
         local_wait_slots=obs.local_wait_slots[terminals],
         uplink_wait_slots=obs.uplink_wait_slots[terminals],
@@ -96,10 +120,19 @@ def encode_batch(
         load_history=obs.load_history,
         scale=scale,
     )
+    if scale.code_bits:
+        scalars = np.concatenate([scalars, terminal_codes(terminals, scale.code_bits)], axis=1)
+    return scalars, load
 
 
 def encode_one(obs: TerminalObservation, scale: FeatureScale) -> tuple[np.ndarray, np.ndarray]:
     """Encode one terminal's own observation: `scalars` [1, 3+E] and `load` [1, C, E]."""
+    if scale.code_bits:
+        raise ValueError(
+            f"this scale appends a {scale.code_bits}-bit terminal code, which a terminal's "
+            "own observation does not carry: terminal codes work in simulation only "
+            "(encode_batch), not on live terminals"
+        )
     return _encode(
         task_bits=np.array([obs.task_bits]),
         local_wait_slots=np.array([obs.local_wait_slots]),
@@ -131,7 +164,7 @@ def _encode(
             f"load history must be [C, {scale.edges}] for FeatureScale.edges = "
             f"{scale.edges}, got shape {load_history.shape}"
         )
-    scalars = np.empty((k, scale.scalar_features), dtype=np.float64)
+    scalars = np.empty((k, 3 + scale.edges), dtype=np.float64)
     scalars[:, 0] = task_bits / BITS_PER_MBIT
     scalars[:, 1] = local_wait_slots / scale.deadline_slots
     scalars[:, 2] = uplink_wait_slots / scale.deadline_slots

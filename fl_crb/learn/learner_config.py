@@ -25,6 +25,14 @@ class LearnerConfig:
     """Width of the scalar branch and of the two ReLU layers."""
     lstm_hidden: int = 32
     """Hidden-state size of the LSTM over the load history."""
+    terminal_code_bits: int = 0
+    """Width of a fixed random ±1 code per terminal appended to the scalar input (see
+    `fl_crb.learn.features.terminal_codes`). 0, the default, is the paper's state; > 0 is
+    a departure from it that lets terminals sharing one network decide differently in the
+    same situation (parameter sharing with agent indication). The price is privacy: the
+    code travels in every state, so the pool's trajectories of one terminal become linkable
+    to each other (a pseudonym, though not its name). Simulation only: a live terminal does
+    not know its code yet."""
     max_grad_norm: float | None = 10.0
     """Clip the global gradient norm to this value before each step; None disables it."""
     seed: int = 0
@@ -38,6 +46,10 @@ class LearnerConfig:
         for name in ("batch_trajectories", "target_update_steps", "hidden", "lstm_hidden"):
             if getattr(self, name) < 1:
                 raise ValueError(f"LearnerConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.terminal_code_bits < 0:
+            raise ValueError(
+                f"LearnerConfig.terminal_code_bits must be >= 0, got {self.terminal_code_bits!r}"
+            )
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ValueError(
                 f"LearnerConfig.max_grad_norm must be > 0 or None, got {self.max_grad_norm!r}"

@@ -33,13 +33,14 @@ import numpy as np
 
 
 def weight_shapes(
-    edges: int, hidden: int = 64, lstm_hidden: int = 32
+    edges: int, hidden: int = 64, lstm_hidden: int = 32, code_bits: int = 0
 ) -> dict[str, tuple[int, ...]]:
     """Name → shape of every weight a Q-network of these sizes has (`QNetwork`'s
-    state-dict names; E = edges, H = hidden, L = lstm_hidden)."""
+    state-dict names; E = edges, H = hidden, L = lstm_hidden, code_bits = the terminal
+    code's width, `fl_crb.learn.features`)."""
     gates = 4 * lstm_hidden
     return {
-        "scalar_fc.weight": (hidden, 3 + edges),
+        "scalar_fc.weight": (hidden, 3 + edges + code_bits),
         "scalar_fc.bias": (hidden,),
         "load_lstm.weight_ih_l0": (gates, edges),
         "load_lstm.weight_hh_l0": (gates, lstm_hidden),
@@ -57,13 +58,20 @@ def weight_shapes(
 
 
 def check_input_shapes(
-    scalars_shape: tuple[int, ...], load_shape: tuple[int, ...], edges: int, history_slots: int
+    scalars_shape: tuple[int, ...],
+    load_shape: tuple[int, ...],
+    edges: int,
+    history_slots: int,
+    code_bits: int = 0,
 ) -> None:
-    """Refuse inputs that are not scalars [B, 3+E] and load [B, C, E] (either network)."""
+    """Refuse inputs that are not scalars [B, 3+E+code_bits] and load [B, C, E] (either
+    network)."""
     batch = scalars_shape[0] if len(scalars_shape) == 2 else -1
-    if tuple(scalars_shape) != (batch, 3 + edges):
+    width = 3 + edges + code_bits
+    if tuple(scalars_shape) != (batch, width):
         raise ValueError(
-            f"scalars must be [B, {3 + edges}] for {edges} edges, got {tuple(scalars_shape)}"
+            f"scalars must be [B, {width}] for {edges} edges and a {code_bits}-bit terminal "
+            f"code, got {tuple(scalars_shape)}"
         )
     if tuple(load_shape) != (batch, history_slots, edges):
         raise ValueError(
@@ -94,17 +102,26 @@ class _Prepared:
 class NumpyQNetwork:
     """`QNetwork`'s forward pass for scalars [B, 3+E] and load [B, C, E], in numpy."""
 
-    def __init__(self, edges: int, history_slots: int, hidden: int = 64, lstm_hidden: int = 32):
-        if edges < 1 or history_slots < 1 or hidden < 1 or lstm_hidden < 1:
+    def __init__(
+        self,
+        edges: int,
+        history_slots: int,
+        hidden: int = 64,
+        lstm_hidden: int = 32,
+        code_bits: int = 0,
+    ):
+        if edges < 1 or history_slots < 1 or hidden < 1 or lstm_hidden < 1 or code_bits < 0:
             raise ValueError(
-                "NumpyQNetwork needs edges, history_slots, hidden and lstm_hidden >= 1, got "
-                f"{edges}, {history_slots}, {hidden}, {lstm_hidden}"
+                "NumpyQNetwork needs edges, history_slots, hidden and lstm_hidden >= 1 and "
+                f"code_bits >= 0, got {edges}, {history_slots}, {hidden}, {lstm_hidden}, "
+                f"{code_bits}"
             )
         self.edges = edges
         self.history_slots = history_slots
         self.hidden = hidden
         self.lstm_hidden = lstm_hidden
-        self._shapes = weight_shapes(edges, hidden, lstm_hidden)
+        self.code_bits = code_bits
+        self._shapes = weight_shapes(edges, hidden, lstm_hidden, code_bits)
         self._weights: dict[str, np.ndarray] | None = None
         self._prepared: _Prepared | None = None
 
@@ -196,4 +213,6 @@ class NumpyQNetwork:
         return self._prepared
 
     def _check_inputs(self, scalars: np.ndarray, load: np.ndarray) -> None:
-        check_input_shapes(scalars.shape, load.shape, self.edges, self.history_slots)
+        check_input_shapes(
+            scalars.shape, load.shape, self.edges, self.history_slots, self.code_bits
+        )

@@ -121,7 +121,10 @@ class TrajectoryPool:
         history_slots: int,
         trajectory_length: int = 4,
         alpha: float = 1.0,
+        code_bits: int = 0,
     ):
+        if code_bits < 0:
+            raise ValueError(f"TrajectoryPool.code_bits must be >= 0, got {code_bits!r}")
         if capacity < 1 or edges < 1 or history_slots < 1 or trajectory_length < 1:
             raise ValueError(
                 "TrajectoryPool needs capacity, edges, history_slots and trajectory_length "
@@ -134,14 +137,17 @@ class TrajectoryPool:
         self.history_slots = int(history_slots)
         self.trajectory_length = int(trajectory_length)
         self.alpha = float(alpha)
+        self.code_bits = int(code_bits)
+        """Width of the terminal code ending each state's scalars (0: the paper's state)."""
 
         n, c, e = self.trajectory_length, self.history_slots, self.edges
+        width = 3 + e + self.code_bits
         self._shapes = {
-            "scalars": ((n, 3 + e), np.float32),
+            "scalars": ((n, width), np.float32),
             "load": ((n, c, e), np.float32),
             "action": ((n,), np.int64),
             "reward": ((n,), np.float32),
-            "next_scalars": ((n, 3 + e), np.float32),
+            "next_scalars": ((n, width), np.float32),
             "next_load": ((n, c, e), np.float32),
             "done": ((n,), np.bool_),
         }
@@ -284,6 +290,7 @@ class TrajectoryPool:
             "history_slots": np.array(self.history_slots),
             "trajectory_length": np.array(self.trajectory_length),
             "alpha": np.array(self.alpha),
+            "code_bits": np.array(self.code_bits),
             "size": np.array(self._size),
             "cursor": np.array(self._cursor),
             "sample_counts": self._sample_counts[: self._size].copy(),
@@ -298,10 +305,15 @@ class TrajectoryPool:
             raise ValueError(
                 f"pool state has format {str(state['format'])!r}, expected {STATE_FORMAT!r}"
             )
-        for key in ("capacity", "edges", "history_slots", "trajectory_length"):
-            if int(state[key]) != getattr(self, key):
+        recorded = {
+            key: int(state[key])
+            for key in ("capacity", "edges", "history_slots", "trajectory_length")
+        }
+        recorded["code_bits"] = _code_bits(state)
+        for key, value in recorded.items():
+            if value != getattr(self, key):
                 raise ValueError(
-                    f"pool state has {key} = {int(state[key])}, this pool has "
+                    f"pool state has {key} = {value}, this pool has "
                     f"{getattr(self, key)}; build the pool with TrajectoryPool.from_state_dict"
                 )
         size = int(state["size"])
@@ -325,6 +337,7 @@ class TrajectoryPool:
             history_slots=int(state["history_slots"]),
             trajectory_length=int(state["trajectory_length"]),
             alpha=float(state["alpha"]),
+            code_bits=_code_bits(state),
         )
         pool.load_state_dict(state)
         return pool
@@ -344,3 +357,9 @@ class TrajectoryPool:
         """Read a pool written by `save`."""
         with np.load(Path(path), allow_pickle=False) as archive:
             return cls.from_state_dict({key: archive[key] for key in archive.files})
+
+
+def _code_bits(state) -> int:
+    """The terminal-code width a saved pool state records (states saved before pools had
+    codes hold none: 0)."""
+    return int(state["code_bits"]) if "code_bits" in state else 0

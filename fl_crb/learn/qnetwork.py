@@ -1,6 +1,6 @@
 """The CRB-DRQN Q-network: scalar branch + LSTM over the load history + dueling head.
 
-    scalars [B, 3+E] ─ Linear ─ ReLU ──────────┐
+    scalars [B, 3+E(+code)] ─ Linear ─ ReLU ──────────┐
                                                ├─ concat ─ Linear ─ ReLU ─ Linear ─ ReLU ─┐
     load [B, C, E] ── LSTM over C rows, last h ┘                                          │
                                                      Q [B, 1+E] = V + A − mean(A)  ◄──────┘
@@ -37,16 +37,26 @@ from fl_crb.learn.numpy_qnetwork import check_input_shapes
 class QNetwork(nn.Module):
     """Maps one terminal's observation to the Q-values of its 1+E actions."""
 
-    def __init__(self, edges: int, history_slots: int, hidden: int = 64, lstm_hidden: int = 32):
+    def __init__(
+        self,
+        edges: int,
+        history_slots: int,
+        hidden: int = 64,
+        lstm_hidden: int = 32,
+        code_bits: int = 0,
+    ):
         super().__init__()
-        if edges < 1 or history_slots < 1 or hidden < 1 or lstm_hidden < 1:
+        if edges < 1 or history_slots < 1 or hidden < 1 or lstm_hidden < 1 or code_bits < 0:
             raise ValueError(
-                "QNetwork needs edges, history_slots, hidden and lstm_hidden >= 1, got "
-                f"{edges}, {history_slots}, {hidden}, {lstm_hidden}"
+                "QNetwork needs edges, history_slots, hidden and lstm_hidden >= 1 and "
+                f"code_bits >= 0, got {edges}, {history_slots}, {hidden}, {lstm_hidden}, "
+                f"{code_bits}"
             )
         self.edges = edges
         self.history_slots = history_slots
-        self.scalar_fc = nn.Linear(3 + edges, hidden)
+        self.code_bits = code_bits
+        """Width of the terminal code ending the scalars (0: the paper's state)."""
+        self.scalar_fc = nn.Linear(3 + edges + code_bits, hidden)
         self.load_lstm = nn.LSTM(input_size=edges, hidden_size=lstm_hidden, batch_first=True)
         self.hidden1 = nn.Linear(hidden + lstm_hidden, hidden)
         self.hidden2 = nn.Linear(hidden, hidden)
@@ -79,7 +89,9 @@ class QNetwork(nn.Module):
         return self._tensors_by_name
 
     def _check_inputs(self, scalars: torch.Tensor, load: torch.Tensor) -> None:
-        check_input_shapes(tuple(scalars.shape), tuple(load.shape), self.edges, self.history_slots)
+        check_input_shapes(
+            tuple(scalars.shape), tuple(load.shape), self.edges, self.history_slots, self.code_bits
+        )
 
 
 def weights_to_numpy(net: QNetwork) -> dict[str, np.ndarray]:

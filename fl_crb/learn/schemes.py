@@ -110,7 +110,12 @@ class _Scheme:
 
 def _pool(config: TrainConfig, capacity: int, edges: int, history_slots: int) -> TrajectoryPool:
     return TrajectoryPool(
-        capacity, edges, history_slots, config.trajectory_length, alpha=config.pool_alpha
+        capacity,
+        edges,
+        history_slots,
+        config.trajectory_length,
+        alpha=config.pool_alpha,
+        code_bits=config.learner.terminal_code_bits,
     )
 
 

@@ -72,7 +72,7 @@ class TerminalAgent:
         self.rng = np.random.default_rng(seed)
         self.builder = TrajectoryBuilder(self.config.trajectory_length)
         self._network = NumpyQNetwork(
-            scale.edges, history_slots, self.config.hidden, self.config.lstm_hidden
+            scale.edges, history_slots, self.config.hidden, self.config.lstm_hidden, scale.code_bits
         )
 
     @property

@@ -217,9 +217,14 @@ class TrainConfig:
         return replace(self.learner, seed=self.seed * MAX_SEED + index)
 
     def to_dict(self) -> dict:
+        """The JSON form `run.json` records; a field at its "absent" value (`marl` None,
+        `learner.terminal_code_bits` 0) is left out, so runs recorded before the field
+        existed still match their setup."""
         data = asdict(self)
         if self.marl is None:
             del data["marl"]
+        if not self.learner.terminal_code_bits:
+            del data["learner"]["terminal_code_bits"]
         return data
 
     def with_algo(self, algo: str, seed: int) -> TrainConfig:

@@ -105,7 +105,7 @@ class Trainer:
         self.params = params
         self.terminals = terminals
         self.config = config
-        self.scale = FeatureScale.from_params(params, terminals)
+        self.scale = FeatureScale.from_params(params, terminals, config.learner.terminal_code_bits)
         self.simulator = MECSimulator(params, terminals)
         managing_edge = self.simulator.terminal.managing_edge
         self.scheme = make_scheme(
@@ -202,7 +202,11 @@ class Trainer:
         else:
             sizes = self.config.agent_config()
             network = QNetwork(
-                self.params.edges, self.params.history_slots, sizes.hidden, sizes.lstm_hidden
+                self.params.edges,
+                self.params.history_slots,
+                sizes.hidden,
+                sizes.lstm_hidden,
+                self.scale.code_bits,
             ).requires_grad_(False)
         load_numpy_weights(network, weights)
         self._group_networks[group] = (network, version)

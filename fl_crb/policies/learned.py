@@ -46,11 +46,17 @@ def learned_policy(run_directory: str | Path, params: MECParams, terminals: int)
     networks = []
     for state in states:
         network = QNetwork(
-            params.edges, params.history_slots, config.learner.hidden, config.learner.lstm_hidden
+            params.edges,
+            params.history_slots,
+            config.learner.hidden,
+            config.learner.lstm_hidden,
+            config.learner.terminal_code_bits,
         )
         network.load_state_dict(state)
         networks.append(network.requires_grad_(False))
-    scale = FeatureScale.from_params(trained_params, trained_terminals)
+    scale = FeatureScale.from_params(
+        trained_params, trained_terminals, config.learner.terminal_code_bits
+    )
     return GreedyPolicy(config.algo, networks, group_of, scale)
 
 
