@@ -57,6 +57,17 @@ def weight_shapes(
     }
 
 
+def check_sizes(
+    owner: str, edges: int, history_slots: int, hidden: int, lstm_hidden: int, code_bits: int
+) -> None:
+    """Refuse network sizes that make no network (either implementation, named `owner`)."""
+    if edges < 1 or history_slots < 1 or hidden < 1 or lstm_hidden < 1 or code_bits < 0:
+        raise ValueError(
+            f"{owner} needs edges, history_slots, hidden and lstm_hidden >= 1 and code_bits "
+            f">= 0, got {edges}, {history_slots}, {hidden}, {lstm_hidden}, {code_bits}"
+        )
+
+
 def check_input_shapes(
     scalars_shape: tuple[int, ...],
     load_shape: tuple[int, ...],
@@ -110,12 +121,7 @@ class NumpyQNetwork:
         lstm_hidden: int = 32,
         code_bits: int = 0,
     ):
-        if edges < 1 or history_slots < 1 or hidden < 1 or lstm_hidden < 1 or code_bits < 0:
-            raise ValueError(
-                "NumpyQNetwork needs edges, history_slots, hidden and lstm_hidden >= 1 and "
-                f"code_bits >= 0, got {edges}, {history_slots}, {hidden}, {lstm_hidden}, "
-                f"{code_bits}"
-            )
+        check_sizes("NumpyQNetwork", edges, history_slots, hidden, lstm_hidden, code_bits)
         self.edges = edges
         self.history_slots = history_slots
         self.hidden = hidden

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fl_crb.learn.numpy_qnetwork import check_input_shapes
+from fl_crb.learn.numpy_qnetwork import check_input_shapes, check_sizes
 
 
 class QNetwork(nn.Module):
@@ -46,12 +46,7 @@ class QNetwork(nn.Module):
         code_bits: int = 0,
     ):
         super().__init__()
-        if edges < 1 or history_slots < 1 or hidden < 1 or lstm_hidden < 1 or code_bits < 0:
-            raise ValueError(
-                "QNetwork needs edges, history_slots, hidden and lstm_hidden >= 1 and "
-                f"code_bits >= 0, got {edges}, {history_slots}, {hidden}, {lstm_hidden}, "
-                f"{code_bits}"
-            )
+        check_sizes("QNetwork", edges, history_slots, hidden, lstm_hidden, code_bits)
         self.edges = edges
         self.history_slots = history_slots
         self.code_bits = code_bits
