@@ -19,49 +19,23 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
 from fl_crb.learn.train_config import TrainConfig
-from fl_crb.marl.networks import (
-    act_with_own_actors,
-    adam_per_module,
-    categorical,
-    clip_and_step,
-    mlp,
-    observation_width,
-    seeded,
-)
+from fl_crb.marl.actor_critic import PerTerminalActorCritic
+from fl_crb.marl.networks import categorical, clip_and_step, observation_width
 from fl_crb.marl.rollout import Rollout, rows_by_terminal
 from fl_crb.mec.params import MECParams
 
 
-class DecentralizedAC:
-    """D independent (actor, critic) pairs."""
+class DecentralizedAC(PerTerminalActorCritic):
+    """D independent (actor, critic) pairs; critic V_d(o_d) sees the terminal's own
+    observation only."""
 
     name = "decentralized-ac"
-    uses_epsilon = False
 
     def __init__(self, config: TrainConfig, params: MECParams, terminals: int) -> None:
-        self.settings = config.marl
-        self.gamma = config.learner.gamma
-        self.terminals = terminals
-        self.reward_scale = 1.0 / abs(params.drop_reward_value(terminals))
-        hidden, width = config.learner.hidden, observation_width(params.edges, params.history_slots)
-        base = config.seed * 4 * terminals
-        self.actors = nn.ModuleList(
-            seeded(base + 2 * d, lambda: mlp(width, hidden, params.actions))
-            for d in range(terminals)
-        )
-        self.critics = nn.ModuleList(
-            seeded(base + 2 * d + 1, lambda: mlp(width, hidden, 1)) for d in range(terminals)
-        )
-        self.actor_optimizers = adam_per_module(self.actors, self.settings.actor_lr)
-        self.critic_optimizers = adam_per_module(self.critics, self.settings.critic_lr)
-        self.rng = np.random.default_rng([config.seed, 3])
-
-    def act(self, features, terminals, state, explore: bool):
-        """Each deciding terminal asks its own actor."""
-        return act_with_own_actors(self.actors, features, terminals, explore, self.rng)
+        observation = observation_width(params.edges, params.history_slots)
+        super().__init__(config, params, terminals, critic_inputs=observation, critic_outputs=1)
 
     def update(self, rollout: Rollout) -> list[float]:
         losses = []
@@ -88,31 +62,3 @@ class DecentralizedAC:
             clip_and_step(self.actor_optimizers[d], self.actors[d], self.settings.max_grad_norm)
             losses.append(float(critic_loss.item() + actor_loss.item()))
         return losses
-
-    def stored(self) -> int:
-        return 0
-
-    def actor_state(self) -> dict:
-        """The D actors (so greedy play needs the trained terminal count)."""
-        return {"actors": self.actors.state_dict()}
-
-    def load_actor_state(self, state: dict) -> None:
-        self.actors.load_state_dict(state["actors"])
-
-    def state_dict(self) -> dict:
-        return {
-            "actors": self.actors.state_dict(),
-            "critics": self.critics.state_dict(),
-            "actor_optimizers": [o.state_dict() for o in self.actor_optimizers],
-            "critic_optimizers": [o.state_dict() for o in self.critic_optimizers],
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.actors.load_state_dict(state["actors"])
-        self.critics.load_state_dict(state["critics"])
-        for optimizer, saved in zip(self.actor_optimizers, state["actor_optimizers"], strict=True):
-            optimizer.load_state_dict(saved)
-        for optimizer, saved in zip(
-            self.critic_optimizers, state["critic_optimizers"], strict=True
-        ):
-            optimizer.load_state_dict(saved)

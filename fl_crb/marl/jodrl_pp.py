@@ -32,19 +32,10 @@ import copy
 
 import numpy as np
 import torch
-from torch import nn
 
 from fl_crb.learn.train_config import TrainConfig
-from fl_crb.marl.networks import (
-    act_with_own_actors,
-    adam_per_module,
-    categorical,
-    clip_and_step,
-    mlp,
-    observation_width,
-    seeded,
-    state_width,
-)
+from fl_crb.marl.actor_critic import PerTerminalActorCritic
+from fl_crb.marl.networks import categorical, clip_and_step, observation_width, state_width
 from fl_crb.marl.rollout import Rollout, rows_by_terminal
 from fl_crb.mec.params import MECParams
 
@@ -59,42 +50,21 @@ def others_actions(rollout: Rollout, terminals: int, actions: int) -> np.ndarray
     return mine.reshape(rollout.decisions, -1)
 
 
-class JODRLPP:
+class JODRLPP(PerTerminalActorCritic):
     """D actors (pushed to the terminals) and D centralized critics (kept by the trainer)."""
 
     name = "jodrl-pp"
-    uses_epsilon = False
+    saved_modules = ("actors", "critics", "target_critics")
 
     def __init__(self, config: TrainConfig, params: MECParams, terminals: int) -> None:
-        self.settings = config.marl
-        self.gamma = config.learner.gamma
-        self.terminals = terminals
         self.actions = params.actions
-        self.reward_scale = 1.0 / abs(params.drop_reward_value(terminals))
-        hidden = config.learner.hidden
-        observation = observation_width(params.edges, params.history_slots)
-        critic_in = (
+        critic_inputs = (
             state_width(terminals, params.edges, params.history_slots)
-            + observation
+            + observation_width(params.edges, params.history_slots)
             + terminals * params.actions
         )
-        base = config.seed * 4 * terminals
-        self.actors = nn.ModuleList(
-            seeded(base + 2 * d, lambda: mlp(observation, hidden, params.actions))
-            for d in range(terminals)
-        )
-        self.critics = nn.ModuleList(
-            seeded(base + 2 * d + 1, lambda: mlp(critic_in, hidden, params.actions))
-            for d in range(terminals)
-        )
+        super().__init__(config, params, terminals, critic_inputs, critic_outputs=params.actions)
         self.target_critics = copy.deepcopy(self.critics).requires_grad_(False)
-        self.actor_optimizers = adam_per_module(self.actors, self.settings.actor_lr)
-        self.critic_optimizers = adam_per_module(self.critics, self.settings.critic_lr)
-        self.rng = np.random.default_rng([config.seed, 3])
-
-    def act(self, features, terminals, state, explore: bool):
-        """Each deciding terminal asks its own actor, on its own observation only."""
-        return act_with_own_actors(self.actors, features, terminals, explore, self.rng)
 
     def update(self, rollout: Rollout) -> list[float]:
         if rollout.decisions == 0:
@@ -144,29 +114,3 @@ class JODRLPP:
                     target_p.mul_(1 - tau).add_(p, alpha=tau)
             losses.append(float(critic_loss.item() + actor_loss.item()))
         return losses
-
-    def stored(self) -> int:
-        return 0
-
-    def actor_state(self) -> dict:
-        """The D actors, as pushed to the terminals."""
-        return {"actors": self.actors.state_dict()}
-
-    def load_actor_state(self, state: dict) -> None:
-        self.actors.load_state_dict(state["actors"])
-
-    def state_dict(self) -> dict:
-        return {
-            "actors": self.actors.state_dict(),
-            "critics": self.critics.state_dict(),
-            "target_critics": self.target_critics.state_dict(),
-            "actor_optimizers": [o.state_dict() for o in self.actor_optimizers],
-            "critic_optimizers": [o.state_dict() for o in self.critic_optimizers],
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        for name in ("actors", "critics", "target_critics"):
-            getattr(self, name).load_state_dict(state[name])
-        for name in ("actor_optimizers", "critic_optimizers"):
-            for optimizer, saved in zip(getattr(self, name), state[name], strict=True):
-                optimizer.load_state_dict(saved)
