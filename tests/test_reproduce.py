@@ -1,6 +1,7 @@
 """`fl-crb reproduce`: the quick mode end to end, and the measures the figures rest on."""
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from fl_crb.cli import main
 from fl_crb.experiments.convergence import convergence_episode, smoothed
 from fl_crb.experiments.paper_results import PAPER_VALUES, paper_value
 from fl_crb.experiments.report import at_least_as_good
+from fl_crb.experiments.runs import SPREAD_KEY, Experiments, Point
 from fl_crb.experiments.settings import LEARNED_POLICIES, QUICK
 
 TOPOLOGIES = str(Path(__file__).resolve().parent.parent / "topologies")
@@ -134,6 +136,11 @@ def test_reproduce_policies_limits_the_figures_and_refuses_unknown_names(tmp_pat
     rows = read_csv(out / "fig5.csv")
     assert [r["policy"] for r in rows[:2]] == ["local-only", "crb-drqn"]  # plotting order
     assert {r["policy"] for r in rows} == {"local-only", "crb-drqn"}
+    # How much the terminals herd: local-only offloads nothing, CRB-DRQN's tasks meet others.
+    for row in rows:
+        coarrivals = float(row["same_slot_coarrivals_mean"])
+        assert np.isnan(coarrivals) if row["policy"] == "local-only" else coarrivals >= 0
+    assert "Same-slot co-arrivals per offloaded task" in (out / "fig5.md").read_text()
     assert sorted(p.name.split("-")[0] for p in (out / "runs" / "four-edge").iterdir()) == [
         "crb"
     ] * len(QUICK.seeds) * len(QUICK.terminal_sweep)
@@ -142,3 +149,19 @@ def test_reproduce_policies_limits_the_figures_and_refuses_unknown_names(tmp_pat
     assert "unknown policies ['lottery']" in capsys.readouterr().err
     assert main([*command, "--policies", "random,local-only"]) == 2
     assert "must include crb-drqn" in capsys.readouterr().err
+
+
+def test_an_evaluation_cached_without_the_spread_is_replayed_checked_and_completed(tmp_path):
+    experiments = Experiments(tmp_path, TOPOLOGIES, QUICK)
+    point = Point("four-edge-hetero", QUICK.terminal_sweep[0], QUICK.terminal_sweep_rate_bps)
+    fresh = experiments.evaluate(point, "round-robin", 0)
+    [cache] = (tmp_path / "evaluations").rglob("*.json")
+    older = {k: v for k, v in fresh.items() if k not in (SPREAD_KEY, "action_shares")}
+    cache.write_text(json.dumps(older))
+
+    assert experiments.evaluate(point, "round-robin", 0) == fresh
+    assert json.loads(cache.read_text()) == fresh
+
+    cache.write_text(json.dumps({**older, "avg_delay_s": older["avg_delay_s"] + 0.001}))
+    with pytest.raises(RuntimeError, match="other metrics than the cached ones"):
+        experiments.evaluate(point, "round-robin", 0)

@@ -42,10 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from fl_crb.learn.train_config import evaluation_seed
     from fl_crb.learn.training_run import read_best
     from fl_crb.marl.policy import load_any_policy
-    from fl_crb.mec.decision_spread import decision_spread
-    from fl_crb.mec.metrics import run_metrics
     from fl_crb.mec.simulator import MECSimulator
-    from fl_crb.policies.evaluation import merge_episodes, play_episodes
+    from fl_crb.policies.evaluation import evaluate_with_spread
     from fl_crb.policies.learned import is_run_directory
 
     if args.episodes < 1:
@@ -57,8 +55,7 @@ def run(args: argparse.Namespace) -> int:
     policy = load_any_policy(args.policy, params, terminals, seed=args.seed)
     simulator = MECSimulator(params, terminals)
     first_seed = evaluation_seed(args.seed, 0)
-    played = play_episodes(simulator, policy, args.episodes, args.slots, first_seed)
-    metrics = run_metrics(merge_episodes(played), params.slot_s, simulator.drop_reward)
+    metrics, spread = evaluate_with_spread(simulator, policy, args.episodes, args.slots, first_seed)
     report = {
         "topology": topology.name,
         "terminals": terminals,
@@ -67,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         "episodes": args.episodes,
         "first_seed": first_seed,
         **metrics.as_dict(),
-        **decision_spread(played, params.edges).as_dict(),
+        **spread.as_dict(),
     }
     note = getattr(policy, "note", None)
     if note:

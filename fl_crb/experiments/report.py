@@ -50,6 +50,18 @@ def sweep_tables(rows: list[dict], figure: str, x_label: str) -> str:
             )
             out.append("| " + " | ".join([f"{x:g}", *cells, ", ".join(losses) or "—"]) + " |")
         out.append("")
+        out.append(
+            "Same-slot co-arrivals per offloaded task (other tasks sent to the same edge in "
+            "the same slot, `fl_crb.mec.decision_spread`: how much the terminals herd), mean "
+            "± std over seeds; — where a policy offloads nothing.\n"
+        )
+        out.append("| " + " | ".join([x_label, *policies]) + " |")
+        out.append("|" + "---|" * (len(policies) + 1))
+        for x in xs:
+            at_x = {r["policy"]: r for r in mine if r["x"] == x}
+            cells = [_coarrivals(at_x[p]) for p in policies]
+            out.append("| " + " | ".join([f"{x:g}", *cells]) + " |")
+        out.append("")
     out.append(_paper_beside_ours(rows, figure))
     return "\n".join(out)
 
@@ -59,6 +71,11 @@ def _cell(row: dict) -> str:
         f"{row['avg_delay_s_mean']:.3f}±{row['avg_delay_s_std']:.3f} / "
         f"{row['failure_rate_mean']:.3f}±{row['failure_rate_std']:.3f}"
     )
+
+
+def _coarrivals(row: dict) -> str:
+    mean, std = row["same_slot_coarrivals_mean"], row["same_slot_coarrivals_std"]
+    return "—" if mean != mean else f"{mean:.2f}±{std:.2f}"  # NaN: nothing offloaded
 
 
 def _paper_beside_ours(rows: list[dict], figure: str) -> str:

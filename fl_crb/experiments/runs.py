@@ -27,11 +27,15 @@ from fl_crb.learn.trainer import EpisodeMetrics
 from fl_crb.learn.training_run import TrainingRun, read_metrics
 from fl_crb.marl.policy import load_any_policy
 from fl_crb.mec.simulator import MECSimulator
-from fl_crb.policies.evaluation import evaluate_policy
+from fl_crb.policies.evaluation import evaluate_with_spread
 from fl_crb.topology import Topology, load_topology
 
 EpisodeCallback = Callable[[str, EpisodeMetrics], None]
 """Told of every training episode: (run label, metrics); for progress display."""
+
+
+SPREAD_KEY = "same_slot_coarrivals"
+"""The herding measure the figures report beside delay and failure (`decision_spread`)."""
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,9 @@ class Experiments:
 
     def evaluate(self, point: Point, policy: str, seed: int) -> dict:
         """Greedy metrics of `policy` (a baseline or a learned algorithm) at `point` on the
-        held-out episodes of `seed`; cached as JSON beside the runs."""
+        held-out episodes of `seed`, with where its tasks went (`decision_spread`); cached
+        as JSON beside the runs. A cached result from before the spread was recorded is
+        played again, checked to give the same metrics, and completed."""
         scale = f"{self.settings.train_episodes}ep-{self.settings.evaluation_episodes}eval"
         cache = (
             self.out
@@ -120,19 +126,26 @@ class Experiments:
             / point.topology
             / (f"{policy}-{point.terminals}t-{point.rate_mbps:g}Mbps-seed{seed}-{scale}.json")
         )
-        if cache.is_file():
-            return json.loads(cache.read_text())
+        cached = json.loads(cache.read_text()) if cache.is_file() else None
+        if cached is not None and SPREAD_KEY in cached:
+            return cached
         topology = self.topology(point)
         params, terminals = topology.mec_params(), topology.terminal_count
         spec = str(self.train(point, policy, seed)) if policy in LEARNED_POLICIES else policy
-        metrics = evaluate_policy(
+        metrics, spread = evaluate_with_spread(
             MECSimulator(params, terminals),
             load_any_policy(spec, params, terminals, seed=seed),
             self.settings.evaluation_episodes,
             self.settings.train_config.arrival_slots,
             evaluation_seed(seed, 0),
         )
-        result = {"policy": policy, "seed": seed, **metrics.as_dict()}
+        result = {"policy": policy, "seed": seed, **metrics.as_dict(), **spread.as_dict()}
+        replayed = {key: result[key] for key in cached or {}}
+        if cached is not None and json.dumps(replayed) != json.dumps(cached):
+            raise RuntimeError(
+                f"{cache}: playing {policy} again gave other metrics than the cached ones; "
+                "the run or the code changed since: move the cache away to evaluate afresh"
+            )
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps(result) + "\n")
         return result
@@ -142,7 +155,7 @@ class Experiments:
         results = [self.evaluate(point, policy, seed) for seed in self.settings.seeds]
         row: dict = {"policy": policy, "seeds": len(results)}
         row["tasks"] = int(sum(r["tasks"] for r in results))
-        for metric in ("avg_delay_s", "failure_rate", "avg_reward"):
+        for metric in ("avg_delay_s", "failure_rate", "avg_reward", SPREAD_KEY):
             values = np.array([r[metric] for r in results], dtype=np.float64)
             row[f"{metric}_mean"] = float(np.mean(values))
             row[f"{metric}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0

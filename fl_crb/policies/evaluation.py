@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fl_crb.mec.decision_spread import DecisionSpread, decision_spread
 from fl_crb.mec.metrics import RunMetrics, run_metrics
 from fl_crb.mec.simulator import MECSimulator
 from fl_crb.mec.tasklog import TaskRecords
@@ -47,5 +48,13 @@ def evaluate_policy(
     simulator: MECSimulator, policy: Policy, episodes: int, arrival_slots: int, seed: int
 ) -> RunMetrics:
     """Metrics over all tasks of `episodes` episodes with seeds seed, seed + 1, ..."""
+    return evaluate_with_spread(simulator, policy, episodes, arrival_slots, seed)[0]
+
+
+def evaluate_with_spread(
+    simulator: MECSimulator, policy: Policy, episodes: int, arrival_slots: int, seed: int
+) -> tuple[RunMetrics, DecisionSpread]:
+    """`evaluate_policy`'s metrics and, from the same episodes, where the tasks went."""
     played = play_episodes(simulator, policy, episodes, arrival_slots, seed)
-    return run_metrics(merge_episodes(played), simulator.params.slot_s, simulator.drop_reward)
+    metrics = run_metrics(merge_episodes(played), simulator.params.slot_s, simulator.drop_reward)
+    return metrics, decision_spread(played, simulator.params.edges)
