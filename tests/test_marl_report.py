@@ -14,6 +14,9 @@ def row(policy: str, x: float, failure: float, delay: float) -> dict:
         "failure_rate_std": 0.0,
         "avg_delay_s_mean": delay,
         "avg_delay_s_std": 0.0,
+        # how much the terminals herd; local-only offloads nothing (NaN)
+        "same_slot_coarrivals_mean": float("nan") if policy == "local-only" else 0.25,
+        "same_slot_coarrivals_std": float("nan") if policy == "local-only" else 0.0,
     }
 
 
@@ -33,6 +36,7 @@ def test_tables_put_ours_beside_the_papers_and_judge_each_stated_ordering():
         row("crb-drqn", 3.0, 0.06, 0.72),
     ]
     text = sweep_tables(rows, "fig6", "rate")
+    assert "| 3 | — | 0.25±0.00 | 0.25±0.00 | 0.25±0.00 | 0.25±0.00 |" in text  # co-arrivals
     assert "| failure_rate | 3 | 0.052 | jodrl-pp (reconstruction" in text
     assert "0.050±0.000" in text and "multi-tier (reconstruction; decides" in text
     assert "| failure_rate | 3 | Local-Only < Decentralized AC | differs: " in text
