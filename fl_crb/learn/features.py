@@ -29,10 +29,12 @@ Both entry points share one private encoder, so a terminal encoding its own obse
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
+from fl_crb.learn.numpy_qnetwork import scalar_width
 from fl_crb.mec.observation import Observations, TerminalObservation
 from fl_crb.mec.params import MECParams
 
@@ -48,9 +50,19 @@ def terminal_codes(terminals: np.ndarray, bits: int) -> np.ndarray:
     """float32 [k, bits]: the ±1 codes of the given terminal indices (row d of one fixed
     random ±1 matrix; terminals far apart in index are as unlike as neighbours)."""
     terminals = np.asarray(terminals, dtype=np.int64)
-    rows = int(terminals.max()) + 1 if terminals.size else 0
+    needed = int(terminals.max()) + 1 if terminals.size else 0
+    return _code_table(max(64, 1 << (needed - 1).bit_length()), bits)[terminals]
+
+
+@functools.lru_cache(maxsize=16)
+def _code_table(rows: int, bits: int) -> np.ndarray:
+    """The first `rows` rows of the code matrix, built once per size (encode_batch runs
+    every slot). A larger table starts with the rows of a smaller one: the generator draws
+    row after row, so a terminal's code does not depend on the table's size."""
     table = np.random.default_rng(TERMINAL_CODE_SEED).choice([-1.0, 1.0], size=(rows, bits))
-    return table[terminals].astype(np.float32)
+    table = table.astype(np.float32)
+    table.flags.writeable = False
+    return table
 
 
 @dataclass(frozen=True)
@@ -91,7 +103,7 @@ class FeatureScale:
     def scalar_features(self) -> int:
         """Width of the scalar input: η, μcomp, μtran, one queued-bits value per edge, and
         the terminal code if any."""
-        return 3 + self.edges + self.code_bits
+        return scalar_width(self.edges, self.code_bits)
 
 
 def encode_batch(
@@ -164,7 +176,7 @@ def _encode(
             f"load history must be [C, {scale.edges}] for FeatureScale.edges = "
             f"{scale.edges}, got shape {load_history.shape}"
         )
-    scalars = np.empty((k, 3 + scale.edges), dtype=np.float64)
+    scalars = np.empty((k, scalar_width(scale.edges)), dtype=np.float64)
     scalars[:, 0] = task_bits / BITS_PER_MBIT
     scalars[:, 1] = local_wait_slots / scale.deadline_slots
     scalars[:, 2] = uplink_wait_slots / scale.deadline_slots

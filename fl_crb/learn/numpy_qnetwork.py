@@ -32,6 +32,12 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def scalar_width(edges: int, code_bits: int = 0) -> int:
+    """Width of the scalar input: η, μcomp, μtran, one queued-bits value per edge, then the
+    terminal code if any (`fl_crb.learn.features`)."""
+    return 3 + edges + code_bits
+
+
 def weight_shapes(
     edges: int, hidden: int = 64, lstm_hidden: int = 32, code_bits: int = 0
 ) -> dict[str, tuple[int, ...]]:
@@ -40,7 +46,7 @@ def weight_shapes(
     code's width, `fl_crb.learn.features`)."""
     gates = 4 * lstm_hidden
     return {
-        "scalar_fc.weight": (hidden, 3 + edges + code_bits),
+        "scalar_fc.weight": (hidden, scalar_width(edges, code_bits)),
         "scalar_fc.bias": (hidden,),
         "load_lstm.weight_ih_l0": (gates, edges),
         "load_lstm.weight_hh_l0": (gates, lstm_hidden),
@@ -78,7 +84,7 @@ def check_input_shapes(
     """Refuse inputs that are not scalars [B, 3+E+code_bits] and load [B, C, E] (either
     network)."""
     batch = scalars_shape[0] if len(scalars_shape) == 2 else -1
-    width = 3 + edges + code_bits
+    width = scalar_width(edges, code_bits)
     if tuple(scalars_shape) != (batch, width):
         raise ValueError(
             f"scalars must be [B, {width}] for {edges} edges and a {code_bits}-bit terminal "

@@ -44,6 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fl_crb.learn.numpy_qnetwork import scalar_width
+
 INITIAL_FAMILIARITY = 3
 """N_i of a trajectory never sampled: the integer nearest e, where ln N / N peaks."""
 
@@ -141,7 +143,7 @@ class TrajectoryPool:
         """Width of the terminal code ending each state's scalars (0: the paper's state)."""
 
         n, c, e = self.trajectory_length, self.history_slots, self.edges
-        width = 3 + e + self.code_bits
+        width = scalar_width(e, self.code_bits)
         self._shapes = {
             "scalars": ((n, width), np.float32),
             "load": ((n, c, e), np.float32),

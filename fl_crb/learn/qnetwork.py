@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fl_crb.learn.numpy_qnetwork import check_input_shapes, check_sizes
+from fl_crb.learn.numpy_qnetwork import check_input_shapes, check_sizes, scalar_width
 
 
 class QNetwork(nn.Module):
@@ -51,7 +51,7 @@ class QNetwork(nn.Module):
         self.history_slots = history_slots
         self.code_bits = code_bits
         """Width of the terminal code ending the scalars (0: the paper's state)."""
-        self.scalar_fc = nn.Linear(3 + edges + code_bits, hidden)
+        self.scalar_fc = nn.Linear(scalar_width(edges, code_bits), hidden)
         self.load_lstm = nn.LSTM(input_size=edges, hidden_size=lstm_hidden, batch_first=True)
         self.hidden1 = nn.Linear(hidden + lstm_hidden, hidden)
         self.hidden2 = nn.Linear(hidden, hidden)
