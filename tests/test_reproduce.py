@@ -67,6 +67,7 @@ def test_reproduce_all_quick_writes_every_figure_for_both_topologies(tmp_path: P
     assert {int(r["episode"]) for r in rewards} == set(range(QUICK.train_episodes))
     convergence = read_csv(out / "fig4_convergence.csv")
     assert {int(r["terminals"]) for r in convergence} == set(QUICK.convergence_terminals)
+    assert all(float(r["convergence_cpu_s_mean"]) > 0 for r in convergence)
     for name in ("fig4", "fig5", "fig6"):
         for topology in topologies:
             assert (out / f"{name}_{topology}.png").read_bytes()[:8] == PNG_SIGNATURE
@@ -82,6 +83,26 @@ def test_reproduce_all_quick_writes_every_figure_for_both_topologies(tmp_path: P
     )
     assert (out / "fig6.md").read_text() == before
     assert sorted(p.name for p in (out / "runs" / "four-edge-hetero").iterdir()) == runs
+
+    # A run trained before CPU time was recorded: its convergence CPU time is unknown (—),
+    # not a sum over the episodes that happen to have it.
+    terminals = QUICK.convergence_terminals[0]
+    point = Point("four-edge-hetero", terminals, QUICK.terminal_sweep_rate_bps)
+    old_run = Experiments(out, TOPOLOGIES, QUICK).run_directory(point, "crb-drqn", 0)
+    metrics = [json.loads(line) for line in (old_run / "metrics.jsonl").read_text().splitlines()]
+    metrics[0].pop("cpu_s")
+    (old_run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    assert (
+        main(["reproduce", "fig4", "--quick", "--out", str(out), "--topologies", TOPOLOGIES]) == 0
+    )
+    rows = read_csv(out / "fig4_convergence.csv")
+    [unknown] = [
+        r for r in rows if r["topology"] == "four-edge-hetero" and r["terminals"] == str(terminals)
+    ]
+    assert np.isnan(float(unknown["convergence_cpu_s_mean"]))
+    assert float(unknown["convergence_time_s_mean"]) > 0
+    assert f"| {terminals} | " in (out / "fig4.md").read_text()
+    assert " | — |" in (out / "fig4.md").read_text()
 
 
 def test_reproduce_names_a_missing_topology_directory(tmp_path: Path, capsys):

@@ -18,7 +18,9 @@ every number it reports:
   end. The run must be long enough that its end is settled: at least `final_episodes` +
   `window` episodes.
 
-The convergence time is the training wall time up to and including that episode.
+The convergence time is the training time up to and including that episode, reported
+twice: wall time, which other jobs on a shared machine stretch, and the training
+process's CPU time (`EpisodeMetrics.cpu_s`), which they hardly move.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 - Figure 4 (`figure4`): (a) the average reward per training episode of every algorithm
   at `reward_curve_terminals` terminals (the learners' training curves, mean ± std over
   seeds; each baseline played on the same training arrivals); (b) CRB-DRQN's convergence
-  episode and convergence time (`fl_crb.experiments.convergence`) for each terminal count
-  of `convergence_terminals`.
+  episode and convergence time (`fl_crb.experiments.convergence`), in wall time and in
+  CPU time, for each terminal count of `convergence_terminals`.
 - Figure 5 (`figure5`): greedy average delay and failure rate of every policy vs the
   terminal count, at 2.0 Mbit/s.
 - Figure 6 (`figure6`): the same vs the offered load per terminal, at 15 terminals.
@@ -58,7 +58,7 @@ def figure4(exp: Experiments, topology: str) -> dict[str, list[dict]]:
     convergence = []
     for terminals in settings.convergence_terminals:
         point = Point(topology, terminals, settings.terminal_sweep_rate_bps)
-        episodes, seconds = [], []
+        episodes, seconds, cpu_seconds = [], [], []
         for seed in settings.seeds:
             curve = exp.training_curve(point, "crb-drqn", seed)
             k = convergence_episode(
@@ -68,6 +68,7 @@ def figure4(exp: Experiments, topology: str) -> dict[str, list[dict]]:
             )
             episodes.append(k)
             seconds.append(sum(m["wall_s"] for m in curve[: k + 1]))
+            cpu_seconds.append(_cpu_time(curve[: k + 1]))
         convergence.append(
             {
                 "topology": topology,
@@ -76,10 +77,20 @@ def figure4(exp: Experiments, topology: str) -> dict[str, list[dict]]:
                 "convergence_episode_std": _std(episodes),
                 "convergence_time_s_mean": float(np.mean(seconds)),
                 "convergence_time_s_std": _std(seconds),
+                "convergence_cpu_s_mean": float(np.mean(cpu_seconds)),
+                "convergence_cpu_s_std": _std(cpu_seconds),
                 "seeds": len(episodes),
             }
         )
     return {"rewards": rewards, "convergence": convergence}
+
+
+def _cpu_time(episodes: list[dict]) -> float:
+    """The CPU time of these training episodes; NaN if any was trained before runs
+    recorded it (`EpisodeMetrics.cpu_s`), rather than a sum over part of them."""
+    if any("cpu_s" not in m for m in episodes):
+        return float("nan")
+    return float(sum(m["cpu_s"] for m in episodes))
 
 
 def _baseline_curve(exp: Experiments, point: Point, policy: str, seed: int) -> list[float]:

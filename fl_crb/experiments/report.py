@@ -59,7 +59,7 @@ def sweep_tables(rows: list[dict], figure: str, x_label: str) -> str:
         out.append("|" + "---|" * (len(policies) + 1))
         for x in xs:
             at_x = {r["policy"]: r for r in mine if r["x"] == x}
-            cells = [_coarrivals(at_x[p]) for p in policies]
+            cells = [_mean_std(at_x[p], "same_slot_coarrivals", 2, "±") for p in policies]
             out.append("| " + " | ".join([f"{x:g}", *cells]) + " |")
         out.append("")
     out.append(_paper_beside_ours(rows, figure))
@@ -73,9 +73,11 @@ def _cell(row: dict) -> str:
     )
 
 
-def _coarrivals(row: dict) -> str:
-    mean, std = row["same_slot_coarrivals_mean"], row["same_slot_coarrivals_std"]
-    return "—" if mean != mean else f"{mean:.2f}±{std:.2f}"  # NaN: nothing offloaded
+def _mean_std(row: dict, key: str, digits: int = 0, separator: str = " ± ") -> str:
+    """`mean ± std` of `key` in a row; — where the mean is NaN (co-arrivals of a policy
+    that offloads nothing, CPU times of runs trained before they were recorded)."""
+    mean, std = row[f"{key}_mean"], row[f"{key}_std"]
+    return "—" if mean != mean else f"{mean:.{digits}f}{separator}{std:.{digits}f}"
 
 
 def _paper_beside_ours(rows: list[dict], figure: str) -> str:
@@ -186,14 +188,14 @@ def convergence_tables(figure4_rows: dict[str, dict[str, list[dict]]], final: in
             out.append(f"| {policy} | {sum(tail) / len(tail):.2f} |")
         out.append("")
         out.append("CRB-DRQN convergence (episode from which the smoothed reward stays ")
-        out.append("within 5% of its final value; time = training wall time until then):\n")
-        out.append("| terminals | convergence episode | convergence time (s) |")
-        out.append("|---|---|---|")
+        out.append("within 5% of its final value; the training's wall time and CPU time until ")
+        out.append("then, — for runs trained before CPU time was recorded):\n")
+        out.append("| terminals | convergence episode | wall time (s) | CPU time (s) |")
+        out.append("|---|---|---|---|")
         for row in parts["convergence"]:
             out.append(
-                f"| {row['terminals']} | {row['convergence_episode_mean']:.0f} ± "
-                f"{row['convergence_episode_std']:.0f} | {row['convergence_time_s_mean']:.0f} ± "
-                f"{row['convergence_time_s_std']:.0f} |"
+                f"| {row['terminals']} | {_mean_std(row, 'convergence_episode')} | "
+                f"{_mean_std(row, 'convergence_time_s')} | {_mean_std(row, 'convergence_cpu_s')} |"
             )
         out.append("")
     paper = ", ".join(f"{k} {v} episodes" for k, v in PAPER_CONVERGENCE_EPISODES.items())

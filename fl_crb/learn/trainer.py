@@ -66,6 +66,10 @@ class EpisodeMetrics:
     """Mean loss over those steps (NaN if none)."""
     wall_s: float
     """Wall-clock time of the episode, acting and training included."""
+    cpu_s: float
+    """CPU time the training process spent on the episode (all its threads). Other jobs on
+    a shared machine stretch `wall_s` but hardly move this, so Figure 4's convergence
+    times are compared in it."""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -79,10 +83,10 @@ class EpisodeMetrics:
         epsilon: float,
         pool_trajectories: int,
         losses: list[float],
-        started_s: float,
+        started: EpisodeStart,
     ) -> EpisodeMetrics:
-        """The record of an episode from its run metrics, its losses and its start
-        (`time.perf_counter()`); shared by every trainer so `metrics.jsonl` reads alike."""
+        """The record of an episode from its run metrics, its losses and its start;
+        shared by every trainer so `metrics.jsonl` reads alike."""
         return cls(
             episode=episode,
             arrival_seed=arrival_seed,
@@ -94,8 +98,23 @@ class EpisodeMetrics:
             pool_trajectories=pool_trajectories,
             train_steps=len(losses),
             loss=float(np.mean(losses)) if losses else float("nan"),
-            wall_s=time.perf_counter() - started_s,
+            wall_s=time.perf_counter() - started.wall_s,
+            cpu_s=time.process_time() - started.cpu_s,
         )
+
+
+@dataclass(frozen=True)
+class EpisodeStart:
+    """The clocks when an episode began (`EpisodeStart.now()`), for its wall and CPU time."""
+
+    wall_s: float
+    """`time.perf_counter()`."""
+    cpu_s: float
+    """`time.process_time()`."""
+
+    @classmethod
+    def now(cls) -> EpisodeStart:
+        return cls(time.perf_counter(), time.process_time())
 
 
 class Trainer:
@@ -127,7 +146,7 @@ class Trainer:
 
     def run_episode(self) -> EpisodeMetrics:
         """Train through one episode; returns its metrics."""
-        start = time.perf_counter()
+        start = EpisodeStart.now()
         epsilon = self.config.epsilon(self.episode)
         for agent in self.agents:
             agent.epsilon = epsilon

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 
 import torch
@@ -33,7 +32,7 @@ import torch
 from fl_crb.learn.checkpoint import checkpoint_exists
 from fl_crb.learn.features import FeatureScale
 from fl_crb.learn.train_config import TrainConfig, training_seed, validation_seed
-from fl_crb.learn.trainer import EpisodeMetrics
+from fl_crb.learn.trainer import EpisodeMetrics, EpisodeStart
 from fl_crb.marl.decentralized_ac import DecentralizedAC
 from fl_crb.marl.jodrl_pp import JODRLPP
 from fl_crb.marl.mappo import MAPPO
@@ -75,7 +74,7 @@ class MarlTrainer:
         self._validation_simulator: MECSimulator | None = None
 
     def run_episode(self) -> EpisodeMetrics:
-        start = time.perf_counter()
+        start = EpisodeStart.now()
         epsilon = self.config.epsilon(self.episode) if self.algorithm.uses_epsilon else 0.0
         self.algorithm.epsilon = epsilon
         seed = training_seed(self.config.seed, self.episode)
