@@ -49,7 +49,7 @@ from pathlib import Path
 
 from terminal_footprint import PeakRss, random_weights
 
-from fl_crb.runtime.decider import read_weights_file, save_weights_file
+from fl_crb.runtime.decider import FEDERATED_POLICY, read_weights_file, save_weights_file
 from fl_crb.runtime.local_run import LocalRunConfig, run_local
 from fl_crb.runtime.placement import LOOPBACK
 from fl_crb.topology import load_topology
@@ -293,15 +293,16 @@ def run_federated_mode(args, topology, out, placement, rate_bps) -> dict:
         from fl_crb.federation.federated_run import FederatedRunConfig, run_federated
     except ImportError as error:
         raise SystemExit(f"federated mode needs fl_crb.federation.federated_run: {error}") from None
-    config = FederatedRunConfig(
+    parties = LocalRunConfig(
         topology_path=str(topology),
-        duration_s=args.duration,
-        out_dir=str(out),
         terminals_override=1,
         arrival_rate_override_bps=rate_bps,
-        min_pool_trajectories=4,
+        policy=FEDERATED_POLICY,
+        duration_s=args.duration,
+        out_dir=str(out),
         startup_timeout_s=600.0,
     )
+    config = FederatedRunConfig(parties, min_pool_trajectories=4)
     summary = asyncio.run(run_federated(config, placement))
     federation = summary["federation"]
     party = json.loads((out / "parties" / "t1.json").read_text())

@@ -2,22 +2,24 @@
 
 `emulation.run` runs one coordinator, `DATA_PLANES[name](local_config, placement)`. This
 module adapts the federated face's coordinator (`fl_crb.federation.federated_run`) to that
-call: the same topology, overrides, duration, seed and run folder, the pre-trained
-weights of `crb-drqn:WEIGHTS.npz` as the edge learners' starting weights, and the same
-`MininetPlacement`, through which the federated run starts the SuperLink and the trusted
-authority on the cloud host, the edge learners and SuperNodes on the edge hosts and the
-terminals' SuperNodes beside their parties, so uploads and weights cross the emulated
-links. The terminals start with the pre-trained weights, then act with the newest weights
-their managing edge serves, and the task log's `decided_by` shows each version. Uplinks
-are unpaced (the emulated links shape them) and the data-plane parties take the run's
-real-time priority, as in the plain data plane.
+call: the same parties (topology, overrides, duration, seed, run folder), their
+terminals deciding with `FEDERATED_POLICY` and given the federated run's startup time,
+the pre-trained weights of `crb-drqn:WEIGHTS.npz` as the edge learners' starting
+weights, and the same `MininetPlacement`, through which the federated run starts the
+SuperLink and the trusted authority on the cloud host, the edge learners and SuperNodes
+on the edge hosts and the terminals' SuperNodes beside their parties, so uploads and
+weights cross the emulated links. The terminals start with the pre-trained weights, then
+act with the newest weights their managing edge serves, and the task log's `decided_by`
+shows each version. Uplinks are unpaced (the emulated links shape them) and the
+data-plane parties take the run's real-time priority, as in the plain data plane.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
-from fl_crb.runtime.decider import AGENT_PREFIX
+from fl_crb.runtime.decider import AGENT_PREFIX, FEDERATED_POLICY
 from fl_crb.runtime.local_run import LocalRunConfig
 from fl_crb.runtime.placement import Placement
 
@@ -39,7 +41,11 @@ async def run_federated_plane(
     learners train once the pool holds `min_pool_trajectories`, the authority starts a
     round every `round_period_s` and idle SuperNodes pull every `poll_s` (the SuperExecs
     keep `EMULATION_POLL_S`)."""
-    from fl_crb.federation.federated_run import FederatedRunConfig, run_federated
+    from fl_crb.federation.federated_run import (
+        FEDERATED_STARTUP_TIMEOUT_S,
+        FederatedRunConfig,
+        run_federated,
+    )
 
     if not local.policy.startswith(AGENT_PREFIX):
         raise ValueError(
@@ -48,15 +54,10 @@ async def run_federated_plane(
         )
     weights = Path(local.policy[len(AGENT_PREFIX) :])
     config = FederatedRunConfig(
-        topology_path=local.topology_path,
-        duration_s=local.duration_s,
-        out_dir=local.out_dir,
-        terminals_override=local.terminals_override,
-        arrival_rate_override_bps=local.arrival_rate_override_bps,
+        parties=replace(
+            local, policy=FEDERATED_POLICY, startup_timeout_s=FEDERATED_STARTUP_TIMEOUT_S
+        ),
         starting_weights=str(weights.resolve()),
-        seed=local.seed,
-        pace_uplink=local.pace_uplink,
-        realtime_priority=local.realtime_priority,
         round_period_s=round_period_s,
         supernode_idle_poll_s=poll_s,
         superexec_poll_s=EMULATION_POLL_S,

@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,11 @@ from fl_crb.federation.crypto import (
     overhead_bytes,
     public_key_bytes,
 )
-from fl_crb.federation.federated_run import FederatedRunConfig, run_federated
+from fl_crb.federation.federated_run import (
+    FEDERATED_STARTUP_TIMEOUT_S,
+    FederatedRunConfig,
+    run_federated,
+)
 from fl_crb.federation.mailbox import (
     EdgeMailbox,
     TerminalMailbox,
@@ -38,6 +43,8 @@ from fl_crb.federation.mailbox import (
 )
 from fl_crb.federation.serialization import encode_weights
 from fl_crb.runtime.config import FederatedTerminal, load_config, save_config
+from fl_crb.runtime.decider import FEDERATED_POLICY
+from fl_crb.runtime.local_run import LocalRunConfig
 
 TINY = str(Path(__file__).parent.parent / "topologies" / "tiny.yaml")
 FAULTS = "tamper@1,replay@2,malformed@3"
@@ -128,10 +135,27 @@ def test_terminal_config_carries_its_federation_settings(tmp_path):
     assert load_config(tmp_path / "t1.json", TerminalConfig) == config
 
 
+def _parties(out: Path, duration_s: float, rate_bps: float | None = None) -> LocalRunConfig:
+    """The data plane of a federated run on tiny, as `fl-crb federate` builds it."""
+    return LocalRunConfig(
+        TINY,
+        None,
+        rate_bps,
+        FEDERATED_POLICY,
+        duration_s,
+        str(out),
+        startup_timeout_s=FEDERATED_STARTUP_TIMEOUT_S,
+    )
+
+
 def test_bad_federated_settings_are_refused_before_any_process(tmp_path):
     with pytest.raises(ValueError, match=r"round period must be > 0 s, got 0"):
-        FederatedRunConfig(TINY, 5.0, str(tmp_path / "a"), round_period_s=0)
-    config = FederatedRunConfig(TINY, 5.0, str(tmp_path / "b"), upload_faults=(("t9", "x@1"),))
+        FederatedRunConfig(_parties(tmp_path / "a", 5.0), round_period_s=0)
+    with pytest.raises(
+        ValueError, match=r"parties.policy must be 'crb-drqn-federated'.*got 'round-robin'"
+    ):
+        FederatedRunConfig(replace(_parties(tmp_path / "a", 5.0), policy="round-robin"))
+    config = FederatedRunConfig(_parties(tmp_path / "b", 5.0), upload_faults=(("t9", "x@1"),))
     with pytest.raises(ValueError, match=r"upload faults name \['t9'\], which are not terminals"):
         asyncio.run(run_federated(config))
 
@@ -143,10 +167,7 @@ def _config(out: Path, duration_s: float, **extra) -> FederatedRunConfig:
     """tiny (2 edges, 4 terminals) at 5 Mbit/s per terminal so that 4 trajectories per
     terminal arrive within ~10 s, 1 s rounds, training from 4 pooled trajectories."""
     return FederatedRunConfig(
-        TINY,
-        duration_s,
-        str(out),
-        arrival_rate_override_bps=5e6,
+        _parties(out, duration_s, rate_bps=5e6),
         round_period_s=1.0,
         min_pool_trajectories=4,
         **extra,

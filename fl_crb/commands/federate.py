@@ -52,22 +52,33 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fl_crb.federation.federated_run import FederatedRunConfig, run_federated
+    from fl_crb.federation.federated_run import (
+        FEDERATED_STARTUP_TIMEOUT_S,
+        FederatedRunConfig,
+        run_federated,
+    )
+    from fl_crb.runtime.decider import FEDERATED_POLICY
+    from fl_crb.runtime.local_run import LocalRunConfig
 
     duration_s = quantity_argument(args.duration, TIME, "--duration")
     period_s = quantity_argument(args.round_period, TIME, "--round-period")
     rate_bps = quantity_argument(args.rate, BANDWIDTH, "--rate")
-    config = FederatedRunConfig(
+    parties = LocalRunConfig(
         topology_path=args.topology,
-        duration_s=duration_s,
-        out_dir=args.out,
         terminals_override=args.terminals,
         arrival_rate_override_bps=rate_bps,
+        policy=FEDERATED_POLICY,
+        duration_s=duration_s,
+        out_dir=args.out,
+        seed=args.seed,
+        startup_timeout_s=FEDERATED_STARTUP_TIMEOUT_S,
+    )
+    config = FederatedRunConfig(
+        parties=parties,
         starting_weights=args.policy,
         round_period_s=period_s,
         epsilon=args.epsilon,
         min_pool_trajectories=args.min_pool,
-        seed=args.seed,
     )
     try:
         summary = asyncio.run(run_federated(config))

@@ -68,21 +68,24 @@ from fl_crb.runtime.local_run import (
 from fl_crb.runtime.party import write_json
 from fl_crb.runtime.placement import Loopback, Placement
 
+FEDERATED_STARTUP_TIMEOUT_S = 180.0
+"""The usual `LocalRunConfig.startup_timeout_s` of a federated run's parties, longer than
+a local run's: the Flower processes, the edge learners and the authority start on the
+same cores at the same time (and are given as long)."""
+
 
 @dataclass(frozen=True)
 class FederatedRunConfig:
-    """One federated run on loopback."""
+    """One federated run: the data plane's parties and the federation around them."""
 
-    topology_path: str
-    """Topology YAML file."""
-    duration_s: float
-    """Seconds of task arrivals; the run then drains for τ + 2 slots."""
-    out_dir: str
-    """Run folder; created, and must not hold an earlier run."""
-    terminals_override: int | None = None
-    """Terminal count replacing the file's, or None."""
-    arrival_rate_override_bps: float | None = None
-    """Offered load per terminal replacing the file's, in bit/s, or None."""
+    parties: LocalRunConfig
+    """The runtime's edge servers and terminals, as a local run has them; `policy` must be
+    `FEDERATED_POLICY` (the terminals act with the weights the federation delivers). Its
+    `startup_timeout_s` also bounds the start of the learners, the Flower nodes and the
+    authority (`FEDERATED_STARTUP_TIMEOUT_S` is the usual value), its `seed` also seeds
+    the learners' initialisation and the authority's sampling, and its
+    `realtime_priority` keeps the Flower processes sharing the parties' cores from
+    delaying their slots."""
     starting_weights: str | None = None
     """A training run folder or a weights file (`save_weights_file`) the edge learners
     start from; None: each learner starts freshly initialised."""
@@ -97,26 +100,22 @@ class FederatedRunConfig:
     """Trajectories the authority's pool keeps."""
     min_pool_trajectories: int = 32
     """Edges get batches once the pool holds this many trajectories."""
-    seed: int = 0
-    """Seed of workloads, exploration, initialisation and sampling."""
     upload_faults: tuple[tuple[str, str], ...] = ()
     """Test-only: (terminal host, "tamper@K,replay@K,malformed@K") faults to inject."""
     max_authority_restarts: int = 3
     """How often the supervisor starts a dead authority again before giving up."""
-    startup_timeout_s: float = 180.0
-    """How long learners, Flower nodes, the authority and the parties may take to start."""
     supernode_idle_poll_s: float = 0.25
     """The SuperNodes' idle poll (`LaunchConfig`); Flower's own is a fixed 3 s."""
     superexec_poll_s: float = 0.25
     """The SuperExecs' task poll (`LaunchConfig`)."""
-    pace_uplink: bool = True
-    """Terminals pace their uplink at the topology's rate; False when a network emulator
-    shapes the links instead (`LocalRunConfig.pace_uplink`)."""
-    realtime_priority: int | None = None
-    """SCHED_FIFO priority of the edge servers and terminals once READY (needs root), so
-    that the Flower processes sharing their cores cannot delay their slots; None: normal."""
 
     def __post_init__(self) -> None:
+        if self.parties.policy != FEDERATED_POLICY:
+            raise ValueError(
+                f"parties.policy must be {FEDERATED_POLICY!r} in a federated run (the "
+                f"edge learners' starting weights go in starting_weights), got "
+                f"{self.parties.policy!r}"
+            )
         if not self.round_period_s > 0:
             raise ValueError(f"round period must be > 0 s, got {self.round_period_s!r}")
         if not 0 <= self.epsilon <= 1:
@@ -135,21 +134,10 @@ async def run_federated(
 ) -> dict[str, object]:
     """Run the federated face for the configured duration; returns the summary."""
     placement = placement or Loopback()
-    out = Path(config.out_dir).resolve()
+    local = config.parties
+    out = Path(local.out_dir).resolve()
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"run folder {out} is not empty; give a new folder for each run")
-    local = LocalRunConfig(
-        topology_path=config.topology_path,
-        terminals_override=config.terminals_override,
-        arrival_rate_override_bps=config.arrival_rate_override_bps,
-        policy=FEDERATED_POLICY,
-        duration_s=config.duration_s,
-        out_dir=str(out),
-        seed=config.seed,
-        pace_uplink=config.pace_uplink,
-        startup_timeout_s=config.startup_timeout_s,
-        realtime_priority=config.realtime_priority,
-    )
     spec, params, terminals = run_spec(local)
     topology = spec.topology()
     edges, hosts = topology.edge_names, topology.terminal_names[:terminals]
@@ -159,7 +147,7 @@ async def run_federated(
         raise ValueError(f"upload faults name {unknown}, which are not terminals of {hosts}")
     for sub in ("config", "logs", "parties", "keys", "mailboxes", "authority"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(config.topology_path, out / "topology.yaml")
+    shutil.copyfile(local.topology_path, out / "topology.yaml")
     start_weights = start_weights_files(config.starting_weights, params, out / "keys")
     if start_weights:
         hand_out_starting_weights(start_weights, managing, hosts, out / "mailboxes")
@@ -205,7 +193,7 @@ async def run_federated(
         else batches,
         round_period_s=config.round_period_s,
         stop_path=str(out / "authority" / "stop"),
-        seed=config.seed,
+        seed=local.seed,
     )
     learners: list[asyncio.subprocess.Process] = []
     parties: list = []
@@ -229,7 +217,7 @@ async def run_federated(
                 trajectory_length=4,
                 summary_path=str(out / "parties" / f"{edge}.learner.json"),
                 initial_weights_path=start_weights[e] if start_weights else None,
-                seed=config.seed * 1000 + e,
+                seed=local.seed * 1000 + e,
             )
             learners.append(await start_learner(out, service, placement))
         # Flower starts while the parties start (both take seconds of imports); the
@@ -240,7 +228,7 @@ async def run_federated(
 
         async def start_authority() -> None:
             nonlocal federation, supervisor
-            ready_by = time.time() + config.startup_timeout_s
+            ready_by = time.time() + local.startup_timeout_s
             for edge, learner in zip(edges, learners, strict=True):
                 await learner_ready(learner, f"{edge}-learner", out / "logs", ready_by)
             federation = await flower
@@ -261,7 +249,7 @@ async def run_federated(
         write_json(out / "run.json", run_record(config, spec, epoch, placement, parties))
         failed = await wait_parties(parties, epoch + spec.end_slot * params.slot_s + EXIT_GRACE_S)
         (out / "authority" / "stop").touch()
-        restarts = await asyncio.wait_for(supervisor, config.startup_timeout_s)
+        restarts = await asyncio.wait_for(supervisor, local.startup_timeout_s)
     except BaseException:
         await stop_parties(parties)
         (out / "authority" / "stop").touch()
@@ -276,7 +264,6 @@ async def run_federated(
         if federation is not None:
             await asyncio.to_thread(federation.stop)
     summary = summarise_run(out, local, spec, params.slot_s, parties, failed)
-    summary["policy"] = FEDERATED_POLICY
     summary["federation"] = federation_summary(out, hosts, restarts, time.time() - started)
     write_json(out / SUMMARY_FILE, summary)
     return summary
@@ -307,7 +294,7 @@ async def _start_flower(
         supernode_idle_poll_s=config.supernode_idle_poll_s,
         warm_clientapps=True,
         meter_wire=True,
-        startup_timeout_s=config.startup_timeout_s,
+        startup_timeout_s=config.parties.startup_timeout_s,
         **placed,
     )
     federation = LocalFederation(launch)

@@ -141,13 +141,25 @@ def _local_run(
     topology: str, duration_s: float, run: FederatedSetting, run_dir: Path
 ) -> FederatedBytes:
     """One whole federated run on loopback, reduced to its terminals' bytes."""
-    from fl_crb.federation.federated_run import FederatedRunConfig, run_federated
+    from fl_crb.federation.federated_run import (
+        FEDERATED_STARTUP_TIMEOUT_S,
+        FederatedRunConfig,
+        run_federated,
+    )
+    from fl_crb.runtime.decider import FEDERATED_POLICY
+    from fl_crb.runtime.local_run import LocalRunConfig
 
-    run_config = FederatedRunConfig(
+    parties = LocalRunConfig(
         topology_path=topology,
+        terminals_override=run.terminals,
+        arrival_rate_override_bps=None,
+        policy=FEDERATED_POLICY,
         duration_s=duration_s,
         out_dir=str(run_dir),
-        terminals_override=run.terminals,
+        startup_timeout_s=FEDERATED_STARTUP_TIMEOUT_S,
+    )
+    run_config = FederatedRunConfig(
+        parties=parties,
         round_period_s=run.round_period_s,
         supernode_idle_poll_s=run.poll_period_s,
     )
