@@ -331,4 +331,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    exit_now(main(sys.argv))
+    exit_now(main(sys.argv))  # its outputs are written: skip torch's teardown (learned policies)
