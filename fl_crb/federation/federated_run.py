@@ -134,10 +134,10 @@ async def run_federated(
 ) -> dict[str, object]:
     """Run the federated face for the configured duration; returns the summary."""
     placement = placement or Loopback()
-    local = config.parties
-    out = Path(local.out_dir).resolve()
+    out = Path(config.parties.out_dir).resolve()
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"run folder {out} is not empty; give a new folder for each run")
+    local = replace(config.parties, out_dir=str(out))
     spec, params, terminals = run_spec(local)
     topology = spec.topology()
     edges, hosts = topology.edge_names, topology.terminal_names[:terminals]
