@@ -271,10 +271,13 @@ def _interactive(net: EmulatedNetwork, runner: DataPlaneThread, progress: Progre
 
 def _start_time(out: Path, started_unix_s: float) -> float:
     """Seconds from starting the data plane to the parties' epoch, less the coordinator's
-    fixed lead: the time the parties took to start and connect."""
+    fixed lead: the time the parties took to start and connect (and, in a federated run,
+    the Flower processes, edge learners and authority before them). The lead is in the
+    run record's parties' settings: `local` of a local run, `federated.parties` of a
+    federated one."""
     run = json.loads((out / RUN_FILE).read_text())
-    lead = float(run["local"]["start_lead_s"]) if "local" in run else 0.0
-    return float(run["epoch_unix_s"]) - lead - started_unix_s
+    parties = run["local"] if "local" in run else run["federated"]["parties"]
+    return float(run["epoch_unix_s"]) - float(parties["start_lead_s"]) - started_unix_s
 
 
 def _daemon_during(before: dict | None, after: dict | None) -> dict | None:

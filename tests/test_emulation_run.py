@@ -71,6 +71,17 @@ def test_timeline_windows_count_delay_failure_and_versions(tmp_path: Path) -> No
     assert transfer_lag(read_task_table(path)) == {"0": 1, "1": 1}
 
 
+def test_parties_start_time_leaves_out_the_start_lead_of_either_data_plane(tmp_path: Path):
+    """The report's `parties_start_s` is how long the parties (and a federation) took to
+    come up: the coordinator's fixed lead before the epoch is not part of it."""
+    from emulation.run import _start_time
+
+    parties = {"start_lead_s": 1.5}
+    for record in ({"local": parties}, {"federated": {"parties": parties}}):
+        (tmp_path / "run.json").write_text(json.dumps({**record, "epoch_unix_s": 110.0}))
+        assert _start_time(tmp_path, 100.0) == pytest.approx(8.5)
+
+
 def test_disagreements_are_explained() -> None:
     departures = {
         "disagreeing_local_tasks": 0, "disagreeing_offloaded_tasks": 12, "unresolved_tasks": 0,
