@@ -120,12 +120,29 @@ def run_once(
         try:
             stdout, stderr = process.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
+            group = descendants(process.pid)
+            leads = False
             with contextlib.suppress(ProcessLookupError):
                 leads = new_session or os.getpgid(process.pid) == process.pid
                 (os.killpg if leads else os.kill)(process.pid, signal.SIGKILL)
             process.communicate()
+            if leads:
+                _wait_until_gone(group, GROUP_EXIT_WAIT_S)
             raise
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+GROUP_EXIT_WAIT_S = 5.0
+"""How long `run_once` waits for a killed command's other processes to be gone."""
+
+
+def _wait_until_gone(pids: set[int], timeout_s: float) -> None:
+    """Wait, at most `timeout_s`, until none of `pids` is alive. SIGKILL is delivered
+    asynchronously: killpg returns while the group's members may still be running until
+    the kernel schedules their exit, which a loaded machine can delay."""
+    deadline = time.monotonic() + timeout_s
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def descendants(pid: int) -> set[int]:
