@@ -48,13 +48,18 @@ def evaluate_policy(
     simulator: MECSimulator, policy: Policy, episodes: int, arrival_slots: int, seed: int
 ) -> RunMetrics:
     """Metrics over all tasks of `episodes` episodes with seeds seed, seed + 1, ..."""
-    return evaluate_with_spread(simulator, policy, episodes, arrival_slots, seed)[0]
+    played = play_episodes(simulator, policy, episodes, arrival_slots, seed)
+    return _metrics(simulator, played)
 
 
 def evaluate_with_spread(
     simulator: MECSimulator, policy: Policy, episodes: int, arrival_slots: int, seed: int
 ) -> tuple[RunMetrics, DecisionSpread]:
-    """`evaluate_policy`'s metrics and, from the same episodes, where the tasks went."""
+    """`evaluate_policy`'s metrics and, from the same episodes, where the tasks went
+    (computed only here: a trainer's periodic validation needs the metrics alone)."""
     played = play_episodes(simulator, policy, episodes, arrival_slots, seed)
-    metrics = run_metrics(merge_episodes(played), simulator.params.slot_s, simulator.drop_reward)
-    return metrics, decision_spread(played, simulator.params.edges)
+    return _metrics(simulator, played), decision_spread(played, simulator.params.edges)
+
+
+def _metrics(simulator: MECSimulator, played: list[TaskRecords]) -> RunMetrics:
+    return run_metrics(merge_episodes(played), simulator.params.slot_s, simulator.drop_reward)
