@@ -19,7 +19,7 @@ time the episode kept one core busy: other processes on the 2 shared cores stret
 wall times (and the ratios factor that out) but hardly the CPU times. The load average
 is printed too.
 
-    .venv/bin/python benchmarks/training_speed.py [--episodes 10] [--terminals 25]
+    .venv/bin/python benchmarks/training_speed.py [--episodes 10] [--terminals 25] [--hidden H]
 """
 
 from __future__ import annotations
@@ -78,15 +78,23 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=10, help="timed episodes per line")
     parser.add_argument("--terminals", type=int, default=25)
     parser.add_argument("--skip-independent", action="store_true")
+    parser.add_argument(
+        "--hidden", type=int, help="Q-network width (LearnerConfig.hidden; default its default)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     topology = load_topology(TOPOLOGY).with_overrides(terminals=args.terminals)
     params, terminals = topology.mec_params(), topology.terminal_count
     config = TrainConfig()
+    if args.hidden is not None:
+        config = replace(config, learner=replace(config.learner, hidden=args.hidden))
     # Enough warm-up episodes for the pool to pass the training threshold.
     warmup = 3
 
-    print(f"{topology.name}, {terminals} terminals, {config.arrival_slots} arrival slots")
+    print(
+        f"{topology.name}, {terminals} terminals, {config.arrival_slots} arrival slots, "
+        f"Q-network width {config.learner.hidden}"
+    )
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     reference, reference_cpu = time_reference(params, terminals, config, args.episodes)
     rows = [("reference (shortest-expected-delay)", reference, reference_cpu, 0)]

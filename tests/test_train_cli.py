@@ -195,6 +195,30 @@ def test_a_run_without_codes_records_the_paper_state_as_before(tmp_path: Path, c
     assert "terminal_code_bits" not in config["learner"]  # older runs still match
 
 
+def test_a_run_of_other_widths_records_them_and_its_networks_have_them(tmp_path: Path, capsys):
+    out = tmp_path / "wide"
+    args = [*TRAIN, "--hidden", "24", "--lstm-hidden", "8", "--episodes", "2", "--out", str(out)]
+    assert main(args) == 0
+    capsys.readouterr()
+    learner = json.loads((out / "run.json").read_text())["config"]["learner"]
+    assert (learner["hidden"], learner["lstm_hidden"]) == (24, 8)
+    for saved in load_networks(out / "checkpoint"):
+        assert saved["evaluation"]["scalar_fc.weight"].shape[0] == 24
+        assert saved["evaluation"]["load_lstm.weight_hh_l0"].shape == (4 * 8, 8)
+    assert evaluate(capsys, "--policy", str(out))["tasks"] > 0
+    # Resuming at the default width is another setup, and says which field.
+    assert main([*TRAIN, "--episodes", "3", "--out", str(out)]) == 2
+    assert "hidden" in capsys.readouterr().err
+
+
+def test_network_widths_are_refused_for_the_marl_baselines(tmp_path: Path, capsys):
+    args = [*TRAIN, "--algo", "mappo", "--hidden", "32", "--lstm-hidden", "8", "--episodes", "1"]
+    assert main([*args, "--out", str(tmp_path / "run")]) == 2
+    assert "--hidden, --lstm-hidden apply to crb-drqn and independent-drqn" in (
+        capsys.readouterr().err
+    )
+
+
 def test_terminal_codes_are_refused_for_the_marl_baselines(tmp_path: Path, capsys):
     args = [*TRAIN, "--algo", "qmix", "--terminal-code-bits", "4", "--episodes", "1"]
     assert main([*args, "--out", str(tmp_path / "run")]) == 2

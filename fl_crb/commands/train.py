@@ -17,6 +17,7 @@ from fl_crb.commands.common import add_topology_arguments, load_topology_argumen
 
 
 def register(commands: argparse._SubParsersAction) -> None:
+    from fl_crb.learn.learner_config import LearnerConfig
     from fl_crb.learn.train_config import ALGORITHMS
 
     train = commands.add_parser("train", help="train a learning policy in the simulator")
@@ -33,6 +34,18 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=0,
         help="crb-drqn/independent-drqn: append a fixed random ±1 code of this many bits per "
         "terminal to the network input (default 0: the paper's state; simulation only)",
+    )
+    train.add_argument(
+        "--hidden",
+        type=int,
+        help="crb-drqn/independent-drqn: width of the Q-network's scalar branch and of its two "
+        f"ReLU layers (default {LearnerConfig.hidden}; the paper gives none)",
+    )
+    train.add_argument(
+        "--lstm-hidden",
+        type=int,
+        help="crb-drqn/independent-drqn: hidden-state size of the LSTM over the load history "
+        f"(default {LearnerConfig.lstm_hidden}; the paper gives none)",
     )
     train.add_argument("--episodes", type=int, required=True, help="episodes in total")
     train.add_argument("--seed", type=int, default=0, help="run seed, 0 <= seed < 1e6")
@@ -56,14 +69,18 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     topology = load_topology_arguments(args)
     config = TrainConfig(algo=args.algo, seed=args.seed, arrival_slots=args.slots)
-    if args.terminal_code_bits:
+    learner_options = {
+        "terminal_code_bits": args.terminal_code_bits or None,
+        "hidden": args.hidden,
+        "lstm_hidden": args.lstm_hidden,
+    }
+    learner_options = {name: value for name, value in learner_options.items() if value is not None}
+    if learner_options:
         if args.algo not in DRQN_ALGORITHMS:
-            raise ValueError(
-                f"--terminal-code-bits applies to {' and '.join(DRQN_ALGORITHMS)}, not {args.algo}"
-            )
-        config = replace(
-            config, learner=replace(config.learner, terminal_code_bits=args.terminal_code_bits)
-        )
+            flags = ", ".join("--" + name.replace("_", "-") for name in learner_options)
+            verb = "applies" if len(learner_options) == 1 else "apply"
+            raise ValueError(f"{flags} {verb} to {' and '.join(DRQN_ALGORITHMS)}, not {args.algo}")
+        config = replace(config, learner=replace(config.learner, **learner_options))
     if args.action_selection is not None:
         if args.algo != "qmix":
             raise ValueError(f"--action-selection applies to --algo qmix only, not {args.algo}")
