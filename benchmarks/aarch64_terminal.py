@@ -49,7 +49,7 @@ from pathlib import Path
 
 from terminal_footprint import PeakRss, random_weights
 
-from fl_crb.runtime.decider import FEDERATED_POLICY, read_weights_file, save_weights_file
+from fl_crb.runtime.decider import read_weights_file, save_weights_file
 from fl_crb.runtime.local_run import LocalRunConfig, run_local
 from fl_crb.runtime.placement import LOOPBACK
 from fl_crb.topology import load_topology
@@ -290,16 +290,19 @@ def run_local_mode(args, topology, out, placement, rate_bps, work) -> dict:
 
 def run_federated_mode(args, topology, out, placement, rate_bps) -> dict:
     try:
-        from fl_crb.federation.federated_run import FederatedRunConfig, run_federated
+        from fl_crb.federation.federated_run import (
+            FederatedRunConfig,
+            federated_parties,
+            run_federated,
+        )
     except ImportError as error:
         raise SystemExit(f"federated mode needs fl_crb.federation.federated_run: {error}") from None
-    parties = LocalRunConfig(
-        topology_path=str(topology),
+    parties = federated_parties(
+        str(topology),
+        args.duration,
+        str(out),
         terminals_override=1,
         arrival_rate_override_bps=rate_bps,
-        policy=FEDERATED_POLICY,
-        duration_s=args.duration,
-        out_dir=str(out),
         startup_timeout_s=600.0,
     )
     config = FederatedRunConfig(parties, min_pool_trajectories=4)

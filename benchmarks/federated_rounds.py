@@ -24,14 +24,12 @@ import tempfile
 from pathlib import Path
 
 from fl_crb.federation.federated_run import (
-    FEDERATED_STARTUP_TIMEOUT_S,
     FederatedRunConfig,
+    federated_parties,
     run_federated,
 )
 from fl_crb.federation.launch_config import LaunchConfig, NodeSpec
 from fl_crb.federation.launcher import LocalFederation
-from fl_crb.runtime.decider import FEDERATED_POLICY
-from fl_crb.runtime.local_run import LocalRunConfig
 from fl_crb.topology import load_topology
 
 
@@ -52,17 +50,8 @@ def main() -> None:
     topology = load_topology(args.topology)
     print(f"load average before: {os.getloadavg()[0]:.1f} (2-core machine, shared)")
     with tempfile.TemporaryDirectory(prefix="fl-crb-federated-bench-") as folder:
-        parties = LocalRunConfig(
-            topology_path=args.topology,
-            terminals_override=None,
-            arrival_rate_override_bps=None,
-            policy=FEDERATED_POLICY,
-            duration_s=args.duration,
-            out_dir=str(Path(folder) / "run"),
-            startup_timeout_s=FEDERATED_STARTUP_TIMEOUT_S,
-        )
         config = FederatedRunConfig(
-            parties,
+            federated_parties(args.topology, args.duration, str(Path(folder) / "run")),
             round_period_s=args.round_period,
             min_pool_trajectories=8,
         )

@@ -28,8 +28,8 @@ from fl_crb.federation.crypto import (
     public_key_bytes,
 )
 from fl_crb.federation.federated_run import (
-    FEDERATED_STARTUP_TIMEOUT_S,
     FederatedRunConfig,
+    federated_parties,
     run_federated,
 )
 from fl_crb.federation.mailbox import (
@@ -43,7 +43,6 @@ from fl_crb.federation.mailbox import (
 )
 from fl_crb.federation.serialization import encode_weights
 from fl_crb.runtime.config import FederatedTerminal, load_config, save_config
-from fl_crb.runtime.decider import FEDERATED_POLICY
 from fl_crb.runtime.local_run import LocalRunConfig
 
 TINY = str(Path(__file__).parent.parent / "topologies" / "tiny.yaml")
@@ -137,15 +136,7 @@ def test_terminal_config_carries_its_federation_settings(tmp_path):
 
 def _parties(out: Path, duration_s: float, rate_bps: float | None = None) -> LocalRunConfig:
     """The data plane of a federated run on tiny, as `fl-crb federate` builds it."""
-    return LocalRunConfig(
-        TINY,
-        None,
-        rate_bps,
-        FEDERATED_POLICY,
-        duration_s,
-        str(out),
-        startup_timeout_s=FEDERATED_STARTUP_TIMEOUT_S,
-    )
+    return federated_parties(TINY, duration_s, str(out), arrival_rate_override_bps=rate_bps)
 
 
 def test_bad_federated_settings_are_refused_before_any_process(tmp_path):

@@ -53,25 +53,21 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fl_crb.federation.federated_run import (
-        FEDERATED_STARTUP_TIMEOUT_S,
         FederatedRunConfig,
+        federated_parties,
         run_federated,
     )
-    from fl_crb.runtime.decider import FEDERATED_POLICY
-    from fl_crb.runtime.local_run import LocalRunConfig
 
     duration_s = quantity_argument(args.duration, TIME, "--duration")
     period_s = quantity_argument(args.round_period, TIME, "--round-period")
     rate_bps = quantity_argument(args.rate, BANDWIDTH, "--rate")
-    parties = LocalRunConfig(
-        topology_path=args.topology,
+    parties = federated_parties(
+        args.topology,
+        duration_s,
+        args.out,
         terminals_override=args.terminals,
         arrival_rate_override_bps=rate_bps,
-        policy=FEDERATED_POLICY,
-        duration_s=duration_s,
-        out_dir=args.out,
         seed=args.seed,
-        startup_timeout_s=FEDERATED_STARTUP_TIMEOUT_S,
     )
     config = FederatedRunConfig(
         parties=parties,

@@ -74,18 +74,40 @@ a local run's: the Flower processes, the edge learners and the authority start o
 same cores at the same time (and are given as long)."""
 
 
+def federated_parties(
+    topology_path: str, duration_s: float, out_dir: str, **settings: object
+) -> LocalRunConfig:
+    """The parties of a federated run (`FederatedRunConfig.parties`): a local run's
+    settings whose terminals act with the weights the federation delivers
+    (`FEDERATED_POLICY`) and whose start may take `FEDERATED_STARTUP_TIMEOUT_S` unless
+    `settings` say otherwise; `settings` are further `LocalRunConfig` fields."""
+    settings = {
+        "terminals_override": None,
+        "arrival_rate_override_bps": None,
+        "startup_timeout_s": FEDERATED_STARTUP_TIMEOUT_S,
+        **settings,
+    }
+    return LocalRunConfig(
+        topology_path=topology_path,
+        policy=FEDERATED_POLICY,
+        duration_s=duration_s,
+        out_dir=out_dir,
+        **settings,
+    )
+
+
 @dataclass(frozen=True)
 class FederatedRunConfig:
     """One federated run: the data plane's parties and the federation around them."""
 
     parties: LocalRunConfig
-    """The runtime's edge servers and terminals, as a local run has them; `policy` must be
-    `FEDERATED_POLICY` (the terminals act with the weights the federation delivers). Its
-    `startup_timeout_s` also bounds the start of the learners, the Flower nodes and the
-    authority (`FEDERATED_STARTUP_TIMEOUT_S` is the usual value), its `seed` also seeds
-    the learners' initialisation and the authority's sampling, and its
-    `realtime_priority` keeps the Flower processes sharing the parties' cores from
-    delaying their slots."""
+    """The runtime's edge servers and terminals, as a local run has them (`federated_parties`
+    builds them); `policy` must be `FEDERATED_POLICY` (the terminals act with the weights
+    the federation delivers). Its `startup_timeout_s` also bounds the start of the
+    learners, the Flower nodes and the authority (`FEDERATED_STARTUP_TIMEOUT_S` is the usual
+    value), its `seed` also seeds the learners' initialisation and the authority's
+    sampling, and its `realtime_priority` keeps the Flower processes sharing the parties'
+    cores from delaying their slots."""
     starting_weights: str | None = None
     """A training run folder or a weights file (`save_weights_file`) the edge learners
     start from; None: each learner starts freshly initialised."""

@@ -142,24 +142,15 @@ def _local_run(
 ) -> FederatedBytes:
     """One whole federated run on loopback, reduced to its terminals' bytes."""
     from fl_crb.federation.federated_run import (
-        FEDERATED_STARTUP_TIMEOUT_S,
         FederatedRunConfig,
+        federated_parties,
         run_federated,
     )
-    from fl_crb.runtime.decider import FEDERATED_POLICY
-    from fl_crb.runtime.local_run import LocalRunConfig
 
-    parties = LocalRunConfig(
-        topology_path=topology,
-        terminals_override=run.terminals,
-        arrival_rate_override_bps=None,
-        policy=FEDERATED_POLICY,
-        duration_s=duration_s,
-        out_dir=str(run_dir),
-        startup_timeout_s=FEDERATED_STARTUP_TIMEOUT_S,
-    )
     run_config = FederatedRunConfig(
-        parties=parties,
+        parties=federated_parties(
+            topology, duration_s, str(run_dir), terminals_override=run.terminals
+        ),
         round_period_s=run.round_period_s,
         supernode_idle_poll_s=run.poll_period_s,
     )
