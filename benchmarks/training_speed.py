@@ -8,7 +8,7 @@ script times, in the same run and on the same arrival seeds:
   the simulator alone with a cheap vectorised policy;
 - `acting`: the CRB-DRQN trainer with training switched off (encoding, Q-network
   forward passes, ε-greedy draws, trajectory bookkeeping, weight downloads);
-- `crb-drqn`: the full trainer (`fl_crb.learn.trainer.Trainer`), once its pool is past
+- `crb-drqn`: the full trainer (`fl_crb.training.drqn_trainer.Trainer`), once its pool is past
   the training threshold;
 - `independent-drqn`: the ablation's trainer (25 learners), for information.
 
@@ -33,12 +33,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fl_crb.learn.train_config import TrainConfig, training_seed
-from fl_crb.learn.trainer import EpisodeStart, Trainer
 from fl_crb.mec.simulator import MECSimulator
 from fl_crb.policies.baselines import make_baseline
 from fl_crb.policies.evaluation import run_episode
 from fl_crb.topology import load_topology
+from fl_crb.training.config import TrainConfig, training_seed
+from fl_crb.training.drqn_trainer import EpisodeStart, Trainer
 
 TOPOLOGY = Path(__file__).resolve().parent.parent / "topologies" / "four-edge-hetero.yaml"
 TARGET_S = 1.0

@@ -113,15 +113,15 @@ def _train_and_export(
 
     import torch
 
-    from fl_crb.learn.checkpoint import load_networks
     from fl_crb.learn.features import FeatureScale
     from fl_crb.learn.greedy import GreedyPolicy
     from fl_crb.learn.qnetwork import QNetwork, weights_to_numpy
-    from fl_crb.learn.train_config import TrainConfig, validation_seed
-    from fl_crb.learn.training_run import TrainingRun, read_best
     from fl_crb.mec.simulator import MECSimulator
     from fl_crb.policies.evaluation import evaluate_policy
     from fl_crb.runtime.decider import save_weights_file
+    from fl_crb.training.checkpoint import load_networks
+    from fl_crb.training.config import TrainConfig, validation_seed
+    from fl_crb.training.run import TrainingRun, read_best
 
     torch.set_num_threads(1)
     params, terminals = topology.mec_params(), topology.terminal_count

@@ -12,10 +12,10 @@ import torch
 
 from fl_crb.cli import main
 from fl_crb.learn.learner_config import LearnerConfig
-from fl_crb.learn.train_config import MARL_ALGORITHMS, TrainConfig
-from fl_crb.learn.training_run import TrainingRun, read_metrics
-from fl_crb.marl.policy import marl_policy
 from fl_crb.topology import load_topology
+from fl_crb.training.config import MARL_ALGORITHMS, TrainConfig
+from fl_crb.training.run import TrainingRun, read_metrics
+from fl_crb.training.trained_policy import marl_policy
 
 TINY = str(Path(__file__).resolve().parent.parent / "topologies" / "tiny.yaml")
 TINY_PARAMS = load_topology(TINY).mec_params()

@@ -6,7 +6,6 @@ import torch
 
 from fl_crb.learn.features import FeatureScale
 from fl_crb.learn.learner_config import LearnerConfig
-from fl_crb.learn.train_config import TrainConfig
 from fl_crb.marl.decentralized_ac import DecentralizedAC
 from fl_crb.marl.jodrl_pp import JODRLPP, others_actions
 from fl_crb.marl.mappo import ValueNorm, clipped_surrogate
@@ -14,6 +13,7 @@ from fl_crb.marl.qmix import MonotonicMixer, cem_action
 from fl_crb.marl.rollout import Rollout, collect_episode, gae
 from fl_crb.mec.simulator import MECSimulator
 from fl_crb.mec.tasklog import TaskRecords
+from fl_crb.training.config import TrainConfig
 from tests.test_marl_cli import TINY_PARAMS
 
 SMALL = LearnerConfig(hidden=8, lstm_hidden=4)
@@ -111,7 +111,7 @@ def tiny_rollout(algo: str, seed: int = 0) -> tuple[Rollout, object]:
     config = TrainConfig(algo=algo, seed=seed, arrival_slots=60, learner=SMALL)
     terminals = 4
     algorithm = {"decentralized-ac": DecentralizedAC, "jodrl-pp": JODRLPP}[algo](
-        config, TINY_PARAMS, terminals
+        config.algorithm_setup(), TINY_PARAMS, terminals
     )
     scale = FeatureScale.from_params(TINY_PARAMS, terminals)
 

@@ -10,10 +10,10 @@ from fl_crb.learn.features import FeatureScale, encode_batch
 from fl_crb.learn.numpy_qnetwork import NumpyQNetwork, weight_shapes
 from fl_crb.learn.qnetwork import QNetwork, weights_to_numpy
 from fl_crb.learn.terminal_agent import TerminalAgent, TerminalAgentConfig
-from fl_crb.learn.train_config import TrainConfig
-from fl_crb.learn.trainer import Trainer
 from fl_crb.mec.simulator import MECSimulator
 from fl_crb.topology import load_topology
+from fl_crb.training.config import TrainConfig
+from fl_crb.training.drqn_trainer import Trainer
 
 TOPOLOGIES = Path(__file__).resolve().parent.parent / "topologies"
 TOLERANCE = 1e-5

@@ -8,8 +8,6 @@ import pytest
 import torch
 
 from fl_crb.learn.pool import Trajectory
-from fl_crb.learn.schemes import CentralScheme
-from fl_crb.learn.train_config import TrainConfig
 from fl_crb.studies.heterogeneity import Heterogeneity
 from fl_crb.studies.noisy_training import NoisyUploads
 from fl_crb.studies.observation_table import DESIGNS, observations
@@ -20,6 +18,8 @@ from fl_crb.studies.upload_noise import (
     UploadNoiseConfig,
     zcdp_epsilon,
 )
+from fl_crb.training.config import TrainConfig
+from fl_crb.training.schemes import CentralScheme
 
 torch.set_num_threads(1)  # the machine's cores are shared; the networks are small
 

@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from fl_crb.cli import main
-from fl_crb.learn.checkpoint import load_networks
-from fl_crb.learn.train_config import TrainConfig, validation_seed
-from fl_crb.learn.training_run import TrainingRun, read_metrics
 from fl_crb.mec.simulator import MECSimulator
 from fl_crb.policies.evaluation import evaluate_policy
-from fl_crb.policies.learned import learned_policy
 from fl_crb.topology import load_topology
+from fl_crb.training.checkpoint import load_networks
+from fl_crb.training.config import TrainConfig, validation_seed
+from fl_crb.training.run import TrainingRun, read_metrics
+from fl_crb.training.trained_policy import learned_policy
 
 TINY = str(Path(__file__).resolve().parent.parent / "topologies" / "tiny.yaml")
 TRAIN = ["train", "--topology", TINY, "--slots", "20", "--seed", "3"]

@@ -6,18 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from fl_crb.learn.checkpoint import load_checkpoint, save_checkpoint
 from fl_crb.learn.edge_learner import EdgeLearner, LearnerConfig
 from fl_crb.learn.pool import FIELDS, TrajectoryBatch
 from fl_crb.learn.stacked import LearnerStack
-from fl_crb.learn.train_config import (
+from fl_crb.topology import load_topology
+from fl_crb.training.checkpoint import load_checkpoint, save_checkpoint
+from fl_crb.training.config import (
     EVALUATION_SEED_BASE,
     TrainConfig,
     evaluation_seed,
     training_seed,
 )
-from fl_crb.learn.trainer import Trainer
-from fl_crb.topology import load_topology
+from fl_crb.training.drqn_trainer import Trainer
 
 TOPOLOGIES = Path(__file__).resolve().parent.parent / "topologies"
 

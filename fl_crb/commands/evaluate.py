@@ -5,7 +5,7 @@
 report says under `note`).
 
 Evaluation episode i with --seed S draws its arrivals from seed 2^40 + S·10^6 + i, a
-range no training episode uses (`fl_crb.learn.train_config`), and every policy evaluated
+range no training episode uses (`fl_crb.training.config`), and every policy evaluated
 with the same --seed sees the same arrivals. Metrics are those of `fl-crb simulate`, and
 where the tasks went (`fl_crb.mec.decision_spread`): the share of tasks per action and how
 many other tasks an offloaded task met at its edge in its arrival slot.
@@ -39,12 +39,11 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from fl_crb.learn.train_config import evaluation_seed
-    from fl_crb.learn.training_run import read_best
-    from fl_crb.marl.policy import load_any_policy
     from fl_crb.mec.simulator import MECSimulator
     from fl_crb.policies.evaluation import evaluate_with_spread
-    from fl_crb.policies.learned import is_run_directory
+    from fl_crb.training.config import evaluation_seed
+    from fl_crb.training.run import read_best
+    from fl_crb.training.trained_policy import is_run_directory, load_any_policy
 
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")

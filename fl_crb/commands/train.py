@@ -1,7 +1,7 @@
 """`fl-crb train`: train CRB-DRQN, the independent-DRQN ablation, or one of the paper's
 learning baselines (decentralized-ac, qmix, mappo, jodrl-pp; `fl_crb.marl`) in the simulator.
 
-Writes a run directory (`fl_crb.learn.training_run`): run.json, metrics.jsonl with one
+Writes a run directory (`fl_crb.training.run`): run.json, metrics.jsonl with one
 line per episode, and a checkpoint every --checkpoint-every episodes. Run it again with
 the same --out to resume after an interruption, or with a larger --episodes to go on.
 """
@@ -18,7 +18,7 @@ from fl_crb.commands.common import add_topology_arguments, load_topology_argumen
 
 def register(commands: argparse._SubParsersAction) -> None:
     from fl_crb.learn.learner_config import LearnerConfig
-    from fl_crb.learn.train_config import ALGORITHMS
+    from fl_crb.training.config import ALGORITHMS
 
     train = commands.add_parser("train", help="train a learning policy in the simulator")
     add_topology_arguments(train)
@@ -61,8 +61,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from fl_crb.learn.train_config import DRQN_ALGORITHMS, TrainConfig
-    from fl_crb.learn.training_run import TrainingRun
+    from fl_crb.training.config import DRQN_ALGORITHMS, TrainConfig
+    from fl_crb.training.run import TrainingRun
 
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")

@@ -23,11 +23,11 @@ import numpy as np
 from fl_crb.experiments.convergence import convergence_episode
 from fl_crb.experiments.runs import Experiments, Point
 from fl_crb.experiments.settings import LEARNED_POLICIES
-from fl_crb.learn.train_config import training_seed
 from fl_crb.mec.metrics import run_metrics
 from fl_crb.mec.simulator import MECSimulator
 from fl_crb.policies.baselines import make_baseline
 from fl_crb.policies.evaluation import run_episode
+from fl_crb.training.config import training_seed
 
 
 def figure4(exp: Experiments, topology: str) -> dict[str, list[dict]]:

@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from fl_crb.experiments.settings import LEARNED_POLICIES, ReproduceSettings
-from fl_crb.learn.train_config import evaluation_seed
-from fl_crb.learn.trainer import EpisodeMetrics
-from fl_crb.learn.training_run import TrainingRun, read_metrics
-from fl_crb.marl.policy import load_any_policy
 from fl_crb.mec.simulator import MECSimulator
 from fl_crb.policies.evaluation import evaluate_with_spread
 from fl_crb.topology import Topology, load_topology
+from fl_crb.training.config import evaluation_seed
+from fl_crb.training.drqn_trainer import EpisodeMetrics
+from fl_crb.training.run import TrainingRun, read_metrics
+from fl_crb.training.trained_policy import load_any_policy
 
 EpisodeCallback = Callable[[str, EpisodeMetrics], None]
 """Told of every training episode: (run label, metrics); for progress display."""

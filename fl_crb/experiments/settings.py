@@ -21,9 +21,9 @@ from dataclasses import dataclass, replace
 
 from fl_crb.experiments.convergence import DEFAULT_FINAL_EPISODES, DEFAULT_WINDOW
 from fl_crb.learn.learner_config import LearnerConfig
-from fl_crb.learn.train_config import MARL_ALGORITHMS, TrainConfig
 from fl_crb.marl.settings import JODRL_PP_NOTE
 from fl_crb.policies.multi_tier import MultiTier
+from fl_crb.training.config import MARL_ALGORITHMS, TrainConfig
 
 TOPOLOGIES = ("four-edge", "four-edge-hetero")
 """Every figure is reproduced on both shipped four-edge topologies."""

@@ -63,10 +63,10 @@ def start_weights_files(source: str | None, params: MECParams, folder: Path) -> 
         )
     import torch
 
-    from fl_crb.learn.checkpoint import load_networks
     from fl_crb.learn.qnetwork import QNetwork, weights_to_numpy
-    from fl_crb.learn.train_config import TrainConfig
-    from fl_crb.learn.training_run import read_best, read_setup
+    from fl_crb.training.checkpoint import load_networks
+    from fl_crb.training.config import TrainConfig
+    from fl_crb.training.run import read_best, read_setup
 
     setup = read_setup(path)
     config = TrainConfig.from_dict(setup["config"])

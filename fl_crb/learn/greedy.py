@@ -2,7 +2,7 @@
 
 Terminal d acts with `networks[group_of[d]]`: its managing edge's evaluation network for
 CRB-DRQN, its own for independent DRQN. Used to validate a trainer's current weights and
-to evaluate a trained run (`fl_crb.policies.learned`). Observations are encoded with the
+to evaluate a trained run (`fl_crb.training.trained_policy`). Observations are encoded with the
 feature scale the networks were trained with.
 """
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from fl_crb.learn.train_config import TrainConfig
 from fl_crb.marl.networks import (
     act_with_own_actors,
     adam_per_module,
@@ -20,6 +19,7 @@ from fl_crb.marl.networks import (
     observation_width,
     seeded,
 )
+from fl_crb.marl.settings import AlgorithmSetup
 from fl_crb.mec.params import MECParams
 
 
@@ -33,20 +33,20 @@ class PerTerminalActorCritic:
 
     def __init__(
         self,
-        config: TrainConfig,
+        setup: AlgorithmSetup,
         params: MECParams,
         terminals: int,
         critic_inputs: int,
         critic_outputs: int,
     ) -> None:
-        self.settings = config.marl
-        self.gamma = config.learner.gamma
+        self.settings = setup.settings
+        self.gamma = setup.gamma
         self.terminals = terminals
         self.reward_scale = 1.0 / abs(params.drop_reward_value(terminals))
         """Rewards are divided by |Const| (the drop penalty) so values stay near [−10, 0]."""
-        hidden = config.learner.hidden
+        hidden = setup.hidden
         observation = observation_width(params.edges, params.history_slots)
-        base = config.seed * 4 * terminals
+        base = setup.seed * 4 * terminals
         self.actors = nn.ModuleList(
             seeded(base + 2 * d, lambda: mlp(observation, hidden, params.actions))
             for d in range(terminals)
@@ -57,7 +57,7 @@ class PerTerminalActorCritic:
         )
         self.actor_optimizers = adam_per_module(self.actors, self.settings.actor_lr)
         self.critic_optimizers = adam_per_module(self.critics, self.settings.critic_lr)
-        self.rng = np.random.default_rng([config.seed, 3])
+        self.rng = np.random.default_rng([setup.seed, 3])
 
     def act(self, features, terminals, state, explore: bool):
         """Each deciding terminal asks its own actor, on its own observation only."""

@@ -20,10 +20,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fl_crb.learn.train_config import TrainConfig
 from fl_crb.marl.actor_critic import PerTerminalActorCritic
 from fl_crb.marl.networks import categorical, clip_and_step, observation_width
 from fl_crb.marl.rollout import Rollout, rows_by_terminal
+from fl_crb.marl.settings import AlgorithmSetup
 from fl_crb.mec.params import MECParams
 
 
@@ -33,9 +33,9 @@ class DecentralizedAC(PerTerminalActorCritic):
 
     name = "decentralized-ac"
 
-    def __init__(self, config: TrainConfig, params: MECParams, terminals: int) -> None:
+    def __init__(self, setup: AlgorithmSetup, params: MECParams, terminals: int) -> None:
         observation = observation_width(params.edges, params.history_slots)
-        super().__init__(config, params, terminals, critic_inputs=observation, critic_outputs=1)
+        super().__init__(setup, params, terminals, critic_inputs=observation, critic_outputs=1)
 
     def update(self, rollout: Rollout) -> list[float]:
         losses = []

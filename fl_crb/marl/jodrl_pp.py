@@ -33,10 +33,10 @@ import copy
 import numpy as np
 import torch
 
-from fl_crb.learn.train_config import TrainConfig
 from fl_crb.marl.actor_critic import PerTerminalActorCritic
 from fl_crb.marl.networks import categorical, clip_and_step, observation_width, state_width
 from fl_crb.marl.rollout import Rollout, rows_by_terminal
+from fl_crb.marl.settings import AlgorithmSetup
 from fl_crb.mec.params import MECParams
 
 
@@ -56,14 +56,14 @@ class JODRLPP(PerTerminalActorCritic):
     name = "jodrl-pp"
     saved_modules = ("actors", "critics", "target_critics")
 
-    def __init__(self, config: TrainConfig, params: MECParams, terminals: int) -> None:
+    def __init__(self, setup: AlgorithmSetup, params: MECParams, terminals: int) -> None:
         self.actions = params.actions
         critic_inputs = (
             state_width(terminals, params.edges, params.history_slots)
             + observation_width(params.edges, params.history_slots)
             + terminals * params.actions
         )
-        super().__init__(config, params, terminals, critic_inputs, critic_outputs=params.actions)
+        super().__init__(setup, params, terminals, critic_inputs, critic_outputs=params.actions)
         self.target_critics = copy.deepcopy(self.critics).requires_grad_(False)
 
     def update(self, rollout: Rollout) -> list[float]:

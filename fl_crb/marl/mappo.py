@@ -29,7 +29,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fl_crb.learn.train_config import TrainConfig
 from fl_crb.marl.networks import (
     categorical,
     clip_and_step,
@@ -40,6 +39,7 @@ from fl_crb.marl.networks import (
     state_width,
 )
 from fl_crb.marl.rollout import Rollout, gae
+from fl_crb.marl.settings import AlgorithmSetup
 from fl_crb.mec.params import MECParams
 
 
@@ -96,19 +96,19 @@ class MAPPO:
     name = "mappo"
     uses_epsilon = False
 
-    def __init__(self, config: TrainConfig, params: MECParams, terminals: int) -> None:
-        self.settings = config.marl
-        self.gamma = config.learner.gamma
-        hidden = config.learner.hidden
+    def __init__(self, setup: AlgorithmSetup, params: MECParams, terminals: int) -> None:
+        self.settings = setup.settings
+        self.gamma = setup.gamma
+        hidden = setup.hidden
         observation = observation_width(params.edges, params.history_slots)
         state = state_width(terminals, params.edges, params.history_slots)
-        self.actor = seeded(config.seed, lambda: mlp(observation, hidden, params.actions))
-        self.critic = seeded(config.seed + 1, lambda: mlp(state + observation, hidden, 1))
+        self.actor = seeded(setup.seed, lambda: mlp(observation, hidden, params.actions))
+        self.critic = seeded(setup.seed + 1, lambda: mlp(state + observation, hidden, 1))
         lr = self.settings.lr
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=lr, eps=1e-5)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=lr, eps=1e-5)
         self.value_norm = ValueNorm()
-        self.rng = np.random.default_rng([config.seed, 3])
+        self.rng = np.random.default_rng([setup.seed, 3])
 
     # 1. Acting.
     def act(self, features, terminals, state, explore: bool):

@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fl_crb.learn.train_config import TrainConfig
 from fl_crb.marl.networks import mlp, observation_width, seeded, state_width
 from fl_crb.marl.rollout import Rollout
+from fl_crb.marl.settings import AlgorithmSetup
 from fl_crb.mec.params import MECParams
 
 
@@ -89,18 +89,18 @@ class QMIX:
     name = "qmix"
     uses_epsilon = True
 
-    def __init__(self, config: TrainConfig, params: MECParams, terminals: int) -> None:
-        self.settings = config.marl
-        self.gamma = config.learner.gamma
+    def __init__(self, setup: AlgorithmSetup, params: MECParams, terminals: int) -> None:
+        self.settings = setup.settings
+        self.gamma = setup.gamma
         self.terminals = terminals
         self.actions = params.actions
         self.reward_scale = 1.0 / abs(params.drop_reward_value(terminals))
-        hidden = config.learner.hidden
+        hidden = setup.hidden
         width = observation_width(params.edges, params.history_slots)
         state = state_width(terminals, params.edges, params.history_slots)
-        self.agent = seeded(config.seed, lambda: mlp(width, hidden, params.actions))
+        self.agent = seeded(setup.seed, lambda: mlp(width, hidden, params.actions))
         self.mixer = seeded(
-            config.seed + 1, lambda: MonotonicMixer(terminals, state, self.settings.mixing_embed)
+            setup.seed + 1, lambda: MonotonicMixer(terminals, state, self.settings.mixing_embed)
         )
         self.target_agent = copy.deepcopy(self.agent).requires_grad_(False)
         self.target_mixer = copy.deepcopy(self.mixer).requires_grad_(False)
@@ -110,7 +110,7 @@ class QMIX:
         )
         self.train_steps = 0
         self.epsilon = 1.0
-        self.rng = np.random.default_rng([config.seed, 3])
+        self.rng = np.random.default_rng([setup.seed, 3])
         self.buffer: deque[dict[str, torch.Tensor]] = deque(maxlen=self.settings.buffer_episodes)
         self._replay: dict[str, torch.Tensor] | None = None
 

@@ -178,3 +178,20 @@ def marl_config_from_dict(algo: str, data: dict) -> MarlConfig:
     if unknown:
         raise ValueError(f"unknown {cls.__name__} keys {unknown} for algorithm {algo!r}")
     return cls(**data)
+
+
+@dataclass(frozen=True)
+class AlgorithmSetup:
+    """What a baseline's constructor takes from its training run: its own settings, the
+    discount and network width the run shares with CRB-DRQN, and the run seed that every
+    initialisation and sampling stream of the baseline derives from."""
+
+    settings: MarlConfig
+    """The baseline's own hyperparameters (one of `MARL_CONFIGS`' classes)."""
+    gamma: float
+    """Discount factor γ per decision."""
+    hidden: int
+    """Width of the hidden layers of the actors, critics and agents."""
+    seed: int
+    """Run seed."""
+

@@ -1,7 +1,7 @@
 """CRB-DRQN trained on noisy uploads: the price of `upload_noise` in delay and failures.
 
 Trajectories enter the central pool in one place: the trainer hands each slot's
-(terminal, trajectory) pairs to its scheme's `upload` (`fl_crb.learn.trainer`, step 5),
+(terminal, trajectory) pairs to its scheme's `upload` (`fl_crb.training.drqn_trainer`, step 5),
 and `CentralScheme.upload` drops the terminal index and stores them. `NoisyUploadTrainer`
 subclasses the trainer and wraps its scheme in `NoisyUploads`, which passes every
 trajectory through the mechanism (a terminal-side operation: the pool only ever sees
@@ -21,12 +21,12 @@ import numpy as np
 
 from fl_crb.learn.greedy import GreedyPolicy
 from fl_crb.learn.pool import Trajectory
-from fl_crb.learn.train_config import TrainConfig, evaluation_seed
-from fl_crb.learn.trainer import Trainer
 from fl_crb.mec.params import MECParams
 from fl_crb.mec.simulator import MECSimulator
 from fl_crb.policies.evaluation import evaluate_policy
 from fl_crb.studies.upload_noise import PrivacyAccountant, UploadNoise, UploadNoiseConfig
+from fl_crb.training.config import TrainConfig, evaluation_seed
+from fl_crb.training.drqn_trainer import Trainer
 
 
 class NoisyUploads:

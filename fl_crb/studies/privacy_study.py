@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from fl_crb.learn.train_config import TrainConfig, evaluation_seed
 from fl_crb.mec.params import MECParams
 from fl_crb.mec.simulator import MECSimulator
 from fl_crb.policies.baselines import make_baseline
@@ -33,6 +32,7 @@ from fl_crb.studies.report import write_csv
 from fl_crb.studies.trajectory_source import LabelledTrajectories, collect_trajectories
 from fl_crb.studies.upload_noise import UploadNoiseConfig
 from fl_crb.topology import load_topology
+from fl_crb.training.config import TrainConfig, evaluation_seed
 
 LINK_MINIMUM = 5
 """Uploads per terminal a noisy run needs for its linkability to be measured."""

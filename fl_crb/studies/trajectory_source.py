@@ -4,7 +4,7 @@ A study needs what the pool would hold, plus the ground truth the pool deliberat
 drops: which terminal each trajectory came from. `collect_trajectories` drives the
 simulator with any `Policy` (a baseline, or a trained network's `GreedyPolicy`) and
 feeds every terminal's decisions and outcomes to its own `TrajectoryBuilder`, exactly as
-the single-process trainer does (`fl_crb.learn.trainer`): states encoded by
+the single-process trainer does (`fl_crb.training.drqn_trainer`): states encoded by
 `encode_batch` with the system's `FeatureScale`, task id = arrival slot, rewards from
 the slot's `SlotEvents`, builders carried across episodes.
 """

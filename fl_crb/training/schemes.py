@@ -34,7 +34,7 @@ import numpy as np
 from fl_crb.learn.edge_learner import EdgeLearner
 from fl_crb.learn.pool import FIELDS, Trajectory, TrajectoryBatch, TrajectoryPool
 from fl_crb.learn.stacked import LearnerStack
-from fl_crb.learn.train_config import TrainConfig
+from fl_crb.training.config import TrainConfig
 
 
 class _Scheme:

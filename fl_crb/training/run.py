@@ -7,7 +7,7 @@ Layout of a run directory:
 | `run.json`      | what was trained: topology name, terminals, the simulator's         |
 |                 | `MECParams`, the `TrainConfig`, the feature scale                   |
 | `metrics.jsonl` | one JSON object per finished episode (`EpisodeMetrics`)             |
-| `checkpoint/`   | the last checkpoint (`fl_crb.learn.checkpoint`)                     |
+| `checkpoint/`   | the last checkpoint (`fl_crb.training.checkpoint`)                     |
 | `validation.jsonl` | one JSON object per validation of the current weights           |
 |                 | (`TrainConfig.validation_every_episodes`)                            |
 | `best.pt`, `best.json` | the evaluation networks that validated best, and when        |
@@ -19,8 +19,8 @@ the trainer is restored from the checkpoint, and metrics and validation lines of
 episodes after the checkpoint (run but not saved before an interruption) are dropped,
 since those episodes will run again, identically.
 
-The DRQN algorithms train with `fl_crb.learn.trainer.Trainer`, the paper's learning
-baselines with `fl_crb.marl.trainer.MarlTrainer` (`make_trainer`); both give the same
+The DRQN algorithms train with `fl_crb.training.drqn_trainer.Trainer`, the paper's learning
+baselines with `fl_crb.training.marl_trainer.MarlTrainer` (`make_trainer`); both give the same
 metrics, validation and checkpoint surface, so run directories look alike.
 """
 
@@ -34,10 +34,10 @@ from pathlib import Path
 
 import torch
 
-from fl_crb.learn.checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint
-from fl_crb.learn.train_config import MARL_ALGORITHMS, TrainConfig
-from fl_crb.learn.trainer import EpisodeMetrics, Trainer
 from fl_crb.mec.params import MECParams
+from fl_crb.training.checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint
+from fl_crb.training.config import MARL_ALGORITHMS, TrainConfig
+from fl_crb.training.drqn_trainer import EpisodeMetrics, Trainer
 
 RUN_FORMAT = "fl-crb-training-run-1"
 """Tag of `run.json`."""
@@ -61,7 +61,9 @@ def describe_run(topology_name: str, params: MECParams, terminals: int, config: 
 def make_trainer(params: MECParams, terminals: int, config: TrainConfig):
     """The trainer of `config.algo`: `Trainer` (DRQN) or `MarlTrainer` (the baselines)."""
     if config.algo in MARL_ALGORITHMS:
-        from fl_crb.marl.trainer import MarlTrainer  # it reads run directories: import late
+        from fl_crb.training.marl_trainer import (
+            MarlTrainer,  # it reads run directories: import late
+        )
 
         return MarlTrainer(params, terminals, config)
     return Trainer(params, terminals, config)

@@ -1,6 +1,6 @@
 """The episode loop of the learning baselines, with the same surface as CRB-DRQN's `Trainer`.
 
-`fl_crb.learn.training_run.TrainingRun` drives either trainer alike: `run_episode()` gives
+`fl_crb.training.run.TrainingRun` drives either trainer alike: `run_episode()` gives
 the episode's `EpisodeMetrics` (written to `metrics.jsonl`), `validate()` plays the current
 policy greedily on the validation seeds (the same model selection every learner gets),
 `save`/`load` write and read a checkpoint between episodes so that a resumed run continues
@@ -17,7 +17,7 @@ gradient updates (per terminal for the per-terminal learners).
 A checkpoint is a directory: `state.json` (format, algo, terminals, episodes done, the
 algorithm's RNG) and `algorithm.pt` (its networks, optimisers and buffers, tensors only),
 written to `<dir>.partial` and moved into place, the previous one kept as `<dir>.old`
-until then, as `fl_crb.learn.checkpoint` does.
+until then, as `fl_crb.training.checkpoint` does.
 """
 
 from __future__ import annotations
@@ -29,10 +29,7 @@ from pathlib import Path
 
 import torch
 
-from fl_crb.learn.checkpoint import checkpoint_exists
 from fl_crb.learn.features import FeatureScale
-from fl_crb.learn.train_config import TrainConfig, training_seed, validation_seed
-from fl_crb.learn.trainer import EpisodeMetrics, EpisodeStart
 from fl_crb.marl.decentralized_ac import DecentralizedAC
 from fl_crb.marl.jodrl_pp import JODRLPP
 from fl_crb.marl.mappo import MAPPO
@@ -43,6 +40,9 @@ from fl_crb.mec.metrics import RunMetrics, run_metrics
 from fl_crb.mec.params import MECParams
 from fl_crb.mec.simulator import MECSimulator
 from fl_crb.policies.evaluation import evaluate_policy
+from fl_crb.training.checkpoint import checkpoint_exists
+from fl_crb.training.config import TrainConfig, training_seed, validation_seed
+from fl_crb.training.drqn_trainer import EpisodeMetrics, EpisodeStart
 
 ALGORITHM_CLASSES = {cls.name: cls for cls in (DecentralizedAC, QMIX, MAPPO, JODRLPP)}
 """The baselines by name."""
@@ -56,7 +56,7 @@ def make_algorithm(config: TrainConfig, params: MECParams, terminals: int):
         raise ValueError(
             f"{config.algo!r} is not a learning baseline; choose one of {list(ALGORITHM_CLASSES)}"
         )
-    return ALGORITHM_CLASSES[config.algo](config, params, terminals)
+    return ALGORITHM_CLASSES[config.algo](config.algorithm_setup(), params, terminals)
 
 
 class MarlTrainer:

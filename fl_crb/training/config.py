@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from fl_crb.learn.learner_config import LearnerConfig
 from fl_crb.marl.settings import (
     MARL_CONFIGS,
+    AlgorithmSetup,
     MarlConfig,
     default_marl_config,
     marl_config_from_dict,
@@ -31,11 +32,11 @@ if TYPE_CHECKING:  # torch: imported where an agent is built, not by the command
     from fl_crb.learn.terminal_agent import TerminalAgentConfig
 
 DRQN_ALGORITHMS = ("crb-drqn", "independent-drqn")
-"""The learners `fl_crb.learn.trainer` runs: the method, and its ablation without the
+"""The learners `fl_crb.training.drqn_trainer` runs: the method, and its ablation without the
 central pool."""
 
 MARL_ALGORITHMS = tuple(MARL_CONFIGS)
-"""The paper's learning baselines, trained by `fl_crb.marl.trainer`."""
+"""The paper's learning baselines, trained by `fl_crb.training.marl_trainer`."""
 
 ALGORITHMS = (*DRQN_ALGORITHMS, *MARL_ALGORITHMS)
 """Every algorithm `fl-crb train --algo` accepts."""
@@ -211,6 +212,12 @@ class TrainConfig:
             hidden=self.learner.hidden,
             lstm_hidden=self.learner.lstm_hidden,
         )
+
+    def algorithm_setup(self) -> AlgorithmSetup:
+        """What a learning baseline's constructor takes from this run (`fl_crb.marl`)."""
+        if self.marl is None:
+            raise ValueError(f"{self.algo!r} is not a learning baseline of fl_crb.marl")
+        return AlgorithmSetup(self.marl, self.learner.gamma, self.learner.hidden, self.seed)
 
     def learner_config(self, index: int) -> LearnerConfig:
         """Learner `index`'s settings: its own initialisation seed, derived from the run's."""

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fl_crb.learn.trainer import Trainer
+from fl_crb.training.drqn_trainer import Trainer
 
 CHECKPOINT_FORMAT = "fl-crb-trainer-checkpoint-1"
 """Tag written into `state.json` and checked on load."""

@@ -33,13 +33,13 @@ from fl_crb.learn.features import FeatureScale, encode_batch
 from fl_crb.learn.greedy import GreedyPolicy
 from fl_crb.learn.pool import Trajectory
 from fl_crb.learn.qnetwork import QNetwork, load_numpy_weights
-from fl_crb.learn.schemes import make_scheme
 from fl_crb.learn.terminal_agent import TerminalAgent
-from fl_crb.learn.train_config import TrainConfig, training_seed, validation_seed
 from fl_crb.mec.metrics import RunMetrics, run_metrics
 from fl_crb.mec.params import MECParams
 from fl_crb.mec.simulator import MECSimulator
 from fl_crb.policies.evaluation import evaluate_policy
+from fl_crb.training.config import TrainConfig, training_seed, validation_seed
+from fl_crb.training.schemes import make_scheme
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,6 @@
-"""A trained run as a policy: every terminal acts greedily (ε = 0) with its learner's weights.
+"""A trained run as a policy: every terminal acts greedily (ε = 0) with its learned weights.
+
+For CRB-DRQN and independent DRQN (`learned_policy`):
 
 The weights are those the run kept after validation (`best.pt`, see
 `TrainConfig.validation_every_episodes`), or the last checkpoint's evaluation networks if
@@ -8,6 +10,11 @@ evaluated system (`MECParams.managing_edge`), so a run can be evaluated with ano
 terminal count; for `independent-drqn` its own, so the terminal count must be the trained
 one. Observations are scaled with the feature scale of training (its terminal count sets
 the load divisor), since those are the inputs the networks learned on.
+
+For the paper's learning baselines (`marl_policy`): their actors played greedily as a
+`fl_crb.marl.policy.MarlPolicy`, from `best.pt` or the last checkpoint likewise. MAPPO and
+QMIX share one actor across terminals and can act for any terminal count; Decentralized AC
+and JODRL-PP hold one actor per trained terminal and need the trained count.
 """
 
 from __future__ import annotations
@@ -17,12 +24,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fl_crb.learn.checkpoint import load_networks
 from fl_crb.learn.features import FeatureScale
 from fl_crb.learn.greedy import GreedyPolicy
 from fl_crb.learn.qnetwork import QNetwork
-from fl_crb.learn.training_run import read_best, read_trained_system
+from fl_crb.marl.policy import MarlPolicy
 from fl_crb.mec.params import MECParams
+from fl_crb.policies.baselines import BASELINES, SIMULATION_POLICIES, make_baseline
+from fl_crb.training.checkpoint import load_networks
+from fl_crb.training.config import MARL_ALGORITHMS
+from fl_crb.training.marl_trainer import make_algorithm
+from fl_crb.training.run import read_best, read_setup, read_trained_system
+
+PER_TERMINAL_ACTORS = ("decentralized-ac", "jodrl-pp")
+"""Baselines whose terminals each hold their own actor."""
 
 
 def learned_policy(run_directory: str | Path, params: MECParams, terminals: int) -> GreedyPolicy:
@@ -67,8 +81,6 @@ def is_run_directory(path: str | Path) -> bool:
 
 def load_policy(spec: str, params: MECParams, terminals: int, seed: int = 0):
     """The policy `spec` names: a trained run directory, or a baseline's name."""
-    from fl_crb.policies.baselines import BASELINES, make_baseline
-
     if spec in BASELINES:
         return make_baseline(spec, params, terminals, seed)
     if is_run_directory(spec):
@@ -77,3 +89,39 @@ def load_policy(spec: str, params: MECParams, terminals: int, seed: int = 0):
         f"policy {spec!r} is neither a baseline ({', '.join(BASELINES)}) nor a training run "
         "directory (one holding run.json, as made by `fl-crb train --out`)"
     )
+
+
+def marl_policy(run_directory: str | Path, params: MECParams, terminals: int) -> MarlPolicy:
+    """The greedy policy of the baseline trained in `run_directory`, for `terminals`
+    terminals of the system `params` describes."""
+    directory = Path(run_directory)
+    config, trained_params, trained_terminals = read_trained_system(directory, params)
+    if config.algo in PER_TERMINAL_ACTORS and terminals != trained_terminals:
+        raise ValueError(
+            f"{directory} trained {trained_terminals} terminals with one {config.algo} actor "
+            f"each; it cannot act for {terminals} terminals"
+        )
+    algorithm = make_algorithm(config, params, terminals)
+    if read_best(directory) is not None:
+        state = torch.load(directory / "best.pt", weights_only=True)
+    else:
+        checkpoint = directory / "checkpoint"
+        if not (checkpoint / "algorithm.pt").is_file():
+            checkpoint = directory / "checkpoint.old"  # a crash between the two renames
+        if not (checkpoint / "algorithm.pt").is_file():
+            raise ValueError(f"{directory} holds neither best.pt nor a checkpoint to play")
+        saved = torch.load(checkpoint / "algorithm.pt", weights_only=True)
+        state = {key: saved[key] for key in ("actor", "actors", "agent") if key in saved}
+    algorithm.load_actor_state(state)
+    scale = FeatureScale.from_params(trained_params, trained_terminals)
+    return MarlPolicy(config.algo, algorithm, scale, terminals)
+
+
+def load_any_policy(spec: str, params: MECParams, terminals: int, seed: int = 0):
+    """The policy `spec` names: a baseline or simulation-only policy by name (e.g.
+    `multi-tier`), a baseline's training run, or a CRB-DRQN / independent-DRQN run."""
+    if spec in SIMULATION_POLICIES:
+        return make_baseline(spec, params, terminals, seed)
+    if is_run_directory(spec) and read_setup(spec)["config"]["algo"] in MARL_ALGORITHMS:
+        return marl_policy(spec, params, terminals)
+    return load_policy(spec, params, terminals, seed)
