@@ -1,12 +1,14 @@
 """PNG plots in the style of the paper's Figures 4-6 (matplotlib, Agg backend: no display).
 
-Line plots with one marker style per policy; sweeps show the mean over seeds with the
-standard deviation as error bars, reward curves show it as a shaded band.
+Line plots with one colour and one marker per policy (`POLICY_STYLES`, the one place
+they are chosen); sweeps show the mean over seeds with the standard deviation as error
+bars, reward curves show it as a shaded band.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import matplotlib
 
@@ -15,27 +17,57 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-MARKERS = {
-    "local-only": "s",
-    "random": "x",
-    "round-robin": "+",
-    "least-loaded": "v",
-    "shortest-expected-delay": "D",
-    "multi-tier": "*",
-    "independent-drqn": "^",
-    "decentralized-ac": "<",
-    "qmix": ">",
-    "mappo": "p",
-    "jodrl-pp": "h",
-    "crb-drqn": "o",
+
+class PolicyStyle(NamedTuple):
+    """How one policy's line is drawn in every figure."""
+
+    color: str
+    """Line, marker and band colour, as a hex RGB string."""
+    marker: str
+    """Matplotlib marker code."""
+
+
+POLICY_STYLES: dict[str, PolicyStyle] = {
+    # the baselines
+    "local-only": PolicyStyle("#7f7f7f", "s"),  # grey
+    "random": PolicyStyle("#bcbd22", "x"),  # olive
+    "round-robin": PolicyStyle("#17becf", "+"),  # cyan
+    "least-loaded": PolicyStyle("#8c564b", "v"),  # brown
+    "shortest-expected-delay": PolicyStyle("#e377c2", "D"),  # pink
+    "multi-tier": PolicyStyle("#9467bd", "*"),  # purple
+    # the learners
+    "crb-drqn": PolicyStyle("#000000", "o"),  # black
+    "independent-drqn": PolicyStyle("#d62728", "^"),  # red
+    "decentralized-ac": PolicyStyle("#2ca02c", "<"),  # green
+    "qmix": PolicyStyle("#ff7f0e", ">"),  # orange
+    "mappo": PolicyStyle("#1f77b4", "p"),  # blue
+    "jodrl-pp": PolicyStyle("#000080", "h"),  # navy
 }
-"""Marker per policy; CRB-DRQN is drawn last and thickest, as the paper draws its own."""
+"""Colour and marker of every policy the figures plot (`settings.ALL_POLICIES`), each
+pair its own: the ten colours of matplotlib's qualitative `tab10` palette, plus black for
+CRB-DRQN (drawn last and thickest, as the paper draws its own) and navy for JODRL-PP,
+which stay apart from all ten. A policy added to the figures needs an entry here."""
+
+
+def policy_style(policy: str) -> PolicyStyle:
+    """`policy`'s colour and marker; a policy without one is refused, never drawn in a
+    colour another policy already has."""
+    try:
+        return POLICY_STYLES[policy]
+    except KeyError:
+        raise ValueError(
+            f"no plot style for policy {policy!r}: add its colour and marker to "
+            f"POLICY_STYLES in fl_crb/experiments/plots.py (styled: {', '.join(POLICY_STYLES)})"
+        ) from None
 
 
 def _style(policy: str) -> dict:
+    """Matplotlib keywords for `policy`'s line."""
     main = policy == "crb-drqn"
+    color, marker = policy_style(policy)
     return {
-        "marker": MARKERS.get(policy, "."),
+        "color": color,
+        "marker": marker,
         "linewidth": 2.2 if main else 1.2,
         "markersize": 6 if main else 5,
         "zorder": 3 if main else 2,
@@ -45,7 +77,7 @@ def _style(policy: str) -> dict:
 
 def plot_sweep(rows: list[dict], x_label: str, title: str, path: Path) -> None:
     """Two panels, (a) average delay and (b) failure rate, vs the sweep variable."""
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    figure, axes = plt.subplots(1, 2, figsize=(13, 4.2))
     policies = list(dict.fromkeys(row["policy"] for row in rows))
     for policy in policies:
         mine = sorted((r for r in rows if r["policy"] == policy), key=lambda r: r["x"])
@@ -64,7 +96,7 @@ def plot_sweep(rows: list[dict], x_label: str, title: str, path: Path) -> None:
         axis.set_xlabel(x_label)
         axis.set_title(panel, loc="left")
         axis.grid(alpha=0.3)
-    axes[1].legend(fontsize=8, loc="upper left")
+    _legend_beside(axes[1])
     figure.suptitle(title)
     _save(figure, path)
 
@@ -73,19 +105,18 @@ def plot_rewards(rewards: list[dict], convergence: list[dict], title: str, path:
     """(a) average reward per episode of every algorithm; (b) CRB-DRQN's convergence
     episode and time vs the terminal count (CPU time if every run recorded it, else wall
     time; the axis says which)."""
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    figure, axes = plt.subplots(1, 2, figsize=(13, 4.2))
     for policy in dict.fromkeys(row["policy"] for row in rewards):
         mine = [r for r in rewards if r["policy"] == policy]
         episode = np.array([r["episode"] for r in mine])
         mean = np.array([r["avg_reward_mean"] for r in mine])
         std = np.array([r["avg_reward_std"] for r in mine])
         style = _style(policy)
-        style.pop("marker")
-        (line,) = axes[0].plot(episode, mean, **style)
-        axes[0].fill_between(episode, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+        axes[0].plot(episode, mean, markevery=_sparse_marks(policy, len(episode)), **style)
+        axes[0].fill_between(episode, mean - std, mean + std, color=style["color"], alpha=0.15)
     axes[0].set_xlabel("training episode")
     axes[0].set_ylabel("average reward per task")
-    axes[0].legend(fontsize=8, loc="lower right")
+    _legend_beside(axes[0])
     terminals = [r["terminals"] for r in convergence]
     axes[1].errorbar(
         terminals,
@@ -117,6 +148,18 @@ def plot_rewards(rewards: list[dict], convergence: list[dict], title: str, path:
         axis.grid(alpha=0.3)
     figure.suptitle(title)
     _save(figure, path)
+
+
+def _legend_beside(axis) -> None:
+    """The policies' legend to the right of `axis`, where it hides no curve."""
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
+
+
+def _sparse_marks(policy: str, points: int) -> tuple[int, int]:
+    """`markevery` for a long curve: about ten markers, each policy's shifted along the
+    curve so that markers of overlapping curves do not hide each other."""
+    step = max(1, points // 10)
+    return (list(POLICY_STYLES).index(policy) * step // len(POLICY_STYLES), step)
 
 
 def _save(figure, path: Path) -> None:
