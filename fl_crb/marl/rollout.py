@@ -29,6 +29,7 @@ import numpy as np
 
 from fl_crb.learn.features import FeatureScale, encode_batch
 from fl_crb.marl.networks import flat_observations, global_state
+from fl_crb.mec.episode import play_episode
 from fl_crb.mec.simulator import MECSimulator
 from fl_crb.mec.tasklog import TaskRecords
 
@@ -82,7 +83,6 @@ def collect_episode(
 ) -> Rollout:
     """Play one episode (arrivals, then the drain) with `act`; match every reward."""
     terminals = simulator.terminals
-    observations = simulator.reset(seed=seed, arrival_slots=arrival_slots)
     index_of = np.full((arrival_slots, terminals), -1, dtype=np.int64)
     last_of = np.full(terminals, -1, dtype=np.int64)
     slots, deciders, features, actions, states, state_rows = [], [], [], [], [], []
@@ -91,7 +91,8 @@ def collect_episode(
     rewards: list[float] = []
     taken = np.zeros(terminals, dtype=np.int64)
     count = 0
-    while not simulator.done:
+    for turn in play_episode(simulator, seed=seed, arrival_slots=arrival_slots):
+        observations = turn.observations
         arriving = np.flatnonzero(observations.has_task)
         if arriving.size:
             scalars, load = encode_batch(observations, arriving, scale)
@@ -117,15 +118,8 @@ def collect_episode(
             actions.append(chosen)
             states.append(state)
             rewards += [np.nan] * arriving.size
-        events = simulator.step(taken)
-        for d, arrival, reward in zip(
-            events.terminals.tolist(),
-            events.arrival_slots.tolist(),
-            events.rewards.tolist(),
-            strict=True,
-        ):
+        for d, arrival, reward in turn.step(taken):
             rewards[index_of[arrival, d]] = reward
-        observations = simulator.observations
     reward = np.asarray(rewards, dtype=np.float32)
     if np.isnan(reward).any():
         raise RuntimeError("the drain ended with decisions whose reward never arrived")

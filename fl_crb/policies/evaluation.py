@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from fl_crb.mec.decision_spread import DecisionSpread, decision_spread
+from fl_crb.mec.episode import play_episode
 from fl_crb.mec.metrics import RunMetrics, run_metrics
 from fl_crb.mec.simulator import MECSimulator
 from fl_crb.mec.tasklog import TaskRecords
@@ -19,10 +20,8 @@ def run_episode(
     simulator: MECSimulator, policy: Policy, arrival_slots: int, seed: int
 ) -> TaskRecords:
     """One episode of `policy` on `simulator`; returns every task's record."""
-    observations = simulator.reset(seed=seed, arrival_slots=arrival_slots)
-    while not simulator.done:
-        simulator.step(policy.act(observations))
-        observations = simulator.observations
+    for turn in play_episode(simulator, seed=seed, arrival_slots=arrival_slots):
+        turn.step(policy.act(turn.observations))
     return simulator.log.records()
 
 

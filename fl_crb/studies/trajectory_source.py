@@ -18,6 +18,7 @@ import numpy as np
 from fl_crb.learn.features import FeatureScale, encode_batch
 from fl_crb.learn.pool import FIELDS, Trajectory, TrajectoryBatch
 from fl_crb.learn.trajectory_builder import TrajectoryBuilder
+from fl_crb.mec.episode import play_episode
 from fl_crb.mec.params import MECParams
 from fl_crb.mec.simulator import MECSimulator
 from fl_crb.policies.base import Policy
@@ -72,8 +73,8 @@ def collect_trajectories(
     builders = [TrajectoryBuilder(trajectory_length) for _ in range(terminals)]
     uploads: list[tuple[int, Trajectory]] = []
     for episode in range(episodes):
-        observations = simulator.reset(seed=seed + episode, arrival_slots=arrival_slots)
-        while not simulator.done:
+        for turn in play_episode(simulator, seed=seed + episode, arrival_slots=arrival_slots):
+            observations = turn.observations
             actions = np.asarray(policy.act(observations), dtype=np.int64)
             arriving = np.flatnonzero(observations.has_task)
             if arriving.size:
@@ -83,15 +84,8 @@ def collect_trajectories(
                         observations.slot, scalars[row], load[row], int(actions[d])
                     )
                     uploads += [(d, t) for t in completed]
-            events = simulator.step(actions)
-            for d, arrival, reward in zip(
-                events.terminals.tolist(),
-                events.arrival_slots.tolist(),
-                events.rewards.tolist(),
-                strict=True,
-            ):
+            for d, arrival, reward in turn.step(actions):
                 uploads += [(d, t) for t in builders[d].reward(arrival, reward)]
-            observations = simulator.observations
         for builder in builders:
             builder.end_episode()
     return LabelledTrajectories.from_pairs(uploads)

@@ -10,7 +10,7 @@ One simulated slot, in order:
    weights the group's terminals downloaded: the agents' numpy network (what a live
    terminal runs) agrees with it to ~1e-6, but the torch pass keeps training results
    bit-for-bit what they were before terminals lost torch;
-3. `sim.step(actions)`;
+3. `turn.step(actions)`, the slot `fl_crb.mec.episode.play_episode` yields;
 4. the slot's outcomes go to the terminals that made the decisions (`SlotEvents` rewards,
    matched by arrival slot, which is unique per terminal);
 5. trajectories completed in this slot are uploaded to the scheme's pool(s);
@@ -34,6 +34,7 @@ from fl_crb.learn.greedy import GreedyPolicy
 from fl_crb.learn.pool import Trajectory
 from fl_crb.learn.qnetwork import QNetwork, load_numpy_weights
 from fl_crb.learn.terminal_agent import TerminalAgent
+from fl_crb.mec.episode import play_episode
 from fl_crb.mec.metrics import RunMetrics, run_metrics
 from fl_crb.mec.params import MECParams
 from fl_crb.mec.simulator import MECSimulator
@@ -152,24 +153,15 @@ class Trainer:
             agent.epsilon = epsilon
         seed = training_seed(self.config.seed, self.episode)
         sim = self.simulator
-        observations = sim.reset(seed=seed, arrival_slots=self.config.arrival_slots)
         actions = np.zeros(self.terminals, dtype=np.int64)
         losses: list[float] = []
-        while not sim.done:
-            slot = sim.slot
-            self._refresh_weights(slot)
-            uploads = self._act(observations, actions)
-            events = sim.step(actions)
-            for d, arrival, reward in zip(
-                events.terminals.tolist(),
-                events.arrival_slots.tolist(),
-                events.rewards.tolist(),
-                strict=True,
-            ):
+        for turn in play_episode(sim, seed=seed, arrival_slots=self.config.arrival_slots):
+            self._refresh_weights(turn.slot)
+            uploads = self._act(turn.observations, actions)
+            for d, arrival, reward in turn.step(actions):
                 uploads += [(d, t) for t in self.agents[d].reward(arrival, reward)]
             self.scheme.upload(uploads)
-            losses += self.scheme.train(slot, self.rng)
-            observations = sim.observations
+            losses += self.scheme.train(turn.slot, self.rng)
         for agent in self.agents:
             agent.end_episode()
         metrics = run_metrics(sim.log.records(), self.params.slot_s, sim.drop_reward)

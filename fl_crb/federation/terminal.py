@@ -1,0 +1,153 @@
+"""The terminal's side of the federation: act with delivered weights, seal every trajectory.
+
+A federated terminal is the runtime's terminal party (`fl_crb.runtime.terminal`) with one
+thing changed, its decider: this module builds that decider and runs the runtime's party
+with it, so the runtime never imports the federation. It is started as its own process,
+in place of the runtime's terminal, by the federated run (`deploy.federated_run`):
+
+    python -m fl_crb.federation.terminal CONFIG.json
+
+CONFIG.json is the runtime's `TerminalConfig`, with policy `crb-drqn-federated`
+(`FEDERATED_POLICY`) and the terminal's `federation` settings; any other policy is
+decided as the runtime's own terminal decides it.
+
+`FederatedDecider` is the terminal of federated CRB-DRQN: the same `TerminalAgent` the
+simulator trainer uses, acting ε-greedily with the newest weights its SuperNode's
+`collect` handler (`client_app`) delivered to its mailbox (checked at the first decision
+after each multiple of `tag` slots, and at every decision while it holds none: until then
+it acts uniformly at random, as the paper's ε = 1 start does). Each trajectory is sealed
+for the authority (`crypto.UploadSealer`) and posted to the mailbox outbox the moment it
+is cut; the `collect` handler hands the outbox to the authority.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from fl_crb.federation.crypto import UploadSealer, load_private_key
+from fl_crb.federation.mailbox import TerminalMailbox, UploadPoster
+from fl_crb.federation.serialization import decode_weights, encode_trajectory
+from fl_crb.mec.observation import TerminalObservation
+from fl_crb.mec.params import MECParams
+from fl_crb.runtime import terminal
+from fl_crb.runtime.config import FederatedTerminal
+from fl_crb.runtime.decider import FEDERATED_POLICY, Decider, make_decider
+from fl_crb.runtime.party import exit_now
+
+log = logging.getLogger(__name__)
+
+MODULE = "fl_crb.federation.terminal"
+"""This module's path: the federated run starts each terminal party as `python -m MODULE`."""
+
+
+class FederatedDecider:
+    """A federated CRB-DRQN terminal: ε-greedy with delivered weights, sealed uploads."""
+
+    def __init__(
+        self, federation: FederatedTerminal, params: MECParams, terminals: int, seed: int
+    ) -> None:
+        from fl_crb.learn.features import FeatureScale
+        from fl_crb.learn.terminal_agent import TerminalAgent
+
+        self._scale = FeatureScale.from_params(params, terminals)
+        self._agent = TerminalAgent(self._scale, params.history_slots, seed=seed)
+        self._agent.epsilon = federation.epsilon
+        self._mailbox = TerminalMailbox(federation.mailbox)
+        self._poster = UploadPoster(self._mailbox, federation.faults)
+        self._sealer = UploadSealer(
+            load_private_key(federation.key_path),
+            federation.terminal_id,
+            bytes.fromhex(federation.authority_public_key_hex),
+            bytes.fromhex(federation.upload_run_id_hex),
+            next_sequence=self._poster.next_sequence,
+        )
+        self._signature: tuple[int, int, int] | None = None
+        self._window = -1
+        self.versions_loaded: list[int] = []
+
+    @property
+    def label(self) -> str:
+        return f"crb-drqn@{self._agent.weights_version}"
+
+    def _reload(self) -> None:
+        """Load the mailbox's weights if they changed; keep those held if unreadable."""
+        path = self._mailbox.weights_path
+        try:
+            stat = os.stat(path)
+            signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+            if signature == self._signature:
+                return
+            payload = decode_weights(path.read_bytes())
+            self._agent.load_weights(payload.weights, payload.version)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, RuntimeError, KeyError) as error:  # DecodeError too
+            log.warning("weights in %s: %s; keeping the weights held", path, error)
+            return
+        self._signature = signature
+        self.versions_loaded.append(payload.version)
+
+    def decide(self, observation: TerminalObservation, slot: int, task_id: int) -> int:
+        window = slot // self._agent.config.refresh_slots
+        if window != self._window or self._agent.weights_version < 0:
+            self._window = window
+            self._reload()
+        if self._agent.weights_version >= 0:
+            action, trajectories = self._agent.act(observation, task_id)
+        else:
+            from fl_crb.learn.features import encode_one
+
+            scalars, load = encode_one(observation, self._scale)
+            action = int(self._agent.rng.integers(self._agent.actions))
+            trajectories = self._agent.record(task_id, scalars[0], load[0], action)
+        self._upload(trajectories)
+        return action
+
+    def resolved(self, task_id: int, reward: float) -> None:
+        self._upload(self._agent.reward(task_id, reward))
+
+    def _upload(self, trajectories: list) -> None:
+        for trajectory in trajectories:
+            envelope = self._sealer.seal(encode_trajectory(trajectory))
+            self._poster.post(envelope, self._sealer.next_sequence)
+
+    def finish(self) -> dict[str, object]:
+        return {
+            "policy": FEDERATED_POLICY,
+            "weights_version": self._agent.weights_version,
+            "weights_versions_loaded": self.versions_loaded,
+            "uploads": self._poster.uploads,
+            "posted": self._poster.posted,
+            "faults_posted": self._poster.faults_posted,
+            "next_sequence": self._sealer.next_sequence,
+        }
+
+
+def make_federated_decider(
+    spec: str,
+    params: MECParams,
+    terminals: int,
+    terminal: int,
+    seed: int,
+    trajectory_path: Path | None = None,
+    federation: FederatedTerminal | None = None,
+) -> Decider:
+    """The runtime's `make_decider`, which also builds `FEDERATED_POLICY`'s decider (from
+    the terminal config's `federation`)."""
+    if spec != FEDERATED_POLICY:
+        return make_decider(spec, params, terminals, terminal, seed, trajectory_path, federation)
+    if federation is None:
+        raise ValueError(f"policy {spec!r} needs the terminal config's federation settings")
+    return FederatedDecider(federation, params, terminals, seed)
+
+
+def main(argv: list[str]) -> int:
+    """Run the runtime's terminal party with the federated decider."""
+    return terminal.main(argv, make_federated_decider, program=MODULE)
+
+
+if __name__ == "__main__":
+    exit_now(main(sys.argv))  # its outputs are written: skip the interpreter's teardown
