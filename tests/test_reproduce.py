@@ -1,7 +1,9 @@
-"""`fl-crb reproduce`: the quick mode end to end, and the measures the figures rest on."""
+"""`fl-crb reproduce`: the quick mode end to end, the replot from its CSV tables, and the
+measures the figures rest on."""
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ from fl_crb.cli import main
 from fl_crb.experiments.convergence import convergence_episode, smoothed
 from fl_crb.experiments.paper_results import PAPER_VALUES, paper_value
 from fl_crb.experiments.report import at_least_as_good
+from fl_crb.experiments.reproduce import write_csv
 from fl_crb.experiments.runs import SPREAD_KEY, Experiments, Point
 from fl_crb.experiments.settings import LEARNED_POLICIES, QUICK
 
@@ -28,14 +31,29 @@ def one_torch_thread():
     torch.set_num_threads(previous)
 
 
+CSV_FILES = ("fig4_rewards.csv", "fig4_convergence.csv", "fig5.csv", "fig6.csv")
+"""The CSV tables a reproduction of every figure writes."""
+
+
 def read_csv(path: Path) -> list[dict]:
     with open(path, newline="") as file:
         return list(csv.DictReader(file))
 
 
-def test_reproduce_all_quick_writes_every_figure_for_both_topologies(tmp_path: Path, capsys):
-    out = tmp_path / "repro"
+@pytest.fixture(scope="module")
+def quick_reproduction(tmp_path_factory) -> Path:
+    """One quick reproduction of every figure on both topologies, the only one this module
+    trains; a test that changes its outputs works on a copy."""
+    out = tmp_path_factory.mktemp("quick") / "repro"
     assert main(["reproduce", "all", "--quick", "--out", str(out), "--topologies", TOPOLOGIES]) == 0
+    return out
+
+
+def test_reproduce_all_quick_writes_every_figure_for_both_topologies(
+    quick_reproduction: Path, tmp_path: Path
+):
+    out = tmp_path / "repro"
+    shutil.copytree(quick_reproduction, out)
     topologies = {"four-edge", "four-edge-hetero"}
     policies = {
         "local-only",
@@ -103,6 +121,104 @@ def test_reproduce_all_quick_writes_every_figure_for_both_topologies(tmp_path: P
     assert float(unknown["convergence_time_s_mean"]) > 0
     assert f"| {terminals} | " in (out / "fig4.md").read_text()
     assert " | — |" in (out / "fig4.md").read_text()
+
+
+def copy_csv_tables(reproduction: Path, out: Path, missing: str | None = None) -> None:
+    """Only the CSV tables of `reproduction` (all but `missing`) into a new directory `out`."""
+    out.mkdir()
+    for name in CSV_FILES:
+        if name != missing:
+            shutil.copy(reproduction / name, out / name)
+
+
+def test_replot_draws_the_same_files_from_the_csv_tables_alone_and_trains_nothing(
+    quick_reproduction: Path, tmp_path: Path, monkeypatch, capsys
+):
+    def no_experiments(*args, **kwargs):
+        raise AssertionError("a replot built Experiments, which trains and evaluates")
+
+    monkeypatch.setattr(Experiments, "__init__", no_experiments)
+    out = tmp_path / "replot"
+    copy_csv_tables(quick_reproduction, out)  # no runs/, evaluations/ or settings.json
+    capsys.readouterr()
+    assert main(["reproduce", "all", "--quick", "--out", str(out), "--replot"]) == 0
+
+    drawn = [
+        f"{figure}{suffix}"
+        for figure in ("fig4", "fig5", "fig6")
+        for suffix in ("_four-edge.png", "_four-edge-hetero.png", ".md")
+    ]
+    assert capsys.readouterr().out.split() == [str(out / name) for name in drawn]
+    assert sorted(p.name for p in out.iterdir()) == sorted([*drawn, *CSV_FILES])
+    assert sorted(
+        p.name for p in quick_reproduction.iterdir() if p.suffix in (".png", ".md")
+    ) == sorted(drawn)
+    # The pipeline's own files, byte for byte: the same tables, titles, labels and plots.
+    for name in [*drawn, *CSV_FILES]:
+        assert (out / name).read_bytes() == (quick_reproduction / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("missing", CSV_FILES)
+def test_replot_names_a_missing_csv_table_and_draws_nothing(
+    missing: str, quick_reproduction: Path, tmp_path: Path, capsys
+):
+    out = tmp_path / "replot"
+    copy_csv_tables(quick_reproduction, out, missing)
+    assert main(["reproduce", "all", "--quick", "--out", str(out), "--replot"]) == 2
+    assert f"{out / missing} not found: a replot draws the figures from the CSV" in (
+        capsys.readouterr().err
+    )
+    assert sorted(p.name for p in out.iterdir()) == sorted(set(CSV_FILES) - {missing})
+
+
+@pytest.mark.parametrize(
+    ("figure", "csv_file", "points"),
+    [
+        (
+            "fig4",
+            "fig4_convergence.csv",
+            "terminals = 5, 10, not at the full reproduction's 5, 10, 15, 20, 25, 30, 35",
+        ),
+        ("fig5", "fig5.csv", "x = 5, 10, not at the full reproduction's 5, 10, 15, 20, 25"),
+        ("fig6", "fig6.csv", "x = 1, 3, not at the full reproduction's 1, 1.5, 2, 2.5, 3"),
+    ],
+)
+def test_replot_refuses_to_title_quick_tables_as_a_full_reproduction(
+    figure: str, csv_file: str, points: str, quick_reproduction: Path, tmp_path: Path, capsys
+):
+    out = tmp_path / "replot"
+    copy_csv_tables(quick_reproduction, out)
+    assert main(["reproduce", figure, "--out", str(out), "--replot"]) == 2  # no --quick
+    assert f"{out / csv_file} is at the sweep points {points}: replot at the scale" in (
+        capsys.readouterr().err
+    )
+    assert sorted(p.name for p in out.iterdir()) == sorted(CSV_FILES)
+
+
+def test_replot_draws_the_topologies_asked_of_the_tables_and_refuses_policies(
+    quick_reproduction: Path, tmp_path: Path, capsys
+):
+    out = tmp_path / "replot"
+    copy_csv_tables(quick_reproduction, out)
+    replot = ["reproduce", "fig5", "--out", str(out), "--replot"]
+    capsys.readouterr()
+    assert main([*replot, "--quick", "--policies", "crb-drqn"]) == 2
+    assert "--replot draws the policies of the CSV tables" in capsys.readouterr().err
+
+    assert main([*replot, "--quick", "--topology", "four-edge"]) == 0
+    assert capsys.readouterr().out.split() == [
+        str(out / "fig5_four-edge.png"),
+        str(out / "fig5.md"),
+    ]
+    assert "### four-edge\n" in (out / "fig5.md").read_text()
+    assert "### four-edge-hetero" not in (out / "fig5.md").read_text()
+
+    rows = read_csv(out / "fig5.csv")
+    write_csv(out / "fig5.csv", [r for r in rows if r["topology"] == "four-edge"])
+    assert main([*replot, "--quick", "--topology", "four-edge-hetero"]) == 2
+    assert f"{out / 'fig5.csv'} has no rows of topology four-edge-hetero (it has four-edge)" in (
+        capsys.readouterr().err
+    )
 
 
 def test_reproduce_names_a_missing_topology_directory(tmp_path: Path, capsys):

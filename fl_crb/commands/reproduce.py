@@ -5,6 +5,14 @@ Trains every learner (CRB-DRQN, independent DRQN and the paper's learning baseli
 non-learning baselines (multi-tier included) on held-out arrivals, and writes CSV, PNG and markdown
 tables with the paper's numbers beside ours (`fl_crb.experiments`). Runs and evaluations
 are cached in --out, so an interrupted reproduction resumes where it stopped.
+
+With --replot it trains and evaluates nothing: it draws the PNGs and markdown tables again
+from the CSV tables a reproduction wrote into --out (after a change to the plots or the
+tables), with the same drawing functions as a reproduction, and refuses by name a CSV
+file that is missing or holds the sweep points of the other scale (--quick or not):
+
+    fl-crb reproduce all --out docs/figures --replot           # a full reproduction's
+    fl-crb reproduce fig5 --out /tmp/repro --replot --quick    # a quick one's
 """
 
 from __future__ import annotations
@@ -12,6 +20,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fl_crb.experiments.settings import ReproduceSettings
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -37,21 +49,49 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--policies",
         help="comma-separated policies to show and train (default: all; crb-drqn required)",
     )
+    reproduce.add_argument(
+        "--replot",
+        action="store_true",
+        help="train nothing: draw the PNGs and markdown again from the CSV tables in --out "
+        "(add --quick for a quick reproduction's; --topology restricts, as ever)",
+    )
     reproduce.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from fl_crb.experiments.reproduce import FIGURES
+    from fl_crb.experiments.settings import FULL, QUICK
+
+    settings = QUICK if args.quick else FULL
+    figures = list(FIGURES) if args.figure == "all" else [args.figure]
+    if args.replot:
+        return _replot(args, figures, settings)
+    if args.policies:
+        settings = settings.with_policies([p.strip() for p in args.policies.split(",")])
+    return _reproduce(args, figures, settings)
+
+
+def _replot(args: argparse.Namespace, figures: list[str], settings: ReproduceSettings) -> int:
+    from fl_crb.experiments.reproduce import replot
+
+    if args.policies:
+        raise ValueError(
+            "--policies chooses what to train; --replot draws the policies of the CSV tables: "
+            "drop one of them"
+        )
+    for path in replot(figures, args.out, settings, args.topology):
+        print(path)
+    return 0
+
+
+def _reproduce(args: argparse.Namespace, figures: list[str], settings: ReproduceSettings) -> int:
     import torch
 
     from fl_crb.commands.train import ProgressBar
-    from fl_crb.experiments.reproduce import FIGURES, reproduce
-    from fl_crb.experiments.settings import FULL, QUICK, TOPOLOGIES
+    from fl_crb.experiments.reproduce import reproduce
+    from fl_crb.experiments.settings import TOPOLOGIES
 
     torch.set_num_threads(1)
-    settings = QUICK if args.quick else FULL
-    if args.policies:
-        settings = settings.with_policies([p.strip() for p in args.policies.split(",")])
-    figures = list(FIGURES) if args.figure == "all" else [args.figure]
     bars: dict[str, ProgressBar] = {}
 
     def on_episode(label: str, metrics) -> None:

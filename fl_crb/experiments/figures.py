@@ -1,4 +1,4 @@
-"""Figures 4-6 of the paper, reproduced in simulation: data rows, CSV, plots, tables.
+"""Figures 4-6 of the paper, reproduced in simulation: the data rows of each figure.
 
 - Figure 4 (`figure4`): (a) the average reward per training episode of every algorithm
   at `reward_curve_terminals` terminals (the learners' training curves, mean ± std over
@@ -9,14 +9,11 @@
   terminal count, at 2.0 Mbit/s.
 - Figure 6 (`figure6`): the same vs the offered load per terminal, at 15 terminals.
 
-Each figure function returns its rows for one topology; `write_figure` writes the CSV of
-all topologies, one PNG per topology and the markdown table.
+Each figure function returns its rows for one topology; `fl_crb.experiments.reproduce`
+writes them as CSV tables and draws the PNGs and markdown from those rows.
 """
 
 from __future__ import annotations
-
-import csv
-from pathlib import Path
 
 import numpy as np
 
@@ -138,15 +135,6 @@ def _sweep(exp: Experiments, points: list[Point], x_name: str) -> list[dict]:
                 }
             )
     return rows
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    """Rows (dicts with the same keys) as a CSV file with a header."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def _std(values) -> float:
