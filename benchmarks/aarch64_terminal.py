@@ -290,13 +290,15 @@ def run_local_mode(args, topology, out, placement, rate_bps, work) -> dict:
 
 def run_federated_mode(args, topology, out, placement, rate_bps) -> dict:
     try:
-        from fl_crb.federation.federated_run import (
+        from fl_crb.federation.deploy.federated_run import (
             FederatedRunConfig,
             federated_parties,
             run_federated,
         )
     except ImportError as error:
-        raise SystemExit(f"federated mode needs fl_crb.federation.federated_run: {error}") from None
+        raise SystemExit(
+            f"federated mode needs fl_crb.federation.deploy.federated_run: {error}"
+        ) from None
     parties = federated_parties(
         str(topology),
         args.duration,

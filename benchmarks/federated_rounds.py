@@ -23,13 +23,13 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from fl_crb.federation.federated_run import (
+from fl_crb.federation.deploy.federated_run import (
     FederatedRunConfig,
     federated_parties,
     run_federated,
 )
-from fl_crb.federation.launch_config import LaunchConfig, NodeSpec
-from fl_crb.federation.launcher import LocalFederation
+from fl_crb.federation.deploy.launch_config import LaunchConfig, NodeSpec
+from fl_crb.federation.deploy.launcher import LocalFederation
 from fl_crb.topology import load_topology
 
 

@@ -30,8 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from fl_crb.federation.launch_config import LaunchConfig, NodeSpec
-from fl_crb.federation.launcher import LocalFederation
+from fl_crb.federation.deploy.launch_config import LaunchConfig, NodeSpec
+from fl_crb.federation.deploy.launcher import LocalFederation
 
 SHORT = {"superexec_poll_s": 0.25, "supernode_idle_poll_s": 0.25}
 SETTINGS = {

@@ -15,24 +15,7 @@ report), `runstate` (run slots), `teardown` (ordered undo and cleanup); for whol
 `placement` (processes on hosts), `run` (one emulation run), `federated` (the federated
 data plane), `pretrain` (the default policy), `monitor` (progress, Ctrl-C, `--cli`),
 `counters` (interface bytes, memory), `collect`, `report` and `plots` (the run folder).
+
+Nothing is imported here: import each name from its module (`from emulation.network
+import EmulatedNetwork`), so that importing one module loads only what it needs.
 """
-
-from emulation.delayd import DelayDaemonError
-from emulation.network import EmulatedNetwork, NetworkBuildError, NetworkConfig
-from emulation.shaping import ShapingConfig
-from emulation.teardown import TeardownError, cleanup
-from emulation.verify import LinkReport, LinkVerificationError, VerifyConfig, verify_links
-
-__all__ = [
-    "DelayDaemonError",
-    "EmulatedNetwork",
-    "LinkReport",
-    "LinkVerificationError",
-    "NetworkBuildError",
-    "NetworkConfig",
-    "ShapingConfig",
-    "TeardownError",
-    "VerifyConfig",
-    "cleanup",
-    "verify_links",
-]

@@ -1,7 +1,7 @@
 """The federated data plane behind the emulator's seam: `run_federated` on the Mininet hosts.
 
 `emulation.run` runs one coordinator, `DATA_PLANES[name](local_config, placement)`. This
-module adapts the federated face's coordinator (`fl_crb.federation.federated_run`) to that
+module adapts the federated face's coordinator (`fl_crb.federation.deploy.federated_run`) to that
 call: the same parties (topology, overrides, duration, seed, run folder), their
 terminals deciding with `FEDERATED_POLICY` and given the federated run's startup time,
 the pre-trained weights of `crb-drqn:WEIGHTS.npz` as the edge learners' starting
@@ -41,7 +41,7 @@ async def run_federated_plane(
     learners train once the pool holds `min_pool_trajectories`, the authority starts a
     round every `round_period_s` and idle SuperNodes pull every `poll_s` (the SuperExecs
     keep `EMULATION_POLL_S`)."""
-    from fl_crb.federation.federated_run import (
+    from fl_crb.federation.deploy.federated_run import (
         FEDERATED_STARTUP_TIMEOUT_S,
         FederatedRunConfig,
         run_federated,

@@ -6,6 +6,7 @@ transfers run in batches whose configured rates stay within a budget, so that th
 links, not the machine's two cores, are what is measured. The expected values follow
 the packets' path through the plan (`NetworkPlan.hops`): an RTT is the configured
 one-way latencies summed both ways, a rate the slowest shaped hop on the way.
+`VerifyConfig` says how hard to look and how close is close enough (`verify` judges).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from fl_crb.topology import LinkSpec
 
 if TYPE_CHECKING:
     from emulation.network import EmulatedNetwork
-    from emulation.verify import VerifyConfig
 
 TCP_OVERHEAD_BYTES = 52
 """IPv4 (20) + TCP (20) + TCP timestamps option (12): payload per segment is MTU − 52."""
@@ -33,6 +33,32 @@ MAX_PINGS = 500
 """Cap on pings per pair when jitter calls for many."""
 _RTT = re.compile(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms")
 _COUNTS = re.compile(r"(\d+) packets transmitted, (\d+) received")
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """How hard to look, and how close is close enough."""
+
+    latency_tolerance: float = 0.10
+    """Largest accepted relative RTT error (the issue's start-up check: 10%)."""
+    bandwidth_tolerance: float = 0.15
+    """Largest accepted relative wire-rate error (the issue's start-up check: 15%)."""
+    latency_floor_s: float = 0.0003
+    """Smallest accepted absolute RTT error: the kernel and the delay line add tens of
+    microseconds per pass, which a near-zero latency setting cannot absorb relatively."""
+    pings: int = 20
+    """Pings per measured pair (more where jitter needs them, see `measure_latency`)."""
+    ping_interval_s: float = 0.05
+    """Time between pings."""
+    transfer_s: int = 2
+    """Measured seconds of each iperf3 transfer."""
+    omit_s: int = 1
+    """Seconds of slow start each transfer runs before it measures."""
+    all_links: bool = False
+    """Measure the bandwidth of every shaped link, not one link per class."""
+    max_concurrent_bps: float = 200e6
+    """Transfers run together while their configured rates sum to at most this; the
+    machine's CPU, not the links, would otherwise be measured."""
 
 
 @dataclass(frozen=True)

@@ -26,35 +26,15 @@ from pathlib import Path
 
 from emulation.network import EmulatedNetwork
 from emulation.plan import LinkPlan, NetworkPlan
-from emulation.probes import BandwidthCheck, LatencyCheck, measure_bandwidth, measure_latency
+from emulation.probes import (
+    BandwidthCheck,
+    LatencyCheck,
+    VerifyConfig,
+    measure_bandwidth,
+    measure_latency,
+)
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class VerifyConfig:
-    """How hard to look, and how close is close enough."""
-
-    latency_tolerance: float = 0.10
-    """Largest accepted relative RTT error (the issue's start-up check: 10%)."""
-    bandwidth_tolerance: float = 0.15
-    """Largest accepted relative wire-rate error (the issue's start-up check: 15%)."""
-    latency_floor_s: float = 0.0003
-    """Smallest accepted absolute RTT error: the kernel and the delay line add tens of
-    microseconds per pass, which a near-zero latency setting cannot absorb relatively."""
-    pings: int = 20
-    """Pings per measured pair (more where jitter needs them, see `probes`)."""
-    ping_interval_s: float = 0.05
-    """Time between pings."""
-    transfer_s: int = 2
-    """Measured seconds of each iperf3 transfer."""
-    omit_s: int = 1
-    """Seconds of slow start each transfer runs before it measures."""
-    all_links: bool = False
-    """Measure the bandwidth of every shaped link, not one link per class."""
-    max_concurrent_bps: float = 200e6
-    """Transfers run together while their configured rates sum to at most this; the
-    machine's CPU, not the links, would otherwise be measured."""
 
 
 class LinkVerificationError(RuntimeError):

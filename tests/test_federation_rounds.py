@@ -27,7 +27,7 @@ from fl_crb.federation.crypto import (
     overhead_bytes,
     public_key_bytes,
 )
-from fl_crb.federation.federated_run import (
+from fl_crb.federation.deploy.federated_run import (
     FederatedRunConfig,
     federated_parties,
     run_federated,
@@ -241,9 +241,9 @@ def test_killed_authority_restarts_without_losing_an_accepted_trajectory(tmp_pat
 def test_federated_decider_explores_then_acts_with_delivered_weights_and_seals_uploads(tmp_path):
     from fl_crb.federation.crypto import save_private_key
     from fl_crb.federation.serialization import TrajectoryShape, decode_trajectory
+    from fl_crb.federation.terminal import make_federated_decider
     from fl_crb.learn.qnetwork import QNetwork, weights_to_numpy
     from fl_crb.mec.observation import TerminalObservation
-    from fl_crb.runtime.decider import make_decider
     from fl_crb.topology import load_topology
 
     params = load_topology(TINY).mec_params()
@@ -258,7 +258,9 @@ def test_federated_decider_explores_then_acts_with_delivered_weights_and_seals_u
         run_id.hex(),
         epsilon=0.0,
     )
-    decider = make_decider("crb-drqn-federated", params, 4, 0, seed=3, federation=federation)
+    decider = make_federated_decider(
+        "crb-drqn-federated", params, 4, 0, seed=3, federation=federation
+    )
     rng = np.random.default_rng(0)
 
     def observation() -> TerminalObservation:
@@ -288,9 +290,25 @@ def test_federated_decider_explores_then_acts_with_delivered_weights_and_seals_u
     assert (summary["uploads"], summary["weights_versions_loaded"]) == (2, [7])
 
 
+def test_only_the_federation_terminal_builds_the_federated_decider():
+    """Guards the layering: the runtime (below the federation) refuses the federated policy
+    and names the module that runs it; the federation's factory passes the others on."""
+    from fl_crb.federation.terminal import MODULE, make_federated_decider
+    from fl_crb.runtime.decider import FEDERATED_POLICY, BaselineDecider, make_decider
+    from fl_crb.topology import load_topology
+
+    params = load_topology(TINY).mec_params()
+    with pytest.raises(ValueError, match=f"python -m {MODULE} CONFIG.json"):
+        make_decider(FEDERATED_POLICY, params, 4, 0, seed=3)
+    with pytest.raises(ValueError, match="needs the terminal config's federation settings"):
+        make_federated_decider(FEDERATED_POLICY, params, 4, 0, seed=3)
+    baseline = make_federated_decider("round-robin", params, 4, 0, seed=3)
+    assert isinstance(baseline, BaselineDecider) and baseline.label == "round-robin"
+
+
 def test_edge_service_starts_from_given_weights_and_publishes_each_trained_batch(tmp_path):
-    from fl_crb.federation.edge_service import EdgeService, EdgeServiceConfig
-    from fl_crb.federation.run_support import start_weights_files
+    from fl_crb.federation.deploy.run_support import start_weights_files
+    from fl_crb.federation.edge_learner_service import EdgeService, EdgeServiceConfig
     from fl_crb.federation.serialization import decode_weights, encode_trajectory
     from fl_crb.learn.pool import Trajectory
     from fl_crb.learn.qnetwork import QNetwork, weights_to_numpy

@@ -21,11 +21,11 @@ from flwr.supercore.primitives.asymmetric import public_key_to_bytes
 
 from fl_crb.cli import main
 from fl_crb.federation.crypto import UploadOpener, UploadSealer, load_private_key
+from fl_crb.federation.deploy.launch_config import FederationError, LaunchConfig, NodeSpec, Security
+from fl_crb.federation.deploy.launcher import LocalFederation
+from fl_crb.federation.deploy.processes import ProcessSet, alive, descendants, run_once
 from fl_crb.federation.keys import KeyFolder, certificate_names, load_upload_public_key
-from fl_crb.federation.launch_config import FederationError, LaunchConfig, NodeSpec, Security
-from fl_crb.federation.launcher import LocalFederation
-from fl_crb.federation.processes import ProcessSet, alive, descendants, run_once
-from fl_crb.federation.wire_meter import TLS_LABEL
+from fl_crb.federation.metering.wire_meter import TLS_LABEL
 
 TINY = Path(__file__).resolve().parent.parent / "topologies" / "tiny.yaml"
 NODES = ("edge1", "edge2", "t1", "t2", "t3", "t4")

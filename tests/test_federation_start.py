@@ -2,8 +2,8 @@
 
 import numpy as np
 
+from fl_crb.federation.deploy.run_support import hand_out_starting_weights
 from fl_crb.federation.mailbox import TerminalMailbox, weights_version
-from fl_crb.federation.run_support import hand_out_starting_weights
 from fl_crb.federation.serialization import decode_weights
 from fl_crb.runtime.decider import save_weights_file
 

@@ -8,13 +8,13 @@ import tomllib
 
 import pytest
 
-from fl_crb.federation.app_project import APP_COMPONENTS, app_project_toml, write_app_project
-from fl_crb.federation.fast_supernode import install
-from fl_crb.federation.flower_app import RUN_CONFIG_DEFAULTS, parse_probe_plan
-from fl_crb.federation.launch_config import LaunchConfig, NodeSpec
-from fl_crb.federation.launcher import LocalFederation
-from fl_crb.federation.processes import alive, descendants
-from fl_crb.federation.wire_meter import TLS_LABEL, WireMeter, difference
+from fl_crb.federation.accelerators.fast_supernode import install
+from fl_crb.federation.deploy.app_project import APP_COMPONENTS, app_project_toml, write_app_project
+from fl_crb.federation.deploy.launch_config import LaunchConfig, NodeSpec
+from fl_crb.federation.deploy.launcher import LocalFederation
+from fl_crb.federation.deploy.processes import alive, descendants
+from fl_crb.federation.metering.wire_meter import TLS_LABEL, WireMeter, difference
+from fl_crb.federation.server_app import RUN_CONFIG_DEFAULTS, parse_probe_plan
 
 MEGABYTES_5 = 5_000_000
 
@@ -176,6 +176,9 @@ def test_wire_meter_counts_opaque_tls_bytes_under_one_label():
 
 def test_flower_components_import_without_torch():
     """ClientApp processes start per message: the app module must stay light."""
-    probe = "import sys, fl_crb.federation.flower_app; print('torch' in sys.modules)"
+    probe = (
+        "import sys, fl_crb.federation.client_app, fl_crb.federation.server_app; "
+        "print('torch' in sys.modules)"
+    )
     output = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert output.stdout.strip() == "False", output.stderr

@@ -3,7 +3,7 @@
 import pytest
 from flwr.common.config import parse_config_args
 
-from fl_crb.federation.launch_config import NodeSpec
+from fl_crb.federation.deploy.launch_config import NodeSpec
 
 
 def test_node_config_round_trips_through_flowers_parser():

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from fl_crb.federation.accounting import MessageBytes, append_records
+from fl_crb.federation.metering.accounting import MessageBytes, append_records
 from fl_crb.federation.serialization import trajectory_payload_bytes
 from fl_crb.policies.baselines import make_baseline
 from fl_crb.studies.federated_accounting import federated_bytes

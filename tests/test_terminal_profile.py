@@ -88,7 +88,7 @@ def test_terminal_modules_import_no_torch():
     code = (
         "import sys\n"
         "import fl_crb.learn.numpy_qnetwork, fl_crb.learn.terminal_agent\n"
-        "import fl_crb.runtime.terminal, fl_crb.runtime.decider\n"
+        "import fl_crb.runtime.terminal, fl_crb.runtime.decider, fl_crb.federation.terminal\n"
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))"
     )
     result = subprocess.run(

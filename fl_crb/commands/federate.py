@@ -52,7 +52,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fl_crb.federation.federated_run import (
+    from fl_crb.federation.deploy.federated_run import (
         FederatedRunConfig,
         federated_parties,
         run_federated,

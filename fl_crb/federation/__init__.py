@@ -1,29 +1,48 @@
-"""The federated face: Flower processes, encrypted uploads, the durable pool, byte accounting.
+"""The federated face: federated CRB-DRQN's parties over Flower, and how they are deployed.
 
-Modules, one responsibility each:
+The method's roles, one file each (as Flower's example apps have `server_app.py` and
+`client_app.py`):
+
+- `server_app`: the ServerApp `flwr run` starts on the SuperLink, the trusted authority's
+  process (run config mode "authority"; mode "probe" times Flower's bare round trip).
+- `authority`: the trusted authority's rounds: collect sealed uploads from terminals, open
+  and check them, keep them in the durable pool, send familiarity-sampled batches to the
+  edges and their newest weights to the terminals each edge manages.
+- `client_app`: the node handlers (the ClientApp of every SuperNode): `hello`, `probe`,
+  `collect` (terminals) and `train` (edges), thin, meeting the long-lived parties through
+  their mailbox.
+- `edge_learner_service`: the edge learner service, one long-lived `EdgeLearner` per edge
+  trained on the batches the `train` handler leaves in its mailbox.
+- `terminal`: the terminal's side: the federated decider (ε-greedy with the weights
+  delivered to its mailbox, every trajectory sealed for the authority and posted to the
+  outbox) and the process that runs the runtime's terminal party with it.
+
+The method's support modules:
 
 - `crypto`: terminals seal trajectory uploads for the authority alone (X25519 + HKDF +
   ChaCha20-Poly1305); the authority opens them and refuses tampered, replayed, malformed ones.
 - `serialization`: compact binary encodings of trajectories and Q-network weights.
 - `pool_store`: the authority's pool made durable (append-only journal, crash recovery).
+- `authority_config`: the authority's setup, a JSON file the ServerApp reads.
+- `mailbox`: the folders through which the ClientApp handlers meet the long-lived parties.
 - `exchange`: the ServerApp's push/pull loop with a short poll interval.
-- `flower_app`: the Flower components (ServerApp = authority, ClientApp = terminal/edge).
-- `app_project`: the Flower app project (pyproject.toml) that `flwr run` packages.
-- `launcher`: a real SuperLink and SuperNodes as processes (through a placement), and
-  `flwr run`; `launch_config` (what to start, TLS and SuperNode authentication),
-  `flower_commands` (their command lines), `flower_cli` (`flwr` calls), `meter_process`
-  (the wire meter as its own process on a remote host).
 - `keys`: the CA, TLS certificate, SuperNode keys and upload keys of a deployment.
-- `authority`, `authority_config`: the trusted authority's rounds in the ServerApp.
-- `mailbox`: the folders through which ClientApp handlers meet the long-lived parties.
-- `edge_service`: the long-lived edge learner process.
-- `accounting`: per-round, per-node, per-message byte accounting.
-- `federated_run`, `run_support`: `fl-crb federate --local`, the whole federated run.
-- `processes`: child processes stopped with all their descendants; free loopback ports.
-- `fast_supernode`: Flower's SuperNode with a shorter idle poll than its fixed 3 s.
-- `warm_executor`: ClientApp processes forked from a warm parent instead of started anew.
-- `wire_meter`: a loopback TCP proxy counting the bytes Flower puts on the wire.
 
-Nothing is imported here so that the Flower handlers, which import single modules of this
-package, stay light (no torch, no numpy where not needed).
+Three sub-packages, none of which the roles need to be read:
+
+- `deploy`: the deployment machinery: a real SuperLink and SuperNodes as processes
+  (`launcher`, `launch_config`, `flower_commands`, `flower_cli`, `processes`), the app
+  project `flwr run` packages (`app_project`), and the coordinator of `fl-crb federate
+  --local` (`federated_run`, `run_support`).
+- `metering`: byte accounting per round, node and message (`accounting`), the wire meter
+  counting what Flower puts on the wire (`wire_meter`) and its own process on a remote
+  host (`meter_process`).
+- `accelerators`: optional patches of Flower 1.42.0's internals that shorten its waits
+  (`fast_supernode`, `warm_executor`).
+
+Layers inside: the roles use the support modules and `metering`; `deploy` uses the roles
+and the rest; only `deploy` and the packages above the federation (emulator, studies,
+commands) import `deploy`, and `accelerators` are started by module path, never
+imported by the roles. Nothing is imported here so that the Flower handlers, which import
+single modules of this package, stay light (no torch, no numpy where not needed).
 """

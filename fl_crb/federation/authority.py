@@ -20,7 +20,7 @@ acknowledgements from `state_dir`, so no accepted trajectory is lost or taken tw
 `state_dir` holds: pool/ (the durable pool), state.json (next round, acknowledgements),
 ready.json (this process's pid and the node map, once it is serving), rounds.jsonl (one
 line per round), events.jsonl and authority.log (rejections and errors), accounting.jsonl
-(`accounting`), summary.json (at the end). The authority stops after the round in which
+(`metering.accounting`), summary.json (at the end). The authority stops after the round in which
 `stop_path` exists and every terminal's outbox is empty.
 """
 
@@ -35,12 +35,12 @@ import numpy as np
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
-from fl_crb.federation.accounting import MessageBytes, append_records
 from fl_crb.federation.authority_config import AuthorityConfig
 from fl_crb.federation.crypto import UploadOpener, UploadRejected, load_private_key, overhead_bytes
-from fl_crb.federation.exchange import ExchangeError, exchange
-from fl_crb.federation.flower_app import wait_for_nodes
+from fl_crb.federation.exchange import ExchangeError, exchange, wait_for_nodes
 from fl_crb.federation.mailbox import frame, unframe, write_atomic
+from fl_crb.federation.metering.accounting import MessageBytes, append_records
+from fl_crb.federation.metering.wire_meter import difference, read_snapshot
 from fl_crb.federation.pool_store import DurablePool
 from fl_crb.federation.serialization import (
     DecodeError,
@@ -49,7 +49,6 @@ from fl_crb.federation.serialization import (
     decode_weights,
     encode_trajectory,
 )
-from fl_crb.federation.wire_meter import difference, read_snapshot
 from fl_crb.runtime.config import load_config
 
 FINAL_ROUNDS_MAX = 20

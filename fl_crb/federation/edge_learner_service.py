@@ -1,6 +1,6 @@
 """The edge learner service: one long-lived `EdgeLearner` fed through the edge's mailbox.
 
-`python -m fl_crb.federation.edge_service CONFIG.json` (an `EdgeServiceConfig`). It
+`python -m fl_crb.federation.edge_learner_service CONFIG.json` (an `EdgeServiceConfig`). It
 builds the learner (from given starting weights, or freshly initialised), publishes its
 weights as version 0 in the mailbox, prints `READY {...}` on standard output, then
 watches the mailbox inbox: each batch file the `train` handler drops there holds the
@@ -136,7 +136,9 @@ class EdgeService:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python -m fl_crb.federation.edge_service CONFIG.json", file=sys.stderr)
+        print(
+            "usage: python -m fl_crb.federation.edge_learner_service CONFIG.json", file=sys.stderr
+        )
         return 2
     config = load_config(argv[1], EdgeServiceConfig)
     configure_logging(f"{config.name}-learner")

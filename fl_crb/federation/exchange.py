@@ -6,6 +6,8 @@ federation is a handful of such exchanges, so that sleep alone would dominate th
 replies by `reply_to_message_id` (error replies for a dead node may come from another
 node id, so the source node id is not trusted for matching). It records, for each
 destination node, the time from the push to the pull that returned its reply.
+`wait_for_nodes` waits until the expected SuperNodes are connected, before the first
+exchange.
 """
 
 from __future__ import annotations
@@ -94,3 +96,18 @@ def exchange(
         time.sleep(min(poll_interval_s, max(deadline - now, 0.0)))
     result.total_s = time.perf_counter() - start
     return result
+
+
+def wait_for_nodes(grid: Grid, expected: int, wait_s: float) -> list[int]:
+    """The ids of the connected SuperNodes once `expected` of them are; error after wait_s."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        nodes = sorted(grid.get_node_ids())
+        if len(nodes) >= expected:
+            return nodes
+        if time.monotonic() >= deadline:
+            raise ExchangeError(
+                f"only {len(nodes)} of {expected} expected SuperNodes connected within "
+                f"{wait_s:g} s (node ids {nodes}); check the SuperNode logs"
+            )
+        time.sleep(0.1)

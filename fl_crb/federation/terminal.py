@@ -37,10 +37,10 @@ from fl_crb.runtime.config import FederatedTerminal
 from fl_crb.runtime.decider import FEDERATED_POLICY, Decider, make_decider
 from fl_crb.runtime.party import exit_now
 
-log = logging.getLogger(__name__)
-
 MODULE = "fl_crb.federation.terminal"
 """This module's path: the federated run starts each terminal party as `python -m MODULE`."""
+
+log = logging.getLogger(MODULE)  # run as `python -m`, `__name__` would be "__main__"
 
 
 class FederatedDecider:

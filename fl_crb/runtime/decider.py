@@ -1,7 +1,7 @@
 """How a live terminal decides: a baseline policy, or CRB-DRQN with reloadable weights.
 
 A `Decider` turns one terminal's own observation into an action and hears each task's
-reward. Two kinds exist:
+reward. Two kinds are built here:
 
 - `BaselineDecider` runs a baseline of `fl_crb.policies` built for the whole system (all
   D terminals), and asks it about an `Observations` in which only this terminal has a
@@ -14,13 +14,11 @@ reward. Two kinds exist:
   whoever trains can replace the weights while the run goes on (write a new file and
   rename it over the old one: `save_weights_file`).
   Its trajectories are kept and written next to the task log at the end.
-- `FederatedDecider` (policy `crb-drqn-federated`, with the terminal config's
-  `federation`) is the terminal of federated CRB-DRQN: the same `TerminalAgent`, acting
-  ε-greedily with the newest weights its SuperNode's `collect` handler delivered to its
-  mailbox (checked at the first decision after each multiple of `tag` slots, and at every
-  decision while it holds none: until then it acts uniformly at random, as the paper's
-  ε = 1 start does). Each trajectory is sealed for the authority (`crypto.UploadSealer`)
-  and posted to the mailbox outbox the moment it is cut.
+
+The terminal of federated CRB-DRQN (policy `crb-drqn-federated`, `FEDERATED_POLICY`) is
+built a layer above, by the federation (`fl_crb.federation.terminal`): that module runs
+the terminal party with its own `DeciderFactory`, so this package never imports the
+federation. `make_decider` refuses the policy and says where it is decided.
 """
 
 from __future__ import annotations
@@ -43,7 +41,8 @@ log = logging.getLogger(__name__)
 AGENT_PREFIX = "crb-drqn:"
 """Policy spec prefix naming a weights file."""
 FEDERATED_POLICY = "crb-drqn-federated"
-"""Policy spec of a federated terminal (its terminal config carries `federation`)."""
+"""Policy spec of a federated terminal (its terminal config carries `federation`); its
+decider is built by `fl_crb.federation.terminal`, which starts such terminals."""
 _UNREADABLE = (OSError, ValueError, EOFError, zipfile.BadZipFile)
 """What reading a missing, partial or foreign weights file raises."""
 
@@ -201,93 +200,20 @@ class AgentDecider:
         }
 
 
-class FederatedDecider:
-    """A federated CRB-DRQN terminal: ε-greedy with delivered weights, sealed uploads."""
+class DeciderFactory(Protocol):
+    """What builds a terminal party's decider (`make_decider`'s signature); the federated
+    terminal passes its own, which also builds `FEDERATED_POLICY`'s."""
 
-    def __init__(
-        self, federation: FederatedTerminal, params: MECParams, terminals: int, seed: int
-    ) -> None:
-        from fl_crb.federation.crypto import UploadSealer, load_private_key
-        from fl_crb.federation.mailbox import TerminalMailbox, UploadPoster
-        from fl_crb.learn.features import FeatureScale
-        from fl_crb.learn.terminal_agent import TerminalAgent
-
-        self._scale = FeatureScale.from_params(params, terminals)
-        self._agent = TerminalAgent(self._scale, params.history_slots, seed=seed)
-        self._agent.epsilon = federation.epsilon
-        self._mailbox = TerminalMailbox(federation.mailbox)
-        self._poster = UploadPoster(self._mailbox, federation.faults)
-        self._sealer = UploadSealer(
-            load_private_key(federation.key_path),
-            federation.terminal_id,
-            bytes.fromhex(federation.authority_public_key_hex),
-            bytes.fromhex(federation.upload_run_id_hex),
-            next_sequence=self._poster.next_sequence,
-        )
-        self._signature: tuple[int, int, int] | None = None
-        self._window = -1
-        self.versions_loaded: list[int] = []
-
-    @property
-    def label(self) -> str:
-        return f"crb-drqn@{self._agent.weights_version}"
-
-    def _reload(self) -> None:
-        """Load the mailbox's weights if they changed; keep those held if unreadable."""
-        from fl_crb.federation.serialization import decode_weights
-
-        path = self._mailbox.weights_path
-        try:
-            stat = os.stat(path)
-            signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
-            if signature == self._signature:
-                return
-            payload = decode_weights(path.read_bytes())
-            self._agent.load_weights(payload.weights, payload.version)
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError, RuntimeError, KeyError) as error:  # DecodeError too
-            log.warning("weights in %s: %s; keeping the weights held", path, error)
-            return
-        self._signature = signature
-        self.versions_loaded.append(payload.version)
-
-    def decide(self, observation: TerminalObservation, slot: int, task_id: int) -> int:
-        window = slot // self._agent.config.refresh_slots
-        if window != self._window or self._agent.weights_version < 0:
-            self._window = window
-            self._reload()
-        if self._agent.weights_version >= 0:
-            action, trajectories = self._agent.act(observation, task_id)
-        else:
-            from fl_crb.learn.features import encode_one
-
-            scalars, load = encode_one(observation, self._scale)
-            action = int(self._agent.rng.integers(self._agent.actions))
-            trajectories = self._agent.record(task_id, scalars[0], load[0], action)
-        self._upload(trajectories)
-        return action
-
-    def resolved(self, task_id: int, reward: float) -> None:
-        self._upload(self._agent.reward(task_id, reward))
-
-    def _upload(self, trajectories: list) -> None:
-        from fl_crb.federation.serialization import encode_trajectory
-
-        for trajectory in trajectories:
-            envelope = self._sealer.seal(encode_trajectory(trajectory))
-            self._poster.post(envelope, self._sealer.next_sequence)
-
-    def finish(self) -> dict[str, object]:
-        return {
-            "policy": FEDERATED_POLICY,
-            "weights_version": self._agent.weights_version,
-            "weights_versions_loaded": self.versions_loaded,
-            "uploads": self._poster.uploads,
-            "posted": self._poster.posted,
-            "faults_posted": self._poster.faults_posted,
-            "next_sequence": self._sealer.next_sequence,
-        }
+    def __call__(
+        self,
+        spec: str,
+        params: MECParams,
+        terminals: int,
+        terminal: int,
+        seed: int,
+        trajectory_path: Path | None = None,
+        federation: FederatedTerminal | None = None,
+    ) -> Decider: ...
 
 
 def make_decider(
@@ -299,12 +225,17 @@ def make_decider(
     trajectory_path: Path | None = None,
     federation: FederatedTerminal | None = None,
 ) -> Decider:
-    """The decider a policy spec names: a baseline name, `crb-drqn:WEIGHTS.npz`, or
-    `crb-drqn-federated` (which needs `federation`)."""
+    """The decider a policy spec names: a baseline name or `crb-drqn:WEIGHTS.npz`.
+
+    `federation` (the terminal config's federated settings) is not used here: only the
+    federated terminal's factory (`fl_crb.federation.terminal`) builds a decider of
+    `FEDERATED_POLICY`, which this one refuses with where to start such a terminal."""
     if spec == FEDERATED_POLICY:
-        if federation is None:
-            raise ValueError(f"policy {spec!r} needs the terminal config's federation settings")
-        return FederatedDecider(federation, params, terminals, seed)
+        raise ValueError(
+            f"policy {spec!r} is decided by the federation's terminal: start the party with "
+            "`python -m fl_crb.federation.terminal CONFIG.json` (as `fl-crb federate` does), "
+            "not `python -m fl_crb.runtime.terminal`"
+        )
     if spec.startswith(AGENT_PREFIX):
         return AgentDecider(
             Path(spec[len(AGENT_PREFIX) :]), params, terminals, seed, trajectory_path

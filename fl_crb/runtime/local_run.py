@@ -53,6 +53,10 @@ TASKS_FILE = "tasks.csv"
 SUMMARY_FILE = "summary.json"
 SINGLE_THREADED = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 """Numerical libraries in each party use one thread: many parties share few cores."""
+EDGE_SERVER_MODULE = "fl_crb.runtime.edge_server"
+"""The module an edge server party runs as (`python -m`)."""
+TERMINAL_MODULE = "fl_crb.runtime.terminal"
+"""The module a terminal party runs as, unless `launch_parties` is given another."""
 EXIT_GRACE_S = 30.0
 """How long after the last slot the parties may take to write their outputs and exit."""
 
@@ -155,20 +159,23 @@ async def launch_parties(
     parties: list[_Party],
     federation: Callable[[int, str], FederatedTerminal] | None = None,
     before_start: Callable[[], Awaitable[None]] | None = None,
+    terminal_module: str = TERMINAL_MODULE,
 ) -> float:
     """Start every edge server, then every terminal (appended to `parties` as they start,
     so the caller can stop them on failure), wait until all are READY and send START.
 
     `federation(d, host)` gives terminal d its federated settings (None: not federated);
     `before_start()` is awaited once all are READY, before the epoch is chosen (the
-    federated run starts its authority there). Returns the run's epoch."""
+    federated run starts its authority there); `terminal_module` is the module each
+    terminal runs as (`python -m`; the federated run gives its own, whose terminals decide
+    with their federated settings). Returns the run's epoch."""
     params, terminals = spec.model()
     topology = spec.topology()
     edge_names, terminal_names = topology.edge_names, topology.terminal_names
     for e, name in enumerate(edge_names):
         listen = Address(placement.listen_address(name), 0)
         edge = EdgeConfig(spec, e, listen, str(out / "parties" / f"{name}.json"))
-        parties.append(await _spawn(out, name, "edge_server", edge, placement))
+        parties.append(await _spawn(out, name, EDGE_SERVER_MODULE, edge, placement))
     ready_by = time.time() + config.startup_timeout_s
     edge_ports = [int((await _ready(party, ready_by))["port"]) for party in parties]
     for d, name in enumerate(terminal_names[:terminals]):
@@ -187,7 +194,7 @@ async def launch_parties(
             str(out / "parties" / f"{name}.json"),
             federation=None if federation is None else federation(d, name),
         )
-        parties.append(await _spawn(out, name, "terminal", terminal, placement))
+        parties.append(await _spawn(out, name, terminal_module, terminal, placement))
     for party in parties[params.edges :]:
         await _ready(party, ready_by)
     if before_start is not None:
@@ -260,11 +267,12 @@ def _check_realtime(priority: int | None) -> None:
 
 
 async def _spawn(out: Path, name: str, module: str, config: object, placement: Placement) -> _Party:
-    """Start party `name` (a topology host name) on its host, stdin and stdout piped."""
+    """Start party `name` (a topology host name) on its host as `python -m module`, stdin
+    and stdout piped."""
     config_path = out / "config" / f"{name}.json"
     save_config(config, config_path)
     log_path = out / "logs" / f"{name}.log"
-    argv = [sys.executable, "-m", f"fl_crb.runtime.{module}", str(config_path)]
+    argv = [sys.executable, "-m", module, str(config_path)]
     with log_path.open("wb") as log_file:
         process = await asyncio.create_subprocess_exec(
             *placement.command(name, argv),

@@ -1,6 +1,8 @@
 """The terminal party: generates tasks, decides, computes locally or sends real bytes to an edge.
 
 `python -m fl_crb.runtime.terminal CONFIG.json` (start handshake: `fl_crb.runtime.party`).
+Its `Decider` comes from a `DeciderFactory`, `make_decider` unless the party is started
+by a layer above with its own (the federated terminal, `fl_crb.federation.terminal`).
 At start-up it connects to every edge server (HELLO → WELCOME). At each slot boundary t:
 
 1. arrival: if its seeded workload (the simulator's distribution, `draw_arrivals`) has a
@@ -35,7 +37,7 @@ from fl_crb.mec.workload import draw_arrivals
 from fl_crb.runtime.clock import SlotClock, SlotTimer
 from fl_crb.runtime.config import TerminalConfig, load_config
 from fl_crb.runtime.connection import FramedConnection, PeerGone
-from fl_crb.runtime.decider import make_decider
+from fl_crb.runtime.decider import DeciderFactory, make_decider
 from fl_crb.runtime.load_board import LoadBoard
 from fl_crb.runtime.party import (
     announce_ready,
@@ -78,7 +80,7 @@ def terminal_workload(arrays: TerminalArrays, terminal: int, slots: int, seed: i
 class TerminalParty:
     """One terminal: its workload, queues, decider, connections and slot loop."""
 
-    def __init__(self, config: TerminalConfig) -> None:
+    def __init__(self, config: TerminalConfig, deciders: DeciderFactory = make_decider) -> None:
         self.config = config
         run = config.run
         params, terminals = run.model()
@@ -105,7 +107,7 @@ class TerminalParty:
         self._payload_rng = np.random.default_rng([run.seed, d, 1])
         self.board = LoadBoard(params.edges, params.history_slots)
         trajectories = Path(config.task_log_path).with_name(f"{self.name}.trajectories.npz")
-        self.decider = make_decider(
+        self.decider = deciders(
             config.policy,
             params,
             terminals,
@@ -308,8 +310,8 @@ class TerminalParty:
         }
 
 
-async def _main(config: TerminalConfig) -> None:
-    party = TerminalParty(config)
+async def _main(config: TerminalConfig, deciders: DeciderFactory) -> None:
+    party = TerminalParty(config, deciders)
     await party.connect()
     announce_ready({"terminal": config.terminal})
     enter_realtime(config.run.realtime_priority)
@@ -320,13 +322,19 @@ async def _main(config: TerminalConfig) -> None:
     log.info("%s: done: %s", party.name, summary)
 
 
-def main(argv: list[str]) -> int:
+def main(
+    argv: list[str],
+    deciders: DeciderFactory = make_decider,
+    program: str = "fl_crb.runtime.terminal",
+) -> int:
+    """Run the terminal party of the config file `argv[1]`, deciding with what `deciders`
+    builds; `program` is the module started (`python -m program`), for the usage line."""
     if len(argv) != 2:
-        print("usage: python -m fl_crb.runtime.terminal CONFIG.json", file=sys.stderr)
+        print(f"usage: python -m {program} CONFIG.json", file=sys.stderr)
         return 2
     config = load_config(argv[1], TerminalConfig)
     configure_logging(f"t{config.terminal + 1}")
-    asyncio.run(_main(config))
+    asyncio.run(_main(config, deciders))
     return 0
 
 

@@ -1,9 +1,9 @@
 """Measured bytes of a whole federated run, from the authority's byte accounting.
 
-`fl-crb federate --local` (`fl_crb.federation.federated_run`) writes
+`fl-crb federate --local` (`fl_crb.federation.deploy.federated_run`) writes
 `authority/accounting.jsonl`: per round and node, the payload carried each way, the
 envelopes' encryption overhead, and the node's wire bytes to and from the SuperLink
-during the round (`fl_crb.federation.accounting`). `federated_bytes` reduces it to the
+during the round (`fl_crb.federation.metering.accounting`). `federated_bytes` reduces it to the
 overhead study's quantities for the terminals: bytes per terminal per round, per
 decision (tasks of the run's tasks.csv), the mean round length (authority/rounds.jsonl),
 and the wire ratios:

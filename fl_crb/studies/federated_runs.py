@@ -141,7 +141,7 @@ def _local_run(
     topology: str, duration_s: float, run: FederatedSetting, run_dir: Path
 ) -> FederatedBytes:
     """One whole federated run on loopback, reduced to its terminals' bytes."""
-    from fl_crb.federation.federated_run import (
+    from fl_crb.federation.deploy.federated_run import (
         FederatedRunConfig,
         federated_parties,
         run_federated,

@@ -34,8 +34,8 @@ from fl_crb.federation.crypto import (
     public_key_bytes,
 )
 from fl_crb.federation.mailbox import frame, unframe
+from fl_crb.federation.metering.wire_meter import difference
 from fl_crb.federation.serialization import encode_trajectory, trajectory_payload_bytes
-from fl_crb.federation.wire_meter import difference
 from fl_crb.learn.pool import FIELDS, Trajectory
 from fl_crb.studies.overhead_model import Framing, list_framing_bytes
 from fl_crb.studies.trajectory_source import LabelledTrajectories
@@ -150,8 +150,8 @@ def measure_flower_framing(
     """Probe exchanges of each size in both directions, and an idle spell; the fit."""
     from flwr.common.constant import HEARTBEAT_BASE_MULTIPLIER, HEARTBEAT_DEFAULT_INTERVAL
 
-    from fl_crb.federation.launch_config import LaunchConfig, NodeSpec
-    from fl_crb.federation.launcher import LocalFederation
+    from fl_crb.federation.deploy.launch_config import LaunchConfig, NodeSpec
+    from fl_crb.federation.deploy.launcher import LocalFederation
 
     if len(set(sizes)) < 2:
         raise ValueError(f"measure_flower_framing needs at least two distinct sizes, got {sizes}")

@@ -8,7 +8,7 @@ before a SuperNode even sees it. This entry point caps every sleep of that loop 
 `--idle-poll-s` by replacing the loop module's `time` with a proxy whose `sleep` is
 capped, then runs the stock `flower-supernode` command line unchanged:
 
-    python -m fl_crb.federation.fast_supernode --idle-poll-s 0.05 -- --insecure \
+    python -m fl_crb.federation.accelerators.fast_supernode --idle-poll-s 0.05 -- --insecure \
         --superlink 127.0.0.1:8000 --port 9094 --node-config 'role="edge" name="e1"'
 
 The price is more pull requests (each node pulls 1/idle-poll-s times a second; each
@@ -66,7 +66,7 @@ def install(idle_poll_s: float) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse `--idle-poll-s S -- <flower-supernode arguments>` and run the SuperNode."""
-    parser = argparse.ArgumentParser(prog="python -m fl_crb.federation.fast_supernode")
+    parser = argparse.ArgumentParser(prog="python -m fl_crb.federation.accelerators.fast_supernode")
     parser.add_argument("--idle-poll-s", type=float, required=True)
     parser.add_argument("supernode_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)

@@ -12,7 +12,7 @@ still sees one process per message, with its own state, exit status and heartbea
 Use it with a SuperNode started with `--isolation process` (which then starts no
 SuperExec of its own), pointing at that SuperNode's Runtime API:
 
-    python -m fl_crb.federation.warm_executor --insecure \
+    python -m fl_crb.federation.accelerators.warm_executor --insecure \
         --runtime-api-address 127.0.0.1:9094 --parent-pid <SuperNode pid>
 
 It relies on Flower's executor interface (`flwr.supercore.superexec.executor`) and on
@@ -30,7 +30,7 @@ from importlib.metadata import version
 
 CHECKED_FLWR_VERSIONS = ("1.42.0",)
 """Flower versions whose SuperExec this executor was read against."""
-PRELOADED_MODULES = ("flwr.supernode.runtime.run_clientapp", "fl_crb.federation.flower_app")
+PRELOADED_MODULES = ("flwr.supernode.runtime.run_clientapp", "fl_crb.federation.client_app")
 """Imported once in the parent so forked ClientApps start without importing them."""
 
 

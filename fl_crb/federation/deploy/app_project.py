@@ -14,11 +14,11 @@ import json
 import math
 from pathlib import Path
 
-from fl_crb.federation.flower_app import RUN_CONFIG_DEFAULTS
+from fl_crb.federation.server_app import RUN_CONFIG_DEFAULTS
 
 APP_COMPONENTS = {
-    "serverapp": "fl_crb.federation.flower_app:server_app",
-    "clientapp": "fl_crb.federation.flower_app:client_app",
+    "serverapp": "fl_crb.federation.server_app:server_app",
+    "clientapp": "fl_crb.federation.client_app:client_app",
 }
 """Flower component references: the authority's ServerApp and every node's ClientApp."""
 

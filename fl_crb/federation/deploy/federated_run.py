@@ -1,15 +1,15 @@
 """The federated face's coordinator: `run_federated(config)` behind `fl-crb federate --local`.
 
-It starts one edge learner service per edge (`edge_service`); then, at the same time,
-the Flower deployment (`LocalFederation`: SuperLink, one SuperNode per edge and per
+It starts one edge learner service per edge (`edge_learner_service`); then, at the same
+time, the Flower deployment (`LocalFederation`: SuperLink, one SuperNode per edge and per
 terminal, the wire meter) and the runtime's edge servers and terminal parties
-(`local_run.launch_parties`, the terminals with federated deciders); once all are up,
-the trusted authority (a `flwr run` of the app's authority mode, restarted by a
-supervisor if it dies: the new run recovers the durable pool); and only once the
-authority serves does it give the parties their epoch. After `duration_s` of arrivals
-and the drain, it asks the authority to stop (stop file; the authority drains every
-terminal's outbox and delivers the last acknowledgements first), stops the learners,
-then the Flower processes, and writes the run folder:
+(`local_run.launch_parties`; each terminal runs as the federation's `terminal`, with its
+federated decider); once all are up, the trusted authority (a `flwr run` of the app's
+authority mode, restarted by a supervisor if it dies: the new run recovers the durable
+pool); and only once the authority serves does it give the parties their epoch. After
+`duration_s` of arrivals and the drain, it asks the authority to stop (stop file; the
+authority drains every terminal's outbox and delivers the last acknowledgements first),
+stops the learners, then the Flower processes, and writes the run folder:
 
     DIR/tasks.csv, summary.json, run.json, topology.yaml, logs/, parties/, config/
                             as `run-local` (summary.json gains a "federation" section)
@@ -39,10 +39,9 @@ from pathlib import Path
 
 from fl_crb.federation.authority_config import AuthorityConfig, AuthorityTerminal
 from fl_crb.federation.crypto import generate_private_key, public_key_bytes, save_private_key
-from fl_crb.federation.edge_service import EdgeServiceConfig
-from fl_crb.federation.launch_config import LaunchConfig, NodeSpec
-from fl_crb.federation.launcher import LocalFederation
-from fl_crb.federation.run_support import (
+from fl_crb.federation.deploy.launch_config import LaunchConfig, NodeSpec
+from fl_crb.federation.deploy.launcher import LocalFederation
+from fl_crb.federation.deploy.run_support import (
     federation_summary,
     hand_out_starting_weights,
     learner_ready,
@@ -53,6 +52,8 @@ from fl_crb.federation.run_support import (
     supervise_authority,
     wait_for_file,
 )
+from fl_crb.federation.edge_learner_service import EdgeServiceConfig
+from fl_crb.federation.terminal import MODULE as FEDERATED_TERMINAL_MODULE
 from fl_crb.runtime.config import FederatedTerminal, save_config
 from fl_crb.runtime.decider import FEDERATED_POLICY
 from fl_crb.runtime.local_run import (
@@ -266,7 +267,15 @@ async def run_federated(
             await wait_for_file(out / "authority" / "ready.json", ready_by, supervisor)
 
         epoch = await launch_parties(
-            out, local, spec, FEDERATED_POLICY, placement, parties, federation_of, start_authority
+            out,
+            local,
+            spec,
+            FEDERATED_POLICY,
+            placement,
+            parties,
+            federation_of,
+            start_authority,
+            terminal_module=FEDERATED_TERMINAL_MODULE,
         )
         write_json(out / "run.json", run_record(config, spec, epoch, placement, parties))
         failed = await wait_parties(parties, epoch + spec.end_slot * params.slot_s + EXIT_GRACE_S)

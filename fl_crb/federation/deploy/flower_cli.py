@@ -15,10 +15,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from fl_crb.federation.app_project import toml_value
-from fl_crb.federation.flower_commands import FlowerCommands, flower_executable
-from fl_crb.federation.launch_config import AppRun, FederationError
-from fl_crb.federation.processes import run_once
+from fl_crb.federation.deploy.app_project import toml_value
+from fl_crb.federation.deploy.flower_commands import FlowerCommands, flower_executable
+from fl_crb.federation.deploy.launch_config import AppRun, FederationError
+from fl_crb.federation.deploy.processes import run_once
 from fl_crb.runtime.placement import Placement
 
 _RUN_ID = re.compile(r"Successfully started run (\d+)")

@@ -1,9 +1,10 @@
 """The command lines, CLI config and environment of a deployment's Flower processes.
 
 `FlowerCommands` turns a `LaunchConfig` into what `LocalFederation` (`launcher`) starts:
-`flower-superlink`, `flower-supernode` (or `fast_supernode` with a shorter idle poll),
-the `warm_executor` of a node's ClientApps, the `flwr` CLI's config.toml, and the
-environment every Flower process gets (offline: no telemetry, no update check).
+`flower-superlink`, `flower-supernode` (or `accelerators.fast_supernode` with a shorter
+idle poll), the `accelerators.warm_executor` of a node's ClientApps, the `flwr` CLI's
+config.toml, and the environment every Flower process gets (offline: no telemetry, no
+update check).
 
 Security (`Security`, from a folder made by `fl-crb keys`): with TLS, the SuperLink serves
 its certificate and every SuperNode, ServerApp and CLI call checks it against the CA;
@@ -20,8 +21,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from fl_crb.federation.deploy.launch_config import FederationError, LaunchConfig, NodeSpec
 from fl_crb.federation.keys import KeyFolder, certificate_names
-from fl_crb.federation.launch_config import FederationError, LaunchConfig, NodeSpec
 from fl_crb.runtime.placement import LOOPBACK, Placement
 
 OFFLINE_ENVIRONMENT = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
@@ -138,7 +139,7 @@ class FlowerCommands:
         return [
             sys.executable,
             "-m",
-            "fl_crb.federation.fast_supernode",
+            "fl_crb.federation.accelerators.fast_supernode",
             "--idle-poll-s",
             str(self.config.supernode_idle_poll_s),
             "--",
@@ -151,7 +152,7 @@ class FlowerCommands:
         return [
             sys.executable,
             "-m",
-            "fl_crb.federation.warm_executor",
+            "fl_crb.federation.accelerators.warm_executor",
             "--insecure",  # the node's own Runtime API, on its host's loopback
             "--runtime-api-address",
             f"{LOOPBACK}:{runtime_port}",

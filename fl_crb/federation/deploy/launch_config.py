@@ -6,7 +6,7 @@ that a bad node name, node-config entry or security combination fails before any
 starts.
 
 Node config: each SuperNode gets `role` and `name`, plus any `NodeSpec.node_config`
-entries (e.g. `mailbox="/abs/path"`, which `flower_app.node_mailbox` reads first). They
+entries (e.g. `mailbox="/abs/path"`, which `client_app.node_mailbox` reads first). They
 reach `flower-supernode --node-config` as one `key=value key="text"` string, which Flower
 splits with the pattern `(\\S+?)=("[^"]*"|\\S+)` and parses as TOML; so keys are bare TOML
 keys (letters, digits, `_`, `-`) and text values hold no double quote, backslash or
@@ -139,7 +139,8 @@ class LaunchConfig:
     Each idle poll is an HTTP request to the SuperLink (~0.85 kB up, ~0.13 kB down): at
     0.25 s, 8 idle nodes cost the SuperLink ~13 % of a core."""
     warm_clientapps: bool = False
-    """Fork ClientApps from a warm parent (`warm_executor`) instead of fresh interpreters."""
+    """Fork ClientApps from a warm parent (`accelerators.warm_executor`) instead of fresh
+    interpreters."""
     meter_wire: bool = True
     """Put a `WireMeter` between the SuperNodes and the SuperLink to count wire bytes
     (with TLS it sees only opaque bytes: totals per node, no per-endpoint split)."""

@@ -20,7 +20,7 @@ that pair of hosts. A SuperNode's own Runtime API (used only by its SuperExec an
 ClientApps, unencrypted) always binds 127.0.0.1 of its host. The wire meter listens on
 the SuperLink host's listen address: inside this process when the placement runs that
 host's commands unchanged (this machine), else as a process of its own on that host
-(`meter_process`). Nothing here connects from this process to the SuperLink's host, so
+(`metering.meter_process`). Nothing here connects from this process to the SuperLink's host, so
 this process may run outside the emulated network. With node authentication each node's
 public key is registered (`flower_cli`) before the node starts.
 
@@ -35,9 +35,9 @@ Run folder layout:
 
 Speed: the SuperExec's task poll is set through FLWR_SUPEREXEC_TASK_POLL_INTERVAL
 (`superexec_poll_s`); with `supernode_idle_poll_s` the SuperNodes run through
-`fast_supernode`, which shortens the SuperNode's fixed 3 s idle wait; with
-`warm_clientapps` each SuperNode's ClientApps are forked by `warm_executor` instead of
-started as fresh interpreters.
+`accelerators.fast_supernode`, which shortens the SuperNode's fixed 3 s idle wait; with
+`warm_clientapps` each SuperNode's ClientApps are forked by `accelerators.warm_executor`
+instead of started as fresh interpreters.
 """
 
 from __future__ import annotations
@@ -47,13 +47,13 @@ import re
 import time
 from pathlib import Path
 
-from fl_crb.federation.app_project import write_app_project
-from fl_crb.federation.flower_cli import FlowerCli
-from fl_crb.federation.flower_commands import BIND_ALL, FlowerCommands, host_port
-from fl_crb.federation.launch_config import AppRun, FederationError, LaunchConfig, NodeSpec
-from fl_crb.federation.meter_process import PlacedMeter, meter_command, parse_ready
-from fl_crb.federation.processes import ProcessSet, free_port
-from fl_crb.federation.wire_meter import WireMeter
+from fl_crb.federation.deploy.app_project import write_app_project
+from fl_crb.federation.deploy.flower_cli import FlowerCli
+from fl_crb.federation.deploy.flower_commands import BIND_ALL, FlowerCommands, host_port
+from fl_crb.federation.deploy.launch_config import AppRun, FederationError, LaunchConfig, NodeSpec
+from fl_crb.federation.deploy.processes import ProcessSet, free_port
+from fl_crb.federation.metering.meter_process import PlacedMeter, meter_command, parse_ready
+from fl_crb.federation.metering.wire_meter import WireMeter
 from fl_crb.runtime.placement import LOOPBACK, Loopback, Placement
 
 _NODE_ID = re.compile(r"SuperNode ID: (\d+)")
@@ -272,7 +272,7 @@ class LocalFederation:
         """Flower's bare message round trip: run the app's probe mode, return its result.
 
         `plan` is the probe plan ("request_bytes:reply_bytes,..."), each entry exchanged
-        `rounds` times with every node; see `flower_app` for the result's fields.
+        `rounds` times with every node; see `server_app` for the result's fields.
         """
         result_path = self.run_dir / f"probe-{self._runs + 1}.json"
         config = {

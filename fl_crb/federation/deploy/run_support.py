@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fl_crb.federation.accounting import read_records, totals
-from fl_crb.federation.edge_service import EdgeServiceConfig
-from fl_crb.federation.launch_config import FederationError
-from fl_crb.federation.launcher import LocalFederation
-from fl_crb.federation.processes import alive
+from fl_crb.federation.deploy.launch_config import FederationError
+from fl_crb.federation.deploy.launcher import LocalFederation
+from fl_crb.federation.deploy.processes import alive
+from fl_crb.federation.edge_learner_service import EdgeServiceConfig
+from fl_crb.federation.metering.accounting import read_records, totals
 from fl_crb.mec.params import MECParams
 from fl_crb.runtime.config import save_config
 from fl_crb.runtime.local_run import SINGLE_THREADED
@@ -169,7 +169,7 @@ async def start_learner(
     """Start an edge learner service on its edge's host, stdout piped for READY."""
     path = out / "config" / f"{service.name}.learner.json"
     save_config(service, path)
-    argv = [sys.executable, "-m", "fl_crb.federation.edge_service", str(path)]
+    argv = [sys.executable, "-m", "fl_crb.federation.edge_learner_service", str(path)]
     with (out / "logs" / f"{service.name}-learner.log").open("wb") as log:
         return await asyncio.create_subprocess_exec(
             *placement.command(service.name, argv),

@@ -1,9 +1,9 @@
 """The wire meter as a process of its own, on a host this process cannot reach into.
 
 When the SuperLink runs on another host (a Mininet host), the `WireMeter` in front of it
-must listen on that host too. `LocalFederation` (`launcher`) then starts
+must listen on that host too. `LocalFederation` (`deploy.launcher`) then starts
 
-    python -m fl_crb.federation.meter_process UPSTREAM PORT LISTEN NODE...
+    python -m fl_crb.federation.metering.meter_process UPSTREAM PORT LISTEN NODE...
 
 there through its placement: it runs a `WireMeter` forwarding to UPSTREAM:PORT, with one
 port per NODE on LISTEN, prints one "METER READY {json}" line naming its ports and its
@@ -19,7 +19,7 @@ import signal
 import sys
 from dataclasses import dataclass
 
-from fl_crb.federation.wire_meter import Snapshot, WireMeter, read_snapshot
+from fl_crb.federation.metering.wire_meter import Snapshot, WireMeter, read_snapshot
 
 READY_LINE = "METER READY "
 """Start of the line the meter process prints once it listens; JSON follows."""
@@ -45,7 +45,7 @@ def meter_command(upstream: str, port: int, listen: str, node_names: list[str]) 
     return [
         sys.executable,
         "-m",
-        "fl_crb.federation.meter_process",
+        "fl_crb.federation.metering.meter_process",
         upstream,
         str(port),
         listen,
@@ -80,7 +80,7 @@ def serve(upstream: str, port: int, listen: str, node_names: list[str]) -> None:
 if __name__ == "__main__":
     if len(sys.argv) < 5 or not sys.argv[2].isdigit():
         sys.exit(
-            "usage: python -m fl_crb.federation.meter_process UPSTREAM PORT LISTEN NODE...; "
-            f"got {sys.argv[1:]}"
+            "usage: python -m fl_crb.federation.metering.meter_process UPSTREAM PORT LISTEN "
+            f"NODE...; got {sys.argv[1:]}"
         )
     serve(sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:])
