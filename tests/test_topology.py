@@ -4,6 +4,8 @@ every class of mistake in a file is reported with the file, the field path and t
 from __future__ import annotations
 
 import copy
+import math
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -12,7 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
-from fl_crb.topology import LinkSpec, Topology, TopologyError, load_topology
+from fl_crb.topology import Link, LinkSpec, Topology, TopologyError, load_topology
+from fl_crb.topology.limits import MAX_FILE_BYTES
+from fl_crb.topology.model import LinkOverride, TerminalGroup, TerminalOverride
 
 TOPOLOGIES = Path(__file__).resolve().parent.parent / "topologies"
 PAPER_P = 2e6 * 0.1 / 3.5e6
@@ -41,6 +45,12 @@ def write_tiny(tmp_path: Path, tiny_data: dict[str, Any]) -> Callable[..., Path]
 def load_error(path: Path) -> str:
     with pytest.raises(TopologyError) as caught:
         load_topology(path)
+    return str(caught.value)
+
+
+def overrides_error(topo: Topology, **changes: Any) -> str:
+    with pytest.raises(TopologyError) as caught:
+        topo.with_overrides(**changes)
     return str(caught.value)
 
 
@@ -153,9 +163,7 @@ def test_with_overrides_cannot_stretch_an_explicit_managed_by_list(write_tiny: C
 
     topo = load_topology(write_tiny(explicit))
     assert topo.mec_params().managing_edge == (1, 1, 0, 0)
-    with pytest.raises(TopologyError) as caught:
-        topo.with_overrides(terminals=6)
-    message = str(caught.value)
+    message = overrides_error(topo, terminals=6)
     assert "edited.yaml with_overrides(terminals=6)" in message
     assert "terminals.managed_by" in message
     assert "round-robin" in message
@@ -165,19 +173,14 @@ def test_with_overrides_rejects_dropping_an_overridden_terminal(write_tiny: Call
     def override_t4(data: dict[str, Any]) -> None:
         data["terminals"]["overrides"] = {"t4": {"cpu": "1GHz"}}
 
-    with pytest.raises(TopologyError) as caught:
-        load_topology(write_tiny(override_t4)).with_overrides(terminals=3)
-    message = str(caught.value)
+    message = overrides_error(load_topology(write_tiny(override_t4)), terminals=3)
     assert "with_overrides(terminals=3)" in message
     assert "terminals.overrides.t4" in message
     assert "t1..t3" in message
 
 
 def test_with_overrides_rejects_a_rate_implying_p_above_one() -> None:
-    topo = load_topology(TOPOLOGIES / "tiny.yaml")
-    with pytest.raises(TopologyError) as caught:
-        topo.with_overrides(arrival_rate_bps=50e6)
-    message = str(caught.value)
+    message = overrides_error(load_topology(TOPOLOGIES / "tiny.yaml"), arrival_rate_bps=50e6)
     assert "with_overrides(arrival_rate_bps=50000000.0)" in message
     assert "terminals.workload.arrival_rate" in message
     assert "p = 1.429" in message
@@ -190,6 +193,10 @@ def test_with_overrides_rejects_a_rate_implying_p_above_one() -> None:
         ({"terminals": 2.5}, "terminals.count"),
         ({"arrival_rate_bps": -1.0}, "terminals.workload.arrival_rate"),
         ({"arrival_rate_bps": float("nan")}, "terminals.workload.arrival_rate"),
+        ({"terminals": 20_000}, "terminals.count"),
+        ({"terminals": 10**12}, "terminals.count"),  # refused before 10**12 names are made
+        ({"arrival_rate_bps": math.inf}, "terminals.workload.arrival_rate"),
+        ({"arrival_rate_bps": 200e9}, "terminals.workload.arrival_rate"),
     ],
 )
 def test_with_overrides_rejects_invalid_arguments(kwargs: dict[str, Any], path: str) -> None:
@@ -203,6 +210,87 @@ def test_topology_built_in_code_has_no_source() -> None:
     assert topo.source is None
     with pytest.raises(TopologyError, match=r"^<topology 'tiny'>: terminals.count"):
         replace(topo, terminals=replace(topo.terminals, count=0))
+
+
+# ── thousands of terminals: validation stays linear ─────────────────────────────────
+
+
+class CountedName(str):
+    """A host name that counts how often it is compared for equality: a search of a list
+    compares it with each element, a dict or set lookup with one."""
+
+    comparisons = 0
+    budget = 0
+    """Comparisons allowed before the test fails at once (instead of running for minutes)."""
+
+    def __eq__(self, other: object) -> bool:
+        CountedName.comparisons += 1
+        assert CountedName.comparisons <= CountedName.budget, "names compared quadratically"
+        return str.__eq__(self, other)
+
+    __hash__ = str.__hash__
+
+
+def with_terminals(count: int, names: Callable[[str], str] = str) -> Topology:
+    """tiny.yaml with `count` terminals, each with its own cpu and link override."""
+    topo = load_topology(TOPOLOGIES / "tiny.yaml")
+    hosts = [names(f"t{i}") for i in range(1, count + 1)]
+    terminals = replace(
+        topo.terminals,
+        count=count,
+        managed_by=("edge1", "edge2") * (count // 2),
+        overrides={name: TerminalOverride(cpu_hz=2e9) for name in hosts},
+    )
+    network = replace(
+        topo.network, overrides={name: LinkOverride(latency_s=0.006) for name in hosts}
+    )
+    return replace(topo, terminals=terminals, network=network)
+
+
+def test_5000_terminals_with_overrides_validate_with_a_few_lookups_per_name() -> None:
+    CountedName.comparisons, CountedName.budget = 0, 20 * 5000  # quadratic: 12.5 million
+    topo = with_terminals(5000, CountedName)
+    params = topo.mec_params()
+    links = topo.links
+    assert params.terminal_cpu_hz == 2e9
+    assert params.managing_edge == (0, 1) * 2500
+    assert links[4999] == Link("t5000", "s1", LinkSpec(14e6, 0.006, 0.0, 0.0))
+    assert topo.link_for("t5000") == LinkSpec(14e6, 0.006, 0.0, 0.0)
+    assert CountedName.comparisons <= 20 * 5000
+
+
+def test_the_terminal_names_are_listed_a_fixed_number_of_times_whatever_the_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lists = 0
+    names = TerminalGroup.names.fget
+    assert names is not None
+
+    def counted(group: TerminalGroup) -> list[str]:
+        nonlocal lists
+        lists += 1
+        return names(group)
+
+    monkeypatch.setattr(TerminalGroup, "names", property(counted))
+
+    def lists_made(count: int) -> int:
+        nonlocal lists
+        topo = with_terminals(count)
+        lists = 0
+        assert replace(topo, name="again").mec_params()
+        assert topo.links
+        return lists
+
+    assert lists_made(5000) == lists_made(4)
+
+
+def test_a_file_of_5000_terminals_loads(write_tiny: Callable) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["terminals"].update(count=5000, managed_by=["edge2", "edge1"] * 2500)
+
+    topo = load_topology(write_tiny(edit))
+    assert topo.terminal_names[-1] == "t5000"
+    assert topo.mec_params().managing_edge == (1, 0) * 2500
 
 
 # ── per-host overrides and optional fields ──────────────────────────────────────────
@@ -271,160 +359,317 @@ def test_link_for_names_unknown_hosts_and_the_unshaped_cloud() -> None:
         topo.link_for("cloud")
 
 
-# ── one test per class of mistake in a file ─────────────────────────────────────────
+# ── one table: each class of mistake in a file, and what its error must say ─────────
+
+Edit = Callable[[dict[str, Any]], None]
 
 
-def test_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
-    path = tmp_path / "broken.yaml"
-    path.write_text("name: broken\nslot: 100ms\nedges: [\n  {name: edge1, cpu: 41.8GHz\nx: 1\n")
-    message = load_error(path)
-    assert str(path) in message
-    assert "line 5" in message
-    assert "invalid YAML" in message
+def _parent(data: dict[str, Any], path: str) -> tuple[Any, Any]:
+    """The container holding the field at `path` (`edges[1].cpu`) and the field's key."""
+    steps: list[Any] = [
+        int(step[1:-1]) if step.startswith("[") else step
+        for step in re.findall(r"\[\d+\]|[^.\[\]]+", path)
+    ]
+    for step in steps[:-1]:
+        data = data[step]
+    return data, steps[-1]
 
 
-def test_duplicate_key_names_file_and_line(tmp_path: Path) -> None:
-    path = tmp_path / "twice.yaml"
-    path.write_text("name: a\nslot: 100ms\nname: b\n")
-    message = load_error(path)
-    assert str(path) in message
-    assert "line 3" in message
-    assert "duplicate key 'name'" in message
+def at(path: str, value: object) -> Edit:
+    """An edit setting the field at `path` to `value`."""
 
-
-def test_unknown_key_is_an_error_with_a_suggestion(write_tiny: Callable) -> None:
-    path = write_tiny(lambda d: d["terminals"]["workload"].update(dedline="12slots"))
-    message = load_error(path)
-    assert str(path) in message
-    assert "terminals.workload.dedline" in message
-    assert "did you mean 'deadline'" in message
-
-
-def test_missing_required_field_is_an_error(write_tiny: Callable) -> None:
-    path = write_tiny(lambda d: d["terminals"].pop("cpu"))
-    message = load_error(path)
-    assert str(path) in message
-    assert "terminals.cpu: missing required field" in message
-    assert "frequency such as '2.5GHz'" in message
-
-
-def test_missing_arrival_rate_and_probability_is_an_error(write_tiny: Callable) -> None:
-    path = write_tiny(lambda d: d["terminals"]["workload"].pop("arrival_rate"))
-    message = load_error(path)
-    assert str(path) in message
-    assert "terminals.workload: missing arrival_rate" in message
-
-
-def test_both_arrival_rate_and_probability_is_an_error(write_tiny: Callable) -> None:
-    path = write_tiny(lambda d: d["terminals"]["workload"].update(task_probability=0.1))
-    message = load_error(path)
-    assert str(path) in message
-    assert "terminals.workload: gives both arrival_rate and task_probability" in message
-
-
-def test_wrong_kind_of_unit_is_an_error(write_tiny: Callable) -> None:
-    path = write_tiny(lambda d: d["edges"][1].update(cpu="5ms"))
-    message = load_error(path)
-    assert str(path) in message
-    assert "edges[1].cpu" in message
-    assert "'5ms', which is a time" in message
-    assert "expected a frequency" in message
-
-
-def test_bare_number_is_an_error_naming_the_unit(write_tiny: Callable) -> None:
-    path = write_tiny(lambda d: d["terminals"]["workload"]["size"].update(max=5))
-    message = load_error(path)
-    assert str(path) in message
-    assert "terminals.workload.size.max" in message
-    assert "bare number 5" in message
-    assert "data size such as '2Mbit'" in message
-
-
-def test_negative_quantity_is_an_error(write_tiny: Callable) -> None:
-    path = write_tiny(lambda d: d["network"]["links"]["edge-cloud"].update(latency="-20ms"))
-    message = load_error(path)
-    assert str(path) in message
-    assert "network.links.edge-cloud.latency" in message
-    assert "'-20ms'" in message
-    assert "cannot be negative" in message
-
-
-def test_arrival_rate_implying_p_above_one_is_an_error(write_tiny: Callable) -> None:
-    path = write_tiny(lambda d: d["terminals"]["workload"].update(arrival_rate="50Mbps"))
-    message = load_error(path)
-    assert str(path) in message
-    assert "terminals.workload.arrival_rate" in message
-    assert "50Mbps" in message
-    assert "p = 1.429" in message
-    assert "expected p <= 1" in message
-
-
-def test_override_implying_p_above_one_names_the_override(write_tiny: Callable) -> None:
     def edit(data: dict[str, Any]) -> None:
-        size = {"distribution": "constant", "value": "100kbit"}
-        data["terminals"]["overrides"] = {"t2": {"workload": {"size": size}}}
+        container, key = _parent(data, path)
+        container[key] = value
 
-    message = load_error(write_tiny(edit))
-    assert "terminals.overrides.t2.workload" in message
-    assert "p = 2 per slot for t2" in message
+    return edit
 
 
-def test_non_integer_deadline_is_an_error(write_tiny: Callable) -> None:
-    path = write_tiny(lambda d: d["terminals"]["workload"].update(deadline="12.5slots"))
+def drop(path: str) -> Edit:
+    """An edit deleting the field at `path`."""
+
+    def edit(data: dict[str, Any]) -> None:
+        container, key = _parent(data, path)
+        del container[key]
+
+    return edit
+
+
+def both(*edits: Edit) -> Edit:
+    """The edits one after the other."""
+
+    def edit(data: dict[str, Any]) -> None:
+        for each in edits:
+            each(data)
+
+    return edit
+
+
+def alias_bomb(levels: int) -> bytes:
+    """A "billion laughs" file: each level an anchored list of ten aliases of the last."""
+    lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines).encode()
+
+
+P_ABOVE_ONE = {"t2": {"workload": {"size": {"distribution": "constant", "value": "100kbit"}}}}
+MANAGED_BY_TYPO = ["edge1", "edge2", "edge1", "egde2"]
+
+BAD_TOPOLOGIES: list[tuple[str, Edit | bytes, list[str]]] = [
+    # (id, an edit of tiny.yaml's data or the whole file's bytes, what the error must say);
+    # every error must also name the file.
+    # -- the file and its YAML
+    (
+        "yaml-syntax-error",
+        b"name: broken\nslot: 100ms\nedges: [\n  {name: edge1, cpu: 41.8GHz\nx: 1\n",
+        ["line 5", "invalid YAML"],
+    ),
+    ("duplicate-key", b"name: a\nslot: 100ms\nname: b\n", ["line 3", "duplicate key 'name'"]),
+    ("file-over-1-MiB", b"#" * (MAX_FILE_BYTES + 1), ["more than 1048576 bytes (1 MiB)"]),
+    (
+        "not-utf-8",
+        b"name: tiny\nslot: 100ms\ndescription: caf\xe9\n",
+        ["byte 39 (line 3) is b'\\xe9', which is not UTF-8", "save it as UTF-8"],
+    ),
+    ("control-character", b"name: t\x00ny\n", ["line 1: character #x0000 at offset 7"]),
+    ("alias-bomb", alias_bomb(9), ["line 6, column", "expands to more than 1000000 values"]),
+    (
+        "too-many-aliases",
+        b"a: &a 1\nb: [" + b", ".join([b"*a"] * 10_001) + b"]\n",
+        ["line 2, column", "more than 10000 aliases"],
+    ),
+    ("alias-inside-its-anchor", b"a: &a [*a]\n", ["alias *a stands inside the value &a"]),
+    ("nesting-too-deep", b"a: " + b"[" * 1000 + b"]" * 1000, ["nest more than 32 deep"]),
+    ("number-of-5000-digits", b"name: " + b"7" * 5000, ["found a number of 5000 characters"]),
+    ("base-60-number", b"load_history: 1" + b":0" * 1000, ["a number of 2001 characters"]),
+    ("unreadable-bool", b"name: !!bool maybe\n", ["line 1, column 7", "cannot read 'maybe'"]),
+    ("date", b"name: 2001-01-01\n", ["'2001-01-01' tagged !!timestamp", "quote a string"]),
+    ("set-tag", b"name: !!set {a}\n", ["tagged !!set, which topology files do not use"]),
+    # -- fields: presence, keys, types
+    (
+        "unknown-key",
+        at("terminals.workload.dedline", "12slots"),
+        ["terminals.workload.dedline", "did you mean 'deadline'"],
+    ),
+    (
+        "missing-required-field",
+        drop("terminals.cpu"),
+        ["terminals.cpu: missing required field", "frequency such as '2.5GHz'"],
+    ),
+    (
+        "missing-arrival-rate-and-probability",
+        drop("terminals.workload.arrival_rate"),
+        ["terminals.workload: missing arrival_rate"],
+    ),
+    (
+        "both-arrival-rate-and-probability",
+        at("terminals.workload.task_probability", 0.1),
+        ["terminals.workload: gives both arrival_rate and task_probability"],
+    ),
+    (
+        "size-distribution-a-list",
+        at("terminals.workload.size.distribution", ["uniform"]),
+        ["terminals.workload.size.distribution: got a list; expected 'uniform' or 'constant'"],
+    ),
+    (
+        "wrong-type",
+        at("terminals.workload", ["2Mbps"]),
+        ["terminals.workload: got a list; expected a mapping with keys"],
+    ),
+    # -- quantities and their units
+    (
+        "wrong-kind-of-unit",
+        at("edges[1].cpu", "5ms"),
+        ["edges[1].cpu", "'5ms', which is a time", "expected a frequency"],
+    ),
+    (
+        "bare-number",
+        at("terminals.workload.size.max", 5),
+        ["terminals.workload.size.max", "bare number 5", "data size such as '2Mbit'"],
+    ),
+    (
+        "negative-quantity",
+        at("network.links.edge-cloud.latency", "-20ms"),
+        ["network.links.edge-cloud.latency", "'-20ms'", "cannot be negative"],
+    ),
+    (
+        "quantity-beyond-a-float",
+        at("terminals.workload.arrival_rate", "1e999Mbps"),
+        ["terminals.workload.arrival_rate: got '1e999Mbps', a number too large for a float"],
+    ),
+    (
+        "quantity-below-a-float",
+        at("network.links.terminal-edge.jitter", "1e-999s"),
+        ["network.links.terminal-edge.jitter", "too small for a float", "write 0s"],
+    ),
+    (
+        "quantity-of-103-characters",
+        at("terminals.cpu", "1" * 100 + "GHz"),
+        ["terminals.cpu", "103 characters long", "at most 64 characters"],
+    ),
+    (
+        "non-integer-deadline",
+        at("terminals.workload.deadline", "12.5slots"),
+        ["terminals.workload.deadline", "'12.5slots'", "whole number of slots >= 1"],
+    ),
+    # -- every number within its range, the reason stated
+    ("slot-of-1ns", at("slot", "1ns"), ["slot: got '1ns'", "from 1ms to 10s", "timers"]),
+    ("slot-of-1min", at("slot", "60s"), ["slot: got '60s'", "from 1ms to 10s"]),
+    ("no-load-history", at("load_history", 0), ["load_history: got 0", "from 1 to 100"]),
+    ("long-load-history", at("load_history", 101), ["load_history: got 101", "pool stores"]),
+    ("no-terminals", at("terminals.count", 0), ["terminals.count: got 0", "from 1 to 10000"]),
+    (
+        "20000-terminals",
+        at("terminals.count", 20_000),
+        ["terminals.count: got 20000", "a whole number from 1 to 10000", "Python process"],
+    ),
+    ("10^30-terminals", at("terminals.count", 10**30), ["terminals.count: got 1" + "0" * 30]),
+    (
+        "300-edges",
+        at("edges", [{"name": f"edge{i}", "cpu": "1GHz"} for i in range(300)]),
+        ["edges: got a list of 300 edges; expected a whole number from 1 to 256", "learner"],
+    ),
+    ("edge-cpu-of-1Hz", at("edges[0].cpu", "1Hz"), ["edges[0].cpu: got '1Hz'", "from 1MHz"]),
+    ("terminal-cpu-of-0", at("terminals.cpu", "0GHz"), ["terminals.cpu: got '0GHz'"]),
+    (
+        "override-cpu-of-1PHz",
+        at("terminals.overrides", {"t1": {"cpu": "1000000GHz"}}),
+        ["terminals.overrides.t1.cpu: got '1000000GHz'", "to 10000GHz", "cores x clock"],
+    ),
+    (
+        "density-of-0",
+        at("terminals.workload.density", "0cycles/bit"),
+        ["terminals.workload.density: got '0cycles/bit'", "from 0.01cycles/bit"],
+    ),
+    (
+        "deadline-of-0-slots",
+        at("terminals.workload.deadline", "0slots"),
+        ["terminals.workload.deadline: got '0slots'", "whole number of slots from 1 to 1000"],
+    ),
+    (
+        "deadline-of-5000-slots",
+        at("terminals.workload.deadline", "5000slots"),
+        ["terminals.workload.deadline: got '5000slots'", "calendar"],
+    ),
+    (
+        "task-of-0-bits",
+        at("terminals.workload.size.min", "0bit"),
+        ["terminals.workload.size.min: got '0bit'", "from 1bit to 8Gbit"],
+    ),
+    (
+        "task-of-2GB",
+        at("terminals.workload.size.max", "2GB"),
+        ["terminals.workload.size.max: got '2GB'", "Raspberry Pi"],
+    ),
+    (
+        "arrival-rate-of-1Tbps",
+        at("terminals.workload.arrival_rate", "1000Gbps"),
+        ["terminals.workload.arrival_rate: got '1000Gbps'", "from 0bps to 100Gbps"],
+    ),
+    (
+        "arrival-rate-implies-p-above-one",
+        at("terminals.workload.arrival_rate", "50Mbps"),
+        ["terminals.workload.arrival_rate", "50Mbps", "p = 1.429", "expected p <= 1"],
+    ),
+    (
+        "override-implies-p-above-one",
+        at("terminals.overrides", P_ABOVE_ONE),
+        ["terminals.overrides.t2.workload", "p = 2 per slot for t2"],
+    ),
+    (
+        "task-probability-nan",
+        both(
+            drop("terminals.workload.arrival_rate"),
+            at("terminals.workload.task_probability", math.nan),
+        ),
+        ["terminals.workload.task_probability: got nan; expected a number from 0 to 1"],
+    ),
+    (
+        "task-probability-above-one",
+        both(
+            drop("terminals.workload.arrival_rate"), at("terminals.workload.task_probability", 1.5)
+        ),
+        ["terminals.workload.task_probability: got 1.5"],
+    ),
+    ("drop-reward-of-minus-inf", at("reward", {"drop": -math.inf}), ["reward.drop: got -inf"]),
+    (
+        "drop-reward-of-minus-1e6",
+        at("reward", {"drop": -1e6}),
+        ["reward.drop: got -1000000.0", "from -100000 to 0", "float32"],
+    ),
+    ("positive-drop-reward", at("reward", {"drop": 1}), ["reward.drop: got 1", "a cost"]),
+    (
+        "bandwidth-of-1bps",
+        at("network.links.terminal-edge.bandwidth", "1bps"),
+        ["network.links.terminal-edge.bandwidth: got '1bps'", "from 1kbps to 100Gbps", "HTB"],
+    ),
+    (
+        "bandwidth-of-0",
+        at("network.links.edge-cloud.bandwidth", "0Mbps"),
+        ["network.links.edge-cloud.bandwidth: got '0Mbps'"],
+    ),
+    (
+        "latency-of-3s",
+        at("network.links.edge-cloud.latency", "3s"),
+        ["network.links.edge-cloud.latency: got '3s'", "from 0s to 2s", "handshake"],
+    ),
+    (
+        "loss-of-150%",
+        at("network.links.terminal-edge.loss", "150%"),
+        ["network.links.terminal-edge.loss: got '150%'", "from 0% to 100%"],
+    ),
+    (
+        "jitter-of-3s",
+        at("network.links.overrides", {"t1": {"jitter": "3s"}}),
+        ["network.links.overrides.t1.jitter: got '3s'", "from 0s to 2s"],
+    ),
+    # -- names and what they refer to
+    (
+        "unknown-edge-in-managed-by",
+        at("terminals.managed_by", MANAGED_BY_TYPO),
+        ["terminals.managed_by[3]", "'egde2', which is not an edge", "did you mean 'edge2'"],
+    ),
+    (
+        "managed-by-of-the-wrong-length",
+        at("terminals.managed_by", ["edge1", "edge2"]),
+        ["terminals.managed_by: lists 2 edge names; expected one per terminal (4)"],
+    ),
+    (
+        "override-for-a-missing-terminal",
+        at("terminals.overrides", {"t9": {"cpu": "1GHz"}}),
+        ["terminals.overrides.t9", "no terminal 't9'", "t1..t4"],
+    ),
+    (
+        "link-override-for-a-missing-host",
+        at("network.links.overrides", {"edge7": {"latency": "1ms"}}),
+        ["network.links.overrides.edge7", "no terminal or edge 'edge7'"],
+    ),
+    (
+        "duplicate-host-names",
+        at("edges[1].name", "edge1"),
+        ["edges[1].name: gives name 'edge1', already used by edges[0].name"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragments"),
+    [pytest.param(edit, fragments, id=name) for name, edit, fragments in BAD_TOPOLOGIES],
+)
+def test_bad_topology_is_refused_naming_file_field_and_value(
+    tmp_path: Path, tiny_data: dict[str, Any], edit: Edit | bytes, fragments: list[str]
+) -> None:
+    path = tmp_path / "edited.yaml"
+    if isinstance(edit, bytes):
+        path.write_bytes(edit)
+    else:
+        data = copy.deepcopy(tiny_data)
+        edit(data)
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
     message = load_error(path)
-    assert str(path) in message
-    assert "terminals.workload.deadline" in message
-    assert "'12.5slots'" in message
-    assert "whole number of slots >= 1" in message
-
-
-def test_unknown_edge_in_managed_by_is_an_error(write_tiny: Callable) -> None:
-    managed_by = ["edge1", "edge2", "edge1", "egde2"]
-    path = write_tiny(lambda d: d["terminals"].update(managed_by=managed_by))
-    message = load_error(path)
-    assert str(path) in message
-    assert "terminals.managed_by[3]" in message
-    assert "'egde2', which is not an edge" in message
-    assert "did you mean 'edge2'" in message
-
-
-def test_managed_by_of_the_wrong_length_is_an_error(write_tiny: Callable) -> None:
-    path = write_tiny(lambda d: d["terminals"].update(managed_by=["edge1", "edge2"]))
-    message = load_error(path)
-    assert str(path) in message
-    assert "terminals.managed_by: lists 2 edge names; expected one per terminal (4)" in message
-
-
-def test_override_for_a_missing_terminal_is_an_error(write_tiny: Callable) -> None:
-    path = write_tiny(lambda d: d["terminals"].update(overrides={"t9": {"cpu": "1GHz"}}))
-    message = load_error(path)
-    assert str(path) in message
-    assert "terminals.overrides.t9" in message
-    assert "no terminal 't9'" in message
-    assert "t1..t4" in message
-
-
-def test_link_override_for_a_missing_host_is_an_error(write_tiny: Callable) -> None:
-    overrides = {"edge7": {"latency": "1ms"}}
-    path = write_tiny(lambda d: d["network"]["links"].update(overrides=overrides))
-    message = load_error(path)
-    assert str(path) in message
-    assert "network.links.overrides.edge7" in message
-    assert "no terminal or edge 'edge7'" in message
-
-
-def test_wrong_type_is_an_error(write_tiny: Callable) -> None:
-    path = write_tiny(lambda d: d["terminals"].update(workload=["2Mbps"]))
-    message = load_error(path)
-    assert str(path) in message
-    assert "terminals.workload: got a list; expected a mapping with keys" in message
-
-
-def test_duplicate_host_names_are_an_error(write_tiny: Callable) -> None:
-    path = write_tiny(lambda d: d["edges"][1].update(name="edge1"))
-    message = load_error(path)
-    assert str(path) in message
-    assert "edges[1].name: gives name 'edge1', already used by edges[0].name" in message
+    assert message.startswith(f"{path}: ")
+    for fragment in fragments:
+        assert fragment in message
 
 
 def test_unreadable_file_is_an_error(tmp_path: Path) -> None:

@@ -1,5 +1,8 @@
 """Quantity strings parse to exact SI values, and every malformed one is refused clearly."""
 
+import math
+import sys
+
 import pytest
 
 from fl_crb.topology.units import (
@@ -32,6 +35,9 @@ from fl_crb.topology.units import (
         ("250us", TIME, 250e-6),
         ("250µs", TIME, 250e-6),
         ("0ms", TIME, 0.0),
+        ("-0ms", TIME, 0.0),
+        ("0e999ms", TIME, 0.0),
+        ("1e-300s", TIME, 1e-300),
         ("41.8GHz", FREQUENCY, 41.8e9),
         ("2.5GHz", FREQUENCY, 2.5e9),
         ("800MHz", FREQUENCY, 800e6),
@@ -49,6 +55,7 @@ from fl_crb.topology.units import (
         ("12slots", SLOTS, 12.0),
         ("1slot", SLOTS, 1.0),
         ("1e3Mbps", BANDWIDTH, 1e9),
+        ("1.7976931348623157e308bps", BANDWIDTH, sys.float_info.max),
     ],
 )
 def test_valid_quantities_parse_to_exact_si_values(
@@ -75,6 +82,20 @@ def test_valid_quantities_parse_to_exact_si_values(
         (None, FREQUENCY, ["got None", "frequency"]),
         (["2Mbit"], DATA, ["got ['2Mbit']"]),
         ("nanMbps", BANDWIDTH, ["not a number with a unit"]),
+        ("infMbps", BANDWIDTH, ["not a number with a unit"]),
+        ("\u0663Mbps", BANDWIDTH, ["not a number with a unit"]),  # ٣, an Arabic-Indic 3
+        (math.inf, TIME, ["bare number inf"]),
+        (math.nan, TIME, ["bare number nan"]),
+        pytest.param(
+            10**5000, BANDWIDTH, ["bare number <an integer of 16610 bits>"], id="5001-digits"
+        ),
+        ("1e999Mbps", BANDWIDTH, ["'1e999Mbps', a number too large for a float", "bit/s"]),
+        ("1e400bps", BANDWIDTH, ["too large for a float"]),
+        ("1e308GHz", FREQUENCY, ["too large for a float (above 1.798e+308 Hz)"]),
+        ("1e-999s", TIME, ["'1e-999s', a nonzero number too small for a float", "write 0s"]),
+        ("1e-330ms", TIME, ["too small for a float"]),
+        ("1" * 100 + "Mbps", BANDWIDTH, ["104 characters long", "at most 64 characters"]),
+        ("1\n" * 40 + "Mbps", BANDWIDTH, ["characters long"]),
     ],
 )
 def test_invalid_quantities_are_refused_with_what_was_expected(
@@ -99,6 +120,8 @@ def test_unit_error_is_a_value_error() -> None:
         (0.005, PERCENT, "0.5%"),
         (0.0, TIME, "0s"),
         (250e-6, TIME, "250us"),
+        (0, TIME, "0s"),
+        (1000, DATA, "1kbit"),
     ],
 )
 def test_format_quantity_uses_the_largest_decimal_unit(

@@ -1,8 +1,10 @@
 """Read a topology YAML file into a validated `Topology`.
 
-The loader checks each field where it stands: its type, its unit, its range, and that
-no mapping holds a key the schema does not know (a typo would otherwise silently fall
-back to a default). Every problem is a `TopologyError` naming the file, the field path
+The loader checks each field where it stands: its type, its unit, its range (from
+`fl_crb.topology.limits`, whose reason the error quotes), and that no mapping holds a key
+the schema does not know (a typo would otherwise silently fall back to a default). The
+YAML itself is read by `fl_crb.topology.safe_yaml`, within bounds on the file's size,
+aliases and depth. Every problem is a `TopologyError` naming the file, the field path
 (`terminals.workload.size.max`, `edges[2].cpu`) and the bad value. Checks that relate
 fields to each other run in `Topology.__post_init__`. The schema is documented in the
 comment header of `topologies/four-edge.yaml`.
@@ -16,8 +18,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from fl_crb.topology.limits import (
+    ARRIVAL_RATE,
+    CPU,
+    DEADLINE,
+    DROP_REWARD,
+    EDGES,
+    LINK_BANDWIDTH,
+    LINK_JITTER,
+    LINK_LATENCY,
+    LINK_LOSS,
+    LOAD_HISTORY_SLOTS,
+    PROCESSING_DENSITY,
+    SLOT,
+    TASK_PROBABILITY,
+    TASK_SIZE,
+    TERMINALS,
+    Range,
+)
 from fl_crb.topology.model import (
     Edge,
     LinkOverride,
@@ -32,18 +50,8 @@ from fl_crb.topology.model import (
     WorkloadOverride,
     did_you_mean,
 )
-from fl_crb.topology.units import (
-    BANDWIDTH,
-    DATA,
-    DENSITY,
-    FREQUENCY,
-    PERCENT,
-    SLOTS,
-    TIME,
-    Dimension,
-    UnitError,
-    parse_quantity,
-)
+from fl_crb.topology.safe_yaml import read_yaml_file
+from fl_crb.topology.units import UnitError, parse_quantity, shown
 
 ROUND_ROBIN = "round-robin"
 """`terminals.managed_by` value assigning terminal i to edge i mod E."""
@@ -68,17 +76,12 @@ _LINK_CLASSES = ("terminal-edge", "edge-cloud", "overrides")
 def load_topology(path: str | os.PathLike[str]) -> Topology:
     """Load and validate the topology file at `path`; raise `TopologyError` if unusable."""
     source = Path(path)
-    origin = str(source)
-    try:
-        text = source.read_text(encoding="utf-8")
-    except OSError as error:
-        raise TopologyError(origin, "", f"cannot read the file: {error.strerror}") from error
-    top = _Section.of(_parse_yaml(text, origin), "", origin, _TOP_KEYS)
+    top = _Section.of(read_yaml_file(source), "", str(source), _TOP_KEYS)
     return Topology(
         name=top.string("name"),
         description=top.string("description") if top.has("description") else "",
-        slot_s=top.quantity("slot", TIME, positive=True),
-        history_slots=top.integer("load_history", minimum=1),
+        slot_s=top.quantity("slot", SLOT),
+        history_slots=top.integer("load_history", LOAD_HISTORY_SLOTS),
         cloud_host=top.section("cloud", ("host",)).string("host"),
         edges=_edges(top),
         terminals=_terminals(top.section("terminals", _TERMINAL_KEYS)),
@@ -86,38 +89,6 @@ def load_topology(path: str | os.PathLike[str]) -> Topology:
         drop_reward=_drop_reward(top),
         source=source,
     )
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """A SafeLoader that rejects duplicate keys, which PyYAML would silently let win."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[object] = set()
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
-                key = self.construct_object(key_node)
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        "while constructing a mapping",
-                        node.start_mark,
-                        f"found duplicate key {key!r}",
-                        key_node.start_mark,
-                    )
-                seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
-def _parse_yaml(text: str, origin: str) -> object:
-    """The YAML document in `text`; a syntax error names its line and column."""
-    try:
-        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: builds plain data only
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = " ".join(p for p in (error.context, error.problem) if p)
-        raise TopologyError(origin, "", f"{where}invalid YAML: {problem}") from None
-    except yaml.YAMLError as error:
-        raise TopologyError(origin, "", f"invalid YAML: {error}") from None
 
 
 def _describe(value: object) -> str:
@@ -128,7 +99,7 @@ def _describe(value: object) -> str:
         return "a list" if value else "an empty list"
     if value is None:
         return "an empty value"
-    return repr(value)
+    return shown(value)
 
 
 def _join(path: str, key: str) -> str:
@@ -155,7 +126,7 @@ class _Section:
             raise TopologyError(origin, path, f"got {_describe(value)}; expected {expected}")
         for key in value:
             if not isinstance(key, str):
-                raise TopologyError(origin, path, f"got key {key!r}; expected string keys")
+                raise TopologyError(origin, path, f"got key {shown(key)}; expected string keys")
         section = cls(value, path, origin)
         if keys is not None:
             section.allow_only(keys)
@@ -168,7 +139,7 @@ class _Section:
             if key not in keys:
                 raise self.error(
                     key,
-                    f"unknown key {key!r}{did_you_mean(key, list(keys))}; "
+                    f"unknown key {shown(key)}{did_you_mean(key, list(keys))}; "
                     f"expected one of {', '.join(keys)}{context}",
                 )
 
@@ -207,43 +178,46 @@ class _Section:
             raise self.error(key, f"got {_describe(value)}; expected a non-empty string")
         return value
 
-    def integer(self, key: str, minimum: int) -> int:
-        """A whole-number field of at least `minimum` (no unit)."""
-        expected = f"a whole number >= {minimum}"
+    def integer(self, key: str, bounds: Range) -> int:
+        """A whole-number field (no unit) within `bounds`."""
+        expected = bounds.expected()
         value = self.raw(key, expected)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        if isinstance(value, bool) or not isinstance(value, int):
             raise self.error(key, f"got {_describe(value)}; expected {expected}")
+        if value not in bounds:
+            raise self.error(key, bounds.problem(shown(value)))
         return value
 
-    def number(self, key: str, low: float, high: float) -> float:
-        """A plain number in [low, high] (for unitless quantities)."""
-        bounds = f"<= {high:g}" if low == float("-inf") else f"from {low:g} to {high:g}"
-        expected = f"a number {bounds} (no unit)"
+    def number(self, key: str, bounds: Range) -> float:
+        """A plain number (no unit) within `bounds`."""
+        expected = f"{bounds.expected()} (no unit)"
         value = self.raw(key, expected)
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not low <= value <= high
-        ):
+        if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.error(key, f"got {_describe(value)}; expected {expected}")
+        if value not in bounds:
+            raise self.error(key, bounds.problem(shown(value)))
         return float(value)
 
-    def quantity(self, key: str, dimension: Dimension, positive: bool = False) -> float:
-        """A quantity with a unit, in SI units; `positive` also rejects zero."""
+    def quantity(self, key: str, bounds: Range) -> float:
+        """A quantity with a unit within `bounds`, in SI units."""
+        dimension = bounds.dimension
+        assert dimension is not None, "a quantity's range has a unit"
         value = self.raw(key, dimension.describe())
         try:
             result = parse_quantity(value, dimension)
         except UnitError as error:
             raise self.error(key, str(error)) from None
-        if positive and result == 0:
-            raise self.error(key, f"got {value!r}; expected a {dimension.name} > 0")
+        if result not in bounds:
+            raise self.error(key, bounds.problem(shown(value)))
         return result
 
-    def slots(self, key: str) -> int:
-        """A whole number of slots, at least 1 (`12slots`)."""
-        count = self.quantity(key, SLOTS)
-        if not count.is_integer() or count < 1:
-            raise self.error(key, f"got {self.data[key]!r}; expected a whole number of slots >= 1")
+    def slots(self, key: str, bounds: Range) -> int:
+        """A whole number of slots within `bounds` (`12slots`)."""
+        count = self.quantity(key, bounds)
+        if not count.is_integer():
+            raise self.error(
+                key, f"got {shown(self.data[key])}; expected a whole number of slots >= 1"
+            )
         return int(count)
 
 
@@ -252,21 +226,21 @@ def _edges(top: _Section) -> tuple[Edge, ...]:
     value = top.raw("edges", "a list of edges, each {name: ..., cpu: ...}")
     if not isinstance(value, list) or not value:
         raise top.error("edges", f"got {_describe(value)}; expected a non-empty list of edges")
+    if len(value) not in EDGES:
+        raise top.error("edges", EDGES.problem(f"a list of {len(value)} edges"))
     edges = []
     for i, item in enumerate(value):
         edge = _Section.of(item, f"edges[{i}]", top.origin, ("name", "cpu"))
-        edges.append(
-            Edge(name=edge.string("name"), cpu_hz=edge.quantity("cpu", FREQUENCY, positive=True))
-        )
+        edges.append(Edge(name=edge.string("name"), cpu_hz=edge.quantity("cpu", CPU)))
     return tuple(edges)
 
 
 def _terminals(section: _Section) -> TerminalGroup:
     """The `terminals` section."""
     return TerminalGroup(
-        count=section.integer("count", minimum=1),
+        count=section.integer("count", TERMINALS),
         name_prefix=section.string("name_prefix"),
-        cpu_hz=section.quantity("cpu", FREQUENCY, positive=True),
+        cpu_hz=section.quantity("cpu", CPU),
         managed_by=_managed_by(section),
         workload=Workload(**_workload_fields(section.section("workload", _WORKLOAD_KEYS), True)),
         overrides=_terminal_overrides(section),
@@ -307,15 +281,17 @@ def _terminal_override(section: _Section) -> TerminalOverride:
     if section.has("workload"):
         fields = _workload_fields(section.section("workload", _WORKLOAD_KEYS), False)
         workload = WorkloadOverride(**fields)
-    cpu_hz = section.quantity("cpu", FREQUENCY, positive=True) if section.has("cpu") else None
+    cpu_hz = section.quantity("cpu", CPU) if section.has("cpu") else None
     return TerminalOverride(cpu_hz=cpu_hz, workload=workload)
 
 
 def _workload_fields(section: _Section, required: bool) -> dict[str, Any]:
     """The fields of a workload (all required) or a workload override (all optional)."""
-    rate = section.quantity("arrival_rate", BANDWIDTH) if section.has("arrival_rate") else None
+    rate = section.quantity("arrival_rate", ARRIVAL_RATE) if section.has("arrival_rate") else None
     probability = (
-        section.number("task_probability", 0, 1) if section.has("task_probability") else None
+        section.number("task_probability", TASK_PROBABILITY)
+        if section.has("task_probability")
+        else None
     )
     if rate is not None and probability is not None:
         raise section.error(
@@ -327,15 +303,19 @@ def _workload_fields(section: _Section, required: bool) -> dict[str, Any]:
             "missing arrival_rate (e.g. '2Mbps') or task_probability (e.g. 0.057); "
             "expected exactly one of them",
         )
-    wanted = {key: section.wanted(key, required) for key in ("size", "density", "deadline")}
+    size = _task_size(section.section("size", None)) if section.wanted("size", required) else None
+    density = (
+        section.quantity("density", PROCESSING_DENSITY)
+        if section.wanted("density", required)
+        else None
+    )
+    deadline = section.slots("deadline", DEADLINE) if section.wanted("deadline", required) else None
     return {
         "arrival_rate_bps": rate,
         "task_probability": probability,
-        "size": _task_size(section.section("size", None)) if wanted["size"] else None,
-        "density_cycles_per_bit": (
-            section.quantity("density", DENSITY, positive=True) if wanted["density"] else None
-        ),
-        "deadline_slots": section.slots("deadline") if wanted["deadline"] else None,
+        "size": size,
+        "density_cycles_per_bit": density,
+        "deadline_slots": deadline,
     }
 
 
@@ -343,21 +323,22 @@ def _task_size(section: _Section) -> TaskSize:
     """A `size` mapping; which keys it may hold depends on its distribution."""
     expected = " or ".join(repr(d) for d in _SIZE_KEYS)
     distribution = section.raw("distribution", expected)
-    if distribution not in _SIZE_KEYS:
+    if not isinstance(distribution, str) or distribution not in _SIZE_KEYS:
         hint = did_you_mean(distribution, list(_SIZE_KEYS)) if isinstance(distribution, str) else ""
         raise section.error(
             "distribution", f"got {_describe(distribution)}{hint}; expected {expected}"
         )
     section.allow_only(_SIZE_KEYS[distribution], f" for distribution {distribution!r}")
     if distribution == "constant":
-        value = section.quantity("value", DATA, positive=True)
+        value = section.quantity("value", TASK_SIZE)
         return TaskSize("constant", value, value)
-    low = section.quantity("min", DATA, positive=True)
-    high = section.quantity("max", DATA, positive=True)
+    low = section.quantity("min", TASK_SIZE)
+    high = section.quantity("max", TASK_SIZE)
     if high < low:
         raise section.error(
             "max",
-            f"got {section.data['max']!r}, below min {section.data['min']!r}; expected max >= min",
+            f"got {shown(section.data['max'])}, below min {shown(section.data['min'])}; "
+            "expected max >= min",
         )
     return TaskSize("uniform", low, high)
 
@@ -366,7 +347,7 @@ def _drop_reward(top: _Section) -> float | None:
     """`reward.drop`, or None for the default −3·τ."""
     if not top.has("reward"):
         return None
-    return top.section("reward", ("drop",)).number("drop", float("-inf"), 0)
+    return top.section("reward", ("drop",)).number("drop", DROP_REWARD)
 
 
 def _network(section: _Section) -> Network:
@@ -397,13 +378,11 @@ def _link_fields(section: _Section, required: bool) -> dict[str, float]:
     """The fields of a link (bandwidth and latency required) or a link override."""
     fields: dict[str, float] = {}
     if section.wanted("bandwidth", required):
-        fields["bandwidth_bps"] = section.quantity("bandwidth", BANDWIDTH, positive=True)
+        fields["bandwidth_bps"] = section.quantity("bandwidth", LINK_BANDWIDTH)
     if section.wanted("latency", required):
-        fields["latency_s"] = section.quantity("latency", TIME)
+        fields["latency_s"] = section.quantity("latency", LINK_LATENCY)
     if section.has("loss"):
-        fields["loss_fraction"] = section.quantity("loss", PERCENT)
-        if fields["loss_fraction"] > 1:
-            raise section.error("loss", f"got {section.data['loss']!r}; expected at most 100%")
+        fields["loss_fraction"] = section.quantity("loss", LINK_LOSS)
     if section.has("jitter"):
-        fields["jitter_s"] = section.quantity("jitter", TIME)
+        fields["jitter_s"] = section.quantity("jitter", LINK_JITTER)
     return fields

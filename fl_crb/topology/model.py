@@ -6,8 +6,12 @@ which terminal, and the Mininet emulator reads host names, switches and link sha
 (`Topology.links`). Everything that relates one part of the file to another (names that
 must exist, a task probability that must not exceed 1) is checked in
 `Topology.__post_init__`, so a topology built in code or by `with_overrides` is exactly as
-validated as one read from a file. Field-level checks (types, units, unknown keys) belong
+validated as one read from a file, and so is the terminal count's upper bound, which
+`with_overrides` can change. Field-level checks (types, units, ranges, unknown keys) belong
 to the loader, `fl_crb.topology.load`.
+
+Validation is linear in the number of terminals: a name is checked against the terminals
+by `TerminalGroup.has_name` in constant time, never by searching the list of names.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from fl_crb.mec.params import MECParams
-from fl_crb.topology.units import BANDWIDTH, DATA, TIME, format_quantity
+from fl_crb.topology.limits import ARRIVAL_RATE, TERMINALS
+from fl_crb.topology.units import BANDWIDTH, DATA, TIME, format_quantity, shown
 
 HOST_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 """Host and switch names: Mininet uses them in shell commands and interface names."""
@@ -200,6 +205,19 @@ class TerminalGroup:
         """Terminal host names in order."""
         return [f"{self.name_prefix}{i}" for i in range(1, self.count + 1)]
 
+    def has_name(self, name: str) -> bool:
+        """Whether `name` is one of `names`, in constant time: the prefix, then a number
+        from 1 to `count` without leading zeros."""
+        number = name[len(self.name_prefix) :]
+        return (
+            name.startswith(self.name_prefix)
+            and number.isascii()
+            and number.isdigit()
+            and not number.startswith("0")
+            and len(number) <= len(str(self.count))
+            and int(number) <= self.count
+        )
+
 
 @dataclass(frozen=True)
 class Terminal:
@@ -326,7 +344,7 @@ class Topology:
                     workload=workload,
                     task_probability=workload.probability_per_slot(self.slot_s),
                     managing_edge=edge,
-                    link=self.link_for(name),
+                    link=self._terminal_link(name),
                 )
             )
         return result
@@ -334,10 +352,10 @@ class Topology:
     def link_for(self, host_name: str) -> LinkSpec:
         """Shaping of the host's link after overrides: terminal-edge for a terminal,
         edge-cloud for an edge. The cloud has no shaped link of its own (see `links`)."""
-        override = self.network.overrides.get(host_name, LinkOverride())
-        if host_name in self.terminal_names:
-            return override.apply(self.network.terminal_edge)
+        if self.terminals.has_name(host_name):
+            return self._terminal_link(host_name)
         if host_name in self.edge_names:
+            override = self.network.overrides.get(host_name, LinkOverride())
             return override.apply(self.network.edge_cloud)
         if host_name == self.cloud_host:
             raise TopologyError(
@@ -351,11 +369,18 @@ class Topology:
             self.origin, "", f"no host named {host_name!r}{did_you_mean(host_name, hosts)}"
         )
 
+    def _terminal_link(self, name: str) -> LinkSpec:
+        """`link_for` a name known to be a terminal's."""
+        override = self.network.overrides.get(name, LinkOverride())
+        return override.apply(self.network.terminal_edge)
+
     @property
     def links(self) -> list[Link]:
         """Every cable of the emulated network, terminals first, then edges, then the cloud."""
         net = self.network
-        links = [Link(name, net.access_switch, self.link_for(name)) for name in self.terminal_names]
+        links = [
+            Link(name, net.access_switch, self._terminal_link(name)) for name in self.terminal_names
+        ]
         for name in self.edge_names:
             links.append(Link(name, net.access_switch, None))
             links.append(Link(name, net.core_switch, self.link_for(name)))
@@ -380,10 +405,12 @@ class Topology:
         origin = f"{self.origin} with_overrides({args})"
         group = self.terminals
         if terminals is not None:
-            if isinstance(terminals, bool) or not isinstance(terminals, int) or terminals < 1:
+            if isinstance(terminals, bool) or not isinstance(terminals, int):
                 raise TopologyError(
-                    origin, "terminals.count", f"got {terminals!r}; expected an integer >= 1"
+                    origin, "terminals.count", f"got {shown(terminals)}; expected an integer"
                 )
+            if terminals not in TERMINALS:
+                raise TopologyError(origin, "terminals.count", TERMINALS.problem(shown(terminals)))
             if group.managed_by is not None and terminals != group.count:
                 raise TopologyError(
                     origin,
@@ -394,11 +421,11 @@ class Topology:
                 )
             group = replace(group, count=terminals)
         if arrival_rate_bps is not None:
-            if not arrival_rate_bps >= 0:
+            if arrival_rate_bps not in ARRIVAL_RATE:
                 raise TopologyError(
                     origin,
                     "terminals.workload.arrival_rate",
-                    f"got {arrival_rate_bps!r} bit/s; expected a rate >= 0",
+                    ARRIVAL_RATE.problem(f"{shown(arrival_rate_bps)} bit/s"),
                 )
             workload = replace(
                 group.workload, arrival_rate_bps=float(arrival_rate_bps), task_probability=None
@@ -441,9 +468,9 @@ def _validate(topo: Topology) -> None:
     """Check what relates parts of the topology to each other; raise `TopologyError`."""
     if not topo.edges:
         raise TopologyError(topo.origin, "edges", "is empty; expected at least one edge server")
-    if topo.terminal_count < 1:
+    if topo.terminal_count not in TERMINALS:  # before anything builds a list of names
         raise TopologyError(
-            topo.origin, "terminals.count", f"got {topo.terminal_count}; expected at least 1"
+            topo.origin, "terminals.count", TERMINALS.problem(shown(topo.terminal_count))
         )
     _check_names(topo)
     _check_managed_by(topo)
@@ -468,7 +495,7 @@ def _check_names(topo: Topology) -> None:
             f"got {group.name_prefix!r}; expected letters and digits starting with a letter "
             "and not ending with a digit (terminal names append 1, 2, …)",
         )
-    longest = group.names[-1]
+    longest = f"{group.name_prefix}{group.count}"
     if len(longest) > MAX_HOST_NAME_CHARS:
         raise TopologyError(
             topo.origin,
@@ -520,6 +547,7 @@ def _check_managed_by(topo: Topology) -> None:
     managed_by = topo.terminals.managed_by
     if managed_by is None:
         return
+    edges = set(topo.edge_names)
     if len(managed_by) != topo.terminal_count:
         raise TopologyError(
             topo.origin,
@@ -528,7 +556,7 @@ def _check_managed_by(topo: Topology) -> None:
             f"({topo.terminal_count}) or `round-robin`",
         )
     for i, name in enumerate(managed_by):
-        if name not in topo.edge_names:
+        if name not in edges:
             raise TopologyError(
                 topo.origin,
                 f"terminals.managed_by[{i}]",
@@ -539,23 +567,25 @@ def _check_managed_by(topo: Topology) -> None:
 
 def _check_override_targets(topo: Topology) -> None:
     """Overrides name hosts that exist (and, for links, that have a shaped link)."""
-    terminals = topo.terminal_names
-    for name in topo.terminals.overrides:
-        if name not in terminals:
+    group = topo.terminals
+    for name in group.overrides:
+        if not group.has_name(name):
+            terminals = group.names
             raise TopologyError(
                 topo.origin,
                 f"terminals.overrides.{name}",
-                f"there is no terminal {name!r}{did_you_mean(name, terminals)}; "
+                f"there is no terminal {shown(name)}{did_you_mean(name, terminals)}; "
                 f"terminals are {_name_range(terminals)}",
             )
-    shaped = [*terminals, *topo.edge_names]
+    edges = set(topo.edge_names)
     for name in topo.network.overrides:
         if name == topo.cloud_host:
             problem = "the cloud's link is not shaped; override the edges' links instead"
-        elif name not in shaped:
+        elif not (group.has_name(name) or name in edges):
+            shaped = [*group.names, *topo.edge_names]
             problem = (
-                f"there is no terminal or edge {name!r}{did_you_mean(name, shaped)}; "
-                f"terminals are {_name_range(terminals)}, edges {', '.join(topo.edge_names)}"
+                f"there is no terminal or edge {shown(name)}{did_you_mean(name, shaped)}; "
+                f"terminals are {_name_range(group.names)}, edges {', '.join(topo.edge_names)}"
             )
         else:
             continue

@@ -8,12 +8,20 @@ and rounds once, so `100ms` is exactly the float `0.1` and `41.8GHz` exactly `41
 Prefixes are decimal (k = 1e3, M = 1e6, G = 1e9) unless binary is spelled out (KiB = 1024
 bytes, MiB = 1024² bytes). Bytes count as 8 bits. Units are case-sensitive: `kB` is a
 kilobyte, `KB` is rejected as ambiguous, `Mb` is rejected in favour of `Mbit`.
+
+Only what a float holds is a quantity: `1e999Mbps` (beyond the largest float) and
+`1e-999s` (a nonzero value below the smallest) are refused rather than read as infinity or
+zero; there is no spelling of NaN or infinity. Whether a value makes sense for its field
+(a slot of 1 ns, a CPU of 1 Hz) is decided by the field's range in
+`fl_crb.topology.limits`.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
+import reprlib
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -125,51 +133,107 @@ SLOTS = Dimension(
 DIMENSIONS: tuple[Dimension, ...] = (BANDWIDTH, TIME, FREQUENCY, DATA, PERCENT, DENSITY, SLOTS)
 """Every dimension, used to tell a wrong kind of unit (`5ms` for a bandwidth) from a typo."""
 
+MAX_QUANTITY_CHARS = 64
+"""Longest quantity string (`41.8GHz` has 7 characters). The bound keeps parsing cheap: a
+megabyte-long string of digits would otherwise cost the regex quadratic time and the exact
+arithmetic a gigantic integer."""
+_MAX_EXPONENT = 400
+"""A decimal exponent beyond ±400 puts any number of at most `MAX_QUANTITY_CHARS` digits
+outside the float range (about 1e-324 to 1.8e308) whatever its unit; such a number is
+refused before exact arithmetic would build 10**exponent."""
+_LARGEST_FLOAT = Fraction(sys.float_info.max)
+
 _QUANTITY = re.compile(
-    r"(?P<number>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s?(?P<unit>\S(?:.*\S)?)?"
+    r"(?P<number>[+-]?(?P<mantissa>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE](?P<exponent>[+-]?[0-9]+))?)"
+    r"\s?(?P<unit>\S(?:.*\S)?)?"
 )
+"""A decimal number (ASCII digits only), at most one blank, then the unit."""
+
+
+class _ShortRepr(reprlib.Repr):
+    """`reprlib.Repr` that also survives integers too long for `repr`."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 4 * self.maxlong:  # its digits would be cut anyway, and repr
+            return f"<an integer of {x.bit_length()} bits>"  # refuses past 4300 digits
+        return super().repr_int(x, level)
+
+
+_SHORT = _ShortRepr()
+_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 60
+_SHORT.maxlist = _SHORT.maxdict = _SHORT.maxtuple = _SHORT.maxset = 6
+_SHORT.maxlevel = 3
+
+
+def shown(value: object) -> str:
+    """`repr(value)` for an error message, cut to a line: long strings and lists are
+    abbreviated, so a message about a megabyte-long value stays readable."""
+    return _SHORT.repr(value)
 
 
 def parse_quantity(value: object, dimension: Dimension) -> float:
     """Parse `value` (e.g. "14Mbps") as `dimension` and return it in SI units.
 
     Raises `UnitError` for a bare number (the unit is never implied), a unit of another
-    dimension, an unknown unit (with the closest known one suggested), a negative value,
-    or anything that is not a number followed by a unit.
+    dimension, an unknown unit (with the closest known one suggested), a negative value, a
+    number no float holds, a string over `MAX_QUANTITY_CHARS`, or anything that is not a
+    number followed by a unit. It raises nothing else, whatever `value` is.
     """
+    expected = dimension.describe()
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise UnitError(f"got {value!r}; expected {dimension.describe()}")
+        raise UnitError(f"got {shown(value)}; expected {expected}")
     if isinstance(value, int | float):
+        raise UnitError(f"got bare number {shown(value)} without a unit; expected {expected}")
+    text = value.strip()
+    if len(text) > MAX_QUANTITY_CHARS:
         raise UnitError(
-            f"got bare number {value!r} without a unit; expected {dimension.describe()}"
+            f"got {shown(value)}, {len(text)} characters long; expected {expected}, "
+            f"at most {MAX_QUANTITY_CHARS} characters (write long numbers with an exponent)"
         )
-    match = _QUANTITY.fullmatch(value.strip())
+    match = _QUANTITY.fullmatch(text)
     if match is None:
         raise UnitError(
-            f"got {value!r}, which is not a number with a unit; expected {dimension.describe()}"
+            f"got {shown(value)}, which is not a number with a unit; expected {expected}"
         )
     unit = match["unit"]
     if unit is None:
-        raise UnitError(
-            f"got bare number {value!r} without a unit; expected {dimension.describe()}"
-        )
+        raise UnitError(f"got bare number {shown(value)} without a unit; expected {expected}")
     scale = dimension.units.get(unit)
     if scale is None:
         raise UnitError(_unknown_unit_message(value, unit, dimension))
-    number = Fraction(match["number"])
-    if number < 0:
-        raise UnitError(f"got {value!r}; a {dimension.name} cannot be negative")
-    return float(number * scale)
+    if not any(digit in "123456789" for digit in match["mantissa"]):
+        return 0.0  # zero in any spelling (`0ms`, `-0.0e999s`)
+    if match["number"].startswith("-"):
+        raise UnitError(f"got {shown(value)}; a {dimension.name} cannot be negative")
+    exponent = int(match["exponent"] or "0")
+    if abs(exponent) <= _MAX_EXPONENT:
+        exact = Fraction(match["number"]) * scale
+        if exact <= _LARGEST_FLOAT and float(exact) > 0:
+            return float(exact)
+        too_large = exact > _LARGEST_FLOAT
+    else:
+        too_large = exponent > 0
+    if too_large:
+        raise UnitError(
+            f"got {shown(value)}, a number too large for a float (above "
+            f"{sys.float_info.max:.4g} {dimension.si_unit}); expected {expected}"
+        )
+    raise UnitError(
+        f"got {shown(value)}, a nonzero number too small for a float (below "
+        f"{5e-324:g} {dimension.si_unit}); write 0{unit} if zero is meant"
+    )
 
 
 def _unknown_unit_message(value: str, unit: str, dimension: Dimension) -> str:
     """Explain a unit that `dimension` does not accept: another dimension's, or a typo."""
     for other in DIMENSIONS:
         if unit in other.units:
-            return f"got {value!r}, which is a {other.name}; expected {dimension.describe()}"
+            return f"got {shown(value)}, which is a {other.name}; expected {dimension.describe()}"
     close = difflib.get_close_matches(unit, list(dimension.units), n=2, cutoff=0.5)
     hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
-    return f"got {value!r} with unknown unit {unit!r}{hint}; expected {dimension.describe()}"
+    return (
+        f"got {shown(value)} with unknown unit {shown(unit)}{hint}; expected {dimension.describe()}"
+    )
 
 
 def format_quantity(value_si: float, dimension: Dimension) -> str:
@@ -181,4 +245,4 @@ def format_quantity(value_si: float, dimension: Dimension) -> str:
     for candidate in dimension.display:
         if abs(value_si) >= dimension.units[candidate]:
             unit = candidate
-    return f"{value_si / dimension.units[unit]:g}{unit}"
+    return f"{float(value_si) / dimension.units[unit]:g}{unit}"
