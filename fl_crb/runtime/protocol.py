@@ -255,14 +255,22 @@ def decode(frame_type: FrameType, payload: bytes, peer: str) -> Message:
         raise ProtocolError(peer, "ERROR text is not valid UTF-8") from None
 
 
+def payload_bytes_of(size_bits: float) -> int:
+    """⌈size_bits / 8⌉, the bytes that carry a task of `size_bits` > 0 bits. Dividing by 8
+    is exact for every float but the smallest subnormals, where it rounds to 0: the ceiling
+    of a positive size is at least one byte."""
+    return max(1, math.ceil(size_bits / 8))
+
+
 def _check_task(header: TaskHeader, peer: str) -> None:
     if not (math.isfinite(header.size_bits) and header.size_bits > 0):
         raise ProtocolError(peer, f"TASK {header.task_id} size {header.size_bits!r} bits; > 0")
-    if header.payload_bytes != math.ceil(header.size_bits / 8):
+    expected = payload_bytes_of(header.size_bits)
+    if header.payload_bytes != expected:
         raise ProtocolError(
             peer,
             f"TASK {header.task_id} announces {header.payload_bytes} payload bytes for "
-            f"{header.size_bits!r} bits; expected ⌈bits / 8⌉ = {math.ceil(header.size_bits / 8)}",
+            f"{header.size_bits!r} bits; expected ⌈bits / 8⌉ = {expected}",
         )
     if header.deadline_slot < header.arrival_slot:
         raise ProtocolError(

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import sys
 import time
 import zlib
@@ -56,6 +55,7 @@ from fl_crb.runtime.protocol import (
     ProtocolError,
     TaskHeader,
     Welcome,
+    payload_bytes_of,
 )
 from fl_crb.runtime.tasklog import LiveTask, write_task_lines
 from fl_crb.runtime.terminal_queues import QueuedTask, SlotServer, SlotService
@@ -223,7 +223,7 @@ class TerminalParty:
         if action == 0:
             self.local.push(task_id, deadline, size_bits)
             return
-        payload = self._payload_rng.bytes(math.ceil(size_bits / 8))
+        payload = self._payload_rng.bytes(payload_bytes_of(size_bits))
         header = TaskHeader(task_id, slot, deadline, size_bits, len(payload), zlib.crc32(payload))
         self._awaiting[task_id] = record
         connection = self.connections[action - 1]
