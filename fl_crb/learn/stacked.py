@@ -24,8 +24,13 @@ It is K ordinary `EdgeLearner.train_step` calls, computed together:
   evaluation network after every `target_update_steps` of its own steps.
 `tests/test_trainer.py` checks this against `EdgeLearner.train_step`, step by step.
 
-Whoever replaces a learner's tensors rather than writing into them (as
-`optimizer.load_state_dict` does) calls `relink()` afterwards.
+A learner's `optimizer.load_state_dict` replaces its RMSprop tensors rather than writing
+into them (a network's `load_state_dict` copies in place); the stack re-links that learner
+itself, from a load-state-dict hook on its optimiser, so a checkpoint loads as for one learner.
+
+The network, the target and RMSprop stay written out here: `torch.func` cannot batch
+`nn.LSTM` under `vmap` (no batching rule for `aten::lstm`, pytorch/pytorch#105982), and a
+vmapped one-network forward with the LSTM still by hand gave the same bits, no faster.
 """
 
 from __future__ import annotations
@@ -84,30 +89,34 @@ class LearnerStack:
         }
         self.target = {n: torch.zeros((len(learners), *p.shape)) for n, p in first.items()}
         self.square_avg = {n: torch.zeros((len(learners), *p.shape)) for n, p in first.items()}
-        self.relink()
+        self._steps: list[list[torch.Tensor]] = [[] for _ in learners]
+        """Every learner's RMSprop step counts, one tensor per parameter."""
+        for k, learner in enumerate(learners):
+            self._link(k)
+            # Loading optimiser state replaces the tensors linked here: link the new ones.
+            learner.optimizer.register_load_state_dict_post_hook(lambda _, k=k: self._link(k))
 
-    def relink(self) -> None:
-        """Copy every learner's current values into the stacks and point its tensors at
-        its rows (RMSprop state is created as the optimiser would, if absent)."""
+    def _link(self, k: int) -> None:
+        """Copy learner k's current values into row k of the stacks and point its tensors
+        at that row (RMSprop state is created as the optimiser would, if absent)."""
+        learner = self.learners[k]
         with torch.no_grad():
-            for k, learner in enumerate(self.learners):
-                targets = dict(learner.target.named_parameters())
-                for name, parameter in learner.evaluation.named_parameters():
-                    state = learner.optimizer.state[parameter]
-                    if not state:
-                        state["step"] = torch.zeros(())
-                        state["square_avg"] = torch.zeros_like(parameter)
-                    for stack, tensor in (
-                        (self.evaluation[name], parameter),
-                        (self.target[name], targets[name]),
-                    ):
-                        stack[k].copy_(tensor)
-                        tensor.data = stack.data[k]
-                    self.square_avg[name][k].copy_(state["square_avg"])
-                    state["square_avg"] = self.square_avg[name][k]
-        self._steps = [
-            [learner.optimizer.state[p]["step"] for p in learner.evaluation.parameters()]
-            for learner in self.learners
+            targets = dict(learner.target.named_parameters())
+            for name, parameter in learner.evaluation.named_parameters():
+                state = learner.optimizer.state[parameter]
+                if not state:
+                    state["step"] = torch.zeros(())
+                    state["square_avg"] = torch.zeros_like(parameter)
+                for stack, tensor in (
+                    (self.evaluation[name], parameter),
+                    (self.target[name], targets[name]),
+                ):
+                    stack[k].copy_(tensor)
+                    tensor.data = stack.data[k]
+                self.square_avg[name][k].copy_(state["square_avg"])
+                state["square_avg"] = self.square_avg[name][k]
+        self._steps[k] = [
+            learner.optimizer.state[p]["step"] for p in learner.evaluation.parameters()
         ]
 
     def train_step(self, batch: TrajectoryBatch, active: np.ndarray) -> np.ndarray:

@@ -105,7 +105,6 @@ class _Scheme:
             learner.target.load_state_dict(state["target"])
             learner.optimizer.load_state_dict(state["optimizer"])
             learner.train_steps = int(state["train_steps"])
-        self._stack.relink()  # the optimiser state was replaced, not written into
 
 
 def _pool(config: TrainConfig, capacity: int, edges: int, history_slots: int) -> TrajectoryPool:
