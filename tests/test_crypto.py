@@ -3,9 +3,12 @@
 import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fl_crb.federation.crypto import (
     RUN_ID_BYTES,
+    MessageRejected,
     UploadOpener,
     UploadRejected,
     UploadSealer,
@@ -15,6 +18,7 @@ from fl_crb.federation.crypto import (
     public_key_bytes,
     save_private_key,
 )
+from fl_crb.federation.message_auth import generate_signing_key
 
 RUN = bytes(range(RUN_ID_BYTES))
 
@@ -167,3 +171,43 @@ def test_bad_construction_arguments_are_named(keys):
         sealer(keys, terminal="", as_key="t1")
     with pytest.raises(ValueError, match="next_sequence"):
         sealer(keys, next_sequence=0)
+
+
+def test_signing_keys_share_the_key_files_and_are_told_apart(tmp_path):
+    path = tmp_path / "weights.key"
+    save_private_key(generate_signing_key(), path)
+    with pytest.raises(ValueError, match=r"weights\.key: expected an X25519 private key"):
+        load_private_key(path)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    assert isinstance(load_private_key(path, Ed25519PrivateKey), Ed25519PrivateKey)
+
+
+def test_upload_rejections_are_message_rejections_of_kind_upload():
+    error = UploadRejected("replay", "again")
+    assert isinstance(error, MessageRejected)
+    assert (error.kind, error.code, str(error)) == (
+        "upload",
+        "replay",
+        "upload rejected (replay): again",
+    )
+    with pytest.raises(ValueError, match="unknown rejection code 'wrong-signer'"):
+        UploadRejected("wrong-signer", "not an upload's code")
+
+
+_KEYS = {name: generate_private_key() for name in ("authority", "t1")}
+_ENVELOPE = UploadSealer(_KEYS["t1"], "t1", public_key_bytes(_KEYS["authority"]), RUN).seal(
+    b"an upload"
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(index=st.integers(0, len(_ENVELOPE) - 1), flip=st.integers(1, 255))
+def test_any_single_byte_change_of_an_upload_is_refused(index, flip):
+    changed = bytearray(_ENVELOPE)
+    changed[index] ^= flip
+    authority = UploadOpener(_KEYS["authority"], RUN, {"t1": public_key_bytes(_KEYS["t1"])})
+    with pytest.raises(UploadRejected):
+        authority.open(bytes(changed))
+    assert authority.sequences() == {}
+    assert authority.open(_ENVELOPE).plaintext == b"an upload"

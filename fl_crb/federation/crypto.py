@@ -30,6 +30,12 @@ arriving after a later one is refused). The authority advances its counter only 
 envelope authenticates, so a forged envelope cannot burn a terminal's sequence numbers;
 `UploadOpener.sequences()` is the state to persist with the pool (see `pool_store`).
 Terminals must persist their own next sequence number across restarts within a run.
+
+The sealing core (`seal_envelope`, `read_header`, `open_envelope`) takes the HKDF label,
+the sender's static key and the recipient's public key as arguments: `message_auth` seals
+the authority's batches for an edge with it (label "fl-crb batch v1", the edge's name in
+the header). Every refusal of any message type is a `MessageRejected` with a stable
+`code`, so a caller counts refusals by kind and reason.
 """
 
 from __future__ import annotations
@@ -58,9 +64,37 @@ _SEQUENCE = struct.Struct(">Q")
 _FIXED_HEADER_BYTES = 1 + RUN_ID_BYTES + 1 + _SEQUENCE.size + KEY_BYTES
 
 
-class UploadRejected(ValueError):
+class MessageRejected(ValueError):
+    """A party refused a message; `kind` and `code` are stable for counting, the text explains."""
+
+    KIND = "message"
+    """What was refused ("upload", "weights", "batch", "ack")."""
+    CODES: tuple[str, ...] = (
+        "malformed",
+        "version",
+        "run",
+        "unknown-terminal",
+        "wrong-sender",
+        "wrong-signer",
+        "wrong-recipient",
+        "replay",
+        "authentication",
+    )
+    """Every reason any message type is refused for; each subclass keeps its own subset."""
+
+    def __init__(self, code: str, detail: str):
+        if code not in self.CODES:
+            raise ValueError(f"unknown rejection code {code!r}; known: {self.CODES}")
+        super().__init__(f"{self.KIND} rejected ({code}): {detail}")
+        self.kind = self.KIND
+        self.code = code
+        self.detail = detail
+
+
+class UploadRejected(MessageRejected):
     """The authority refused an upload; `code` is stable for counting, the text explains."""
 
+    KIND = "upload"
     CODES = (
         "malformed",
         "version",
@@ -71,16 +105,9 @@ class UploadRejected(ValueError):
         "authentication",
     )
 
-    def __init__(self, code: str, detail: str):
-        if code not in self.CODES:
-            raise ValueError(f"unknown rejection code {code!r}; known: {self.CODES}")
-        super().__init__(f"upload rejected ({code}): {detail}")
-        self.code = code
-        self.detail = detail
-
 
 def generate_private_key() -> X25519PrivateKey:
-    """A fresh static X25519 key pair (a terminal's or the authority's)."""
+    """A fresh static X25519 key pair (a terminal's, an edge's or the authority's)."""
     return X25519PrivateKey.generate()
 
 
@@ -90,8 +117,8 @@ def public_key_bytes(key: X25519PrivateKey | X25519PublicKey) -> bytes:
     return public.public_bytes_raw()
 
 
-def save_private_key(key: X25519PrivateKey, path: str | Path) -> None:
-    """Write a private key as unencrypted PKCS#8 PEM readable by its owner only (0600)."""
+def save_private_key(key, path: str | Path) -> None:
+    """Write a private key (X25519 or Ed25519) as unencrypted PKCS#8 PEM, owner-only (0600)."""
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -102,35 +129,152 @@ def save_private_key(key: X25519PrivateKey, path: str | Path) -> None:
         file.write(pem)
 
 
-def load_private_key(path: str | Path) -> X25519PrivateKey:
-    """Read a private key written by `save_private_key`."""
+def load_private_key(path: str | Path, kind: type = X25519PrivateKey):
+    """Read a private key written by `save_private_key`; ValueError unless it is a `kind`."""
     try:
         key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
     except (ValueError, TypeError) as error:
         raise ValueError(f"{path}: not an unencrypted PEM private key ({error})") from None
-    if not isinstance(key, X25519PrivateKey):
-        raise ValueError(f"{path}: expected an X25519 private key, found {type(key).__name__}")
+    if not isinstance(key, kind):
+        raise ValueError(
+            f"{path}: expected an {kind.__name__.removesuffix('PrivateKey')} private key, "
+            f"found {type(key).__name__}"
+        )
     return key
 
 
-def _checked_run_id(run_id: bytes) -> bytes:
+def checked_run_id(run_id: bytes) -> bytes:
+    """`run_id` if it is 16 bytes; ValueError otherwise."""
     if not isinstance(run_id, bytes) or len(run_id) != RUN_ID_BYTES:
         raise ValueError(f"run_id must be {RUN_ID_BYTES} bytes, got {run_id!r}")
     return run_id
 
 
-def _checked_terminal_id(terminal_id: str) -> bytes:
-    encoded = terminal_id.encode("utf-8")
+def checked_name(name: str, what: str = "terminal id") -> bytes:
+    """A party's name as the 1..255 UTF-8 bytes an envelope carries; ValueError otherwise."""
+    encoded = name.encode("utf-8")
     if not 1 <= len(encoded) <= MAX_TERMINAL_ID_BYTES:
-        raise ValueError(
-            f"terminal id {terminal_id!r} must encode to 1..{MAX_TERMINAL_ID_BYTES} UTF-8 bytes"
-        )
+        raise ValueError(f"{what} {name!r} must encode to 1..{MAX_TERMINAL_ID_BYTES} UTF-8 bytes")
     return encoded
 
 
-def _derive(shared: bytes, eph_pub: bytes, authority_pub: bytes, terminal_pub: bytes) -> bytes:
-    info = LABEL + eph_pub + authority_pub + terminal_pub
+# -- the sealing core: one-way authenticated encryption from a static sender to a recipient --
+
+
+def seal_envelope(
+    label: bytes,
+    sender_key: X25519PrivateKey,
+    recipient_public_key: bytes,
+    run_id: bytes,
+    name: bytes,
+    sequence: int,
+    plaintext: bytes,
+) -> bytes:
+    """The envelope of `plaintext` sealed by `sender_key` for the recipient (layout above).
+
+    `name` is the header's party name (an upload's sender, a batch's recipient), already
+    checked by `checked_name`; `label` separates the message types' keys.
+    """
+    eph = X25519PrivateKey.generate()
+    eph_pub = public_key_bytes(eph)
+    header = (
+        bytes([ENVELOPE_VERSION])
+        + run_id
+        + bytes([len(name)])
+        + name
+        + _SEQUENCE.pack(sequence)
+        + eph_pub
+    )
+    recipient = X25519PublicKey.from_public_bytes(recipient_public_key)
+    shared = eph.exchange(recipient) + sender_key.exchange(recipient)
+    okm = _derive(label, shared, eph_pub, recipient_public_key, public_key_bytes(sender_key))
+    return header + ChaCha20Poly1305(okm[:KEY_BYTES]).encrypt(okm[KEY_BYTES:], plaintext, header)
+
+
+@dataclass(frozen=True)
+class SealedHeader:
+    """The cleartext (authenticated, not yet checked) header of a sealed envelope."""
+
+    name: str
+    """The party it names: an upload's terminal, a batch's edge."""
+    sequence: int
+    """Its sequence number."""
+    size: int
+    """Header bytes (the ciphertext starts here)."""
+
+
+def read_prefix(
+    envelope: bytes, run_id: bytes, rejected: type[MessageRejected], what: str, rest: int
+) -> tuple[str, int]:
+    """The party name of an envelope that starts version u8 ‖ run_id ‖ name_len u8 ‖ name and
+    has at least `rest` more bytes, and where the name ends; `rejected` with "malformed",
+    "version" or "run" otherwise. `what` names the party in messages ("terminal id")."""
+    smallest = 1 + RUN_ID_BYTES + 2 + rest
+    if len(envelope) < smallest:
+        raise rejected(
+            "malformed",
+            f"{len(envelope)} bytes is shorter than the smallest envelope ({smallest} bytes)",
+        )
+    if envelope[0] != ENVELOPE_VERSION:
+        raise rejected("version", f"envelope version {envelope[0]}, expected {ENVELOPE_VERSION}")
+    sealed_run = envelope[1 : 1 + RUN_ID_BYTES]
+    if sealed_run != run_id:
+        raise rejected("run", f"sealed for run {sealed_run.hex()}, this is run {run_id.hex()}")
+    name_len, start = envelope[1 + RUN_ID_BYTES], 2 + RUN_ID_BYTES
+    if name_len == 0 or len(envelope) < start + name_len + rest:
+        raise rejected(
+            "malformed", f"{what} length {name_len} does not fit a {len(envelope)}-byte envelope"
+        )
+    try:
+        name = envelope[start : start + name_len].decode("utf-8")
+    except UnicodeDecodeError:
+        raise rejected("malformed", f"{what} is not valid UTF-8") from None
+    return name, start + name_len
+
+
+def read_header(
+    envelope: bytes, run_id: bytes, rejected: type[MessageRejected], what: str
+) -> SealedHeader:
+    """Parse a sealed envelope's header; `rejected` ("malformed", "version", "run") if bad."""
+    rest = _SEQUENCE.size + KEY_BYTES + TAG_BYTES
+    name, end = read_prefix(envelope, run_id, rejected, what, rest)
+    (sequence,) = _SEQUENCE.unpack_from(envelope, end)
+    return SealedHeader(name, sequence, end + _SEQUENCE.size + KEY_BYTES)
+
+
+def open_envelope(
+    label: bytes,
+    recipient_key: X25519PrivateKey,
+    sender_public_key: bytes,
+    envelope: bytes,
+    header: SealedHeader,
+) -> bytes:
+    """The plaintext of an envelope `read_header` parsed; ValueError if it fails to
+    authenticate (tampered, or not sealed by the sender for this recipient)."""
+    eph_pub = envelope[header.size - KEY_BYTES : header.size]
+    sender = X25519PublicKey.from_public_bytes(sender_public_key)
+    try:
+        shared = recipient_key.exchange(X25519PublicKey.from_public_bytes(eph_pub))
+    except ValueError as error:  # e.g. an all-zero (low-order) ephemeral key
+        raise ValueError(f"ephemeral key refused: {error}") from None
+    shared += recipient_key.exchange(sender)
+    okm = _derive(label, shared, eph_pub, public_key_bytes(recipient_key), sender_public_key)
+    try:
+        return ChaCha20Poly1305(okm[:KEY_BYTES]).decrypt(
+            okm[KEY_BYTES:], envelope[header.size :], envelope[: header.size]
+        )
+    except InvalidTag:
+        raise ValueError("fails authentication: tampered, or not sealed with that key") from None
+
+
+def _derive(
+    label: bytes, shared: bytes, eph_pub: bytes, recipient_pub: bytes, sender_pub: bytes
+) -> bytes:
+    info = label + eph_pub + recipient_pub + sender_pub
     return HKDF(hashes.SHA256(), length=KEY_BYTES + 12, salt=None, info=info).derive(shared)
+
+
+# -- uploads: terminal → authority ----------------------------------------------------------
 
 
 class UploadSealer:
@@ -149,11 +293,10 @@ class UploadSealer:
         if not 1 <= next_sequence <= MAX_SEQUENCE:
             raise ValueError(f"next_sequence must lie in 1..2^64-1, got {next_sequence}")
         self._key = terminal_key
-        self._terminal_pub = public_key_bytes(terminal_key)
-        self._terminal = _checked_terminal_id(terminal_id)
-        self._authority = X25519PublicKey.from_public_bytes(authority_public_key)
+        self._terminal = checked_name(terminal_id)
+        X25519PublicKey.from_public_bytes(authority_public_key)  # refuse a bad key now
         self._authority_pub = authority_public_key
-        self._run_id = _checked_run_id(run_id)
+        self._run_id = checked_run_id(run_id)
         self.next_sequence = next_sequence
         """Sequence number the next `seal` uses; persist it to survive a restart."""
 
@@ -161,21 +304,17 @@ class UploadSealer:
         """The envelope of `plaintext` under the next sequence number."""
         if self.next_sequence > MAX_SEQUENCE:
             raise ValueError("sequence numbers exhausted for this run; start a new run id")
-        eph = X25519PrivateKey.generate()
-        eph_pub = public_key_bytes(eph)
-        header = (
-            bytes([ENVELOPE_VERSION])
-            + self._run_id
-            + bytes([len(self._terminal)])
-            + self._terminal
-            + _SEQUENCE.pack(self.next_sequence)
-            + eph_pub
+        envelope = seal_envelope(
+            LABEL,
+            self._key,
+            self._authority_pub,
+            self._run_id,
+            self._terminal,
+            self.next_sequence,
+            plaintext,
         )
-        shared = eph.exchange(self._authority) + self._key.exchange(self._authority)
-        okm = _derive(shared, eph_pub, self._authority_pub, self._terminal_pub)
-        ciphertext = ChaCha20Poly1305(okm[:KEY_BYTES]).encrypt(okm[KEY_BYTES:], plaintext, header)
         self.next_sequence += 1
-        return header + ciphertext
+        return envelope
 
 
 @dataclass(frozen=True)
@@ -201,12 +340,12 @@ class UploadOpener:
         sequences: dict[str, int] | None = None,
     ):
         self._key = authority_key
-        self._authority_pub = public_key_bytes(authority_key)
-        self._run_id = _checked_run_id(run_id)
+        self._run_id = checked_run_id(run_id)
         self._terminals = {}
         for terminal_id, public in terminal_public_keys.items():
-            _checked_terminal_id(terminal_id)
-            self._terminals[terminal_id] = (public, X25519PublicKey.from_public_bytes(public))
+            checked_name(terminal_id)
+            X25519PublicKey.from_public_bytes(public)  # refuse a bad key now
+            self._terminals[terminal_id] = public
         self._sequences = dict(sequences or {})
 
     def sequences(self) -> dict[str, int]:
@@ -220,40 +359,14 @@ class UploadOpener:
         latest sequence number becomes this envelope's.
         """
         envelope = bytes(envelope)
-        if len(envelope) < _FIXED_HEADER_BYTES + 1 + TAG_BYTES:
-            raise UploadRejected(
-                "malformed",
-                f"{len(envelope)} bytes is shorter than the smallest envelope "
-                f"({_FIXED_HEADER_BYTES + 1 + TAG_BYTES} bytes)",
-            )
-        if envelope[0] != ENVELOPE_VERSION:
-            raise UploadRejected(
-                "version", f"envelope version {envelope[0]}, expected {ENVELOPE_VERSION}"
-            )
-        run_id = envelope[1 : 1 + RUN_ID_BYTES]
-        if run_id != self._run_id:
-            raise UploadRejected(
-                "run", f"sealed for run {run_id.hex()}, this is run {self._run_id.hex()}"
-            )
-        terminal_len = envelope[1 + RUN_ID_BYTES]
-        header_bytes = _FIXED_HEADER_BYTES + terminal_len
-        if terminal_len == 0 or len(envelope) < header_bytes + TAG_BYTES:
-            raise UploadRejected(
-                "malformed",
-                f"terminal id length {terminal_len} does not fit a {len(envelope)}-byte envelope",
-            )
-        start = 2 + RUN_ID_BYTES
-        try:
-            terminal_id = envelope[start : start + terminal_len].decode("utf-8")
-        except UnicodeDecodeError:
-            raise UploadRejected("malformed", "terminal id is not valid UTF-8") from None
+        header = read_header(envelope, self._run_id, UploadRejected, "terminal id")
+        terminal_id, sequence = header.name, header.sequence
         if terminal_id not in self._terminals:
             raise UploadRejected("unknown-terminal", f"terminal {terminal_id!r} is not registered")
         if sender is not None and sender != terminal_id:
             raise UploadRejected(
                 "wrong-sender", f"sealed as terminal {terminal_id!r} but delivered by {sender!r}"
             )
-        (sequence,) = _SEQUENCE.unpack_from(envelope, start + terminal_len)
         latest = self._sequences.get(terminal_id, 0)
         if sequence <= latest:
             raise UploadRejected(
@@ -261,28 +374,20 @@ class UploadOpener:
                 f"terminal {terminal_id!r} sequence {sequence} is not above its latest "
                 f"accepted {latest}",
             )
-        eph_pub = envelope[header_bytes - KEY_BYTES : header_bytes]
-        terminal_pub, terminal_public_key = self._terminals[terminal_id]
         try:
-            eph_public_key = X25519PublicKey.from_public_bytes(eph_pub)
-            shared = self._key.exchange(eph_public_key) + self._key.exchange(terminal_public_key)
-        except ValueError as error:  # e.g. an all-zero (low-order) ephemeral key
-            raise UploadRejected("authentication", f"ephemeral key refused: {error}") from None
-        okm = _derive(shared, eph_pub, self._authority_pub, terminal_pub)
-        try:
-            plaintext = ChaCha20Poly1305(okm[:KEY_BYTES]).decrypt(
-                okm[KEY_BYTES:], envelope[header_bytes:], envelope[:header_bytes]
+            plaintext = open_envelope(
+                LABEL, self._key, self._terminals[terminal_id], envelope, header
             )
-        except InvalidTag:
+        except ValueError as error:
             raise UploadRejected(
                 "authentication",
-                f"envelope from terminal {terminal_id!r} (sequence {sequence}) fails "
-                "authentication: tampered, or not sealed with that terminal's key",
+                f"envelope from terminal {terminal_id!r} (sequence {sequence}) {error}",
             ) from None
         self._sequences[terminal_id] = sequence
         return OpenedUpload(terminal_id, sequence, plaintext)
 
 
 def overhead_bytes(terminal_id: str) -> int:
-    """Envelope bytes beyond the plaintext for uploads of `terminal_id`."""
-    return _FIXED_HEADER_BYTES + len(_checked_terminal_id(terminal_id)) + TAG_BYTES
+    """Envelope bytes beyond the plaintext for uploads of `terminal_id` (or batches for an
+    edge of that name: the same envelope)."""
+    return _FIXED_HEADER_BYTES + len(checked_name(terminal_id)) + TAG_BYTES
