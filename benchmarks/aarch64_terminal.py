@@ -49,7 +49,10 @@ from pathlib import Path
 
 from terminal_footprint import PeakRss, random_weights
 
-from fl_crb.runtime.decider import read_weights_file, save_weights_file
+from fl_crb.learn.method_config import MethodConfig
+from fl_crb.learn.weights_file import read_weights_file, save_weights_file
+from fl_crb.policies.spec import Baseline, WeightsFile
+from fl_crb.runtime.config import RunTarget
 from fl_crb.runtime.local_run import LocalRunConfig, run_local
 from fl_crb.runtime.placement import LOOPBACK
 from fl_crb.topology import load_topology
@@ -254,13 +257,13 @@ def run_emulated(args, root: Path, work: Path) -> dict:
 
 
 def run_local_mode(args, topology, out, placement, rate_bps, work) -> dict:
-    policy = "round-robin"
+    policy = Baseline("round-robin")
     replacer = None
     if args.mode == "weights-file":
         weights = work / "weights.npz"
         edges = load_topology(topology).mec_params().edges
         save_weights_file(weights, random_weights(edges, seed=1), version=1)
-        policy = f"crb-drqn:{weights}"
+        policy = WeightsFile(str(weights))
 
         def replace_half_way() -> None:
             """Version 2, half way through the arrivals (run.json appears at START)."""
@@ -271,9 +274,8 @@ def run_local_mode(args, topology, out, placement, rate_bps, work) -> dict:
 
         replacer = threading.Thread(target=replace_half_way, daemon=True)
         replacer.start()
-    config = LocalRunConfig(
-        str(topology), 1, rate_bps, policy, args.duration, str(out), startup_timeout_s=600.0
-    )
+    target = RunTarget(str(topology), args.duration, 1, rate_bps)
+    config = LocalRunConfig(target, policy, str(out), startup_timeout_s=600.0)
     summary = asyncio.run(run_local(config, placement))
     party = json.loads((out / "parties" / "t1.json").read_text())
     result = {"summary": _short(summary), "terminal": party}
@@ -290,24 +292,15 @@ def run_local_mode(args, topology, out, placement, rate_bps, work) -> dict:
 
 def run_federated_mode(args, topology, out, placement, rate_bps) -> dict:
     try:
-        from fl_crb.federation.deploy.federated_run import (
-            FederatedRunConfig,
-            federated_parties,
-            run_federated,
-        )
+        from fl_crb.federation.deploy.federated_run import run_federated
+        from fl_crb.federation.deploy.run_config import FederatedRunConfig, federated_parties
     except ImportError as error:
         raise SystemExit(
             f"federated mode needs fl_crb.federation.deploy.federated_run: {error}"
         ) from None
-    parties = federated_parties(
-        str(topology),
-        args.duration,
-        str(out),
-        terminals_override=1,
-        arrival_rate_override_bps=rate_bps,
-        startup_timeout_s=600.0,
-    )
-    config = FederatedRunConfig(parties, min_pool_trajectories=4)
+    target = RunTarget(str(topology), args.duration, 1, rate_bps)
+    parties = federated_parties(target, str(out), startup_timeout_s=600.0)
+    config = FederatedRunConfig(parties, method=MethodConfig(min_pool_trajectories=4))
     summary = asyncio.run(run_federated(config, placement))
     federation = summary["federation"]
     party = json.loads((out / "parties" / "t1.json").read_text())

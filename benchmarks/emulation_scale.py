@@ -23,7 +23,11 @@ import json
 import tempfile
 from pathlib import Path
 
+from emulation.data_plane import emulation_parties
 from emulation.run import EmulationConfig, run_emulation
+from fl_crb.commands.policy_arg import parse_policy
+from fl_crb.policies.spec import Baseline, WeightsFile
+from fl_crb.runtime.config import RunTarget
 from fl_crb.topology.units import TIME, parse_quantity
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,15 +49,13 @@ def main() -> int:
     met = True
     for count in counts:
         with tempfile.TemporaryDirectory(prefix="fl-crb-emulation-scale-") as folder:
-            config = EmulationConfig(
-                topology_path=args.topology,
-                policy=args.policy,
-                duration_s=parse_quantity(args.duration, TIME),
-                out_dir=str(Path(folder) / "run"),
-                terminals_override=count,
-                realtime_priority=args.realtime or None,
-                progress_every_s=30.0,
+            target = RunTarget(
+                args.topology, parse_quantity(args.duration, TIME), terminals_override=count
             )
+            policy = parse_policy(args.policy, (Baseline, WeightsFile), live=True)
+            out = str(Path(folder) / "run")
+            parties = emulation_parties(target, policy, out, args.realtime or None)
+            config = EmulationConfig(run=parties, progress_every_s=30.0)
             report = run_emulation(config)
         summary, compare, timings = report.summary, report.collected.compare, report.timings
         row = {

@@ -23,13 +23,12 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from fl_crb.federation.deploy.federated_run import (
-    FederatedRunConfig,
-    federated_parties,
-    run_federated,
-)
+from fl_crb.federation.deploy.federated_run import run_federated
 from fl_crb.federation.deploy.launch_config import LaunchConfig, NodeSpec
 from fl_crb.federation.deploy.launcher import LocalFederation
+from fl_crb.federation.deploy.run_config import FederatedRunConfig, federated_parties
+from fl_crb.learn.method_config import MethodConfig
+from fl_crb.runtime.config import RunTarget
 from fl_crb.topology import load_topology
 
 
@@ -51,9 +50,9 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()[0]:.1f} (2-core machine, shared)")
     with tempfile.TemporaryDirectory(prefix="fl-crb-federated-bench-") as folder:
         config = FederatedRunConfig(
-            federated_parties(args.topology, args.duration, str(Path(folder) / "run")),
+            federated_parties(RunTarget(args.topology, args.duration), str(Path(folder) / "run")),
+            method=MethodConfig(min_pool_trajectories=8),
             round_period_s=args.round_period,
-            min_pool_trajectories=8,
         )
         summary = asyncio.run(run_federated(config))
         rounds = [

@@ -21,7 +21,9 @@ import json
 import tempfile
 from pathlib import Path
 
+from fl_crb.commands.policy_arg import parse_policy
 from fl_crb.runtime.compare import compare_run
+from fl_crb.runtime.config import RunTarget
 from fl_crb.runtime.local_run import LocalRunConfig, run_local
 from fl_crb.topology.units import TIME, parse_quantity
 
@@ -44,13 +46,11 @@ def main() -> int:
     for policy in args.policies.split(","):
         with tempfile.TemporaryDirectory(prefix="fl-crb-runtime-") as folder:
             config = LocalRunConfig(
-                topology_path=args.topology,
-                terminals_override=None,
-                arrival_rate_override_bps=None,
-                policy=policy,
-                duration_s=parse_quantity(args.duration, TIME),
+                target=RunTarget(
+                    args.topology, parse_quantity(args.duration, TIME), seed=args.seed
+                ),
+                policy=parse_policy(policy, live=True),
                 out_dir=str(Path(folder) / "run"),
-                seed=args.seed,
                 realtime_priority=args.realtime,
             )
             summary = asyncio.run(run_local(config))

@@ -1,4 +1,4 @@
-"""Terminal footprint: resident memory, start-up time and decision latency of a terminal.
+"""Terminal footprint: memory (a party's RSS, a federated terminal's PSS), start-up and latency.
 
 A Raspberry Pi terminal decides every task within a 100 ms slot and shares 1-8 GB with
 everything else. The issue's targets on this machine: a terminal party at or below
@@ -16,10 +16,22 @@ run, each against a reference measured alongside it:
   forward, greedy choice, trajectory bookkeeping) and the bare numpy forward pass, on
   real simulator observations; reference: torch's forward pass of the same weights on the
   same states (one thread).
+- `federated`: everything a federated terminal runs, in a real short `fl-crb federate
+  --local` run (tiny.yaml, 30 s): its party, its Flower SuperNode, the ClientApp executor
+  beside it and the ClientApps it forks (one per message), found by command line and
+  FLWR_HOME (`TerminalProcesses`) and polled every 0.2 s (`fl_crb.runtime.memory`). Memory
+  is PSS: each process's peak, the peak of the tree's total and each process's share of
+  it; summed RSS beside it counts every shared page once per process (the forked
+  ClientApps share most of their executor's pages), hence the ratio. The issue's aim is
+  200 MB PSS per federated terminal. PSS divides the interpreter's and libraries' pages
+  among every Python process on this machine (dozens in a federated run); as root, the
+  tree's distinct resident pages are counted too: what it takes on a machine of its own,
+  as on a Pi running one terminal.
 
     .venv/bin/python benchmarks/terminal_footprint.py [--duration 20] [--decisions 3000]
     python benchmarks/terminal_footprint.py --latency-only --json   (no torch needed:
         what benchmarks/aarch64_terminal.py runs inside the emulated terminal)
+    .venv/bin/python benchmarks/terminal_footprint.py --federated-only [--json]   (~1 min)
 """
 
 from __future__ import annotations
@@ -32,6 +44,8 @@ for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import json  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -219,22 +233,19 @@ class PeakRss:
                         self.seen_pids.add(int(entry.name))
 
 
-def live_terminal(topology_path: Path, policy: str, duration_s: float, out: Path) -> dict:
-    """One terminal and its edges in a real run; the terminal's peak RSS and summary."""
+def live_terminal(topology_path: Path, policy, duration_s: float, out: Path) -> dict:
+    """One terminal and its edges in a real run of `policy` (a `PolicySpec`); the
+    terminal's peak RSS and summary."""
+    from fl_crb.runtime.config import RunTarget
     from fl_crb.runtime.local_run import LocalRunConfig, run_local
 
-    config = LocalRunConfig(
-        topology_path=str(topology_path),
-        terminals_override=1,
-        arrival_rate_override_bps=None,
-        policy=policy,
-        duration_s=duration_s,
-        out_dir=str(out),
-    )
+    target = RunTarget(str(topology_path), duration_s, terminals_override=1)
+    config = LocalRunConfig(target=target, policy=policy, out_dir=str(out))
     with PeakRss(str(out / "config" / "t1.json")) as rss:
         summary = asyncio.run(run_local(config))
     if summary["failed_parties"] or not rss.seen_pids:
-        raise RuntimeError(f"live run of {policy} failed: {summary['failed_parties']}; see {out}")
+        failed = summary["failed_parties"]
+        raise RuntimeError(f"live run of {policy.describe()} failed: {failed}; see {out}")
     party = json.loads((out / "parties" / "t1.json").read_text())
     return {
         "peak_rss_mb": round(rss.peak_mb, 1),
@@ -242,6 +253,256 @@ def live_terminal(topology_path: Path, policy: str, duration_s: float, out: Path
         "tasks": party["tasks"],
         "party": party,
     }
+
+
+FEDERATED_TOPOLOGY = TOPOLOGY.parent / "tiny.yaml"
+PSS_AIM_MB = 200.0
+"""The issue's aim: everything a federated terminal runs, at or below this PSS."""
+MiB = 1024 * 1024
+"""What the report calls an MB (as /proc's kB are KiB)."""
+CLIENTAPP = "ClientApps (forked)"
+
+
+def federate_command(topology: Path, duration_s: float, out: Path) -> list[str]:
+    """A short real federated run: SuperLink, SuperNodes, authority, edge servers, edge
+    learners and terminals, each its own process on this machine."""
+    return [
+        sys.executable,
+        "-m",
+        "fl_crb",
+        "federate",
+        "--topology",
+        str(topology),
+        "--local",
+        "--duration",
+        f"{duration_s:g}s",
+        "--min-pool",
+        "4",
+        "--round-period",
+        "1s",
+        "--out",
+        str(out),
+    ]
+
+
+class TerminalProcesses:
+    """One federated terminal's processes in a run folder `out`, found in /proc at each
+    call: its party (`python -m fl_crb.federation.terminal OUT/config/NAME.json`, as
+    `local_run` starts it) and every process of its Flower node, which the launcher
+    starts in the node's FLWR_HOME `OUT/flower/nodes/NAME` and whose children inherit it:
+    the SuperNode, the ClientApp executor beside it (`warm_executor`, or Flower's
+    SuperExec) and the ClientApps (forked by the executor: same command line, the
+    executor as parent). `roles` names each pid seen, as it was last seen."""
+
+    def __init__(self, out: Path, terminal: str) -> None:
+        self.party_config = str(out / "config" / f"{terminal}.json")
+        self.node_home = str(out / "flower" / "nodes" / terminal)
+        self.roles: dict[int, str] = {}
+        self.most_python_processes = 0
+        """The most Python processes running on the machine at one scan: those the
+        terminal's shared libraries' pages are divided among in PSS."""
+
+    def __call__(self) -> list[int]:
+        in_node: dict[int, tuple[str, int]] = {}  # pid -> (command line, parent pid)
+        found, pythons = [], 0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                if "python" not in command:
+                    continue
+                pythons += 1
+                if "fl_crb.federation.terminal" in command and command.split()[-1:] == [
+                    self.party_config
+                ]:
+                    self.roles[int(entry.name)] = "terminal party"
+                    found.append(int(entry.name))
+                    continue
+                if os.readlink(entry / "cwd") != self.node_home:
+                    continue
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue  # gone while read
+            in_node[int(entry.name)] = (command, parent)
+        for pid, (command, parent) in in_node.items():
+            # Labelled anew at each scan: caught between fork and exec, a SuperNode still
+            # has its starter's command line.
+            self.roles[pid] = self._node_role(command, in_node.get(parent, ("", 0))[0])
+        self.most_python_processes = max(self.most_python_processes, pythons)
+        return found + list(in_node)
+
+    @staticmethod
+    def _node_role(command: str, parent_command: str) -> str:
+        if command == parent_command:
+            return CLIENTAPP  # forked by the executor: its command line
+        if "supernode" in command:
+            return "SuperNode"
+        if "warm_executor" in command or "superexec" in command:
+            return "ClientApp executor"
+        if "clientapp" in command:
+            return "ClientApps (fresh)"
+        return "other: " + " ".join(word.rsplit("/", 1)[-1] for word in command.split()[:3])
+
+    def role(self, pid: int) -> str:
+        """`pid`'s role; a process found only as a descendant (born between two scans):
+        a ClientApp."""
+        return self.roles.get(pid, CLIENTAPP)
+
+
+def federated_footprint(args, cores: set[int]) -> dict:
+    """The federated terminal's footprint in a run of its own; its folder is kept (and
+    named) only if the run fails."""
+    topology = args.federated_topology
+    terminal = args.terminal or load_topology(topology).terminal_names[0]
+    work = Path(tempfile.mkdtemp(prefix="fl-crb-federated-footprint-"))
+    result = federated_terminal(topology, terminal, args.federated_duration, work, cores)
+    shutil.rmtree(work)
+    return {"topology": topology.name, "duration_s": args.federated_duration, **result}
+
+
+def federated_terminal(
+    topology: Path, terminal: str, duration_s: float, work: Path, cores: set[int]
+) -> dict:
+    """Run `fl-crb federate` on `cores` and sample `terminal`'s processes' PSS (every
+    0.2 s) and, as root, their distinct resident pages."""
+    from fl_crb.runtime.memory import PeakSampler
+
+    out = work / "run"
+    processes = TerminalProcesses(out, terminal)
+    log_path = work / "federate.log"
+    pinned = os.sched_getaffinity(0)
+    started = time.monotonic()
+    with PeakSampler(processes, period_s=0.2, count_unique=os.geteuid() == 0) as sampler:
+        os.sched_setaffinity(0, cores)  # inherited by the run; the sampler keeps `pinned`
+        with log_path.open("wb") as log:
+            run = subprocess.Popen(
+                federate_command(topology, duration_s, out), stdout=log, stderr=subprocess.STDOUT
+            )
+        os.sched_setaffinity(0, pinned)
+        try:
+            status = run.wait(timeout=duration_s + 300)
+        except BaseException:
+            run.send_signal(signal.SIGINT)  # it stops what it started
+            run.wait()
+            raise
+    if status != 0:
+        tail = log_path.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"fl-crb federate exited with status {status}; see {out}:\n{tail}")
+    return {
+        "sampled_s": round(time.monotonic() - started, 1),
+        **footprint_report(sampler, processes, out, terminal),
+    }
+
+
+def footprint_report(sampler, processes: TerminalProcesses, out: Path, terminal: str) -> dict:
+    """The sampler's peaks grouped by role, beside the run's own record of the terminal."""
+    roles: dict[str, dict] = {}
+    for pid, peak in sorted(sampler.peak_by_pid.items()):
+        row = roles.setdefault(
+            processes.role(pid),
+            {"processes": 0, "peak_pss_mb": 0.0, "peak_uss_mb": 0.0, "peak_rss_mb": 0.0},
+        )
+        row["processes"] += 1
+        row["peak_pss_mb"] = max(row["peak_pss_mb"], peak.pss_bytes / MiB)
+        row["peak_uss_mb"] = max(row["peak_uss_mb"], peak.uss_bytes / MiB)
+        row["peak_rss_mb"] = max(row["peak_rss_mb"], peak.rss_bytes / MiB)
+    for row in roles.values():
+        row.update(share_pss_mb=0.0, share_rss_mb=0.0, alive_at_peak=0)
+    for member in sampler.at_peak_total:
+        row = roles[processes.role(member.pid)]
+        row["share_pss_mb"] += member.pss_bytes / MiB
+        row["share_rss_mb"] += member.rss_bytes / MiB
+        row["alive_at_peak"] += 1
+    missing = {"terminal party", "SuperNode"} - set(roles)
+    if missing or not any(CLIENTAPP in role or "fresh" in role for role in roles):
+        raise RuntimeError(
+            f"found no {sorted(missing) or 'ClientApp'} of {terminal} in {out} (by command "
+            "line and FLWR_HOME, see TerminalProcesses): did the launcher change how it "
+            "starts them?"
+        )
+    at_peak = sampler.at_peak_total
+    peak_pss = sampler.peak_total_pss_bytes / MiB
+    party = json.loads((out / "parties" / f"{terminal}.json").read_text())
+    return {
+        "terminal": terminal,
+        "samples": sampler.samples,
+        "period_s": sampler.period_s,
+        "aim_pss_mb": PSS_AIM_MB,
+        "peak_total_pss_mb": round(peak_pss, 1),
+        "pss_anon_at_peak_mb": round(sum(m.pss_anon_bytes for m in at_peak) / MiB, 1),
+        "pss_file_at_peak_mb": round(sum(m.pss_file_bytes for m in at_peak) / MiB, 1),
+        "summed_rss_at_peak_mb": round(sum(m.rss_bytes for m in at_peak) / MiB, 1),
+        "peak_summed_rss_mb": round(sampler.peak_total_rss_bytes / MiB, 1),
+        "peak_unique_mb": round(sampler.peak_unique_bytes / MiB, 1)
+        if sampler.count_unique
+        else None,
+        "most_python_processes": processes.most_python_processes,
+        "roles": {
+            role: {k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()}
+            for role, row in roles.items()
+        },
+        "processes": [
+            {
+                "pid": pid,
+                "role": processes.role(pid),
+                "command": peak.command,
+                "peak_pss_mb": round(peak.pss_bytes / MiB, 1),
+                "uss_mb": round(peak.uss_bytes / MiB, 1),
+                "rss_mb": round(peak.rss_bytes / MiB, 1),
+            }
+            for pid, peak in sorted(sampler.peak_by_pid.items())
+        ],
+        "tasks": party["tasks"],
+        "weights_versions_loaded": party.get("weights_versions_loaded"),
+        "uploads": party.get("uploads"),
+    }
+
+
+def print_federated(federated: dict) -> None:
+    """The federated terminal's processes: peaks, shares of the peak total, the aim."""
+    f = federated
+    print(
+        f"\nfederated terminal {f['terminal']} (fl-crb federate --local): every process it "
+        f"runs, PSS polled every {f['period_s']:g} s ({f['samples']} polls in "
+        f"{f['sampled_s']:g} s); it decided "
+        f"{f['tasks']} tasks, loaded weights versions {f['weights_versions_loaded']}, "
+        f"uploaded {f['uploads']} trajectories"
+    )
+    print(f"{'':24} {'':>5} {'peak of one process, MB':>24}   {'at the peak of the total, MB':>28}")
+    columns = f"{'PSS':>8} {'USS':>7} {'RSS':>7}   {'alive':>6} {'PSS':>10} {'RSS':>10}"
+    print(f"{'process':24} {'seen':>5} {columns}")
+    for role, row in f["roles"].items():
+        print(
+            f"{role:24} {row['processes']:5d} {row['peak_pss_mb']:8.1f} {row['peak_uss_mb']:7.1f} "
+            f"{row['peak_rss_mb']:7.1f}   {row['alive_at_peak']:6d} {row['share_pss_mb']:10.1f} "
+            f"{row['share_rss_mb']:10.1f}"
+        )
+    pss, rss = f["peak_total_pss_mb"], f["summed_rss_at_peak_mb"]
+    print(f"{'total':24} {'':>5} {'':>8} {'':>7} {'':>7}   {'':>6} {pss:10.1f} {rss:10.1f}")
+    print(
+        f"summed RSS / PSS at the peak: {rss / pss:.2f} (summed RSS counts each shared page once "
+        f"per process that maps it; its own peak over the run: {f['peak_summed_rss_mb']:.1f} MB)"
+    )
+    print(
+        f"the PSS at its peak: {f['pss_anon_at_peak_mb']:.1f} MB anonymous (heap, stacks), "
+        f"{f['pss_file_at_peak_mb']:.1f} MB file-backed (code, libraries: their pages divided "
+        f"among up to {f['most_python_processes']} Python processes on this machine)"
+    )
+    aim = f["aim_pss_mb"]
+    verdict = "meets" if pss <= aim else "MISSES"
+    ratio = pss / aim
+    print(
+        f"{pss:.1f} MB PSS per federated terminal: {verdict} the {aim:.0f} MB aim ({ratio:.2f} x)"
+    )
+    if f["peak_unique_mb"] is not None:
+        alone = f["peak_unique_mb"]
+        verdict = "within" if alone <= aim else "ABOVE"
+        print(
+            f"on a machine of its own (its distinct resident pages, shared libraries in full, "
+            f"as on a Pi running one terminal): {alone:.1f} MB at its peak, {verdict} the aim "
+            f"({alone / aim:.2f} x)"
+        )
 
 
 def main() -> None:
@@ -260,7 +521,30 @@ def main() -> None:
         help="time decisions under SCHED_FIFO at this priority (root): other programs on a "
         "busy host then cannot preempt them, as on a Pi that runs only its terminal",
     )
+    parser.add_argument(
+        "--federated-only",
+        action="store_true",
+        help="only the federated terminal's PSS, in a real `fl-crb federate` run",
+    )
+    parser.add_argument("--federated-topology", type=Path, default=FEDERATED_TOPOLOGY)
+    parser.add_argument(
+        "--federated-duration", type=float, default=30.0, help="federated run seconds"
+    )
+    parser.add_argument(
+        "--terminal", help="the federated terminal measured (default: the topology's first)"
+    )
     args = parser.parse_args()
+    if args.latency_only and args.federated_only:
+        parser.error("--latency-only and --federated-only exclude each other")
+    cores = os.sched_getaffinity(0)  # the federated run gets them all
+    if args.federated_only:
+        report = {"machine": os.uname().machine, "federated": federated_footprint(args, cores)}
+        if args.json:
+            print(json.dumps(report))
+        else:
+            print(f"{report['machine']}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}")
+            print_federated(report["federated"])
+        return
     os.sched_setaffinity(0, {args.core})
     report: dict = {"machine": os.uname().machine, "core": args.core, "realtime": args.realtime}
     if args.latency_only:
@@ -274,6 +558,7 @@ def main() -> None:
     report["peak_rss_mb"] = round(peak_rss_mb(), 1)
     if not args.latency_only:
         report.update(footprint(args))
+        report["federated"] = federated_footprint(args, cores)
     if args.json:
         print(json.dumps(report))
     else:
@@ -282,7 +567,8 @@ def main() -> None:
 
 def footprint(args) -> dict:
     """Live runs of both policies, start-up times, and the torch reference process."""
-    from fl_crb.runtime.decider import save_weights_file
+    from fl_crb.learn.weights_file import save_weights_file
+    from fl_crb.policies.spec import Baseline, WeightsFile
 
     edges = load_topology(args.topology).mec_params().edges
     history_slots = load_topology(args.topology).mec_params().history_slots
@@ -290,7 +576,11 @@ def footprint(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="fl-crb-footprint-") as work:
         weights = Path(work) / "weights.npz"
         save_weights_file(weights, random_weights(edges), version=1)
-        for name, policy in [("round-robin", "round-robin"), ("crb-drqn", f"crb-drqn:{weights}")]:
+        policies = [
+            ("round-robin", Baseline("round-robin")),
+            ("crb-drqn", WeightsFile(str(weights))),
+        ]
+        for name, policy in policies:
             out = Path(work) / name
             live = live_terminal(args.topology, policy, args.duration, out)
             result["live"][name] = {k: live[k] for k in ("peak_rss_mb", "torch_loaded", "tasks")}
@@ -355,6 +645,8 @@ def print_report(report: dict) -> None:
             f"{name}: {live['peak_rss_mb']:.1f} MB, {ratio:.2f} x the torch reference, "
             f"{verdict} the {RSS_TARGET_MB:.0f} MB target{note}"
         )
+    if "federated" in report:
+        print_federated(report["federated"])
 
 
 if __name__ == "__main__":

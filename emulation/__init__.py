@@ -12,8 +12,8 @@ Modules: `plan` (addresses, routes, paths), `network` (build and life cycle), `s
 (tc and the mechanism choice), `firewall` (the run's iptables chains), `delayd` (the
 delay daemon's build and supervision), `probes` and `verify` (measurements and the
 report), `runstate` (run slots), `teardown` (ordered undo and cleanup); for whole runs:
-`placement` (processes on hosts), `run` (one emulation run), `federated` (the federated
-data plane), `pretrain` (the default policy), `monitor` (progress, Ctrl-C, `--cli`),
+`placement` (processes on hosts), `run` (one emulation run), `data_plane` (its parties
+and federation), `pretrain` (the default policy), `monitor` (progress, Ctrl-C, `--cli`),
 `counters` (interface bytes, memory), `collect`, `report` and `plots` (the run folder).
 
 Nothing is imported here: import each name from its module (`from emulation.network

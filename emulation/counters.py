@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from emulation.teardown import namespace_inode, namespace_members
-from fl_crb.runtime.decider import AGENT_PREFIX
+from fl_crb.policies.spec import Baseline, PolicySpec
 
 if TYPE_CHECKING:
     from emulation.network import EmulatedNetwork
@@ -127,15 +127,15 @@ def _rss_bytes(pid: int) -> int:
     return 0
 
 
-def check_memory(policy: str, terminals: int) -> None:
+def check_memory(policy: PolicySpec, terminals: int) -> None:
     """Refuse a run whose learned-policy terminals cannot fit in the available memory."""
-    if not policy.startswith(AGENT_PREFIX):
+    if isinstance(policy, Baseline):
         return
     needed = terminals * AGENT_TERMINAL_RSS_BYTES
     available = _available_memory_bytes()
     if available is not None and needed > available:
         raise ValueError(
-            f"policy {policy}: {terminals} CRB-DRQN terminals need about "
+            f"policy {policy.describe()}: {terminals} CRB-DRQN terminals need about "
             f"{needed / 2**30:.1f} GiB (party and SuperNode, ~{AGENT_TERMINAL_RSS_BYTES >> 20} "
             f"MiB each), but {available / 2**30:.1f} GiB are available; use fewer terminals "
             "or a baseline policy"

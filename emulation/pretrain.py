@@ -116,9 +116,9 @@ def _train_and_export(
     from fl_crb.learn.features import FeatureScale
     from fl_crb.learn.greedy import GreedyPolicy
     from fl_crb.learn.qnetwork import QNetwork, weights_to_numpy
+    from fl_crb.learn.weights_file import save_weights_file
     from fl_crb.mec.simulator import MECSimulator
     from fl_crb.policies.evaluation import evaluate_policy
-    from fl_crb.runtime.decider import save_weights_file
     from fl_crb.training.checkpoint import load_networks
     from fl_crb.training.config import TrainConfig, validation_seed
     from fl_crb.training.run import TrainingRun, read_best

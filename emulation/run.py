@@ -10,8 +10,9 @@
    is a process in its own host, the terminals do not pace their uplinks (the emulated
    link shapes them: a task's bytes are written when it reaches the head of the uplink
    and the 14 Mbit/s link decides when they arrive). The coordinator is one call,
-   `DATA_PLANES[config.data_plane](local_config, placement)`: `local` (`run_local`) or
-   `federated` (`emulation.federated`: the federated run, with the same placement);
+   `DATA_PLANES[type(config.run)](config.run, placement)`: a `LocalRunConfig` runs with
+   `run_local`, a `FederatedRunConfig` with `run_federated` (`emulation.data_plane`:
+   the federated run, with the same placement);
 4. while it runs, prints progress, samples the parties' memory and checks the delay
    daemon (`emulation.monitor`); with `cli` it opens Mininet's CLI instead, everything
    running;
@@ -20,15 +21,18 @@
    `emulation.report`);
 6. tears everything down on success, error, Ctrl-C or SIGTERM (`EmulatedNetwork`'s exit).
 
+`EmulationConfig` composes: `run` is the data plane's whole config (a `LocalRunConfig`,
+or a `FederatedRunConfig` embedding one), beside the network's and the link check's.
+
 The run folder is the data plane's (run.json, tasks.csv, summary.json, parties/, logs/,
-config/; see `fl_crb.runtime.local_run`, so `fl-crb compare-sim DIR` works on it) plus
+config/; see `fl_crb.runtime.local_run`, so `fl-crb compare-sim DIR` works on it; at the
+end run.json gains the whole `EmulationConfig` under "emulation") plus
 links.md/json, network.log, interfaces.csv, terminals.csv, timeline.csv,
 compare-sim.json, emulation.json, report.md and plots/.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -46,58 +50,35 @@ from emulation.counters import (
     counters_rows,
     host_counters,
 )
-from emulation.federated import EMULATION_POLL_S, run_federated_plane
 from emulation.monitor import DataPlaneThread, Progress, watch
 from emulation.network import EmulatedNetwork, NetworkConfig
 from emulation.placement import MininetPlacement
 from emulation.report import EmulationReport, write_report
 from emulation.teardown import namespace_inode, sigterm_as_interrupt
 from emulation.verify import LinkVerificationError, VerifyConfig, verify_links
-from fl_crb.policies.baselines import BASELINES
-from fl_crb.runtime.config import run_topology
-from fl_crb.runtime.decider import AGENT_PREFIX
+from fl_crb.federation.deploy.federated_run import run_federated
+from fl_crb.federation.deploy.run_config import FederatedRunConfig
+from fl_crb.policies.spec import Federated, TrainedRun, WeightsFile
 from fl_crb.runtime.local_run import RUN_FILE, LocalRunConfig, run_local
+from fl_crb.runtime.party import write_json
 from fl_crb.runtime.placement import Placement
 
-DataPlane = Callable[[LocalRunConfig, Placement], Coroutine[Any, Any, dict[str, object]]]
+DataPlane = Callable[[Any, Placement], Coroutine[Any, Any, dict[str, object]]]
 """A coordinator that starts every party through a placement and returns its summary."""
-DATA_PLANES: dict[str, DataPlane] = {"local": run_local, "federated": run_federated_plane}
-"""Coordinators by name: `local` is the runtime's data plane (edge servers and terminals,
-with fixed weights for CRB-DRQN); `federated` adds the federation (`emulation.federated`)."""
+DATA_PLANES: dict[type, DataPlane] = {LocalRunConfig: run_local, FederatedRunConfig: run_federated}
+"""Coordinators by the type of the data plane's config: a `LocalRunConfig` is the runtime's
+data plane (edge servers and terminals, with fixed weights for CRB-DRQN); a
+`FederatedRunConfig` adds the federation around the same parties (`emulation.data_plane`)."""
 
 
 @dataclass(frozen=True)
 class EmulationConfig:
     """One emulation run."""
 
-    topology_path: str
-    """Topology YAML file."""
-    policy: str
-    """A baseline name or `crb-drqn:WEIGHTS.npz` (the command resolves the default)."""
-    duration_s: float
-    """Seconds of task arrivals; the run then drains for τ + 2 slots."""
-    out_dir: str
-    """Run folder: created, must not exist or be empty."""
-    terminals_override: int | None = None
-    """Terminal count replacing the file's, or None."""
-    arrival_rate_override_bps: float | None = None
-    """Offered load per terminal replacing the file's (bit/s), or None."""
-    seed: int = 0
-    """Workload seed."""
-    realtime_priority: int | None = 5
-    """SCHED_FIFO priority of the parties once READY, below the delay daemon's 10, so a
-    busy host does not delay their slot boundaries; None: normal scheduling."""
-    data_plane: str = "local"
-    """Which coordinator of `DATA_PLANES` runs the parties."""
-    federation_min_pool: int = 32
-    """Federated data plane: trajectories the authority's pool must hold before the edge
-    learners get batches (`FederatedRunConfig.min_pool_trajectories`)."""
-    federation_round_period_s: float = 2.0
-    """Federated data plane: seconds between the starts of the authority's rounds
-    (`FederatedRunConfig.round_period_s`)."""
-    federation_poll_s: float = EMULATION_POLL_S
-    """Federated data plane: the SuperNodes' idle pull period
-    (`FederatedRunConfig.supernode_idle_poll_s`; see `EMULATION_POLL_S` for the default)."""
+    run: LocalRunConfig | FederatedRunConfig
+    """The data plane: its parties as a local run has them, or a federated run around
+    those parties (`emulation.data_plane` builds both). The parties must not pace their
+    uplinks: the emulated links shape them."""
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     """Link check before the run (tolerances 10% latency, 15% bandwidth)."""
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -111,33 +92,35 @@ class EmulationConfig:
     notes: tuple[str, ...] = ()
     """Lines the report repeats about how the run was set up (e.g. the pre-training)."""
 
+    def __post_init__(self) -> None:
+        parties = self.parties
+        if parties.pace_uplink:
+            raise ValueError(
+                "an emulation's parties must not pace their uplinks (pace_uplink False): the "
+                "emulated links shape them; build them with emulation.data_plane's "
+                "emulation_parties"
+            )
+        if isinstance(self.run, LocalRunConfig) and isinstance(parties.policy, Federated):
+            raise ValueError(
+                f"policy {parties.policy.describe()} needs the federation: give a "
+                "FederatedRunConfig as the data plane (emulation.data_plane)"
+            )
+
+    @property
+    def parties(self) -> LocalRunConfig:
+        """The data plane's edge servers and terminals."""
+        return self.run if isinstance(self.run, LocalRunConfig) else self.run.parties
+
 
 def run_emulation(config: EmulationConfig) -> EmulationReport:
     """Run one emulation (see the module docstring); returns what the report shows."""
-    out = Path(config.out_dir)
+    parties = config.parties
+    out = Path(parties.out_dir)
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"run folder {out} is not empty; give a new folder for each run")
-    if config.data_plane not in DATA_PLANES:
-        raise ValueError(f"data plane {config.data_plane!r}; expected one of {list(DATA_PLANES)}")
-    for name in ("federation_round_period_s", "federation_poll_s"):
-        if not getattr(config, name) > 0:
-            raise ValueError(f"{name} must be > 0 s, got {getattr(config, name)!r}")
-    topology = run_topology(
-        config.topology_path, config.terminals_override, config.arrival_rate_override_bps
-    )
-    _check_policy(config.policy)
-    check_memory(config.policy, topology.terminal_count)
-    local = LocalRunConfig(
-        topology_path=config.topology_path,
-        terminals_override=config.terminals_override,
-        arrival_rate_override_bps=config.arrival_rate_override_bps,
-        policy=config.policy,
-        duration_s=config.duration_s,
-        out_dir=str(out),
-        seed=config.seed,
-        pace_uplink=False,
-        realtime_priority=config.realtime_priority,
-    )
+    topology = parties.target.topology()
+    _check_start(config)
+    check_memory(parties.policy, topology.terminal_count)
     log_lines = _capture_log()
     timings: dict[str, float] = {}
     load_before = os.getloadavg()[0]
@@ -154,13 +137,15 @@ def run_emulation(config: EmulationConfig) -> EmulationReport:
                 links.write(out)
                 raise LinkVerificationError(links)
             print(f"links verified in {timings['link_verify_s']:.1f} s; starting "
-                  f"{len(net.hosts()) - 1} parties ({config.policy})", flush=True)  # fmt: skip
-            measured = _run_parties(net, config, local, timings)
+                  f"{len(net.hosts()) - 1} parties ({parties.policy.describe()})",
+                  flush=True)  # fmt: skip
+            measured = _run_parties(net, config, timings)
             teardown_started = time.monotonic()
         timings["teardown_s"] = time.monotonic() - teardown_started
     finally:
         logging.getLogger("emulation").removeHandler(log_lines)
     links.write(out)
+    _record_emulation(out, config)
     (out / "network.log").write_text("\n".join(log_lines.lines) + "\n")
     mark = time.monotonic()
     collected = collect(
@@ -191,36 +176,37 @@ def run_emulation(config: EmulationConfig) -> EmulationReport:
     return report
 
 
-def _check_policy(policy: str) -> None:
-    """Refuse an unknown policy or a missing weights file before building the network."""
-    if policy.startswith(AGENT_PREFIX):
-        path = Path(policy[len(AGENT_PREFIX) :])
-        if not path.is_file():
-            raise ValueError(f"policy {policy!r}: weights file {path} does not exist")
-    elif policy not in BASELINES:
-        raise ValueError(
-            f"unknown policy {policy!r}; choose crb-drqn, {AGENT_PREFIX}WEIGHTS.npz or a "
-            f"baseline ({', '.join(BASELINES)})"
-        )
+def _check_start(config: EmulationConfig) -> None:
+    """Refuse a missing weights file, a trained run live terminals cannot use, or starting
+    weights of other widths than the federation's learners, before building the network."""
+    from fl_crb.training.start_weights import resolve_widths, trained_crb_drqn
+
+    policy = config.parties.policy
+    start = policy.start if isinstance(policy, Federated) else policy
+    if isinstance(start, WeightsFile) and not Path(start.path).is_file():
+        raise ValueError(f"policy {policy.describe()}: weights file {start.path} does not exist")
+    if isinstance(config.run, FederatedRunConfig) and start is not None:
+        learner = config.run.method.learner
+        resolve_widths(start, learner.hidden, learner.lstm_hidden)
+    elif isinstance(start, TrainedRun):
+        trained_crb_drqn(start)
 
 
-def _run_parties(
-    net: EmulatedNetwork, config: EmulationConfig, local: LocalRunConfig, timings: dict
-) -> dict[str, Any]:
+def _record_emulation(out: Path, config: EmulationConfig) -> None:
+    """Add the whole emulation config to the data plane's run.json (under "emulation")."""
+    path = out / RUN_FILE
+    if path.is_file():
+        write_json(path, {**json.loads(path.read_text()), "emulation": _config_dict(config)})
+
+
+def _run_parties(net: EmulatedNetwork, config: EmulationConfig, timings: dict) -> dict[str, Any]:
     """Run the data plane on the hosts; the counters, memory and summary it left."""
-    out = Path(local.out_dir)
+    out = Path(config.parties.out_dir)
     memory = PartyMemory(net)
     before = host_counters(net)
     daemon_before = net.delay_daemon_load()
-    coordinator = DATA_PLANES[config.data_plane]
-    if config.data_plane == "federated":
-        coordinator = functools.partial(
-            coordinator,
-            min_pool_trajectories=config.federation_min_pool,
-            round_period_s=config.federation_round_period_s,
-            poll_s=config.federation_poll_s,
-        )
-    runner = DataPlaneThread(coordinator(local, MininetPlacement(net)))
+    coordinator = DATA_PLANES[type(config.run)]
+    runner = DataPlaneThread(coordinator(config.run, MininetPlacement(net)))
     progress = Progress(net, out, memory, before, net.topology.slot_s)
     mark, wall_start = time.monotonic(), time.time()
     runner.start()

@@ -18,7 +18,11 @@ import pytest
 
 from emulation.collect import agreement_reasons, timeline, transfer_lag, weights_version
 from emulation.counters import check_memory, read_net_dev
+from emulation.data_plane import emulated_federation, emulation_parties
 from emulation.pretrain import PretrainConfig, cache_key, pretrained_weights
+from fl_crb.learn.method_config import MethodConfig
+from fl_crb.policies.spec import Baseline, Federated, WeightsFile
+from fl_crb.runtime.config import RunTarget
 from fl_crb.runtime.tasklog import read_task_table
 from fl_crb.topology import load_topology
 from tests.test_emulation_network import leftovers, real_network
@@ -104,13 +108,13 @@ def test_interface_counters_come_from_the_namespace_of_a_pid() -> None:
 
 
 def test_learned_terminals_beyond_the_memory_are_refused() -> None:
-    check_memory("round-robin", 10**6)  # baseline parties are small: never refused
-    with pytest.raises(ValueError, match=r"10000 CRB-DRQN terminals need about .* GiB"):
-        check_memory("crb-drqn:weights.npz", 10_000)
+    check_memory(Baseline("round-robin"), 10**6)  # baseline parties are small: never refused
+    with pytest.raises(ValueError, match=r"crb-drqn:weights.npz: 10000 CRB-DRQN terminals need"):
+        check_memory(WeightsFile("weights.npz"), 10_000)
 
 
 def test_pretrained_weights_are_trained_once_then_reused(tmp_path: Path) -> None:
-    from fl_crb.runtime.decider import read_weights_file
+    from fl_crb.learn.weights_file import read_weights_file
 
     config = tiny_pretraining(tmp_path)
     first = pretrained_weights(TINY, None, None, config)
@@ -132,10 +136,7 @@ def emulated(tmp_path_factory: pytest.TempPathFactory):
 
     out = tmp_path_factory.mktemp("emulate") / "run"
     config = EmulationConfig(
-        topology_path=TINY,
-        policy="round-robin",
-        duration_s=20.0,
-        out_dir=str(out),
+        run=emulation_parties(RunTarget(TINY, 20.0), Baseline("round-robin"), str(out)),
         verify=VerifyConfig(transfer_s=1, omit_s=1),
         progress_every_s=60.0,
     )
@@ -219,7 +220,8 @@ def test_links_off_their_settings_refuse_the_run(tmp_path: Path) -> None:
 
     strict = VerifyConfig(latency_tolerance=1e-4, latency_floor_s=0.0, transfer_s=1, omit_s=1)
     out = tmp_path / "refused"
-    config = EmulationConfig(TINY, "round-robin", 5.0, str(out), verify=strict)
+    parties = emulation_parties(RunTarget(TINY, 5.0), Baseline("round-robin"), str(out))
+    config = EmulationConfig(parties, verify=strict)
     with pytest.raises(LinkVerificationError, match="refusing to run"):
         run_emulation(config)
     assert (out / "links.md").is_file() and "FAIL" in (out / "links.md").read_text()
@@ -238,14 +240,11 @@ def test_federated_emulation_fills_the_pool_and_brings_weights_to_terminals(
 
     weights = pretrained_weights(TINY, None, None, tiny_pretraining(tmp_path)).weights_path
     out = tmp_path / "run"
+    policy = Federated(WeightsFile(str(weights)))
+    parties = emulation_parties(RunTarget(TINY, 45.0), policy, str(out))
     report = run_emulation(
         EmulationConfig(
-            TINY,
-            f"crb-drqn:{weights}",
-            45.0,
-            str(out),
-            data_plane="federated",
-            federation_min_pool=8,
+            emulated_federation(parties, method=MethodConfig(min_pool_trajectories=8)),
             verify=VerifyConfig(transfer_s=1, omit_s=1),
             progress_every_s=60.0,
         )
@@ -255,6 +254,9 @@ def test_federated_emulation_fills_the_pool_and_brings_weights_to_terminals(
     assert federation["rounds"] >= 3 and federation["uploads_rejected"] == {}
     assert federation["uploads_accepted"] == federation["pool_size"] > 8
     assert min(federation["edge_versions"].values()) > 0, "edge learners trained"
+    recorded = json.loads((out / "run.json").read_text())  # the whole composed config
+    assert recorded["emulation"]["run"] == recorded["federated"]
+    assert recorded["federated"]["method"]["min_pool_trajectories"] == 8
     versions = {
         host: {int(label.split("@")[1]) for label in labels}
         for host, labels in _labels_by_terminal(read_task_table(out / "tasks.csv")).items()
@@ -279,7 +281,8 @@ def test_pretrained_crb_drqn_decides_on_the_hosts(tmp_path: Path) -> None:
 
     weights = pretrained_weights(TINY, None, None, tiny_pretraining(tmp_path)).weights_path
     out = tmp_path / "run"
-    report = run_emulation(EmulationConfig(TINY, f"crb-drqn:{weights}", 15.0, str(out)))
+    parties = emulation_parties(RunTarget(TINY, 15.0), WeightsFile(str(weights)), str(out))
+    report = run_emulation(EmulationConfig(parties))
     assert report.summary["failed_parties"] == []
     table = read_task_table(out / "tasks.csv")
     assert len(table) and set(table.decided_by.tolist()) == {"crb-drqn@2"}

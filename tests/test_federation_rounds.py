@@ -27,11 +27,8 @@ from fl_crb.federation.crypto import (
     overhead_bytes,
     public_key_bytes,
 )
-from fl_crb.federation.deploy.federated_run import (
-    FederatedRunConfig,
-    federated_parties,
-    run_federated,
-)
+from fl_crb.federation.deploy.federated_run import run_federated
+from fl_crb.federation.deploy.run_config import FederatedRunConfig, federated_parties
 from fl_crb.federation.mailbox import (
     EdgeMailbox,
     TerminalMailbox,
@@ -42,7 +39,16 @@ from fl_crb.federation.mailbox import (
     weights_version,
 )
 from fl_crb.federation.serialization import encode_weights
-from fl_crb.runtime.config import FederatedTerminal, load_config, save_config
+from fl_crb.learn.learner_config import LearnerConfig
+from fl_crb.learn.method_config import MethodConfig, TerminalAgentConfig
+from fl_crb.policies.spec import Baseline, Federated, TrainedRun, WeightsFile
+from fl_crb.runtime.config import (
+    FederatedTerminal,
+    RunTarget,
+    config_from_dict,
+    load_config,
+    save_config,
+)
 from fl_crb.runtime.local_run import LocalRunConfig
 
 TINY = str(Path(__file__).parent.parent / "topologies" / "tiny.yaml")
@@ -117,35 +123,33 @@ def test_injected_faults_are_each_refused_with_their_code(tmp_path):
 def test_terminal_config_carries_its_federation_settings(tmp_path):
     from fl_crb.runtime.config import Address, RunSpec, TerminalConfig
 
-    spec = RunSpec(1, TINY, None, None, 10, 20, 0, 0.025)
-    federation = FederatedTerminal("t1", "/m/t1", "/k/t1.pem", "ab" * 32, "cd" * 16, 0.2)
-    config = TerminalConfig(
-        spec,
-        0,
-        (Address("127.0.0.1", 1),),
-        "crb-drqn-federated",
-        True,
-        4,
-        "a",
-        "b",
-        federation=federation,
-    )
-    save_config(config, tmp_path / "t1.json")
-    assert load_config(tmp_path / "t1.json", TerminalConfig) == config
+    spec = RunSpec(1, RunTarget(TINY, 1.0, seed=5), 10, 20, 0.025)
+    agent = TerminalAgentConfig(hidden=24, lstm_hidden=8)
+    federation = FederatedTerminal("t1", "/m/t1", "/k/t1.pem", "ab" * 32, "cd" * 16, agent, 0.2)
+    for policy in (Federated(TrainedRun("runs/x")), Federated(WeightsFile("w.npz")), Federated()):
+        config = TerminalConfig(
+            spec, 0, (Address("127.0.0.1", 1),), policy, True, 4, "a", "b", federation=federation
+        )
+        save_config(config, tmp_path / "t1.json")
+        assert load_config(tmp_path / "t1.json", TerminalConfig) == config
 
 
 def _parties(out: Path, duration_s: float, rate_bps: float | None = None) -> LocalRunConfig:
     """The data plane of a federated run on tiny, as `fl-crb federate` builds it."""
-    return federated_parties(TINY, duration_s, str(out), arrival_rate_override_bps=rate_bps)
+    target = RunTarget(TINY, duration_s, arrival_rate_override_bps=rate_bps)
+    return federated_parties(target, str(out))
 
 
 def test_bad_federated_settings_are_refused_before_any_process(tmp_path):
     with pytest.raises(ValueError, match=r"round period must be > 0 s, got 0"):
         FederatedRunConfig(_parties(tmp_path / "a", 5.0), round_period_s=0)
-    with pytest.raises(
-        ValueError, match=r"parties.policy must be 'crb-drqn-federated'.*got 'round-robin'"
-    ):
-        FederatedRunConfig(replace(_parties(tmp_path / "a", 5.0), policy="round-robin"))
+    with pytest.raises(ValueError, match=r"supernode idle poll must be > 0 s, got 0"):
+        FederatedRunConfig(_parties(tmp_path / "a", 5.0), supernode_idle_poll_s=0)
+    with pytest.raises(ValueError, match=r"parties.policy must be Federated.*got 'round-robin'"):
+        FederatedRunConfig(replace(_parties(tmp_path / "a", 5.0), policy=Baseline("round-robin")))
+    with pytest.raises(ValueError, match=r"terminal_code_bits must be 0 in a federated run"):
+        coded = MethodConfig(learner=LearnerConfig(terminal_code_bits=4))
+        FederatedRunConfig(_parties(tmp_path / "a", 5.0), method=coded)
     config = FederatedRunConfig(_parties(tmp_path / "b", 5.0), upload_faults=(("t9", "x@1"),))
     with pytest.raises(ValueError, match=r"upload faults name \['t9'\], which are not terminals"):
         asyncio.run(run_federated(config))
@@ -159,8 +163,8 @@ def _config(out: Path, duration_s: float, **extra) -> FederatedRunConfig:
     terminal arrive within ~10 s, 1 s rounds, training from 4 pooled trajectories."""
     return FederatedRunConfig(
         _parties(out, duration_s, rate_bps=5e6),
+        method=MethodConfig(min_pool_trajectories=4),
         round_period_s=1.0,
-        min_pool_trajectories=4,
         **extra,
     )
 
@@ -256,11 +260,10 @@ def test_federated_decider_explores_then_acts_with_delivered_weights_and_seals_u
         str(tmp_path / "t1.pem"),
         public_key_bytes(authority).hex(),
         run_id.hex(),
+        agent=TerminalAgentConfig(),
         epsilon=0.0,
     )
-    decider = make_federated_decider(
-        "crb-drqn-federated", params, 4, 0, seed=3, federation=federation
-    )
+    decider = make_federated_decider(Federated(), params, 4, 0, seed=3, federation=federation)
     rng = np.random.default_rng(0)
 
     def observation() -> TerminalObservation:
@@ -294,15 +297,17 @@ def test_only_the_federation_terminal_builds_the_federated_decider():
     """Guards the layering: the runtime (below the federation) refuses the federated policy
     and names the module that runs it; the federation's factory passes the others on."""
     from fl_crb.federation.terminal import MODULE, make_federated_decider
-    from fl_crb.runtime.decider import FEDERATED_POLICY, BaselineDecider, make_decider
+    from fl_crb.runtime.decider import BaselineDecider, make_decider
     from fl_crb.topology import load_topology
 
     params = load_topology(TINY).mec_params()
     with pytest.raises(ValueError, match=f"python -m {MODULE} CONFIG.json"):
-        make_decider(FEDERATED_POLICY, params, 4, 0, seed=3)
+        make_decider(Federated(), params, 4, 0, seed=3)
     with pytest.raises(ValueError, match="needs the terminal config's federation settings"):
-        make_federated_decider(FEDERATED_POLICY, params, 4, 0, seed=3)
-    baseline = make_federated_decider("round-robin", params, 4, 0, seed=3)
+        make_federated_decider(Federated(), params, 4, 0, seed=3)
+    with pytest.raises(ValueError, match="a live terminal cannot decide with policy runs/x"):
+        make_decider(TrainedRun("runs/x"), params, 4, 0, seed=3)
+    baseline = make_federated_decider(Baseline("round-robin"), params, 4, 0, seed=3)
     assert isinstance(baseline, BaselineDecider) and baseline.label == "round-robin"
 
 
@@ -312,23 +317,31 @@ def test_edge_service_starts_from_given_weights_and_publishes_each_trained_batch
     from fl_crb.federation.serialization import decode_weights, encode_trajectory
     from fl_crb.learn.pool import Trajectory
     from fl_crb.learn.qnetwork import QNetwork, weights_to_numpy
-    from fl_crb.runtime.decider import save_weights_file
+    from fl_crb.learn.weights_file import save_weights_file
     from fl_crb.topology import load_topology
 
     params = load_topology(TINY).mec_params()
     start = weights_to_numpy(QNetwork(params.edges, params.history_slots))
     save_weights_file(tmp_path / "start.npz", start, version=5)
-    files = start_weights_files(str(tmp_path / "start.npz"), params, tmp_path)
-    assert files == [str(tmp_path / "start.npz")] * 2
-    with pytest.raises(ValueError, match="neither a weights file nor a training run folder"):
-        start_weights_files(str(tmp_path), params, tmp_path)
+    weights = WeightsFile(str(tmp_path / "start.npz"))
+    files = start_weights_files(weights, MethodConfig(), params, tmp_path)
+    assert files == [str((tmp_path / "start.npz").resolve())] * 2
+    wider = MethodConfig(learner=replace(MethodConfig().learner, hidden=128))
+    with pytest.raises(
+        ValueError,
+        match=r"--hidden 128 does not fit --policy crb-drqn:.*start\.npz, whose networks have "
+        r"--hidden 64 and --lstm-hidden 32",
+    ):
+        start_weights_files(weights, wider, params, tmp_path)
 
+    method = MethodConfig()
     config = EdgeServiceConfig(
         "edge1",
         str(tmp_path / "edge1"),
         params.edges,
         params.history_slots,
-        4,
+        method.trajectory_length,
+        method.learner,
         str(tmp_path / "edge1.json"),
         initial_weights_path=files[0],
     )
@@ -356,3 +369,61 @@ def test_edge_service_starts_from_given_weights_and_publishes_each_trained_batch
     assert weights_version(service.mailbox.published_weights()) == 3
     assert service.summary()["batch_files"] == 1 and service.summary()["refused_files"] == 1
     assert service.mailbox.waiting() == []
+
+
+# -- a federated run from any trained run ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def narrow_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`fl-crb train` on tiny with networks narrower than the defaults (24 wide, LSTM 8)."""
+    from fl_crb.cli import main as cli_main
+
+    run = tmp_path_factory.mktemp("train") / "narrow"
+    argv = ["train", "--topology", TINY, "--episodes", "2", "--slots", "20", "--seed", "1"]
+    assert cli_main([*argv, "--hidden", "24", "--lstm-hidden", "8", "--out", str(run)]) == 0
+    return run
+
+
+def test_width_flags_that_disagree_with_the_trained_run_are_refused_naming_both(
+    narrow_run, tmp_path, capsys
+):
+    from fl_crb.cli import main as cli_main
+
+    out = tmp_path / "run"
+    argv = ["federate", "--topology", TINY, "--local", "--duration", "5s", "--out", str(out)]
+    assert cli_main([*argv, "--policy", str(narrow_run), "--hidden", "32"]) == 2
+    error = capsys.readouterr().err
+    expected = f"--hidden 32 does not fit --policy {narrow_run}, whose networks have --hidden 24 "
+    assert expected + "and --lstm-hidden 8; leave --hidden out" in error
+    assert not out.exists()
+
+
+def test_federated_run_starts_from_a_trained_run_with_its_own_widths(narrow_run, tmp_path, capsys):
+    """A run trained with --hidden 24 --lstm-hidden 8 starts a real federated run (real
+    Flower processes): the edge learners and the terminals take its widths from its
+    run.json, no width flag given, and run.json records the whole composed config."""
+    from fl_crb.cli import main as cli_main
+
+    out = tmp_path / "run"
+    argv = ["federate", "--topology", TINY, "--local", "--duration", "15s", "--rate", "5Mbps"]
+    argv += ["--min-pool", "4", "--round-period", "1s", "--policy", str(narrow_run)]
+    assert cli_main([*argv, "--out", str(out)]) == 0, capsys.readouterr().err
+    brief = json.loads(capsys.readouterr().out)
+    assert brief["failed_parties"] == [] and brief["rounds"] >= 1
+    assert brief["learner_widths"] == {"edge1": [24, 8], "edge2": [24, 8]}
+    federation = json.loads((out / "summary.json").read_text())["federation"]
+    assert {h: t["network_widths"] for h, t in federation["terminals"].items()} == {
+        f"t{d}": [24, 8] for d in range(1, 5)
+    }
+    for host, terminal in federation["terminals"].items():  # the trained run's weights, then
+        assert "crb-drqn@0" in terminal["tasks_by_decider"], host  # the federation's
+
+    recorded = json.loads((out / "run.json").read_text())["federated"]
+    config = config_from_dict(FederatedRunConfig, recorded, "run.json: federated")
+    assert config.parties.policy == Federated(TrainedRun(str(narrow_run)))
+    assert (config.method.learner.hidden, config.method.learner.lstm_hidden) == (24, 8)
+    assert config.method.min_pool_trajectories == 4 and config.round_period_s == 1.0
+    assert config.parties.target == RunTarget(TINY, 15.0, arrival_rate_override_bps=5e6)
+    service = json.loads((out / "config" / "edge1.learner.json").read_text())
+    assert (service["learner"]["hidden"], service["learner"]["lstm_hidden"]) == (24, 8)

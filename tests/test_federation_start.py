@@ -5,7 +5,7 @@ import numpy as np
 from fl_crb.federation.deploy.run_support import hand_out_starting_weights
 from fl_crb.federation.mailbox import TerminalMailbox, weights_version
 from fl_crb.federation.serialization import decode_weights
-from fl_crb.runtime.decider import save_weights_file
+from fl_crb.learn.weights_file import save_weights_file
 
 
 def test_each_terminal_gets_its_managing_edges_starting_weights_as_version_0(tmp_path):

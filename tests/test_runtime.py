@@ -10,6 +10,7 @@ import math
 import os
 import time
 import zlib
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +21,22 @@ from fl_crb.mec import MECSimulator
 from fl_crb.mec.observation import TerminalObservation
 from fl_crb.mec.workload import draw_arrivals
 from fl_crb.policies.baselines import make_baseline
+from fl_crb.policies.spec import Baseline
 from fl_crb.runtime.clock import SlotClock
-from fl_crb.runtime.config import Address, EdgeConfig, RunSpec, TerminalConfig, load_config
+from fl_crb.runtime.config import (
+    Address,
+    EdgeConfig,
+    RunSpec,
+    RunTarget,
+    TerminalConfig,
+    config_from_dict,
+    load_config,
+)
 from fl_crb.runtime.decider import BaselineDecider
 from fl_crb.runtime.edge_queues import EdgeProcessor
 from fl_crb.runtime.edge_server import EdgeServer
 from fl_crb.runtime.load_board import LoadBoard
+from fl_crb.runtime.local_run import LocalRunConfig
 from fl_crb.runtime.protocol import (
     ErrorNotice,
     Hello,
@@ -184,7 +195,7 @@ def test_a_bad_party_config_names_the_file_and_the_field(tmp_path):
     with pytest.raises(ValueError, match=r"edge.json: run.run_id: missing"):
         load_config(path, EdgeConfig)
     spec = _spec(end_slot=5)
-    good = {"run": spec.__dict__, "edge": "one", "listen": {"host": "h", "port": 1}}
+    good = {"run": asdict(spec), "edge": "one", "listen": {"host": "h", "port": 1}}
     path.write_text(json.dumps({**good, "summary_path": "x"}))
     with pytest.raises(ValueError, match=r"edge.json: edge: expected int, got 'one'"):
         load_config(path, EdgeConfig)
@@ -201,12 +212,9 @@ def test_a_bad_party_config_names_the_file_and_the_field(tmp_path):
 def _spec(end_slot: int) -> RunSpec:
     return RunSpec(
         run_id=4242,
-        topology_path=TINY,
-        terminals_override=None,
-        arrival_rate_override_bps=None,
+        target=RunTarget(TINY, duration_s=end_slot * 0.1),
         arrival_slots=end_slot,
         end_slot=end_slot,
-        seed=0,
         overrun_threshold_s=0.025,
     )
 
@@ -318,6 +326,12 @@ def test_short_local_run_of_real_processes_agrees_with_the_simulator(tmp_path, c
     assert code == 0 and summary["failed_parties"] == []
     for name in ("run.json", "summary.json", "tasks.csv", "topology.yaml"):
         assert (out / name).is_file()
+    recorded = json.loads((out / "run.json").read_text())  # the whole composed config
+    local = config_from_dict(LocalRunConfig, recorded["local"], "run.json: local")
+    assert local.target == RunTarget(TINY, 5.0, arrival_rate_override_bps=4e6, seed=3)
+    assert local.policy == Baseline("random") and recorded["local"]["policy"]["kind"] == "baseline"
+    assert config_from_dict(RunSpec, recorded["run"], "run.json: run").target.seed == 3
+    assert summary["policy"] == "random"
     parties = ["edge1", "edge2", "t1", "t2", "t3", "t4"]
     for party in parties:
         assert (out / "logs" / f"{party}.log").is_file()
@@ -356,14 +370,16 @@ def test_agent_decider_acts_greedily_and_reloads_weights_when_the_file_changes(t
     torch = pytest.importorskip("torch")
     from fl_crb.learn.features import FeatureScale, encode_one
     from fl_crb.learn.qnetwork import QNetwork, weights_to_numpy
-    from fl_crb.runtime.decider import make_decider, save_weights_file
+    from fl_crb.learn.weights_file import save_weights_file
+    from fl_crb.policies.spec import WeightsFile
+    from fl_crb.runtime.decider import make_decider
 
     params = load_topology(TINY).mec_params()
     path = tmp_path / "weights.npz"
     torch.manual_seed(0)
     first, second = QNetwork(2, 10), QNetwork(2, 10)
     save_weights_file(path, weights_to_numpy(first), version=7)
-    decider = make_decider(f"crb-drqn:{path}", params, 4, 1, seed=0, trajectory_path=None)
+    decider = make_decider(WeightsFile(str(path)), params, 4, 1, seed=0, trajectory_path=None)
     assert decider.label == "crb-drqn@7"
     scale = FeatureScale.from_params(params, 4)
     rng = np.random.default_rng(0)
@@ -396,3 +412,25 @@ def test_agent_decider_acts_greedily_and_reloads_weights_when_the_file_changes(t
         decider.resolved(task_id, -3.0)
     facts = decider.finish()
     assert facts["weights_loads"] == 2 and facts["trajectories"] >= 2
+
+
+def test_a_trained_run_gives_each_live_terminal_its_managing_edges_network(tmp_path, capsys):
+    """`--policy RUN_DIR` of a local run: the coordinator exports the run's per-edge
+    networks, of the run's own widths, and each terminal acts with its managing edge's."""
+    from fl_crb.learn.weights_file import network_widths, read_weights_file
+    from fl_crb.policies.spec import TrainedRun, WeightsFile
+    from fl_crb.runtime.local_run import terminal_policies
+
+    run = tmp_path / "train"
+    argv = ["train", "--topology", TINY, "--episodes", "1", "--slots", "10"]
+    assert cli_main([*argv, "--hidden", "12", "--lstm-hidden", "6", "--out", str(run)]) == 0
+    params = load_topology(TINY).mec_params()
+    policies = terminal_policies(TrainedRun(str(run)), params, 4, tmp_path / "weights")
+    managing = params.per_terminal(4).managing_edge
+    folder = (tmp_path / "weights").resolve()
+    edge_files = [str(folder / f"start-weights-edge{e}.npz") for e in (1, 2)]
+    assert policies == [WeightsFile(edge_files[int(managing[d])]) for d in range(4)]
+    for path in edge_files:
+        assert network_widths(read_weights_file(Path(path))[0], path) == (12, 6)
+    with pytest.raises(ValueError, match=r"weights file .*missing.npz does not exist"):
+        terminal_policies(WeightsFile(str(tmp_path / "missing.npz")), params, 4, tmp_path)

@@ -275,16 +275,17 @@ def test_study_command_refuses_face_emulated_without_root(tmp_path, capsys, monk
 
 
 def test_emulation_refuses_non_positive_federation_periods_before_building_a_network(tmp_path):
-    from emulation.run import EmulationConfig, run_emulation
+    from emulation.data_plane import emulated_federation, emulation_parties
+    from fl_crb.policies.spec import Federated, WeightsFile
+    from fl_crb.runtime.config import RunTarget
 
-    weights = tmp_path / "weights.npz"
-    for name in ("federation_round_period_s", "federation_poll_s"):
-        bad = EmulationConfig(
-            "topologies/tiny.yaml", f"crb-drqn:{weights}", 5.0, str(tmp_path / "run"),
-            data_plane="federated", **{name: 0.0},
-        )  # fmt: skip
-        with pytest.raises(ValueError, match=rf"{name} must be > 0 s, got 0\.0"):
-            run_emulation(bad)
+    policy = Federated(WeightsFile(str(tmp_path / "weights.npz")))
+    target = RunTarget("topologies/tiny.yaml", 5.0)
+    parties = emulation_parties(target, policy, str(tmp_path / "run"))
+    periods = (("round_period_s", "round period"), ("supernode_idle_poll_s", "supernode idle poll"))
+    for name, what in periods:
+        with pytest.raises(ValueError, match=rf"{what} must be > 0 s, got 0\.0"):
+            emulated_federation(parties, **{name: 0.0})
     assert not (tmp_path / "run").exists()
 
 

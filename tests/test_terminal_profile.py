@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 
 from fl_crb.learn.numpy_qnetwork import weight_shapes
-from fl_crb.runtime.decider import save_weights_file
+from fl_crb.learn.weights_file import save_weights_file
+from fl_crb.policies.spec import Baseline, PolicySpec, WeightsFile
+from fl_crb.runtime.config import RunTarget
 from fl_crb.runtime.local_run import LocalRunConfig, run_local
 from fl_crb.runtime.placement import LOOPBACK
 from fl_crb.topology import load_topology
@@ -63,18 +65,11 @@ class ImportTimedTerminals:
         return LOOPBACK
 
 
-def run_terminals(tmp_path: Path, policy: str) -> tuple[dict, set[str]]:
+def run_terminals(tmp_path: Path, policy: PolicySpec) -> tuple[dict, set[str]]:
     """A 3 s run of tiny.yaml with one terminal at 8 Mbit/s (about 7 tasks); returns the
     terminal's summary and the modules it imported."""
-    config = LocalRunConfig(
-        topology_path=str(TINY),
-        terminals_override=1,
-        arrival_rate_override_bps=8e6,
-        policy=policy,
-        duration_s=3.0,
-        out_dir=str(tmp_path / "run"),
-        seed=4,
-    )
+    target = RunTarget(str(TINY), 3.0, terminals_override=1, arrival_rate_override_bps=8e6, seed=4)
+    config = LocalRunConfig(target=target, policy=policy, out_dir=str(tmp_path / "run"))
     names = load_topology(TINY).terminal_names
     summary = asyncio.run(run_local(config, ImportTimedTerminals(names)))
     assert summary["failed_parties"] == []
@@ -98,7 +93,7 @@ def test_terminal_modules_import_no_torch():
 
 
 def test_baseline_terminal_party_imports_no_torch(tmp_path):
-    party, modules = run_terminals(tmp_path, "round-robin")
+    party, modules = run_terminals(tmp_path, Baseline("round-robin"))
     assert party["policy"] == "round-robin" and party["tasks"] > 0
     # The log is the party's own imports: the runtime and numpy are among them.
     assert {"fl_crb.runtime.decider", "fl_crb.runtime.load_board", "numpy"} <= modules
@@ -111,7 +106,7 @@ def test_learned_terminal_party_imports_no_torch(tmp_path):
         for name, shape in weight_shapes(edges=2).items()
     }
     save_weights_file(tmp_path / "weights.npz", weights, version=5)
-    party, modules = run_terminals(tmp_path, f"crb-drqn:{tmp_path / 'weights.npz'}")
+    party, modules = run_terminals(tmp_path, WeightsFile(str(tmp_path / "weights.npz")))
     assert party["weights_version"] == 5 and party["tasks"] > 0
     assert "fl_crb.learn.numpy_qnetwork" in modules
     assert heavy(modules) == []

@@ -128,7 +128,9 @@ def test_evaluate_a_trained_run_and_a_baseline_on_the_same_held_out_arrivals(
 def test_evaluate_rejects_an_unknown_policy(tmp_path: Path, capsys):
     code = main(["evaluate", "--topology", TINY, "--policy", str(tmp_path / "nothing")])
     assert code == 2
-    assert "neither a baseline" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert f"--policy '{tmp_path / 'nothing'}': not a policy name, a training run folder" in error
+    assert "give a baseline (" in error and "a training run folder (fl-crb train --out" in error
 
 
 def test_an_independent_drqn_run_evaluates_with_its_own_terminal_count_only(tmp_path: Path, capsys):

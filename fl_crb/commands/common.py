@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from fl_crb.runtime.config import RunTarget
 from fl_crb.topology import Topology, TopologyError, load_topology
-from fl_crb.topology.units import BANDWIDTH, Dimension, UnitError, parse_quantity
+from fl_crb.topology.units import BANDWIDTH, TIME, Dimension, UnitError, parse_quantity
 
 
 def add_topology_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,3 +35,14 @@ def load_topology_arguments(args: argparse.Namespace) -> Topology:
     if args.terminals is not None or rate_bps is not None:
         topology = topology.with_overrides(terminals=args.terminals, arrival_rate_bps=rate_bps)
     return topology
+
+
+def run_target_arguments(args: argparse.Namespace) -> RunTarget:
+    """What a live run targets, from --topology, --terminals, --rate, --seed and --duration."""
+    return RunTarget(
+        topology_path=args.topology,
+        duration_s=quantity_argument(args.duration, TIME, "--duration"),
+        terminals_override=args.terminals,
+        arrival_rate_override_bps=quantity_argument(args.rate, BANDWIDTH, "--rate"),
+        seed=args.seed,
+    )

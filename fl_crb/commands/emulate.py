@@ -5,6 +5,11 @@ process on its own emulated host for --duration, collects per-task outcomes, int
 bytes, slot overruns and the simulator comparison into a run folder with report.md, and
 tears everything down. Without --policy it runs CRB-DRQN with weights pre-trained in the
 simulator, training them first (about a minute) if this setting has none cached.
+
+A learned policy (pre-trained, a training run folder of any network widths, or a
+weights file) runs federated: its weights start the edge learners, which go on learning
+from the terminals' trajectories, set by the federated learning flags (the same as
+`fl-crb federate`'s). With --no-federation the terminals act with the weights fixed.
 """
 
 from __future__ import annotations
@@ -15,14 +20,31 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from fl_crb.commands.common import add_topology_arguments, quantity_argument
-from fl_crb.topology.units import BANDWIDTH, TIME
+from fl_crb.commands.common import add_topology_arguments, run_target_arguments
+from fl_crb.commands.federation_args import (
+    add_federation_arguments,
+    federation_flags_given,
+    method_from_arguments,
+    round_settings,
+)
+from fl_crb.commands.policy_arg import parse_policy, policy_help
+from fl_crb.policies.spec import Baseline, Federated, PolicySpec, TrainedRun, WeightsFile
+from fl_crb.runtime.config import RunTarget
+
+if TYPE_CHECKING:
+    from emulation.run import EmulationConfig
 
 CRB_DRQN = "crb-drqn"
+"""`--policy crb-drqn`: CRB-DRQN from weights pre-trained in simulation (the default)."""
+ACCEPTS = (Baseline, TrainedRun, WeightsFile, Federated)
+"""What an emulation's terminals decide with, besides `crb-drqn`."""
 
 
 def register(commands: argparse._SubParsersAction) -> None:
+    from emulation.data_plane import EMULATION_REALTIME_PRIORITY
+
     emulate = commands.add_parser(
         "emulate", help="run the system on an emulated network", description=__doc__
     )
@@ -33,16 +55,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     emulate.add_argument(
         "--policy",
         default=CRB_DRQN,
-        help="crb-drqn (default: weights pre-trained in simulation, trained now if none are "
-        "cached), crb-drqn:WEIGHTS.npz, or a baseline (local-only, random, round-robin, "
-        "least-loaded, shortest-expected-delay)",
+        help=f"{CRB_DRQN} (default: weights pre-trained in simulation, trained now if none "
+        f"are cached); {policy_help(ACCEPTS, live=True)}",
     )
     emulate.add_argument("--out", help="new run folder (default runs/emulate/TOPOLOGY-TIME)")
     emulate.add_argument("--seed", type=int, default=0, help="workload seed")
     emulate.add_argument(
         "--realtime",
         type=int,
-        default=5,
+        default=EMULATION_REALTIME_PRIORITY,
         metavar="PRIORITY",
         help="SCHED_FIFO priority of the parties, below the delay daemon's 10 (default 5; "
         "0: normal scheduling)",
@@ -64,7 +85,36 @@ def register(commands: argparse._SubParsersAction) -> None:
     emulate.add_argument(
         "--cli", action="store_true", help="open Mininet's CLI with everything running"
     )
+    add_federation_arguments(emulate)
     emulate.set_defaults(run=run)
+
+
+def configure(args: argparse.Namespace) -> EmulationConfig:
+    """The emulation the command line describes: the target; the policy (`crb-drqn`:
+    pre-trained now unless cached); a learned one federated unless --no-federation, with
+    the method's settings from the flags (the starting weights' widths unless the flags
+    say otherwise, and then they must agree) and the rounds'."""
+    from emulation.data_plane import emulated_federation, emulation_parties
+    from emulation.run import EmulationConfig
+
+    target = run_target_arguments(args)
+    if args.realtime < 0:
+        raise ValueError(f"--realtime must be >= 0 (0: normal scheduling), got {args.realtime}")
+    policy = None if args.policy == CRB_DRQN else parse_policy(args.policy, ACCEPTS, live=True)
+    federated = not args.no_federation and not isinstance(policy, Baseline)
+    _check_flags(args, policy, federated)
+    policy, notes = _pretrained(args, target) if policy is None else (policy, [])
+    notes = notes or [f"policy {policy.describe()} as given on the command line"]
+    if federated and not isinstance(policy, Federated):
+        policy = Federated(policy)
+    out = args.out or f"runs/emulate/{Path(args.topology).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    parties = emulation_parties(target, policy, out, args.realtime or None)
+    if federated:
+        method = method_from_arguments(args, policy.start)
+        data_plane = emulated_federation(parties, method=method, **round_settings(args))
+    else:
+        data_plane = parties
+    return EmulationConfig(run=data_plane, cli=args.cli, notes=tuple(notes))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,35 +122,17 @@ def run(args: argparse.Namespace) -> int:
     from emulation.firewall import FirewallError
     from emulation.network import NetworkBuildError
     from emulation.report import summary_table
-    from emulation.run import EmulationConfig, run_emulation
+    from emulation.run import run_emulation
     from emulation.teardown import TeardownError
     from emulation.verify import LinkVerificationError
-    from fl_crb.policies.baselines import BASELINES
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    duration_s = quantity_argument(args.duration, TIME, "--duration")
-    rate_bps = quantity_argument(args.rate, BANDWIDTH, "--rate")
-    if args.realtime < 0:
-        raise ValueError(f"--realtime must be >= 0 (0: normal scheduling), got {args.realtime}")
     if os.geteuid() != 0:
         print("fl-crb emulate: needs root (network namespaces, bridges, tc)", file=sys.stderr)
         return 1
-    policy, notes = _policy(args, rate_bps)
-    out = args.out or f"runs/emulate/{Path(args.topology).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    config = EmulationConfig(
-        topology_path=args.topology,
-        policy=policy,
-        duration_s=duration_s,
-        out_dir=out,
-        terminals_override=args.terminals,
-        arrival_rate_override_bps=rate_bps,
-        seed=args.seed,
-        realtime_priority=args.realtime or None,
-        data_plane="local" if args.no_federation or policy in BASELINES else "federated",
-        cli=args.cli,
-        notes=tuple(notes),
-    )
+    config = configure(args)
+    out = config.parties.out_dir
     try:
         report = run_emulation(config)
     except KeyboardInterrupt:
@@ -121,10 +153,19 @@ def run(args: argparse.Namespace) -> int:
     return 1 if report.summary["failed_parties"] else 0
 
 
-def _policy(args: argparse.Namespace, rate_bps: float | None) -> tuple[str, list[str]]:
-    """The policy spec to run, and what the report should say about where it came from."""
-    if args.policy != CRB_DRQN:
-        return args.policy, [f"policy {args.policy} as given on the command line"]
+def _check_flags(args: argparse.Namespace, policy: PolicySpec | None, federated: bool) -> None:
+    """Refuse flags that contradict each other before anything is built."""
+    if args.no_federation and isinstance(policy, Federated):
+        raise ValueError(f"--no-federation contradicts --policy {args.policy}")
+    given = federation_flags_given(args)
+    if given and not federated:
+        why = "--no-federation" if args.no_federation else f"--policy {args.policy}"
+        raise ValueError(f"{', '.join(given)}: no federation runs with {why}")
+
+
+def _pretrained(args: argparse.Namespace, target: RunTarget) -> tuple[WeightsFile, list[str]]:
+    """CRB-DRQN's weights pre-trained in simulation for this target, and what the report
+    should say about where they came from."""
     from emulation.pretrain import PretrainConfig, pretrained_weights
     from fl_crb.commands.train import ProgressBar
 
@@ -137,7 +178,13 @@ def _policy(args: argparse.Namespace, rate_bps: float | None) -> tuple[str, list
         f"{config.cache_dir}); training it now unless this setting is cached",
         flush=True,
     )
-    result = pretrained_weights(args.topology, args.terminals, rate_bps, config, bar.update)
+    result = pretrained_weights(
+        target.topology_path,
+        target.terminals_override,
+        target.arrival_rate_override_bps,
+        config,
+        bar.update,
+    )
     bar.close()
     info = result.info
     how = "reused from the cache" if result.reused else f"trained now in {info['train_s']} s"
@@ -147,4 +194,4 @@ def _policy(args: argparse.Namespace, rate_bps: float | None) -> tuple[str, list
         f"every terminal's policy), {how}: {result.weights_path}"
     )
     print(line, flush=True)
-    return f"crb-drqn:{result.weights_path}", [line]
+    return WeightsFile(str(result.weights_path)), [line]

@@ -2,7 +2,7 @@
 
 --policy is a run directory of any `fl-crb train --algo`, a baseline's name, or
 `multi-tier` (simulation only: it decides from every terminal's observation, which the
-report says under `note`).
+report says under `note`), parsed once into a `PolicySpec` (`fl_crb.commands.policy_arg`).
 
 Evaluation episode i with --seed S draws its arrivals from seed 2^40 + S·10^6 + i, a
 range no training episode uses (`fl_crb.training.config`), and every policy evaluated
@@ -17,6 +17,11 @@ import argparse
 import json
 
 from fl_crb.commands.common import add_topology_arguments, load_topology_arguments
+from fl_crb.commands.policy_arg import parse_policy, policy_help
+from fl_crb.policies.spec import Baseline, TrainedRun
+
+ACCEPTS = (Baseline, TrainedRun)
+"""What `evaluate` plays greedily: a trained run of any algorithm, or a baseline."""
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -24,11 +29,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "evaluate", help="evaluate a trained run or a baseline on held-out seeds"
     )
     add_topology_arguments(evaluate)
-    evaluate.add_argument(
-        "--policy",
-        required=True,
-        help="a training run directory, a baseline name, or multi-tier",
-    )
+    evaluate.add_argument("--policy", required=True, help=policy_help(ACCEPTS))
     evaluate.add_argument("--episodes", type=int, default=10)
     evaluate.add_argument("--seed", type=int, default=0, help="0 <= seed < 1e6")
     evaluate.add_argument("--slots", type=int, default=100, help="arrival slots per episode")
@@ -43,15 +44,16 @@ def run(args: argparse.Namespace) -> int:
     from fl_crb.policies.evaluation import evaluate_with_spread
     from fl_crb.training.config import evaluation_seed
     from fl_crb.training.run import read_best
-    from fl_crb.training.trained_policy import is_run_directory, load_any_policy
+    from fl_crb.training.trained_policy import load_any_policy
 
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    spec = parse_policy(args.policy, ACCEPTS)
     torch.set_num_threads(1)
     topology = load_topology_arguments(args)
     params = topology.mec_params()
     terminals = topology.terminal_count
-    policy = load_any_policy(args.policy, params, terminals, seed=args.seed)
+    policy = load_any_policy(spec, params, terminals, seed=args.seed)
     simulator = MECSimulator(params, terminals)
     first_seed = evaluation_seed(args.seed, 0)
     metrics, spread = evaluate_with_spread(simulator, policy, args.episodes, args.slots, first_seed)
@@ -59,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         "topology": topology.name,
         "terminals": terminals,
         "policy": policy.name,
-        "source": args.policy,
+        "source": spec.describe(),
         "episodes": args.episodes,
         "first_seed": first_seed,
         **metrics.as_dict(),
@@ -68,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
     note = getattr(policy, "note", None)
     if note:
         report["note"] = note
-    if is_run_directory(args.policy):
-        best = read_best(args.policy)
+    if isinstance(spec, TrainedRun):
+        best = read_best(spec.path)
         report["weights"] = (
             f"validated best, after episode {best['episode']}" if best else "last checkpoint"
         )

@@ -7,8 +7,19 @@ import asyncio
 import json
 import sys
 
-from fl_crb.commands.common import add_topology_arguments, quantity_argument
-from fl_crb.topology.units import BANDWIDTH, TIME
+from fl_crb.commands.common import add_topology_arguments, run_target_arguments
+from fl_crb.commands.federation_args import (
+    add_federation_arguments,
+    method_from_arguments,
+    round_settings,
+)
+from fl_crb.commands.policy_arg import parse_policy, policy_help
+from fl_crb.federation.deploy.run_config import FederatedRunConfig, federated_parties
+from fl_crb.policies.spec import Federated, TrainedRun, WeightsFile
+
+ACCEPTS = (TrainedRun, WeightsFile, Federated)
+"""What a federated run starts from: a training run folder or a weights file (the edge
+learners' starting weights), or `crb-drqn-federated[:...]` spelled out."""
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -19,7 +30,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "(ServerApp), one edge learner per edge, and the runtime's edge servers and "
         "terminals; terminals act with the newest weights of their managing edge and upload "
         "sealed trajectories each round. Writes a run folder (tasks.csv, summary.json, "
-        "authority/ with the pool, rejections and byte accounting). See docs/federation.md.",
+        "authority/ with the pool, rejections and byte accounting; run.json records the "
+        "whole configuration). See docs/federation.md.",
     )
     add_topology_arguments(federate)
     federate.add_argument(
@@ -32,50 +44,31 @@ def register(commands: argparse._SubParsersAction) -> None:
     federate.add_argument("--out", required=True, help="new run folder")
     federate.add_argument(
         "--policy",
-        help="starting weights: a training run folder (fl-crb train --out) or a weights .npz; "
-        "default: freshly initialised edge learners",
-    )
-    federate.add_argument(
-        "--round-period", default="2s", help="time between authority rounds (default 2s)"
-    )
-    federate.add_argument(
-        "--epsilon", type=float, default=0.1, help="terminals' exploration probability (0.1)"
-    )
-    federate.add_argument(
-        "--min-pool",
-        type=int,
-        default=32,
-        help="edges start training once the pool holds this many trajectories (32)",
+        help=f"the edge learners' starting weights: {policy_help(ACCEPTS)}; the networks' "
+        "widths are then the start's; default: freshly initialised edge learners",
     )
     federate.add_argument("--seed", type=int, default=0)
+    add_federation_arguments(federate)
     federate.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from fl_crb.federation.deploy.federated_run import (
-        FederatedRunConfig,
-        federated_parties,
-        run_federated,
+def configure(args: argparse.Namespace) -> FederatedRunConfig:
+    """The federated run the command line describes: the target, the start (--policy),
+    the method's settings (the start's widths unless the flags say otherwise, and then
+    they must agree) and the rounds'."""
+    policy = Federated() if args.policy is None else parse_policy(args.policy, ACCEPTS)
+    start = policy.start if isinstance(policy, Federated) else policy
+    return FederatedRunConfig(
+        parties=federated_parties(run_target_arguments(args), args.out, start),
+        method=method_from_arguments(args, start),
+        **round_settings(args),
     )
 
-    duration_s = quantity_argument(args.duration, TIME, "--duration")
-    period_s = quantity_argument(args.round_period, TIME, "--round-period")
-    rate_bps = quantity_argument(args.rate, BANDWIDTH, "--rate")
-    parties = federated_parties(
-        args.topology,
-        duration_s,
-        args.out,
-        terminals_override=args.terminals,
-        arrival_rate_override_bps=rate_bps,
-        seed=args.seed,
-    )
-    config = FederatedRunConfig(
-        parties=parties,
-        starting_weights=args.policy,
-        round_period_s=period_s,
-        epsilon=args.epsilon,
-        min_pool_trajectories=args.min_pool,
-    )
+
+def run(args: argparse.Namespace) -> int:
+    from fl_crb.federation.deploy.federated_run import run_federated
+
+    config = configure(args)
     try:
         summary = asyncio.run(run_federated(config))
     except RuntimeError as error:
@@ -113,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     brief["weights_by_terminal"] = {
         host: t["tasks_by_decider"] for host, t in federation["terminals"].items()
     }
+    brief["learner_widths"] = federation["learner_widths"]
     print(json.dumps(brief, indent=1))
     print(f"run folder: {args.out} (summary.json, authority/, tasks.csv)", file=sys.stderr)
     return 1 if summary["failed_parties"] else 0

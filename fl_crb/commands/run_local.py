@@ -7,8 +7,13 @@ import asyncio
 import json
 import sys
 
-from fl_crb.commands.common import add_topology_arguments, quantity_argument
-from fl_crb.topology.units import BANDWIDTH, TIME
+from fl_crb.commands.common import add_topology_arguments, run_target_arguments
+from fl_crb.commands.policy_arg import parse_policy, policy_help
+from fl_crb.policies.spec import Baseline, TrainedRun, WeightsFile
+
+ACCEPTS = (Baseline, WeightsFile, TrainedRun)
+"""What a local run's terminals decide with (a trained run: each its managing edge's
+network)."""
 
 OVERRUN_WARNING_SHARE = 0.01
 """Share of late slot boundaries from which the command suggests --realtime."""
@@ -24,12 +29,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "`fl-crb compare-sim DIR`.",
     )
     add_topology_arguments(run_local)
-    run_local.add_argument(
-        "--policy",
-        required=True,
-        help="a baseline (local-only, random, round-robin, least-loaded, "
-        "shortest-expected-delay) or crb-drqn:WEIGHTS.npz",
-    )
+    run_local.add_argument("--policy", required=True, help=policy_help(ACCEPTS, live=True))
     run_local.add_argument("--duration", required=True, help="arrival time with a unit, e.g. 60s")
     run_local.add_argument("--out", required=True, help="new run folder")
     run_local.add_argument("--seed", type=int, default=0)
@@ -55,16 +55,11 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from fl_crb.runtime.local_run import LocalRunConfig, run_local
 
-    duration_s = quantity_argument(args.duration, TIME, "--duration")
-    rate_bps = quantity_argument(args.rate, BANDWIDTH, "--rate")
+    policy = parse_policy(args.policy, ACCEPTS, live=True)
     config = LocalRunConfig(
-        topology_path=args.topology,
-        terminals_override=args.terminals,
-        arrival_rate_override_bps=rate_bps,
-        policy=args.policy,
-        duration_s=duration_s,
+        target=run_target_arguments(args),
+        policy=policy,
         out_dir=args.out,
-        seed=args.seed,
         pace_uplink=not args.no_pacing,
         pace_ticks_per_slot=args.pace_ticks,
         realtime_priority=args.realtime,

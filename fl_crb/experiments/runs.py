@@ -24,6 +24,7 @@ import numpy as np
 from fl_crb.experiments.settings import LEARNED_POLICIES, ReproduceSettings
 from fl_crb.mec.simulator import MECSimulator
 from fl_crb.policies.evaluation import evaluate_with_spread
+from fl_crb.policies.spec import Baseline, TrainedRun
 from fl_crb.topology import Topology, load_topology
 from fl_crb.training.config import evaluation_seed
 from fl_crb.training.drqn_trainer import EpisodeMetrics
@@ -131,7 +132,11 @@ class Experiments:
             return cached
         topology = self.topology(point)
         params, terminals = topology.mec_params(), topology.terminal_count
-        spec = str(self.train(point, policy, seed)) if policy in LEARNED_POLICIES else policy
+        spec = (
+            TrainedRun(str(self.train(point, policy, seed)))
+            if policy in LEARNED_POLICIES
+            else Baseline(policy)
+        )
         metrics, spread = evaluate_with_spread(
             MECSimulator(params, terminals),
             load_any_policy(spec, params, terminals, seed=seed),

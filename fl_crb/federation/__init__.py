@@ -33,7 +33,7 @@ Three sub-packages, none of which the roles need to be read:
 - `deploy`: the deployment machinery: a real SuperLink and SuperNodes as processes
   (`launcher`, `launch_config`, `flower_commands`, `flower_cli`, `processes`), the app
   project `flwr run` packages (`app_project`), and the coordinator of `fl-crb federate
-  --local` (`federated_run`, `run_support`).
+  --local` (`federated_run`, `run_support`) with its configuration (`run_config`).
 - `metering`: byte accounting per round, node and message (`accounting`), the wire meter
   counting what Flower puts on the wire (`wire_meter`) and its own process on a remote
   host (`meter_process`).

@@ -62,16 +62,17 @@ class Authority:
         self.config, self.grid = config, grid
         self.state_dir = Path(config.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        method = config.method
         self.shape = TrajectoryShape(
-            config.trajectory_length, config.history_slots, len(config.edges)
+            method.trajectory_length, config.history_slots, len(config.edges)
         )
         self.pool = DurablePool(
             self.state_dir / "pool",
-            config.pool_capacity,
+            method.pool_capacity,
             len(config.edges),
             config.history_slots,
-            config.trajectory_length,
-            config.pool_alpha,
+            method.trajectory_length,
+            method.pool_alpha,
         )
         self.opener = UploadOpener(
             load_private_key(config.authority_key_path),
@@ -233,8 +234,8 @@ class Authority:
         return Message(records, dst_node_id=self.nodes[name], message_type=f"query.{action}")
 
     def _sample_batches(self) -> list[bytes]:
-        size, pool = self.config.batch_trajectories, self.pool.pool
-        if len(pool) < max(self.config.min_pool_trajectories, size):
+        size, pool = self.config.method.learner.batch_trajectories, self.pool.pool
+        if len(pool) < max(self.config.method.min_pool_trajectories, size):
             return []
         batches = []
         for _ in range(self.config.batches_per_round):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fl_crb.learn.method_config import MethodConfig
+
 
 @dataclass(frozen=True)
 class AuthorityTerminal:
@@ -37,16 +39,9 @@ class AuthorityConfig:
     """Edge host names, in the topology's order."""
     history_slots: int
     """C of the trajectories (load history slots)."""
-    trajectory_length: int
-    """n, transitions per trajectory."""
-    pool_capacity: int
-    """Trajectories the pool keeps (FIFO beyond)."""
-    pool_alpha: float
-    """α of familiarity sampling."""
-    batch_trajectories: int
-    """Trajectories per training batch."""
-    min_pool_trajectories: int
-    """Edges get batches once the pool holds this many trajectories."""
+    method: MethodConfig
+    """The federation's learning settings; the authority uses the trajectory length n, the
+    pool's capacity, familiarity α and training threshold, and the learners' batch size."""
     batches_per_round: int
     """Batches sent to each edge per round, at most (one training step each)."""
     round_period_s: float

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fl_crb.federation.mailbox import EdgeMailbox, unframe
+from fl_crb.learn.learner_config import LearnerConfig
 from fl_crb.runtime.config import load_config
 from fl_crb.runtime.party import announce_ready, configure_logging, exit_now, write_json
 
@@ -40,15 +41,15 @@ class EdgeServiceConfig:
     history_slots: int
     """C, load history slots of a state."""
     trajectory_length: int
-    """n, transitions per trajectory of the batches."""
+    """n, transitions per trajectory of the batches (the federation's `MethodConfig`)."""
+    learner: LearnerConfig
+    """The learner's settings: the federation's `MethodConfig.learner` (optimiser, target
+    period, network widths) with this edge's own initialisation seed."""
     summary_path: str
     """Where to write the service's summary JSON at the end."""
     initial_weights_path: str | None = None
-    """Starting weights (`decider.save_weights_file` format); None: fresh initialisation."""
-    target_update_steps: int = 500
-    """Training steps between target-network copies (`TrainConfig`'s value)."""
-    seed: int = 0
-    """Seed of a fresh initialisation."""
+    """Starting weights (`fl_crb.learn.weights_file` format, as wide as `learner`'s
+    network); None: fresh initialisation."""
     poll_interval_s: float = 0.05
     """Seconds between looks at the inbox."""
 
@@ -59,15 +60,14 @@ class EdgeService:
     def __init__(self, config: EdgeServiceConfig) -> None:
         import torch
 
-        from fl_crb.learn.edge_learner import EdgeLearner, LearnerConfig
+        from fl_crb.learn.edge_learner import EdgeLearner
         from fl_crb.learn.qnetwork import load_numpy_weights
-        from fl_crb.runtime.decider import read_weights_file
+        from fl_crb.learn.weights_file import read_weights_file
 
         torch.set_num_threads(1)  # many processes share few cores
         self.config = config
         self.mailbox = EdgeMailbox(config.mailbox)
-        learner = LearnerConfig(target_update_steps=config.target_update_steps, seed=config.seed)
-        self.learner = EdgeLearner(config.edges, config.history_slots, learner)
+        self.learner = EdgeLearner(config.edges, config.history_slots, config.learner)
         if config.initial_weights_path is not None:
             weights, _ = read_weights_file(Path(config.initial_weights_path))
             load_numpy_weights(self.learner.evaluation, weights)
@@ -129,6 +129,8 @@ class EdgeService:
             "batch_files": self.batch_files,
             "refused_files": self.refused_files,
             "train_steps": self.learner.train_steps,
+            "hidden": self.config.learner.hidden,
+            "lstm_hidden": self.config.learner.lstm_hidden,
             "loss_first": self.losses[0] if self.losses else None,
             "loss_recent_mean": sum(recent) / len(recent) if recent else None,
         }

@@ -7,12 +7,13 @@ in place of the runtime's terminal, by the federated run (`deploy.federated_run`
 
     python -m fl_crb.federation.terminal CONFIG.json
 
-CONFIG.json is the runtime's `TerminalConfig`, with policy `crb-drqn-federated`
-(`FEDERATED_POLICY`) and the terminal's `federation` settings; any other policy is
-decided as the runtime's own terminal decides it.
+CONFIG.json is the runtime's `TerminalConfig`, with a `Federated` policy and the
+terminal's `federation` settings; any other policy is decided as the runtime's own
+terminal decides it.
 
 `FederatedDecider` is the terminal of federated CRB-DRQN: the same `TerminalAgent` the
-simulator trainer uses, acting ε-greedily with the newest weights its SuperNode's
+simulator trainer uses (with the federation's trajectory length, `tag` and network
+widths, `FederatedTerminal.agent`), acting ε-greedily with the newest weights its SuperNode's
 `collect` handler (`client_app`) delivered to its mailbox (checked at the first decision
 after each multiple of `tag` slots, and at every decision while it holds none: until then
 it acts uniformly at random, as the paper's ε = 1 start does). Each trajectory is sealed
@@ -32,9 +33,10 @@ from fl_crb.federation.mailbox import TerminalMailbox, UploadPoster
 from fl_crb.federation.serialization import decode_weights, encode_trajectory
 from fl_crb.mec.observation import TerminalObservation
 from fl_crb.mec.params import MECParams
+from fl_crb.policies.spec import Federated, PolicySpec
 from fl_crb.runtime import terminal
 from fl_crb.runtime.config import FederatedTerminal
-from fl_crb.runtime.decider import FEDERATED_POLICY, Decider, make_decider
+from fl_crb.runtime.decider import Decider, make_decider
 from fl_crb.runtime.party import exit_now
 
 MODULE = "fl_crb.federation.terminal"
@@ -53,7 +55,7 @@ class FederatedDecider:
         from fl_crb.learn.terminal_agent import TerminalAgent
 
         self._scale = FeatureScale.from_params(params, terminals)
-        self._agent = TerminalAgent(self._scale, params.history_slots, seed=seed)
+        self._agent = TerminalAgent(self._scale, params.history_slots, federation.agent, seed)
         self._agent.epsilon = federation.epsilon
         self._mailbox = TerminalMailbox(federation.mailbox)
         self._poster = UploadPoster(self._mailbox, federation.faults)
@@ -116,9 +118,11 @@ class FederatedDecider:
 
     def finish(self) -> dict[str, object]:
         return {
-            "policy": FEDERATED_POLICY,
+            "policy": Federated().describe(),
             "weights_version": self._agent.weights_version,
             "weights_versions_loaded": self.versions_loaded,
+            "hidden": self._agent.config.hidden,
+            "lstm_hidden": self._agent.config.lstm_hidden,
             "uploads": self._poster.uploads,
             "posted": self._poster.posted,
             "faults_posted": self._poster.faults_posted,
@@ -127,7 +131,7 @@ class FederatedDecider:
 
 
 def make_federated_decider(
-    spec: str,
+    spec: PolicySpec,
     params: MECParams,
     terminals: int,
     terminal: int,
@@ -135,12 +139,14 @@ def make_federated_decider(
     trajectory_path: Path | None = None,
     federation: FederatedTerminal | None = None,
 ) -> Decider:
-    """The runtime's `make_decider`, which also builds `FEDERATED_POLICY`'s decider (from
+    """The runtime's `make_decider`, which also builds a `Federated` policy's decider (from
     the terminal config's `federation`)."""
-    if spec != FEDERATED_POLICY:
+    if not isinstance(spec, Federated):
         return make_decider(spec, params, terminals, terminal, seed, trajectory_path, federation)
     if federation is None:
-        raise ValueError(f"policy {spec!r} needs the terminal config's federation settings")
+        raise ValueError(
+            f"policy {spec.describe()} needs the terminal config's federation settings"
+        )
     return FederatedDecider(federation, params, terminals, seed)
 
 

@@ -19,38 +19,14 @@ way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from fl_crb.learn.features import FeatureScale, encode_one
+from fl_crb.learn.method_config import TerminalAgentConfig
 from fl_crb.learn.numpy_qnetwork import NumpyQNetwork
 from fl_crb.learn.pool import Trajectory
 from fl_crb.learn.trajectory_builder import TrajectoryBuilder
 from fl_crb.mec.observation import TerminalObservation
-
-
-@dataclass(frozen=True)
-class TerminalAgentConfig:
-    """What a terminal needs to know to act and to cut trajectories."""
-
-    trajectory_length: int = 4
-    """n, transitions per uploaded trajectory (paper: 4)."""
-    refresh_slots: int = 10
-    """`tag`: download the managing edge's weights when slot mod tag == 0. The paper gives
-    no value; 10 slots (1 s) is one load-history length: terminals follow training within
-    a second while a 100-slot episode holds only 10 downloads per terminal."""
-    hidden: int = 64
-    """Width of the Q-network's dense layers; must match the edge learner's."""
-    lstm_hidden: int = 32
-    """Hidden size of the Q-network's LSTM; must match the edge learner's."""
-
-    def __post_init__(self) -> None:
-        for name in ("trajectory_length", "refresh_slots", "hidden", "lstm_hidden"):
-            if getattr(self, name) < 1:
-                raise ValueError(
-                    f"TerminalAgentConfig.{name} must be >= 1, got {getattr(self, name)!r}"
-                )
 
 
 class TerminalAgent:

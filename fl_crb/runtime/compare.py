@@ -45,10 +45,11 @@ def compare_run(run_dir: str | Path) -> dict[str, object]:
         raise ValueError(f"{run_path}: no 'run' entry; was it written by fl-crb run-local?")
     spec = config_from_dict(RunSpec, run["run"], str(run_path) + ": run")
     topology_copy = run_dir / "topology.yaml"
+    target = spec.target
     topology = run_topology(
-        str(topology_copy if topology_copy.exists() else spec.topology_path),
-        spec.terminals_override,
-        spec.arrival_rate_override_bps,
+        str(topology_copy if topology_copy.exists() else target.topology_path),
+        target.terminals_override,
+        target.arrival_rate_override_bps,
     )
     params, terminals = topology.mec_params(), topology.terminal_count
     table = read_task_table(run_dir / TASKS_FILE)

@@ -1,10 +1,13 @@
-"""What each party process is told: a JSON file per party, read back with validation.
+"""What a live run targets, and what each party process is told: JSON read back with validation.
 
-`RunSpec` is shared by every party of one run (the topology, the run's id, how many slots
+`RunTarget` is what a run targets (topology, overrides, seed, duration), described once:
+the local run's config, the federated run's (through it) and the emulator's embed it.
+`RunSpec` is shared by every party of one run (the target, the run's id, how many slots
 have arrivals, when to stop); `EdgeConfig` and `TerminalConfig` add each role's own
 settings. The coordinator (`local_run`, or the emulator) writes one file per party and
 starts `python -m fl_crb.runtime.edge_server FILE` or `... .terminal FILE`. Every field
-is checked on load; a bad file names itself, the field and the value.
+is checked on load; a bad file names itself, the field and the value. A field typed as a
+union of dataclasses (the policy, `fl_crb.policies.spec`) is told apart by their `kind`.
 """
 
 from __future__ import annotations
@@ -17,8 +20,37 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from fl_crb.learn.method_config import TerminalAgentConfig
 from fl_crb.mec.params import MECParams
+from fl_crb.policies.spec import PolicySpec
 from fl_crb.topology import Topology, load_topology
+
+
+@dataclass(frozen=True)
+class RunTarget:
+    """What a live run targets: a topology, its overrides, the workload and how long."""
+
+    topology_path: str
+    """Topology YAML file every party reads its parameters from."""
+    duration_s: float
+    """Seconds of task arrivals (`--duration`); the run then drains for τ + 2 slots."""
+    terminals_override: int | None = None
+    """Terminal count replacing the file's (`--terminals`), or None."""
+    arrival_rate_override_bps: float | None = None
+    """Offered load per terminal replacing the file's (`--rate`), in bit/s, or None."""
+    seed: int = 0
+    """Workload seed (`--seed`): terminal d draws its tasks from the generator seeded
+    [seed, d]; random policies derive theirs from it too."""
+
+    def __post_init__(self) -> None:
+        if not self.duration_s > 0:
+            raise ValueError(f"duration must be > 0 seconds, got {self.duration_s!r}")
+
+    def topology(self) -> Topology:
+        """The topology file with this run's overrides applied."""
+        return run_topology(
+            self.topology_path, self.terminals_override, self.arrival_rate_override_bps
+        )
 
 
 @dataclass(frozen=True)
@@ -27,29 +59,22 @@ class RunSpec:
 
     run_id: int
     """Random 64-bit id of the run; a terminal of another run is refused by the edges."""
-    topology_path: str
-    """Topology YAML file every party reads its parameters from."""
-    terminals_override: int | None
-    """Terminal count replacing the file's (`--terminals`), or None."""
-    arrival_rate_override_bps: float | None
-    """Offered load per terminal replacing the file's (`--rate`), in bit/s, or None."""
+    target: RunTarget
+    """What the run targets (its topology path absolute, for every party to read)."""
     arrival_slots: int
     """Slots 0 … arrival_slots − 1 get tasks; afterwards the run only drains."""
     end_slot: int
     """Parties handle slots 0 … end_slot − 1, then finish."""
-    seed: int
-    """Base seed; terminal d draws its workload from the generator seeded [seed, d]."""
     overrun_threshold_s: float
     """A slot boundary handled later than this after it begins counts as an overrun."""
     realtime_priority: int | None = None
     """SCHED_FIFO priority (1..99) each party takes once READY, so that other programs on
-    the host cannot delay its slot boundaries; None keeps normal scheduling."""
+    the host cannot delay its slot boundaries; None keeps normal scheduling (the local
+    run's `realtime_priority`, passed on to its parties)."""
 
     def topology(self) -> Topology:
         """The topology file with this run's overrides applied."""
-        return run_topology(
-            self.topology_path, self.terminals_override, self.arrival_rate_override_bps
-        )
+        return self.target.topology()
 
     def model(self) -> tuple[MECParams, int]:
         """The simulator's parameters and the terminal count of this run."""
@@ -107,7 +132,11 @@ class FederatedTerminal:
     """The authority's X25519 public key (64 hex digits): only the authority can open."""
     upload_run_id_hex: str
     """The uploads' run id (32 hex digits), bound into every sealed envelope."""
-    epsilon: float = 0.1
+    agent: TerminalAgentConfig
+    """Its agent's settings (trajectory length, `tag`, network widths), those of the
+    federation's method (`MethodConfig.agent_config`), so its network fits the weights
+    its edge learner trains."""
+    epsilon: float
     """Probability of a uniformly random action (exploration) once it holds weights."""
     faults: str = ""
     """Test-only: faults injected into its uploads, "tamper@K,replay@K,malformed@K"."""
@@ -123,8 +152,9 @@ class TerminalConfig:
     """0-based terminal index (t1 is 0)."""
     edges: tuple[Address, ...]
     """Address of every edge server, in the topology's edge order."""
-    policy: str
-    """A baseline name (`fl-crb simulate --help` lists them) or `crb-drqn:WEIGHTS.npz`."""
+    policy: PolicySpec
+    """What it decides with: a live baseline, a weights file, or federated CRB-DRQN
+    (started by `fl_crb.federation.terminal`, with `federation` set)."""
     pace_uplink: bool
     """Send at most the model's R bits per slot (local mode). False when a network
     emulator shapes the link instead: each task's bytes are written when it starts."""
@@ -137,8 +167,8 @@ class TerminalConfig:
     connect_timeout_s: float = 30.0
     """How long to keep retrying the connection to an edge server at start-up."""
     federation: FederatedTerminal | None = None
-    """Federated CRB-DRQN (policy "crb-drqn-federated"): where its weights come from and
-    its uploads go; None for every other policy."""
+    """Federated CRB-DRQN (a `Federated` policy): where its weights come from and its
+    uploads go; None for every other policy."""
 
 
 _Config = TypeVar("_Config")
@@ -176,24 +206,33 @@ def _build(cls: type, data: Any, origin: str, where: str) -> Any:
     values = {}
     for f in dataclasses.fields(cls):
         path = f"{where}.{f.name}" if where else f.name
+        if not f.init:  # a constant such as a variant's `kind`: checked, not passed
+            if data.get(f.name, f.default) != f.default:
+                raise ValueError(f"{origin}: {path}: expected {f.default!r}, got {data[f.name]!r}")
+            continue
         if f.name not in data:
             if f.default is not dataclasses.MISSING:
                 continue
             raise ValueError(f"{origin}: {path}: missing")
         values[f.name] = _value(hints[f.name], data[f.name], origin, path)
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ValueError as error:  # the dataclass's own checks
+        raise ValueError(f"{origin}: {where or 'top level'}: {error}") from None
 
 
 def _value(hint: Any, value: Any, origin: str, path: str) -> Any:
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, origin, path)
     origin_type = typing.get_origin(hint)
-    if origin_type is types.UnionType:  # `X | None`
+    if origin_type is types.UnionType:  # `X | None`, or dataclasses told apart by `kind`
         options = typing.get_args(hint)
         if value is None and type(None) in options:
             return None
-        hint = next(option for option in options if option is not type(None))
-        return _value(hint, value, origin, path)
+        choices = [option for option in options if option is not type(None)]
+        if len(choices) == 1:
+            return _value(choices[0], value, origin, path)
+        return _variant(choices, value, origin, path)
     if origin_type is tuple:
         (item,) = typing.get_args(hint)[:1]
         if not isinstance(value, list):
@@ -203,3 +242,21 @@ def _value(hint: Any, value: Any, origin: str, path: str) -> Any:
     if (isinstance(value, bool) and hint is not bool) or not isinstance(value, accepted):
         raise ValueError(f"{origin}: {path}: expected {hint.__name__}, got {value!r}")
     return float(value) if hint is float else value
+
+
+def _variant(choices: list[Any], value: Any, origin: str, path: str) -> Any:
+    """The dataclass among `choices` whose `kind` the object names, built from it."""
+    kinds = {_kind(choice): choice for choice in choices}
+    if None in kinds:
+        raise TypeError(f"{path}: a union of {choices} needs a `kind` field in each")
+    kind = value.get("kind") if isinstance(value, dict) else None
+    if kind not in kinds:
+        raise ValueError(f"{origin}: {path}.kind: expected one of {sorted(kinds)}, got {kind!r}")
+    return _build(kinds[kind], value, origin, path)
+
+
+def _kind(cls: Any) -> str | None:
+    if not dataclasses.is_dataclass(cls):
+        return None
+    kind = next((f for f in dataclasses.fields(cls) if f.name == "kind"), None)
+    return None if kind is None else kind.default

@@ -7,18 +7,20 @@ reward. Two kinds are built here:
   D terminals), and asks it about an `Observations` in which only this terminal has a
   task. A baseline's per-terminal state (round-robin's next edge, least-loaded's
   tie-breaking rotation) is therefore exactly the simulator's for this terminal.
-- `AgentDecider` (`--policy crb-drqn:WEIGHTS.npz`) is the learner's `TerminalAgent`
-  (the same component the simulator trainer uses), acting greedily (ε = 0) with the
-  weights in a file. At its first decision after each multiple of `tag` slots (the
-  agent's refresh period) it checks the file and loads it again if it changed, so
-  whoever trains can replace the weights while the run goes on (write a new file and
-  rename it over the old one: `save_weights_file`).
+- `AgentDecider` (a `WeightsFile` policy, `--policy crb-drqn:WEIGHTS.npz`) is the
+  learner's `TerminalAgent` (the same component the simulator trainer uses), acting
+  greedily (ε = 0) with the weights in a file, its network as wide as the file's. At
+  its first decision after each multiple of `tag` slots (the agent's refresh period) it
+  checks the file and loads it again if it changed, so whoever trains can replace the
+  weights while the run goes on (write a new file and rename it over the old one:
+  `fl_crb.learn.weights_file.save_weights_file`).
   Its trajectories are kept and written next to the task log at the end.
 
-The terminal of federated CRB-DRQN (policy `crb-drqn-federated`, `FEDERATED_POLICY`) is
-built a layer above, by the federation (`fl_crb.federation.terminal`): that module runs
-the terminal party with its own `DeciderFactory`, so this package never imports the
-federation. `make_decider` refuses the policy and says where it is decided.
+The terminal of federated CRB-DRQN (a `Federated` policy) is built a layer above, by the
+federation (`fl_crb.federation.terminal`): that module runs the terminal party with its
+own `DeciderFactory`, so this package never imports the federation. `make_decider`
+refuses the policy and says where it is decided; a `TrainedRun` never reaches a terminal
+(the coordinator gives each terminal its managing edge's network as a weights file).
 """
 
 from __future__ import annotations
@@ -31,18 +33,15 @@ from typing import Protocol
 
 import numpy as np
 
+from fl_crb.learn.weights_file import network_widths, read_weights_file
 from fl_crb.mec.observation import Observations, TerminalObservation
 from fl_crb.mec.params import MECParams
-from fl_crb.policies.baselines import BASELINES, make_baseline
+from fl_crb.policies.baselines import make_baseline
+from fl_crb.policies.spec import Baseline, Federated, PolicySpec, WeightsFile
 from fl_crb.runtime.config import FederatedTerminal
 
 log = logging.getLogger(__name__)
 
-AGENT_PREFIX = "crb-drqn:"
-"""Policy spec prefix naming a weights file."""
-FEDERATED_POLICY = "crb-drqn-federated"
-"""Policy spec of a federated terminal (its terminal config carries `federation`); its
-decider is built by `fl_crb.federation.terminal`, which starts such terminals."""
 _UNREADABLE = (OSError, ValueError, EOFError, zipfile.BadZipFile)
 """What reading a missing, partial or foreign weights file raises."""
 
@@ -102,25 +101,6 @@ class BaselineDecider:
         return {"policy": self.label}
 
 
-def save_weights_file(path: str | Path, weights: dict[str, np.ndarray], version: int) -> None:
-    """Write Q-network weights (`weights_to_numpy` names) and their version atomically."""
-    path = Path(path)
-    if "version" in weights:
-        raise ValueError("a weight may not be called 'version': the name holds the version")
-    temporary = path.with_name(path.name + ".tmp.npz")
-    np.savez(temporary, version=np.int64(version), **weights)
-    os.replace(temporary, path)
-
-
-def read_weights_file(path: Path) -> tuple[dict[str, np.ndarray], int]:
-    """The weights and version in a file written by `save_weights_file`."""
-    with np.load(path) as archive:
-        arrays = {name: archive[name] for name in archive.files}
-    if "version" not in arrays:
-        raise ValueError(f"{path}: no 'version' entry; write weights with save_weights_file")
-    return arrays, int(arrays.pop("version"))
-
-
 class AgentDecider:
     """CRB-DRQN's terminal agent acting greedily with weights reloaded from a file."""
 
@@ -133,12 +113,21 @@ class AgentDecider:
         trajectory_path: Path | None,
     ) -> None:
         from fl_crb.learn.features import FeatureScale
+        from fl_crb.learn.method_config import TerminalAgentConfig
         from fl_crb.learn.terminal_agent import TerminalAgent
 
         self._path = weights_path
         self._signature: tuple[int, int, int] | None = None
+        try:
+            weights, _ = read_weights_file(weights_path)
+            hidden, lstm_hidden = network_widths(weights, str(weights_path))
+        except _UNREADABLE as error:
+            raise ValueError(f"{weights_path}: cannot load CRB-DRQN weights: {error}") from None
         self._agent = TerminalAgent(
-            FeatureScale.from_params(params, terminals), params.history_slots, seed=seed
+            FeatureScale.from_params(params, terminals),
+            params.history_slots,
+            TerminalAgentConfig(hidden=hidden, lstm_hidden=lstm_hidden),
+            seed=seed,
         )
         self._agent.epsilon = 0.0
         self._trajectory_path = trajectory_path
@@ -202,11 +191,11 @@ class AgentDecider:
 
 class DeciderFactory(Protocol):
     """What builds a terminal party's decider (`make_decider`'s signature); the federated
-    terminal passes its own, which also builds `FEDERATED_POLICY`'s."""
+    terminal passes its own, which also builds a `Federated` policy's."""
 
     def __call__(
         self,
-        spec: str,
+        spec: PolicySpec,
         params: MECParams,
         terminals: int,
         terminal: int,
@@ -217,7 +206,7 @@ class DeciderFactory(Protocol):
 
 
 def make_decider(
-    spec: str,
+    spec: PolicySpec,
     params: MECParams,
     terminals: int,
     terminal: int,
@@ -225,24 +214,23 @@ def make_decider(
     trajectory_path: Path | None = None,
     federation: FederatedTerminal | None = None,
 ) -> Decider:
-    """The decider a policy spec names: a baseline name or `crb-drqn:WEIGHTS.npz`.
+    """The decider of a policy: a live baseline, or a weights file acted with greedily.
 
     `federation` (the terminal config's federated settings) is not used here: only the
-    federated terminal's factory (`fl_crb.federation.terminal`) builds a decider of
-    `FEDERATED_POLICY`, which this one refuses with where to start such a terminal."""
-    if spec == FEDERATED_POLICY:
+    federated terminal's factory (`fl_crb.federation.terminal`) builds the decider of a
+    `Federated` policy, which this one refuses with where to start such a terminal."""
+    if isinstance(spec, Federated):
         raise ValueError(
-            f"policy {spec!r} is decided by the federation's terminal: start the party with "
-            "`python -m fl_crb.federation.terminal CONFIG.json` (as `fl-crb federate` does), "
-            "not `python -m fl_crb.runtime.terminal`"
+            f"policy {spec.describe()} is decided by the federation's terminal: start the "
+            "party with `python -m fl_crb.federation.terminal CONFIG.json` (as `fl-crb "
+            "federate` does), not `python -m fl_crb.runtime.terminal`"
         )
-    if spec.startswith(AGENT_PREFIX):
-        return AgentDecider(
-            Path(spec[len(AGENT_PREFIX) :]), params, terminals, seed, trajectory_path
-        )
-    if spec in BASELINES:
-        return BaselineDecider(spec, params, terminals, terminal, seed)
+    if isinstance(spec, WeightsFile):
+        return AgentDecider(Path(spec.path), params, terminals, seed, trajectory_path)
+    if isinstance(spec, Baseline) and spec.live:
+        return BaselineDecider(spec.name, params, terminals, terminal, seed)
     raise ValueError(
-        f"unknown policy {spec!r}; choose a baseline ({', '.join(BASELINES)}), "
-        f"{AGENT_PREFIX}WEIGHTS.npz or {FEDERATED_POLICY}"
+        f"a live terminal cannot decide with policy {spec.describe()}: it takes a live "
+        "baseline or a weights file (a training run folder is exported to one weights "
+        "file per edge by the run's coordinator)"
     )

@@ -4,13 +4,16 @@
 until all are READY (listening, connected), gives them a common epoch a moment ahead,
 waits for them to finish, and writes the run folder:
 
-    DIR/run.json             what was run: topology, policy, slots, epoch, parties
+    DIR/run.json             what was run: the whole `LocalRunConfig`, the parties' shared
+                             `RunSpec`, the epoch, the parties
     DIR/topology.yaml        a copy of the topology file
     DIR/tasks.csv            every task's outcome (`fl_crb.runtime.tasklog`)
     DIR/summary.json         tasks, average delay, failure rate, overruns, bytes per party
     DIR/logs/PARTY.log       each party's log (its standard error)
     DIR/parties/PARTY.json   each party's own summary; PARTY.tasks.jsonl per terminal
     DIR/config/PARTY.json    the config each party was started with
+    DIR/weights/             a trained run's per-edge networks as weights files (policy
+                             `TrainedRun`: each terminal acts with its managing edge's)
 
 Without a network emulator the terminals pace their uplink at the topology's rate.
 """
@@ -26,24 +29,30 @@ import secrets
 import shutil
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from fl_crb.mec.params import MECParams
-from fl_crb.policies.baselines import BASELINES
+from fl_crb.policies.spec import (
+    Baseline,
+    Federated,
+    PolicySpec,
+    TrainedRun,
+    WeightsFile,
+    absolute,
+)
 from fl_crb.runtime.config import (
     Address,
     EdgeConfig,
     FederatedTerminal,
     RunSpec,
+    RunTarget,
     TerminalConfig,
-    run_topology,
     save_config,
 )
-from fl_crb.runtime.decider import AGENT_PREFIX
 from fl_crb.runtime.party import READY, write_json
 from fl_crb.runtime.placement import Loopback, Placement
 from fl_crb.runtime.tasklog import merge_task_lines, read_task_table
@@ -63,22 +72,16 @@ EXIT_GRACE_S = 30.0
 
 @dataclass(frozen=True)
 class LocalRunConfig:
-    """One local run."""
+    """One local run: what it targets, what its terminals decide with, how its parties run."""
 
-    topology_path: str
-    """Topology YAML file."""
-    terminals_override: int | None
-    """Terminal count replacing the file's, or None."""
-    arrival_rate_override_bps: float | None
-    """Offered load per terminal replacing the file's, in bit/s, or None."""
-    policy: str
-    """A baseline name or `crb-drqn:WEIGHTS.npz`, used by every terminal."""
-    duration_s: float
-    """Seconds of task arrivals; the run then drains for τ + 2 slots."""
+    target: RunTarget
+    """Topology, overrides, workload seed and duration of arrivals."""
+    policy: PolicySpec
+    """What every terminal decides with: a live baseline, a weights file, or a training
+    run folder (each terminal acting with its managing edge's network). A `Federated`
+    policy needs the federation around the parties (`FederatedRunConfig`)."""
     out_dir: str
     """Run folder; created, and must not hold an earlier run."""
-    seed: int = 0
-    """Seed of the terminals' workloads and random policies."""
     pace_uplink: bool = True
     """Terminals pace their uplink at the topology's rate (nothing else shapes loopback)."""
     pace_ticks_per_slot: int = 4
@@ -93,8 +96,11 @@ class LocalRunConfig:
     """SCHED_FIFO priority for every party once READY (needs root); None: normal."""
 
     def __post_init__(self) -> None:
-        if not self.duration_s > 0:
-            raise ValueError(f"duration must be > 0 seconds, got {self.duration_s!r}")
+        if isinstance(self.policy, Baseline) and not self.policy.live:
+            raise ValueError(
+                f"policy {self.policy.name} decides from every terminal's observation: "
+                "simulation only, a live terminal cannot run it"
+            )
         if self.pace_ticks_per_slot < 1:
             raise ValueError(f"--pace-ticks must be >= 1, got {self.pace_ticks_per_slot}")
         if not 0 < self.overrun_threshold_fraction <= 1:
@@ -122,16 +128,21 @@ async def run_local(
     out = Path(config.out_dir)
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"run folder {out} is not empty; give a new folder for each run")
-    spec, params, _ = run_spec(config)
-    policy = _checked_policy(config.policy)
+    if isinstance(config.policy, Federated):
+        raise ValueError(
+            f"policy {config.policy.describe()} needs the federation around the parties: "
+            "run it with `fl-crb federate` (`FederatedRunConfig`), not as a local run"
+        )
+    spec, params, terminals = run_spec(config)
+    policies = terminal_policies(config.policy, params, terminals, out / "weights")
     for sub in ("config", "logs", "parties"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(config.topology_path, out / "topology.yaml")
+    shutil.copyfile(config.target.topology_path, out / "topology.yaml")
     cpu_before = _children_cpu_s()
     load_before = os.getloadavg()
     parties: list[_Party] = []
     try:
-        epoch = await launch_parties(out, config, spec, policy, placement, parties)
+        epoch = await launch_parties(out, config, spec, policies, placement, parties)
         names = [p.name for p in parties]
         _write_run_file(out, config, spec, params.slot_s, epoch, names, placement.label)
         finish_by = epoch + spec.end_slot * params.slot_s + EXIT_GRACE_S
@@ -154,7 +165,7 @@ async def launch_parties(
     out: Path,
     config: LocalRunConfig,
     spec: RunSpec,
-    policy: str,
+    policies: Sequence[PolicySpec],
     placement: Placement,
     parties: list[_Party],
     federation: Callable[[int, str], FederatedTerminal] | None = None,
@@ -164,6 +175,7 @@ async def launch_parties(
     """Start every edge server, then every terminal (appended to `parties` as they start,
     so the caller can stop them on failure), wait until all are READY and send START.
 
+    `policies[d]` is what terminal d decides with (`terminal_policies`);
     `federation(d, host)` gives terminal d its federated settings (None: not federated);
     `before_start()` is awaited once all are READY, before the epoch is chosen (the
     federated run starts its authority there); `terminal_module` is the module each
@@ -187,7 +199,7 @@ async def launch_parties(
             spec,
             d,
             edges,
-            policy,
+            policies[d],
             config.pace_uplink,
             config.pace_ticks_per_slot,
             str(out / "parties" / f"{name}.tasks.jsonl"),
@@ -210,45 +222,43 @@ async def launch_parties(
 
 def run_spec(config: LocalRunConfig) -> tuple[RunSpec, MECParams, int]:
     """The shared facts of the run; checks the topology and duration before any process."""
-    topology = run_topology(
-        config.topology_path, config.terminals_override, config.arrival_rate_override_bps
-    )
+    target = config.target
+    topology = target.topology()
     params, terminals = topology.mec_params(), topology.terminal_count
     _check_realtime(config.realtime_priority)
-    arrival_slots = round(config.duration_s / params.slot_s)
+    arrival_slots = round(target.duration_s / params.slot_s)
     if arrival_slots < 1:
         raise ValueError(
-            f"duration {config.duration_s}s is shorter than one slot ({params.slot_s}s)"
+            f"duration {target.duration_s}s is shorter than one slot ({params.slot_s}s)"
         )
     deadline_slots = int(params.per_terminal(terminals).deadline_slots.max())
     spec = RunSpec(
         run_id=secrets.randbits(63),
-        topology_path=str(Path(config.topology_path).resolve()),
-        terminals_override=config.terminals_override,
-        arrival_rate_override_bps=config.arrival_rate_override_bps,
+        target=replace(target, topology_path=str(Path(target.topology_path).resolve())),
         arrival_slots=arrival_slots,
         end_slot=arrival_slots + deadline_slots + 2,
-        seed=config.seed,
         overrun_threshold_s=config.overrun_threshold_fraction * params.slot_s,
         realtime_priority=config.realtime_priority,
     )
     return spec, params, terminals
 
 
-def _checked_policy(spec: str) -> str:
-    """The policy spec with an absolute weights path; refuses an unknown policy or a
-    missing weights file before any process starts."""
-    if spec.startswith(AGENT_PREFIX):
-        path = Path(spec[len(AGENT_PREFIX) :])
-        if not path.is_file():
-            raise ValueError(f"policy {spec!r}: weights file {path} does not exist")
-        return AGENT_PREFIX + str(path.resolve())
-    if spec not in BASELINES:
-        raise ValueError(
-            f"unknown policy {spec!r}; choose a baseline ({', '.join(BASELINES)}) or "
-            f"{AGENT_PREFIX}WEIGHTS.npz"
-        )
-    return spec
+def terminal_policies(
+    policy: PolicySpec, params: MECParams, terminals: int, folder: Path
+) -> list[PolicySpec]:
+    """What each terminal decides with, paths made absolute: the policy itself, except
+    for a training run folder, whose per-edge networks are exported into `folder` as
+    weights files (`fl_crb.training.start_weights`), each terminal getting its managing
+    edge's. Refuses a missing or unfitting start before any process starts."""
+    if isinstance(policy, WeightsFile) and not Path(policy.path).is_file():
+        raise ValueError(f"policy {policy.describe()}: weights file {policy.path} does not exist")
+    if not isinstance(policy, TrainedRun):
+        return [absolute(policy)] * terminals
+    from fl_crb.training.start_weights import edge_weights_files  # torch: only here
+
+    files = edge_weights_files(policy, params, folder)
+    managing = params.per_terminal(terminals).managing_edge
+    return [WeightsFile(files[int(managing[d])]) for d in range(terminals)]
 
 
 def _check_realtime(priority: int | None) -> None:
@@ -382,9 +392,9 @@ def summarise_run(
     boundaries = sum(s["boundaries"] for s in party_summaries.values())
     overruns = sum(s["overruns"] for s in party_summaries.values())
     return {
-        "topology": Path(config.topology_path).stem,
-        "policy": config.policy,
-        "duration_s": config.duration_s,
+        "topology": Path(config.target.topology_path).stem,
+        "policy": config.policy.describe(),
+        "duration_s": config.target.duration_s,
         "slot_s": slot_s,
         "arrival_slots": spec.arrival_slots,
         "pace_uplink": config.pace_uplink,

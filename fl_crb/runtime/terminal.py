@@ -102,9 +102,9 @@ class TerminalParty:
         )
         self.deadline_slots = int(arrays.deadline_slots[d])
         self.drop_reward = params.drop_reward_value(terminals)
-        self.sizes = terminal_workload(arrays, d, run.arrival_slots, run.seed)
+        self.sizes = terminal_workload(arrays, d, run.arrival_slots, run.target.seed)
         self._arrival_slots = np.flatnonzero(self.sizes > 0)
-        self._payload_rng = np.random.default_rng([run.seed, d, 1])
+        self._payload_rng = np.random.default_rng([run.target.seed, d, 1])
         self.board = LoadBoard(params.edges, params.history_slots)
         trajectories = Path(config.task_log_path).with_name(f"{self.name}.trajectories.npz")
         self.decider = deciders(
@@ -112,7 +112,7 @@ class TerminalParty:
             params,
             terminals,
             d,
-            run.seed * 1_000_003 + d,
+            run.target.seed * 1_000_003 + d,
             trajectories,
             federation=config.federation,
         )

@@ -90,11 +90,11 @@ class FederatedSetting:
 
     terminals: int
     round_period_s: float
-    """The authority's round period (`fl-crb federate --round-period`; passed to an
-    emulated run as `EmulationConfig.federation_round_period_s`)."""
+    """The authority's round period (`fl-crb federate --round-period`;
+    `FederatedRunConfig.round_period_s` on either face)."""
     poll_period_s: float
-    """The SuperNodes' idle pull period (FederatedRunConfig.supernode_idle_poll_s;
-    `EmulationConfig.federation_poll_s` on the emulated face)."""
+    """The SuperNodes' idle pull period (`FederatedRunConfig.supernode_idle_poll_s` on
+    either face)."""
 
 
 def model_beside_measured(
@@ -141,16 +141,13 @@ def _local_run(
     topology: str, duration_s: float, run: FederatedSetting, run_dir: Path
 ) -> FederatedBytes:
     """One whole federated run on loopback, reduced to its terminals' bytes."""
-    from fl_crb.federation.deploy.federated_run import (
-        FederatedRunConfig,
-        federated_parties,
-        run_federated,
-    )
+    from fl_crb.federation.deploy.federated_run import run_federated
+    from fl_crb.federation.deploy.run_config import FederatedRunConfig, federated_parties
+    from fl_crb.runtime.config import RunTarget
 
+    target = RunTarget(topology, duration_s, terminals_override=run.terminals)
     run_config = FederatedRunConfig(
-        parties=federated_parties(
-            topology, duration_s, str(run_dir), terminals_override=run.terminals
-        ),
+        parties=federated_parties(target, str(run_dir)),
         round_period_s=run.round_period_s,
         supernode_idle_poll_s=run.poll_period_s,
     )
@@ -168,8 +165,11 @@ def _emulated_run(
     """One whole federated run on a Mininet network of the study's topology (`fl-crb
     emulate`'s federated data plane, CRB-DRQN from weights pre-trained in simulation and
     cached like the command's), reduced to its terminals' bytes."""
+    from emulation.data_plane import emulated_federation, emulation_parties
     from emulation.pretrain import PretrainConfig, pretrained_weights
     from emulation.run import EmulationConfig, run_emulation
+    from fl_crb.policies.spec import Federated, WeightsFile
+    from fl_crb.runtime.config import RunTarget
 
     pretrain = PretrainConfig()
     progress(
@@ -177,16 +177,15 @@ def _emulated_run(
         f"(cached in {pretrain.cache_dir}; trained now if this setting has none)"
     )
     weights = pretrained_weights(topology, run.terminals, None, pretrain).weights_path
+    target = RunTarget(topology, duration_s, terminals_override=run.terminals)
+    parties = emulation_parties(target, Federated(WeightsFile(str(weights))), str(run_dir))
     report = run_emulation(
         EmulationConfig(
-            topology_path=topology,
-            policy=f"crb-drqn:{weights}",
-            duration_s=duration_s,
-            out_dir=str(run_dir),
-            terminals_override=run.terminals,
-            data_plane="federated",
-            federation_round_period_s=run.round_period_s,
-            federation_poll_s=run.poll_period_s,
+            run=emulated_federation(
+                parties,
+                round_period_s=run.round_period_s,
+                supernode_idle_poll_s=run.poll_period_s,
+            ),
             notes=(f"overhead study run; CRB-DRQN starting from {weights}",),
         )
     )

@@ -35,13 +35,15 @@ import math
 from dataclasses import asdict, dataclass, replace
 
 from fl_crb.federation.crypto import overhead_bytes
+from fl_crb.federation.deploy.run_config import FederatedRunConfig
 from fl_crb.federation.mailbox import frame
 from fl_crb.federation.serialization import trajectory_payload_bytes, weights_payload_bytes
+from fl_crb.learn.method_config import MethodConfig
 from fl_crb.learn.qnetwork import QNetwork, weights_to_numpy
 
-DEFAULT_ROUND_PERIOD_S = 2.0
+DEFAULT_ROUND_PERIOD_S = FederatedRunConfig.round_period_s
 """`fl-crb federate`'s authority round period (FederatedRunConfig.round_period_s)."""
-DEFAULT_POLL_PERIOD_S = 0.25
+DEFAULT_POLL_PERIOD_S = FederatedRunConfig.supernode_idle_poll_s
 """`fl-crb federate`'s SuperNode idle pull period (FederatedRunConfig.supernode_idle_poll_s)."""
 STOCK_POLL_PERIOD_S = 3.0
 """Flower 1.42's own idle pull period, the longest fl-crb's SuperNodes can be set to."""
@@ -57,7 +59,7 @@ class OverheadSetting:
     """E."""
     history_slots: int = 10
     """C."""
-    trajectory_length: int = 4
+    trajectory_length: int = MethodConfig.trajectory_length
     """n."""
     round_period_s: float = DEFAULT_ROUND_PERIOD_S
     """R: seconds per authority round (one collect exchange per terminal per round)."""

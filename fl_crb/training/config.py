@@ -1,7 +1,9 @@
 """Configuration of a simulated training run: every hyperparameter, and why it has its value.
 
 The paper states RMSprop with lr 1e-3, γ 0.9, batches of 4 trajectories, n = 4 and ε
-decaying from 1 to 0.01; everything else is chosen here and documented field by field.
+decaying from 1 to 0.01; everything else is chosen here, or for the method's own settings
+(learner, n, `tag`, pool) in `fl_crb.learn.method_config`, which `TrainConfig` extends,
+and documented field by field.
 Also here: the arrival seeds of training and evaluation episodes, kept disjoint.
 
 Seed ranges (arrivals of one episode are drawn from one integer seed):
@@ -16,10 +18,10 @@ Seed ranges (arrivals of one episode are drawn from one integer seed):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass, replace
 
 from fl_crb.learn.learner_config import LearnerConfig
+from fl_crb.learn.method_config import MethodConfig
 from fl_crb.marl.settings import (
     MARL_CONFIGS,
     AlgorithmSetup,
@@ -27,9 +29,6 @@ from fl_crb.marl.settings import (
     default_marl_config,
     marl_config_from_dict,
 )
-
-if TYPE_CHECKING:  # torch: imported where an agent is built, not by the command line
-    from fl_crb.learn.terminal_agent import TerminalAgentConfig
 
 DRQN_ALGORITHMS = ("crb-drqn", "independent-drqn")
 """The learners `fl_crb.training.drqn_trainer` runs: the method, and its ablation without the
@@ -49,14 +48,6 @@ EVALUATION_SEED_BASE = 2**40
 
 VALIDATION_SEED_BASE = 2**41
 """First arrival seed of validation episodes, above every evaluation seed."""
-
-TARGET_UPDATE_STEPS = 500
-"""`update`: training steps between target-network copies (the paper gives no value).
-A learner takes ~110 steps per 100-slot episode, so the target moves every ~4.5
-episodes. With 100 (one episode) the shared policy of a group of terminals chased its
-own congestion: on four-edge-hetero at 25 terminals the greedy failure rate after 150
-episodes swung between 0.9% and 6.4% across seeds; with 500 it was 0.3%-2% (see the
-report of issue 3)."""
 
 
 def training_seed(run_seed: int, episode: int) -> int:
@@ -84,9 +75,18 @@ def _check_seed(seed: int, episode: int) -> None:
         raise ValueError(f"episode index must lie in [0, {MAX_SEED}), got {episode!r}")
 
 
+RUN_FILE_HEAD = ("algo", "seed", "arrival_slots")
+"""The keys `TrainConfig.to_dict` puts before the method's settings, as run.json has
+always had them."""
+
+
 @dataclass(frozen=True)
-class TrainConfig:
-    """A training run's learning setup (the topology and terminal count come separately)."""
+class TrainConfig(MethodConfig):
+    """A training run's learning setup (the topology and terminal count come separately):
+    the method's settings (`MethodConfig`: learner, n, `tag`, pool), which it extends
+    rather than embeds so that run.json keeps its flat layout and every
+    `TrainConfig(min_pool_trajectories=...)` and `config.learner` reads as before, plus
+    the simulation's own settings below."""
 
     algo: str = "crb-drqn"
     """`crb-drqn` (central pool, one learner per edge), `independent-drqn` (each terminal
@@ -96,26 +96,6 @@ class TrainConfig:
     """Run seed: arrivals, network initialisation, exploration and sampling derive from it."""
     arrival_slots: int = 100
     """Slots with arrivals per episode; the episode then drains until every task resolves."""
-    learner: LearnerConfig = field(
-        default_factory=lambda: LearnerConfig(target_update_steps=TARGET_UPDATE_STEPS)
-    )
-    """The paper's optimiser settings (RMSprop, lr 1e-3, γ 0.9, batch 4) and the network
-    sizes (64-wide dense layers, 32-unit LSTM: `LearnerConfig`'s defaults, which a live
-    terminal's `TerminalAgent` assumes too). `update`, the target-network period, is
-    `TARGET_UPDATE_STEPS` here rather than `LearnerConfig`'s 100: see there."""
-    trajectory_length: int = 4
-    """n, transitions per trajectory (paper: 4)."""
-    refresh_slots: int = 10
-    """`tag`, slots between weight downloads (see `TerminalAgentConfig.refresh_slots`)."""
-    pool_capacity: int = 20_000
-    """Trajectories the central pool keeps (FIFO eviction). With 25 terminals at 2 Mbit/s
-    (~36 trajectories per 100-slot episode) that is the last ~550 episodes: training runs
-    of a few hundred episodes keep everything, a long run forgets its ε ≈ 1 start."""
-    pool_alpha: float = 1.0
-    """α of familiarity sampling (see `fl_crb.learn.pool`); the paper gives no value."""
-    min_pool_trajectories: int = 32
-    """A learner starts training once its pool holds this many trajectories: 8 batches'
-    worth, so the first steps do not fit the same handful of trajectories over and over."""
     train_interval_slots: int = 1
     """Each learner takes one training step every this many slots (drain slots included)
     once its pool is large enough. Every slot gives ~110 steps per learner per 100-slot
@@ -167,11 +147,9 @@ class TrainConfig:
         elif self.marl is not None:
             raise ValueError(f"TrainConfig.marl must be None for algorithm {self.algo!r}")
         _check_seed(self.seed, 0)
+        super().__post_init__()
         for name in (
             "arrival_slots",
-            "trajectory_length",
-            "refresh_slots",
-            "pool_capacity",
             "train_interval_slots",
             "epsilon_decay_episodes",
             "validation_every_episodes",
@@ -179,11 +157,6 @@ class TrainConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)!r}")
-        if self.min_pool_trajectories < self.learner.batch_trajectories:
-            raise ValueError(
-                f"TrainConfig.min_pool_trajectories ({self.min_pool_trajectories}) must be at "
-                f"least the batch size ({self.learner.batch_trajectories})"
-            )
         if not 0 < self.epsilon_end <= self.epsilon_start <= 1:
             raise ValueError(
                 "TrainConfig needs 0 < epsilon_end <= epsilon_start <= 1, got "
@@ -202,17 +175,6 @@ class TrainConfig:
             and episodes_done % self.validation_every_episodes == 0
         )
 
-    def agent_config(self) -> TerminalAgentConfig:
-        """The terminals' settings, with network sizes matching the learners'."""
-        from fl_crb.learn.terminal_agent import TerminalAgentConfig
-
-        return TerminalAgentConfig(
-            trajectory_length=self.trajectory_length,
-            refresh_slots=self.refresh_slots,
-            hidden=self.learner.hidden,
-            lstm_hidden=self.learner.lstm_hidden,
-        )
-
     def algorithm_setup(self) -> AlgorithmSetup:
         """What a learning baseline's constructor takes from this run (`fl_crb.marl`)."""
         if self.marl is None:
@@ -227,7 +189,8 @@ class TrainConfig:
         """The JSON form `run.json` records; a field at its "absent" value (`marl` None,
         `learner.terminal_code_bits` 0) is left out, so runs recorded before the field
         existed still match their setup."""
-        data = asdict(self)
+        fields = asdict(self)
+        data = {name: fields.pop(name) for name in RUN_FILE_HEAD} | fields
         if self.marl is None:
             del data["marl"]
         if not self.learner.terminal_code_bits:

@@ -29,7 +29,8 @@ from fl_crb.learn.greedy import GreedyPolicy
 from fl_crb.learn.qnetwork import QNetwork
 from fl_crb.marl.policy import MarlPolicy
 from fl_crb.mec.params import MECParams
-from fl_crb.policies.baselines import BASELINES, SIMULATION_POLICIES, make_baseline
+from fl_crb.policies.baselines import make_baseline
+from fl_crb.policies.spec import Baseline, TrainedRun
 from fl_crb.training.checkpoint import load_networks
 from fl_crb.training.config import MARL_ALGORITHMS
 from fl_crb.training.marl_trainer import make_algorithm
@@ -74,23 +75,6 @@ def learned_policy(run_directory: str | Path, params: MECParams, terminals: int)
     return GreedyPolicy(config.algo, networks, group_of, scale)
 
 
-def is_run_directory(path: str | Path) -> bool:
-    """Whether `path` looks like a training run directory (it has a run.json)."""
-    return (Path(path) / "run.json").is_file()
-
-
-def load_policy(spec: str, params: MECParams, terminals: int, seed: int = 0):
-    """The policy `spec` names: a trained run directory, or a baseline's name."""
-    if spec in BASELINES:
-        return make_baseline(spec, params, terminals, seed)
-    if is_run_directory(spec):
-        return learned_policy(spec, params, terminals)
-    raise ValueError(
-        f"policy {spec!r} is neither a baseline ({', '.join(BASELINES)}) nor a training run "
-        "directory (one holding run.json, as made by `fl-crb train --out`)"
-    )
-
-
 def marl_policy(run_directory: str | Path, params: MECParams, terminals: int) -> MarlPolicy:
     """The greedy policy of the baseline trained in `run_directory`, for `terminals`
     terminals of the system `params` describes."""
@@ -117,11 +101,12 @@ def marl_policy(run_directory: str | Path, params: MECParams, terminals: int) ->
     return MarlPolicy(config.algo, algorithm, scale, terminals)
 
 
-def load_any_policy(spec: str, params: MECParams, terminals: int, seed: int = 0):
-    """The policy `spec` names: a baseline or simulation-only policy by name (e.g.
-    `multi-tier`), a baseline's training run, or a CRB-DRQN / independent-DRQN run."""
-    if spec in SIMULATION_POLICIES:
-        return make_baseline(spec, params, terminals, seed)
-    if is_run_directory(spec) and read_setup(spec)["config"]["algo"] in MARL_ALGORITHMS:
-        return marl_policy(spec, params, terminals)
-    return load_policy(spec, params, terminals, seed)
+def load_any_policy(spec: Baseline | TrainedRun, params: MECParams, terminals: int, seed: int = 0):
+    """The policy `spec` names: a baseline or simulation-only policy (e.g. `multi-tier`),
+    or a trained run of any `fl-crb train --algo` (a learning baseline's, or CRB-DRQN's and
+    independent DRQN's)."""
+    if isinstance(spec, Baseline):
+        return make_baseline(spec.name, params, terminals, seed)
+    if read_setup(spec.path)["config"]["algo"] in MARL_ALGORITHMS:
+        return marl_policy(spec.path, params, terminals)
+    return learned_policy(spec.path, params, terminals)

@@ -1,7 +1,7 @@
 """Pieces of the federated coordinator: starting weights, the authority's supervisor, results.
 
 - `start_weights_files`: a trained run folder or a weights file → one weights file per
-  edge learner (CRB-DRQN trains one network per edge).
+  edge learner (CRB-DRQN trains one network per edge), as wide as the method's learners.
 - `supervise_authority`: runs the authority (`flwr run`, mode "authority") and starts it
   again when it dies before it was asked to stop, up to `max_authority_restarts` times.
   A new run recovers the durable pool, the replay guard and the acknowledgements from the
@@ -31,7 +31,9 @@ from fl_crb.federation.deploy.launcher import LocalFederation
 from fl_crb.federation.deploy.processes import alive
 from fl_crb.federation.edge_learner_service import EdgeServiceConfig
 from fl_crb.federation.metering.accounting import read_records, totals
+from fl_crb.learn.method_config import MethodConfig
 from fl_crb.mec.params import MECParams
+from fl_crb.policies.spec import TrainedRun, WeightsFile
 from fl_crb.runtime.config import save_config
 from fl_crb.runtime.local_run import SINGLE_THREADED
 from fl_crb.runtime.party import READY
@@ -44,51 +46,18 @@ EXIT_REPORT_GRACE_S = 10.0
 run's end (a normal end reports within about a second) before the run counts as dead."""
 
 
-def start_weights_files(source: str | None, params: MECParams, folder: Path) -> list[str] | None:
-    """One weights file (`save_weights_file` format) per edge from `source`, or None."""
-    if source is None:
+def start_weights_files(
+    start: TrainedRun | WeightsFile | None, method: MethodConfig, params: MECParams, folder: Path
+) -> list[str] | None:
+    """One weights file per edge learner from `start` (a trained run's networks are
+    exported into `folder`), or None to start fresh; refuses a start whose networks are
+    not as wide as the method's learners (`fl_crb.training.start_weights`)."""
+    if start is None:
         return None
-    from fl_crb.runtime.decider import read_weights_file, save_weights_file
+    from fl_crb.training.start_weights import edge_weights_files, resolve_widths
 
-    path = Path(source)
-    if path.is_file():
-        try:
-            read_weights_file(path)
-        except (OSError, ValueError) as error:
-            raise ValueError(f"--policy {source}: not a weights file: {error}") from None
-        return [str(path.resolve())] * params.edges
-    if not (path / "run.json").is_file():
-        raise ValueError(
-            f"--policy {source}: neither a weights file nor a training run folder (run.json)"
-        )
-    import torch
-
-    from fl_crb.learn.qnetwork import QNetwork, weights_to_numpy
-    from fl_crb.training.checkpoint import load_networks
-    from fl_crb.training.config import TrainConfig
-    from fl_crb.training.run import read_best, read_setup
-
-    setup = read_setup(path)
-    config = TrainConfig.from_dict(setup["config"])
-    if config.algo != "crb-drqn":
-        raise ValueError(f"--policy {source}: trained {config.algo}, not crb-drqn")
-    if read_best(path) is not None:
-        states = torch.load(path / "best.pt", weights_only=True)
-    else:
-        states = [saved["evaluation"] for saved in load_networks(path / "checkpoint")]
-    if len(states) != params.edges:
-        raise ValueError(
-            f"--policy {source}: {len(states)} edge networks, the topology has {params.edges}"
-        )
-    files = []
-    for e, state in enumerate(states):
-        network = QNetwork(
-            params.edges, params.history_slots, config.learner.hidden, config.learner.lstm_hidden
-        )
-        network.load_state_dict(state)
-        files.append(str(folder / f"start-weights-edge{e + 1}.npz"))
-        save_weights_file(files[-1], weights_to_numpy(network), 0)
-    return files
+    resolve_widths(start, method.learner.hidden, method.learner.lstm_hidden)
+    return edge_weights_files(start, params, folder)
 
 
 async def wait_for_file(path: Path, deadline: float, watched: asyncio.Task) -> None:
@@ -160,6 +129,7 @@ def terminal_summary(out: Path, host: str) -> dict[str, object]:
         "faults_posted": summary.get("faults_posted", {}),
         "weights_versions_loaded": summary.get("weights_versions_loaded", []),
         "tasks_by_decider": versions,
+        "network_widths": [summary.get("hidden"), summary.get("lstm_hidden")],
     }
 
 
@@ -216,8 +186,10 @@ def run_record(config, spec, epoch: float, placement: Placement, parties: list) 
     }
 
 
-def federation_summary(out: Path, hosts: list[str], restarts: int, wall_s: float) -> dict:
-    """Rounds, uploads, rejections, pool, weight versions and bytes of the run."""
+def federation_summary(
+    out: Path, edges: list[str], hosts: list[str], restarts: int, wall_s: float
+) -> dict:
+    """Rounds, uploads, rejections, pool, weight versions, network widths and bytes."""
     authority = json.loads((out / "authority" / "summary.json").read_text())
     rounds = [json.loads(line) for line in (out / "authority" / "rounds.jsonl").open()]
     events = out / "authority" / "events.jsonl"
@@ -227,6 +199,8 @@ def federation_summary(out: Path, hosts: list[str], restarts: int, wall_s: float
         if event["kind"] == "rejected":
             rejected[event["code"]] = rejected.get(event["code"], 0) + 1
     terminals = {host: terminal_summary(out, host) for host in hosts}
+    learners = {edge: out / "parties" / f"{edge}.learner.json" for edge in edges}
+    learners = {e: json.loads(p.read_text()) for e, p in learners.items() if p.exists()}
     exchanges = [r["exchange_s"] for r in rounds]
     return {
         "rounds": authority["rounds"],
@@ -237,6 +211,7 @@ def federation_summary(out: Path, hosts: list[str], restarts: int, wall_s: float
         "uploads_rejected": rejected,
         "pool_size": authority["pool_size"],
         "edge_versions": authority["edge_versions"],
+        "learner_widths": {e: [s["hidden"], s["lstm_hidden"]] for e, s in learners.items()},
         "terminals": terminals,
         "bytes": totals(read_records(out / "authority" / "accounting.jsonl")),
         "wall_s": round(wall_s, 1),
@@ -252,7 +227,7 @@ def hand_out_starting_weights(
     the first round delivers weights."""
     from fl_crb.federation.mailbox import TerminalMailbox
     from fl_crb.federation.serialization import encode_weights
-    from fl_crb.runtime.decider import read_weights_file
+    from fl_crb.learn.weights_file import read_weights_file
 
     encoded = [encode_weights(read_weights_file(Path(path))[0], version=0) for path in files]
     for d, host in enumerate(hosts):

@@ -1,0 +1,129 @@
+"""The federated face's settings on the command line, shared by `federate` and `emulate`.
+
+Every learning setting of `MethodConfig` (`fl_crb.learn.method_config`) and the rounds'
+settings of `FederatedRunConfig` have a flag here. A flag left out keeps the dataclass's
+default, which the help text quotes from the dataclass itself, so each default has one
+source. The network widths are the starting weights' when the run starts from a
+training run or a weights file: a width flag that disagrees with them is refused,
+naming both (`fl_crb.training.start_weights.resolve_widths`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+from fl_crb.commands.common import quantity_argument
+from fl_crb.federation.deploy.run_config import FederatedRunConfig
+from fl_crb.learn.method_config import MethodConfig
+from fl_crb.policies.spec import TrainedRun, WeightsFile
+from fl_crb.topology.units import TIME
+
+DEFAULT = MethodConfig()
+"""The method's defaults, quoted by the help texts."""
+
+WIDTH = "(default: the starting weights', else {default})"
+"""Help text of a width's default."""
+
+LEARNER_FLAGS = (
+    ("--lr", "lr", float, "the edge learners' RMSprop learning rate (default {default})"),
+    ("--gamma", "gamma", float, "discount factor γ per decision (default {default})"),
+    ("--batch-size", "batch_trajectories", int, "trajectories per training batch (default "
+     "{default})"),
+    ("--target-period", "target_update_steps", int, "training steps between target-network "
+     "copies (default {default})"),
+    ("--hidden", "hidden", int, f"width of the Q-network's dense layers {WIDTH}"),
+    ("--lstm-hidden", "lstm_hidden", int, f"hidden size of the Q-network's LSTM {WIDTH}"),
+)  # fmt: skip
+"""(flag, `LearnerConfig` field, type, help) of the edge learners' settings."""
+
+METHOD_FLAGS = (
+    ("--trajectory-length", "trajectory_length", int, "n, transitions per trajectory (default "
+     "{default})"),
+    ("--refresh-slots", "refresh_slots", int, "`tag`, slots between the terminals' checks for "
+     "new weights (default {default})"),
+    ("--pool-capacity", "pool_capacity", int, "trajectories the authority's pool keeps "
+     "(default {default})"),
+    ("--pool-alpha", "pool_alpha", float, "α of the pool's familiarity sampling (default "
+     "{default})"),
+    ("--min-pool", "min_pool_trajectories", int, "edges start training once the pool holds "
+     "this many trajectories (default {default})"),
+)  # fmt: skip
+"""(flag, `MethodConfig` field, type, help) of the method's other settings."""
+
+
+def add_federation_arguments(parser: argparse.ArgumentParser) -> None:
+    """The learning and round flags of a federated run."""
+    learning = parser.add_argument_group(
+        "federated learning", "CRB-DRQN's settings in a federated run (MethodConfig)"
+    )
+    for flags, owner in ((LEARNER_FLAGS, DEFAULT.learner), (METHOD_FLAGS, DEFAULT)):
+        for flag, name, kind, text in flags:
+            default = getattr(owner, name)
+            learning.add_argument(
+                flag,
+                type=kind,
+                dest=name,
+                metavar=flag.removeprefix("--").upper().replace("-", "_"),
+                help=text.format(default=default),
+            )
+    rounds = parser.add_argument_group("federated rounds")
+    rounds.add_argument(
+        "--round-period",
+        help="time between authority rounds, with a unit "
+        f"(default {FederatedRunConfig.round_period_s:g}s)",
+    )
+    rounds.add_argument(
+        "--epsilon",
+        type=float,
+        help="terminals' exploration probability once they hold weights "
+        f"(default {FederatedRunConfig.epsilon})",
+    )
+    rounds.add_argument(
+        "--batches-per-round",
+        type=int,
+        help="training steps per edge per round (default: one per slot of the round period)",
+    )
+
+
+def federation_flags_given(args: argparse.Namespace) -> list[str]:
+    """The federated run's flags given on the command line (for commands that refuse them
+    when no federation runs)."""
+    flags = [(flag, name) for flag, name, _, _ in (*LEARNER_FLAGS, *METHOD_FLAGS)]
+    flags += [("--round-period", "round_period"), ("--epsilon", "epsilon")]
+    flags += [("--batches-per-round", "batches_per_round")]
+    return [flag for flag, name in flags if getattr(args, name) is not None]
+
+
+def method_from_arguments(
+    args: argparse.Namespace, start: TrainedRun | WeightsFile | None
+) -> MethodConfig:
+    """The method's settings: the flags given, the defaults otherwise, and the widths of
+    `start` (the starting weights; None: the flags' or the defaults')."""
+    learner = {name: getattr(args, name) for _, name, _, _ in LEARNER_FLAGS}
+    if start is not None:
+        from fl_crb.training.start_weights import resolve_widths
+
+        learner["hidden"], learner["lstm_hidden"] = resolve_widths(
+            start, learner["hidden"], learner["lstm_hidden"]
+        )
+    method = {name: getattr(args, name) for _, name, _, _ in METHOD_FLAGS}
+    return MethodConfig(
+        learner=replace(DEFAULT.learner, **_given(learner)),
+        **_given(method),
+    )
+
+
+def round_settings(args: argparse.Namespace) -> dict[str, object]:
+    """`FederatedRunConfig`'s round settings the flags give (the others keep its defaults)."""
+    period_s = quantity_argument(args.round_period, TIME, "--round-period")
+    settings = {
+        "round_period_s": period_s,
+        "epsilon": args.epsilon,
+        "batches_per_round": args.batches_per_round,
+    }
+    return _given(settings)
+
+
+def _given(values: dict[str, object]) -> dict[str, object]:
+    return {name: value for name, value in values.items() if value is not None}

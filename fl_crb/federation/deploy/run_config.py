@@ -1,0 +1,93 @@
+"""What a federated run is set up with: its parties, the method's learning settings, the rounds.
+
+`FederatedRunConfig` composes: the data plane's parties are a `LocalRunConfig` (which
+embeds the `RunTarget`: topology, overrides, seed, duration) whose policy is `Federated`
+(with the edge learners' starting weights, if any); the learning settings are a
+`MethodConfig` (`fl_crb.learn.method_config`, the same one simulated training extends);
+the rest are the federation's own (rounds, exploration, Flower's polls). The emulator
+embeds a `FederatedRunConfig` as its federated data plane. Kept apart from the
+coordinator (`federated_run`) so that configuration code does not import Flower.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fl_crb.learn.method_config import MethodConfig
+from fl_crb.policies.spec import Federated, TrainedRun, WeightsFile
+from fl_crb.runtime.config import RunTarget
+from fl_crb.runtime.local_run import LocalRunConfig
+
+FEDERATED_STARTUP_TIMEOUT_S = 180.0
+"""The usual `LocalRunConfig.startup_timeout_s` of a federated run's parties, longer than
+a local run's: the Flower processes, the edge learners and the authority start on the
+same cores at the same time (and are given as long)."""
+
+
+def federated_parties(
+    target: RunTarget,
+    out_dir: str,
+    start: TrainedRun | WeightsFile | None = None,
+    **settings: object,
+) -> LocalRunConfig:
+    """The parties of a federated run (`FederatedRunConfig.parties`): a local run of
+    `target` whose terminals act with the weights the federation delivers (a `Federated`
+    policy, the learners starting from `start`) and whose start may take
+    `FEDERATED_STARTUP_TIMEOUT_S` unless `settings` (further `LocalRunConfig` fields)
+    say otherwise."""
+    settings = {"startup_timeout_s": FEDERATED_STARTUP_TIMEOUT_S, **settings}
+    return LocalRunConfig(target, Federated(start), out_dir, **settings)
+
+
+@dataclass(frozen=True)
+class FederatedRunConfig:
+    """One federated run: the data plane's parties and the federation around them."""
+
+    parties: LocalRunConfig
+    """The runtime's edge servers and terminals, as a local run has them (`federated_parties`
+    builds them); their policy must be `Federated`, whose `start` the edge learners start
+    from. Its `startup_timeout_s` also bounds the start of the learners, the Flower nodes
+    and the authority (`FEDERATED_STARTUP_TIMEOUT_S` is the usual value), its target's
+    `seed` also seeds the learners' initialisation and the authority's sampling, and its
+    `realtime_priority` keeps the Flower processes sharing the parties' cores from
+    delaying their slots."""
+    method: MethodConfig = field(default_factory=MethodConfig)
+    """The learning settings: the edge learners' (`learner`: optimiser, batch, target
+    period, network widths, which must be those of the starting weights), the
+    terminals' (trajectory length, `tag`, widths) and the authority's pool (capacity,
+    familiarity α, the size from which edges get batches)."""
+    round_period_s: float = 2.0
+    """Seconds between the starts of the authority's rounds."""
+    epsilon: float = 0.1
+    """Terminals' exploration probability once they hold weights."""
+    batches_per_round: int | None = None
+    """Batches (training steps) per edge per round; None: one per slot of the period,
+    the simulator trainer's rate of one step per slot."""
+    upload_faults: tuple[tuple[str, str], ...] = ()
+    """Test-only: (terminal host, "tamper@K,replay@K,malformed@K") faults to inject."""
+    max_authority_restarts: int = 3
+    """How often the supervisor starts a dead authority again before giving up."""
+    supernode_idle_poll_s: float = 0.25
+    """The SuperNodes' idle poll (`LaunchConfig`); Flower's own is a fixed 3 s."""
+    superexec_poll_s: float = 0.25
+    """The SuperExecs' task poll (`LaunchConfig`)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.parties.policy, Federated):
+            raise ValueError(
+                "parties.policy must be Federated in a federated run (the edge learners' "
+                f"starting weights go in its start), got {self.parties.policy.describe()!r}"
+            )
+        if self.method.learner.terminal_code_bits:
+            raise ValueError(
+                "method.learner.terminal_code_bits must be 0 in a federated run: live "
+                "terminals have no terminal code"
+            )
+        for name in ("round_period_s", "supernode_idle_poll_s", "superexec_poll_s"):
+            if not getattr(self, name) > 0:
+                what = name.removesuffix("_s").replace("_", " ")
+                raise ValueError(f"{what} must be > 0 s, got {getattr(self, name)!r}")
+        if not 0 <= self.epsilon <= 1:
+            raise ValueError(f"epsilon must lie in [0, 1], got {self.epsilon!r}")
+        if self.batches_per_round is not None and self.batches_per_round < 0:
+            raise ValueError(f"batches per round must be >= 0, got {self.batches_per_round}")
