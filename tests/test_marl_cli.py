@@ -8,7 +8,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import torch
 
 from fl_crb.cli import main
 from fl_crb.learn.learner_config import LearnerConfig
@@ -21,12 +20,7 @@ TINY = str(Path(__file__).resolve().parent.parent / "topologies" / "tiny.yaml")
 TINY_PARAMS = load_topology(TINY).mec_params()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("algo", MARL_ALGORITHMS)

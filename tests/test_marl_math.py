@@ -19,12 +19,7 @@ from tests.test_marl_cli import TINY_PARAMS
 SMALL = LearnerConfig(hidden=8, lstm_hidden=4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_gae_follows_each_terminals_chain_as_computed_by_hand():

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from fl_crb.cli import main
 from fl_crb.experiments.convergence import convergence_episode, smoothed
@@ -22,13 +21,7 @@ TOPOLOGIES = str(Path(__file__).resolve().parent.parent / "topologies")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Small networks run fastest on one thread (see tests/test_trainer.py)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 CSV_FILES = ("fig4_rewards.csv", "fig4_convergence.csv", "fig5.csv", "fig6.csv")

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 from fl_crb.learn.edge_learner import EdgeLearner, LearnerConfig
 from fl_crb.learn.features import FeatureScale, encode_batch
@@ -14,14 +13,7 @@ from fl_crb.mec.simulator import MECSimulator
 EDGES, HISTORY_SLOTS = 2, 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """These small networks run fastest on one thread; on the shared 2-core machine a
-    second thread mostly spins (a test here took 50 s with two, 3 s with one)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def state(tag: float) -> tuple[np.ndarray, np.ndarray]:

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from fl_crb.learn.edge_learner import EdgeLearner, LearnerConfig
 from fl_crb.learn.pool import FIELDS, TrajectoryBatch
@@ -22,14 +21,7 @@ from fl_crb.training.drqn_trainer import Trainer
 TOPOLOGIES = Path(__file__).resolve().parent.parent / "topologies"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """These small networks run fastest on one thread; on the shared 2-core machine a
-    second thread mostly spins (a test here took 50 s with two, 3 s with one)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_config(**overrides) -> TrainConfig:
