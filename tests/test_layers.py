@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCE_PACKAGES = ("fl_crb", "emulation")
 
 LAYERS: dict[str, int] = {
+    "fl_crb.files": 0,
     "fl_crb.mec": 0,
     "fl_crb.topology": 1,
     "fl_crb.policies": 2,

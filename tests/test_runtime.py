@@ -49,6 +49,7 @@ from fl_crb.runtime.protocol import (
     encode,
     read_message,
 )
+from fl_crb.runtime.tasklog import EdgeOutcome, read_edge_outcomes
 from fl_crb.runtime.terminal_queues import SlotServer, byte_targets
 from fl_crb.topology import load_topology
 
@@ -275,8 +276,16 @@ def test_edge_server_survives_a_terminal_that_dies_mid_transfer(tmp_path):
     (outcome,) = [m for m in messages if isinstance(m, Outcome)]
     assert outcome.kind is OutcomeKind.FINISHED and outcome.received_slot == 1
     assert outcome.slot == 2  # joins in slot 2; 2 Mbit < S = 8.36 Mbit finishes at once
-    assert summary["disconnects_during_run"] == 1 and summary["tasks_discarded"] == 1
+    assert summary["disconnects_during_run"] == 1
     assert summary["tasks_received"] == 1 and summary["finished"] == 1
+    # The dead terminal's task stays: in transit, it is dropped at its deadline (1 + 12 − 1),
+    # and the edge's record keeps both tasks although it could not tell terminal 0.
+    assert summary["dropped"] == 1 and summary["outcomes_undelivered"] == 1
+    records = read_edge_outcomes([tmp_path / "edge.outcomes.jsonl"])
+    assert records == {
+        (0, 1, 0): EdgeOutcome(0, 1, 0, slot=2, dropped=False, received_slot=1),
+        (0, 0, 0): EdgeOutcome(0, 0, 0, slot=12, dropped=True, received_slot=-1),
+    }
     assert summary["boundaries"] == end_slot
     assert summary["bytes_received"] > 250_000 + 60_000
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from fl_crb.commands.arguments import RATE, TERMINALS
 from fl_crb.runtime.config import RunTarget
 from fl_crb.topology import Topology, TopologyError, load_topology
 from fl_crb.topology.units import BANDWIDTH, TIME, Dimension, UnitError, parse_quantity
@@ -11,17 +12,20 @@ from fl_crb.topology.units import BANDWIDTH, TIME, Dimension, UnitError, parse_q
 
 def add_topology_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--topology", required=True, help="topology YAML file (topologies/*.yaml)")
-    parser.add_argument("--terminals", type=int, help="override the terminal count")
+    parser.add_argument("--terminals", type=TERMINALS, help="override the terminal count")
     parser.add_argument(
-        "--rate", help="override every terminal's offered load, with a unit (e.g. 2.0Mbps)"
+        "--rate",
+        type=RATE,
+        help="override every terminal's offered load, with a unit (e.g. 2.0Mbps)",
     )
 
 
-def quantity_argument(value: str | None, dimension: Dimension, flag: str) -> float | None:
-    """The command line's `flag` as a number in SI units (None stays None); a value without
-    a valid unit raises a `TopologyError` naming the flag."""
-    if value is None:
-        return None
+def quantity_argument(value: str | float | None, dimension: Dimension, flag: str) -> float | None:
+    """The command line's `flag` as a number in SI units (None stays None, a number parsed
+    already by a `fl_crb.commands.arguments.quantity` type stays as it is); a value
+    without a valid unit raises a `TopologyError` naming the flag."""
+    if value is None or isinstance(value, float):
+        return value
     try:
         return parse_quantity(value, dimension)
     except UnitError as error:

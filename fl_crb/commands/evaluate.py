@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from fl_crb.commands.arguments import EPISODES, SEED, SLOTS
 from fl_crb.commands.common import add_topology_arguments, load_topology_arguments
 from fl_crb.commands.policy_arg import parse_policy, policy_help
 from fl_crb.policies.spec import Baseline, TrainedRun
@@ -30,9 +31,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     add_topology_arguments(evaluate)
     evaluate.add_argument("--policy", required=True, help=policy_help(ACCEPTS))
-    evaluate.add_argument("--episodes", type=int, default=10)
-    evaluate.add_argument("--seed", type=int, default=0, help="0 <= seed < 1e6")
-    evaluate.add_argument("--slots", type=int, default=100, help="arrival slots per episode")
+    evaluate.add_argument("--episodes", type=EPISODES, default=10)
+    evaluate.add_argument("--seed", type=SEED, default=0, help="0 <= seed < 1e6")
+    evaluate.add_argument("--slots", type=SLOTS, default=100, help="arrival slots per episode")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(run=run)
 
@@ -46,8 +47,6 @@ def run(args: argparse.Namespace) -> int:
     from fl_crb.training.run import read_best
     from fl_crb.training.trained_policy import load_any_policy
 
-    if args.episodes < 1:
-        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
     spec = parse_policy(args.policy, ACCEPTS)
     torch.set_num_threads(1)
     topology = load_topology_arguments(args)

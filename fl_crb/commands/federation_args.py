@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
+from fl_crb.commands.arguments import float_in, int_in, quantity
 from fl_crb.commands.common import quantity_argument
 from fl_crb.federation.deploy.run_config import FederatedRunConfig
 from fl_crb.learn.method_config import MethodConfig
@@ -25,28 +26,37 @@ DEFAULT = MethodConfig()
 WIDTH = "(default: the starting weights', else {default})"
 """Help text of a width's default."""
 
+COUNT = int_in(1, 10_000_000, "a count beyond ten million is a typo here")
+WIDTH_UNITS = int_in(1, 4096, "a layer of more than 4096 units is a typo for these small networks")
+LEARNING_RATE = float_in(0, 1, "RMSprop diverges well before a step of 1", low_open=True)
+GAMMA = float_in(0, 1, "a discount factor below 1 keeps the return finite", high_open=True)
+ALPHA = float_in(0, 100, "α weights familiarity as a power; 100 already picks one trajectory")
+PROBABILITY = float_in(0, 1, "a probability")
+ROUND_PERIOD = quantity(TIME, 0, 3600, "a round period over an hour is a lost unit", low_open=True)
+BATCHES = int_in(0, 1_000_000, "training steps per round; a million is hours of work per round")
+
 LEARNER_FLAGS = (
-    ("--lr", "lr", float, "the edge learners' RMSprop learning rate (default {default})"),
-    ("--gamma", "gamma", float, "discount factor γ per decision (default {default})"),
-    ("--batch-size", "batch_trajectories", int, "trajectories per training batch (default "
+    ("--lr", "lr", LEARNING_RATE, "the edge learners' RMSprop learning rate (default {default})"),
+    ("--gamma", "gamma", GAMMA, "discount factor γ per decision (default {default})"),
+    ("--batch-size", "batch_trajectories", COUNT, "trajectories per training batch (default "
      "{default})"),
-    ("--target-period", "target_update_steps", int, "training steps between target-network "
+    ("--target-period", "target_update_steps", COUNT, "training steps between target-network "
      "copies (default {default})"),
-    ("--hidden", "hidden", int, f"width of the Q-network's dense layers {WIDTH}"),
-    ("--lstm-hidden", "lstm_hidden", int, f"hidden size of the Q-network's LSTM {WIDTH}"),
+    ("--hidden", "hidden", WIDTH_UNITS, f"width of the Q-network's dense layers {WIDTH}"),
+    ("--lstm-hidden", "lstm_hidden", WIDTH_UNITS, f"hidden size of the Q-network's LSTM {WIDTH}"),
 )  # fmt: skip
 """(flag, `LearnerConfig` field, type, help) of the edge learners' settings."""
 
 METHOD_FLAGS = (
-    ("--trajectory-length", "trajectory_length", int, "n, transitions per trajectory (default "
+    ("--trajectory-length", "trajectory_length", COUNT, "n, transitions per trajectory (default "
      "{default})"),
-    ("--refresh-slots", "refresh_slots", int, "`tag`, slots between the terminals' checks for "
+    ("--refresh-slots", "refresh_slots", COUNT, "`tag`, slots between the terminals' checks for "
      "new weights (default {default})"),
-    ("--pool-capacity", "pool_capacity", int, "trajectories the authority's pool keeps "
+    ("--pool-capacity", "pool_capacity", COUNT, "trajectories the authority's pool keeps "
      "(default {default})"),
-    ("--pool-alpha", "pool_alpha", float, "α of the pool's familiarity sampling (default "
+    ("--pool-alpha", "pool_alpha", ALPHA, "α of the pool's familiarity sampling (default "
      "{default})"),
-    ("--min-pool", "min_pool_trajectories", int, "edges start training once the pool holds "
+    ("--min-pool", "min_pool_trajectories", COUNT, "edges start training once the pool holds "
      "this many trajectories (default {default})"),
 )  # fmt: skip
 """(flag, `MethodConfig` field, type, help) of the method's other settings."""
@@ -70,18 +80,19 @@ def add_federation_arguments(parser: argparse.ArgumentParser) -> None:
     rounds = parser.add_argument_group("federated rounds")
     rounds.add_argument(
         "--round-period",
+        type=ROUND_PERIOD,
         help="time between authority rounds, with a unit "
         f"(default {FederatedRunConfig.round_period_s:g}s)",
     )
     rounds.add_argument(
         "--epsilon",
-        type=float,
+        type=PROBABILITY,
         help="terminals' exploration probability once they hold weights "
         f"(default {FederatedRunConfig.epsilon})",
     )
     rounds.add_argument(
         "--batches-per-round",
-        type=int,
+        type=BATCHES,
         help="training steps per edge per round (default: one per slot of the round period)",
     )
 

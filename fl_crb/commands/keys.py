@@ -27,11 +27,20 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
+from fl_crb.commands.arguments import int_in, out_folder
 from fl_crb.commands.common import add_topology_arguments, load_topology_arguments
 from fl_crb.federation.keys import KeyFolder, bundle_layout, create_keys, plan_for_topology
 
 LISTED_PEERS = 3
 """Peer public keys of one folder listed by name; more are shown as `folder/*.pub (N)`."""
+
+DAYS = int_in(
+    1,
+    36_500,
+    "a certificate valid over a century outlives the deployment, and the CA's, ten times "
+    "longer, must end before the year 9999",
+)
+"""`--days`: the SuperLink certificate's validity."""
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -43,7 +52,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     add_topology_arguments(parser)
     parser.add_argument(
-        "--out", required=True, type=Path, help="keys folder: DIR/<host>/ per host, DIR/ca/"
+        "--out", required=True, type=out_folder, help="keys folder: DIR/<host>/ per host, DIR/ca/"
     )
     parser.add_argument(
         "--san",
@@ -54,7 +63,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "127.0.0.1 and localhost are always included",
     )
     parser.add_argument(
-        "--days", type=int, default=365, help="SuperLink certificate validity (default 365)"
+        "--days", type=DAYS, default=365, help="SuperLink certificate validity (default 365)"
     )
     parser.add_argument(
         "--force",
@@ -66,6 +75,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    args.out = Path(args.out)
     topology = load_topology_arguments(args)
     plan = plan_for_topology(topology, args.san, args.days)
     try:

@@ -14,9 +14,18 @@ import sys
 import time
 from pathlib import Path
 
+from fl_crb.commands.arguments import TERMINALS, out_folder, quantity
 from fl_crb.commands.common import quantity_argument
-from fl_crb.topology import TopologyError, load_topology
+from fl_crb.topology import TopologyError, limits, load_topology
 from fl_crb.topology.units import BANDWIDTH
+
+CONCURRENT_RATE = quantity(
+    BANDWIDTH,
+    limits.LINK_BANDWIDTH.low,
+    10e12,
+    "the sum of the links' rates measured at once, which no host carries beyond 10Tbps",
+)
+"""`--max-concurrent`."""
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -26,7 +35,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         description=__doc__,
     )
     parser.add_argument("--topology", help="topology YAML file (topologies/*.yaml)")
-    parser.add_argument("--terminals", type=int, help="override the terminal count")
+    parser.add_argument("--terminals", type=TERMINALS, help="override the terminal count")
     parser.add_argument(
         "--all-links", action="store_true", help="measure every link's bandwidth, not one per class"
     )
@@ -44,10 +53,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--max-concurrent",
+        type=CONCURRENT_RATE,
         default="200Mbps",
         help="transfers run together up to this sum of configured rates (default 200Mbps)",
     )
-    parser.add_argument("--out", type=Path, help="write links.md and links.json here")
+    parser.add_argument("--out", type=out_folder, help="write links.md and links.json here")
     parser.add_argument(
         "--cleanup",
         action="store_true",
@@ -103,8 +113,9 @@ def run(args: argparse.Namespace) -> int:
         f"teardown {time.monotonic() - measured:.1f} s"
     )
     if args.out is not None:
-        report.write(args.out)
-        print(f"wrote {args.out / 'links.md'} and {args.out / 'links.json'}")
+        out = Path(args.out)
+        report.write(out)
+        print(f"wrote {out / 'links.md'} and {out / 'links.json'}")
     if not report.passed:
         print("\nlinks outside tolerance:\n  " + "\n  ".join(report.failures()), file=sys.stderr)
         return 1

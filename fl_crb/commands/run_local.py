@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 
+from fl_crb.commands import arguments
 from fl_crb.commands.common import add_topology_arguments, run_target_arguments
 from fl_crb.commands.policy_arg import parse_policy, policy_help
 from fl_crb.policies.spec import Baseline, TrainedRun, WeightsFile
@@ -30,20 +32,28 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     add_topology_arguments(run_local)
     run_local.add_argument("--policy", required=True, help=policy_help(ACCEPTS, live=True))
-    run_local.add_argument("--duration", required=True, help="arrival time with a unit, e.g. 60s")
-    run_local.add_argument("--out", required=True, help="new run folder")
-    run_local.add_argument("--seed", type=int, default=0)
+    run_local.add_argument(
+        "--duration",
+        type=arguments.DURATION,
+        required=True,
+        help="arrival time with a unit, e.g. 60s",
+    )
+    run_local.add_argument("--out", type=arguments.out_folder, required=True, help="new run folder")
+    run_local.add_argument("--seed", type=arguments.SEED, default=0)
     run_local.add_argument(
         "--no-pacing",
         action="store_true",
         help="do not pace uplinks at the link rate (only when something else shapes the link)",
     )
     run_local.add_argument(
-        "--pace-ticks", type=int, default=4, help="steps per slot of a paced uplink (default 4)"
+        "--pace-ticks",
+        type=arguments.PACE_TICKS,
+        default=4,
+        help="steps per slot of a paced uplink (default 4)",
     )
     run_local.add_argument(
         "--realtime",
-        type=int,
+        type=arguments.REALTIME_PRIORITY,
         metavar="PRIORITY",
         help="parties run with SCHED_FIFO at this priority (1-99, needs root) so that other "
         "programs on the host do not delay their slots; keep it below a network "
@@ -53,7 +63,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fl_crb.runtime.local_run import LocalRunConfig, run_local
+    from fl_crb.runtime.local_run import LocalRunConfig, RunInterrupted, run_local
 
     policy = parse_policy(args.policy, ACCEPTS, live=True)
     config = LocalRunConfig(
@@ -69,6 +79,18 @@ def run(args: argparse.Namespace) -> int:
     except RuntimeError as error:
         print(f"fl-crb run-local: {error}", file=sys.stderr)
         return 1
+    except RunInterrupted as stop:
+        summary = stop.summary
+        print(
+            f"fl-crb run-local: interrupted by {stop.signal_name}; the partial run "
+            f"({summary['tasks']} tasks, {summary['unresolved']} unresolved) is in {args.out} "
+            "(tasks.csv, summary.json)",
+            file=sys.stderr,
+        )
+        return 128 + signal.Signals[stop.signal_name].value
+    except KeyboardInterrupt:  # before the run's parties were started
+        print("fl-crb run-local: interrupted before the run started", file=sys.stderr)
+        return 128 + signal.SIGINT
     print(json.dumps(summary, indent=1))
     share = summary["overrun_share"]
     if share is not None and share >= OVERRUN_WARNING_SHARE and args.realtime is None:
@@ -76,6 +98,12 @@ def run(args: argparse.Namespace) -> int:
             f"fl-crb run-local: {share:.1%} of slot boundaries were handled late (see "
             "summary.json): the host is busy. As root, --realtime 5 keeps other programs "
             "from delaying the parties.",
+            file=sys.stderr,
+        )
+    for death in summary["dead_parties"]:
+        print(
+            f"fl-crb run-local: {death['party']} died at slot {death['at_slot']} "
+            f"({death['exit']}) holding {death['tasks_held_lost']} tasks, counted as lost",
             file=sys.stderr,
         )
     return 1 if summary["failed_parties"] else 0

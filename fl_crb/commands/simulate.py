@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from fl_crb.commands.arguments import EPISODES, SEED, SLOTS
 from fl_crb.commands.common import add_topology_arguments, load_topology_arguments
 from fl_crb.commands.policy_arg import parse_policy, policy_help
 from fl_crb.policies.spec import Baseline
@@ -17,9 +18,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     simulate = commands.add_parser("simulate", help="run a policy in the slotted simulator")
     add_topology_arguments(simulate)
     simulate.add_argument("--policy", required=True, help=policy_help(ACCEPTS))
-    simulate.add_argument("--slots", type=int, default=100, help="arrival slots per episode")
-    simulate.add_argument("--episodes", type=int, default=1)
-    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--slots", type=SLOTS, default=100, help="arrival slots per episode")
+    simulate.add_argument("--episodes", type=EPISODES, default=1)
+    simulate.add_argument("--seed", type=SEED, default=0)
     simulate.add_argument("--json", action="store_true", help="print one JSON object")
     simulate.set_defaults(run=run)
 

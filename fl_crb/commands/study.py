@@ -11,20 +11,22 @@ import argparse
 import time
 from dataclasses import replace
 
+from fl_crb.commands.arguments import SEED, TERMINALS, out_folder
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     study = commands.add_parser(
         "study", help="privacy or communication-overhead study (CSV, PNG, markdown)"
     )
     study.add_argument("name", choices=["privacy", "overhead"])
-    study.add_argument("--out", required=True, help="output directory (created)")
+    study.add_argument("--out", type=out_folder, required=True, help="output directory (created)")
     study.add_argument("--quick", action="store_true", help="a small version, a few minutes")
     study.add_argument(
         "--topology",
         help="topology YAML (default: four-edge-hetero for privacy, four-edge for overhead)",
     )
-    study.add_argument("--terminals", type=int, help="privacy: terminals of every run")
-    study.add_argument("--seed", type=int, help="privacy: seed of arrivals and training")
+    study.add_argument("--terminals", type=TERMINALS, help="privacy: terminals of every run")
+    study.add_argument("--seed", type=SEED, help="privacy: seed of arrivals and training")
     study.add_argument(
         "--face",
         choices=["auto", "emulated", "local"],

@@ -13,7 +13,13 @@ import sys
 from dataclasses import replace
 from typing import TextIO
 
+from fl_crb.commands.arguments import EPISODES, SEED, SLOTS, THREADS, int_in, out_folder
 from fl_crb.commands.common import add_topology_arguments, load_topology_arguments
+
+WIDTH = int_in(1, 4096, "a layer of more than 4096 units is a typo for these small networks")
+"""`--hidden`, `--lstm-hidden`: a network width."""
+CODE_BITS = int_in(0, 1024, "bits added to the network's input; 14 tell 10000 terminals apart")
+"""`--terminal-code-bits`."""
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -30,30 +36,32 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     train.add_argument(
         "--terminal-code-bits",
-        type=int,
+        type=CODE_BITS,
         default=0,
         help="crb-drqn/independent-drqn: append a fixed random ±1 code of this many bits per "
         "terminal to the network input (default 0: the paper's state; simulation only)",
     )
     train.add_argument(
         "--hidden",
-        type=int,
+        type=WIDTH,
         help="crb-drqn/independent-drqn: width of the Q-network's scalar branch and of its two "
         f"ReLU layers (default {LearnerConfig.hidden}; the paper gives none)",
     )
     train.add_argument(
         "--lstm-hidden",
-        type=int,
+        type=WIDTH,
         help="crb-drqn/independent-drqn: hidden-state size of the LSTM over the load history "
         f"(default {LearnerConfig.lstm_hidden}; the paper gives none)",
     )
-    train.add_argument("--episodes", type=int, required=True, help="episodes in total")
-    train.add_argument("--seed", type=int, default=0, help="run seed, 0 <= seed < 1e6")
-    train.add_argument("--out", required=True, help="run directory (created or resumed)")
-    train.add_argument("--slots", type=int, default=100, help="arrival slots per episode")
-    train.add_argument("--checkpoint-every", type=int, default=10, help="episodes")
+    train.add_argument("--episodes", type=EPISODES, required=True, help="episodes in total")
+    train.add_argument("--seed", type=SEED, default=0, help="run seed, 0 <= seed < 1e6")
     train.add_argument(
-        "--threads", type=int, default=1, help="torch CPU threads (1 is fastest for these nets)"
+        "--out", type=out_folder, required=True, help="run directory (created or resumed)"
+    )
+    train.add_argument("--slots", type=SLOTS, default=100, help="arrival slots per episode")
+    train.add_argument("--checkpoint-every", type=EPISODES, default=10, help="episodes")
+    train.add_argument(
+        "--threads", type=THREADS, default=1, help="torch CPU threads (1 is fastest for these nets)"
     )
     train.set_defaults(run=run)
 
@@ -64,8 +72,6 @@ def run(args: argparse.Namespace) -> int:
     from fl_crb.training.config import DRQN_ALGORITHMS, TrainConfig
     from fl_crb.training.run import TrainingRun
 
-    if args.episodes < 1:
-        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
     torch.set_num_threads(args.threads)
     topology = load_topology_arguments(args)
     config = TrainConfig(algo=args.algo, seed=args.seed, arrival_slots=args.slots)

@@ -16,6 +16,12 @@ received in a later slot than they were written (late receipts: network and sche
 delay across a slot boundary), and those it received in an earlier slot than the
 model's uplink would have finished sending them (early receipts: a link faster than the
 model's rate, e.g. an unpaced uplink on loopback).
+
+Faults are counted, not ignored. The workload is the seed's (`terminal_workload`), so the
+report knows every task that should have arrived: a task missing from tasks.csv (its
+terminal died before it arrived) is counted (`missing_tasks`) and, like a task lost to a
+fault (`edge-lost`, `terminal-lost`) or still unresolved, counts as disagreeing: the
+agreement shares are over every task of the workload (`tasks_expected`).
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ from fl_crb.mec.simulator import MECSimulator
 from fl_crb.policies.baselines import BASELINES, make_baseline
 from fl_crb.runtime.config import RunSpec, config_from_dict, run_topology
 from fl_crb.runtime.local_run import RUN_FILE, SUMMARY_FILE, TASKS_FILE
-from fl_crb.runtime.tasklog import TaskTable, read_task_table
+from fl_crb.runtime.tasklog import FAULT_LOST, TaskTable, read_task_table
+from fl_crb.runtime.terminal import terminal_workload
 
 
 def compare_run(run_dir: str | Path) -> dict[str, object]:
@@ -58,21 +65,30 @@ def compare_run(run_dir: str | Path) -> dict[str, object]:
     sim_dropped = model.dropped[table.arrival_slot, table.terminal]
     sim_delay = model.delay_slots[table.arrival_slot, table.terminal]
 
+    expected = _expected_tasks(params, terminals, spec)
+    missing = int(np.count_nonzero(expected & (sizes == 0)))
     live_resolved = table.resolve_slot >= 0
     live_dropped = table.dropped == 1
-    outcome = live_resolved & (live_dropped == sim_dropped)
+    fault_lost = np.isin(table.where, FAULT_LOST)
+    outcome = live_resolved & ~fault_lost & (live_dropped == sim_dropped)
     both_finished = outcome & ~live_dropped
     difference = np.where(both_finished, table.delay_slots - sim_delay, 0.0)
     delay = outcome & (np.abs(difference) <= 1)
     exact = outcome & (difference == 0)
     offloaded = table.action > 0
     tasks = len(table)
-    share = (lambda mask: float(mask.sum() / tasks)) if tasks else (lambda mask: None)
+    tasks_expected = tasks + missing
+
+    def share(mask: np.ndarray) -> float | None:
+        return float(mask.sum() / tasks_expected) if tasks_expected else None
+
     summary_path = run_dir / SUMMARY_FILE
     live_summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     return {
         "run": str(run_dir),
         "tasks": tasks,
+        "tasks_expected": tasks_expected,
+        "missing_tasks": missing,
         "outcome_agreement": share(outcome),
         "delay_agreement_within_1_slot": share(delay),
         "exact_agreement": share(exact),
@@ -83,6 +99,10 @@ def compare_run(run_dir: str | Path) -> dict[str, object]:
             "disagreeing_local_tasks": int((~delay & ~offloaded).sum()),
             "disagreeing_offloaded_tasks": int((~delay & offloaded).sum()),
             "unresolved_tasks": int((~live_resolved).sum()),
+            "fault_lost_tasks": int(fault_lost.sum()),
+            "missing_tasks": missing,
+            "redirected_tasks": int((table.redirected_from > 0).sum()),
+            "dead_parties": [d["party"] for d in live_summary.get("dead_parties", [])],
             "mean_delay_difference_slots": float(difference[both_finished].mean())
             if both_finished.any()
             else None,
@@ -111,6 +131,12 @@ def _decision_agreement(
     names = set(table.decided_by.tolist())
     if len(names) != 1 or (name := names.pop()) not in BASELINES or name == "random":
         return None
+    # What the policy chose: a task redirected around an unreachable edge ran locally.
+    actions = actions.copy()
+    redirected = table.redirected_from > 0
+    actions[table.arrival_slot[redirected], table.terminal[redirected]] = table.redirected_from[
+        redirected
+    ]
     policy = make_baseline(name, params, terminals)
     simulator = MECSimulator(params, terminals)
     observations = simulator.reset(task_bits=sizes)
@@ -143,6 +169,18 @@ def _trace(
     if np.count_nonzero(sizes) != len(table):
         raise ValueError(f"{where}: a terminal has two tasks in one slot")
     return sizes, actions
+
+
+def _expected_tasks(params: MECParams, terminals: int, spec: RunSpec) -> np.ndarray:
+    """bool[T, D]: the slots in which the run's seeded workload gives each terminal a task."""
+    arrays = params.per_terminal(terminals)
+    return np.stack(
+        [
+            terminal_workload(arrays, d, spec.arrival_slots, spec.target.seed) > 0
+            for d in range(terminals)
+        ],
+        axis=1,
+    )
 
 
 def _metrics(

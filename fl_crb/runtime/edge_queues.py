@@ -113,7 +113,6 @@ class EdgeProcessor:
         """q_{d,e}: bits of the terminal's tasks in its queue (not those in transit)."""
         return sum(task.remaining_bits for task in self._queues.get(terminal, ()))
 
-    def forget_terminal(self, terminal: int) -> int:
-        """Discard every task of a terminal that went away; returns how many."""
-        tasks = len(self._transit.pop(terminal, {})) + len(self._queues.pop(terminal, ()))
-        return tasks
+    def queued_tasks(self, terminal: int) -> int:
+        """Tasks of a terminal in its queue or in transit."""
+        return len(self._transit.get(terminal, {})) + len(self._queues.get(terminal, ()))

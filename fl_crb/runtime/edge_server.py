@@ -12,9 +12,17 @@ bits) to every connected terminal.
 CPU speed is emulated by accounting, not by burning cycles: a task's remaining work is in
 bits and each slot takes away S_d / Q_e(t) of them, as in the simulator.
 
-Nothing a terminal does can stall the server: sends never wait, a bad frame closes only
-its connection (with an ERROR frame naming the problem), and a terminal that disconnects,
-even mid-transfer, has its tasks discarded while the slot loop goes on.
+Nothing a terminal does can stall the server or cost it without bound: sends never wait,
+a frame's length is bounded by its type and a begun frame must arrive within
+`FRAME_TIMEOUT_S`, a connection must say HELLO within `HELLO_TIMEOUT_S` and name this run
+and a terminal of it, at most `terminals + SPARE_CONNECTIONS` connections are open at
+once, and a bad frame closes only its connection (with an ERROR frame naming the problem,
+and the peer named in the log). A terminal that disconnects, even mid-transfer, keeps its
+tasks here: the queued ones are computed and the ones in transit dropped at their
+deadline, as the model would, and every resolved task is appended to the edge's own
+record (`EDGE.outcomes.jsonl`, `fl_crb.runtime.tasklog.EdgeOutcomeWriter`), which stays
+whatever became of the terminal. A terminal may connect again (after its connection
+broke); an edge started late (restarted on its port) begins at the current slot.
 """
 
 from __future__ import annotations
@@ -25,10 +33,11 @@ import sys
 import time
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 from fl_crb.runtime.clock import SlotClock, SlotTimer
 from fl_crb.runtime.config import EdgeConfig, load_config
-from fl_crb.runtime.connection import FramedConnection, PeerGone
+from fl_crb.runtime.connection import FRAME_TIMEOUT_S, FramedConnection, PeerGone
 from fl_crb.runtime.edge_queues import EdgeProcessor
 from fl_crb.runtime.party import (
     announce_ready,
@@ -47,6 +56,7 @@ from fl_crb.runtime.protocol import (
     TaskHeader,
     Welcome,
 )
+from fl_crb.runtime.tasklog import EdgeOutcome, EdgeOutcomeWriter
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +66,13 @@ MAX_BACKLOG_BYTES = 1 << 20
 """Unsent bytes towards a terminal beyond which it counts as not reading."""
 DRAIN_GRACE_S = 3.0
 """After the last slot, how long to wait for terminals to hang up before closing."""
+SPARE_CONNECTIONS = 8
+"""Connections allowed at once beyond one per terminal (handshakes, reconnections)."""
+
+
+def outcomes_path(summary_path: str | Path) -> Path:
+    """Where an edge with this summary path keeps its record of resolved tasks."""
+    return Path(summary_path).with_suffix(".outcomes.jsonl")
 
 
 @dataclass(slots=True)
@@ -85,8 +102,13 @@ class EdgeServer:
         self.connections: dict[int, FramedConnection] = {}
         self._transfers: dict[int, dict[int, _Transfer]] = {}
         self._last_task_id: dict[int, int] = {}
+        self._ever_connected: set[int] = set()
         self._server: asyncio.Server | None = None
         self._running = False
+        self._open = 0
+        """Connections open now, identified or not."""
+        self.max_connections = self.terminals + SPARE_CONNECTIONS
+        self.records = EdgeOutcomeWriter(outcomes_path(config.summary_path))
         self.stats = {
             "tasks_announced": 0,
             "tasks_received": 0,
@@ -95,7 +117,10 @@ class EdgeServer:
             "late_data_bytes": 0,
             "protocol_errors": 0,
             "disconnects_during_run": 0,
-            "tasks_discarded": 0,
+            "reconnections": 0,
+            "outcomes_undelivered": 0,
+            "connections_refused": 0,
+            "first_slot": 0,
         }
         self._seen: list[FramedConnection] = []
         """Every connection ever accepted, for the byte counts."""
@@ -116,7 +141,11 @@ class EdgeServer:
         timer = SlotTimer(clock, self.config.run.overrun_threshold_s)
         self._running = True
         load_total = 0
-        for slot in range(self.config.run.end_slot):
+        first = max(0, clock.now_slot())  # > 0 for an edge restarted during the run
+        self.stats["first_slot"] = first
+        if first:
+            log.warning("%s: started late, at slot %d", self.name, first)
+        for slot in range(first, self.config.run.end_slot):
             await clock.sleep_until(clock.boundary(slot))
             timer.woke(slot)
             load_total += self._slot(slot)
@@ -131,7 +160,7 @@ class EdgeServer:
             "role": "edge",
             "edge": self.config.edge,
             **timer.summary(),
-            "mean_active_queues": load_total / max(1, self.config.run.end_slot),
+            "mean_active_queues": load_total / max(1, self.config.run.end_slot - first),
             **self.stats,
             "bytes_sent": sum(c.bytes_sent for c in self._seen),
             "bytes_received": sum(c.bytes_received for c in self._seen),
@@ -143,6 +172,7 @@ class EdgeServer:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        self.records.close()
 
     def _slot(self, slot: int) -> int:
         """Run one slot and report it; returns Q_e(slot)."""
@@ -150,28 +180,53 @@ class EdgeServer:
         for task in resolved:
             self.stats["dropped" if task.dropped else "finished"] += 1
             self._transfers.get(task.terminal, {}).pop(task.task_id, None)
+            self.records.write(
+                EdgeOutcome(
+                    self.config.edge,
+                    task.terminal,
+                    task.task_id,
+                    task.slot,
+                    task.dropped,
+                    task.received_slot,
+                )
+            )
             kind = OutcomeKind.DROPPED if task.dropped else OutcomeKind.FINISHED
-            self._send(task.terminal, Outcome(task.task_id, task.slot, kind, task.received_slot))
+            outcome = Outcome(task.task_id, task.slot, kind, task.received_slot)
+            if not self._send(task.terminal, outcome):
+                self.stats["outcomes_undelivered"] += 1
         for terminal in list(self.connections):
             bits = self.processor.queued_bits(terminal)
             self._send(terminal, LoadReport(slot, load, bits))
         return load
 
-    def _send(self, terminal: int, message: Outcome | LoadReport) -> None:
+    def _send(self, terminal: int, message: Outcome | LoadReport) -> bool:
+        """Send to a terminal if it is connected; whether the message went out."""
         connection = self.connections.get(terminal)
         if connection is None:
-            return
+            return False
         try:
             connection.send(message)
         except (PeerGone, ConnectionError) as error:
             log.warning("%s: cannot send to %s: %s", self.name, connection.peer, error)
             self._forget(terminal, connection)
+            return False
+        return True
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         host, port = writer.get_extra_info("peername")[:2]
-        connection = FramedConnection(
-            reader, writer, f"unidentified peer at {host}:{port}", MAX_BACKLOG_BYTES
-        )
+        peer = f"unidentified peer at {host}:{port}"
+        connection = FramedConnection(reader, writer, peer, MAX_BACKLOG_BYTES, FRAME_TIMEOUT_S)
+        if self._open >= self.max_connections:
+            self.stats["connections_refused"] += 1
+            log.warning(
+                "%s: refused %s: %d connections are open, the most it allows",
+                self.name,
+                connection.peer,
+                self._open,
+            )
+            connection.close(f"{self.name} allows {self.max_connections} connections at once")
+            return
+        self._open += 1
         self._seen.append(connection)
         terminal = None
         try:
@@ -190,6 +245,7 @@ class EdgeServer:
             level = logging.WARNING if self._running else logging.INFO
             log.log(level, "%s: connection to %s ended: %s", self.name, connection.peer, error)
         finally:
+            self._open -= 1
             if terminal is not None and self.connections.get(terminal) is connection:
                 self._forget(terminal, connection)
             connection.close()
@@ -215,6 +271,9 @@ class EdgeServer:
             raise ProtocolError(connection.peer, f"terminal {hello.terminal} is already connected")
         address = connection.peer.split(" at ")[-1]
         connection.peer = f"terminal t{hello.terminal + 1} (index {hello.terminal}, {address})"
+        if hello.terminal in self._ever_connected:
+            self.stats["reconnections"] += 1
+        self._ever_connected.add(hello.terminal)
         self.connections[hello.terminal] = connection
         connection.send(Welcome(self.config.run.run_id, self.config.edge))
         log.info("%s: %s connected", self.name, connection.peer)
@@ -283,20 +342,20 @@ class EdgeServer:
         self.stats["tasks_received"] += 1
 
     def _forget(self, terminal: int, connection: FramedConnection) -> None:
-        """A terminal went away: stop serving it and discard its tasks."""
+        """A terminal went away: stop talking to it. Its tasks stay: those received are
+        computed, those in transit are dropped at their deadline (their bytes cannot
+        arrive on a new connection), and every outcome goes to the edge's record."""
         if self.connections.get(terminal) is not connection:
             return
         del self.connections[terminal]
         self._transfers.pop(terminal, None)
-        discarded = self.processor.forget_terminal(terminal)
-        self.stats["tasks_discarded"] += discarded
         if self._running:
             self.stats["disconnects_during_run"] += 1
             log.warning(
-                "%s: %s went away during the run; discarded its %d tasks",
+                "%s: %s went away during the run; its %d queued tasks stay",
                 self.name,
                 connection.peer,
-                discarded,
+                self.processor.queued_tasks(terminal),
             )
         connection.close()
 
@@ -307,7 +366,10 @@ async def _main(config: EdgeConfig) -> None:
     announce_ready({"port": port})
     enter_realtime(config.run.realtime_priority)
     epoch = await await_start()
-    summary = await server.run(SlotClock(epoch, server.params.slot_s))
+    try:
+        summary = await server.run(SlotClock(epoch, server.params.slot_s))
+    finally:
+        server.records.close()
     write_json(config.summary_path, summary)
     log.info("%s: done: %s", server.name, summary)
 

@@ -8,14 +8,25 @@ waits for them to finish, and writes the run folder:
                              `RunSpec`, the epoch, the parties
     DIR/topology.yaml        a copy of the topology file
     DIR/tasks.csv            every task's outcome (`fl_crb.runtime.tasklog`)
-    DIR/summary.json         tasks, average delay, failure rate, overruns, bytes per party
+    DIR/summary.json         tasks, average delay, failure rate, overruns, bytes per party,
+                             the parties that died (and what they held), reconnections and
+                             redirected tasks per terminal; `interrupted` for a run stopped
+                             by SIGINT or SIGTERM (its partial tasks.csv and summary)
     DIR/logs/PARTY.log       each party's log (its standard error)
-    DIR/parties/PARTY.json   each party's own summary; PARTY.tasks.jsonl per terminal
+    DIR/parties/PARTY.json   each party's own summary; PARTY.tasks.jsonl per terminal and
+                             PARTY.outcomes.jsonl per edge, appended as the run goes
     DIR/config/PARTY.json    the config each party was started with
     DIR/weights/             a trained run's per-edge networks as weights files (policy
                              `TrainedRun`: each terminal acts with its managing edge's)
 
 Without a network emulator the terminals pace their uplink at the topology's rate.
+
+A party that dies during the run (killed, or failed) is reported in the summary with
+when and how; what it held is counted, not lost from sight: a dead terminal's logged
+tasks stay in tasks.csv, those it still held are `terminal-lost` (or settled by the edge
+that had received them, `settle_dead_terminal`), and a dead edge's tasks are `edge-lost`
+at their terminals. Each party runs in its own session, so a Ctrl-C at the terminal
+reaches the coordinator only, which stops the parties and writes the partial run.
 """
 
 from __future__ import annotations
@@ -23,14 +34,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import resource
 import secrets
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +68,16 @@ from fl_crb.runtime.config import (
 )
 from fl_crb.runtime.party import READY, write_json
 from fl_crb.runtime.placement import Loopback, Placement
-from fl_crb.runtime.tasklog import merge_task_lines, read_task_table
+from fl_crb.runtime.tasklog import (
+    EDGE_LOST,
+    FAULT_LOST,
+    TERMINAL_LOST,
+    read_edge_outcomes,
+    read_task_lines,
+    read_task_table,
+    settle_dead_terminal,
+    write_task_csv,
+)
 
 RUN_FILE = "run.json"
 TASKS_FILE = "tasks.csv"
@@ -68,6 +90,9 @@ TERMINAL_MODULE = "fl_crb.runtime.terminal"
 """The module a terminal party runs as, unless `launch_parties` is given another."""
 EXIT_GRACE_S = 30.0
 """How long after the last slot the parties may take to write their outputs and exit."""
+STOP_GRACE_S = 2.0
+"""An interrupted run's parties get SIGTERM, then SIGKILL this much later."""
+EDGE_ROLE, TERMINAL_ROLE = "edge", "terminal"
 
 
 @dataclass(frozen=True)
@@ -115,6 +140,27 @@ class _Party:
     name: str
     process: asyncio.subprocess.Process
     log_path: Path
+    role: str = ""
+    """edge or terminal."""
+    exited_at: float | None = None
+    """Unix time its exit was noticed."""
+    stopped: bool = field(default=False)
+    """Whether the coordinator ended it (interrupted run, or past its exit grace)."""
+
+    @property
+    def dead(self) -> bool:
+        """It ended with a failure the coordinator did not cause: killed or crashed."""
+        code = self.process.returncode
+        return code is not None and code != 0 and not self.stopped
+
+
+class RunInterrupted(Exception):
+    """The run was stopped by a signal; its partial run folder is written."""
+
+    def __init__(self, signal_name: str, summary: dict[str, object]) -> None:
+        self.signal_name = signal_name
+        self.summary = summary
+        super().__init__(f"run interrupted by {signal_name}")
 
 
 async def run_local(
@@ -141,16 +187,24 @@ async def run_local(
     cpu_before = _children_cpu_s()
     load_before = os.getloadavg()
     parties: list[_Party] = []
-    try:
-        epoch = await launch_parties(out, config, spec, policies, placement, parties)
-        names = [p.name for p in parties]
-        _write_run_file(out, config, spec, params.slot_s, epoch, names, placement.label)
-        finish_by = epoch + spec.end_slot * params.slot_s + EXIT_GRACE_S
-        failed = await wait_parties(parties, finish_by)
-    except BaseException:
-        await stop_parties(parties)
-        raise
-    summary = summarise_run(out, config, spec, params.slot_s, parties, failed)
+    stop = asyncio.Event()
+    signals: list[str] = []
+    with _stop_on_signals(stop, signals):
+        try:
+            launch = launch_parties(out, config, spec, policies, placement, parties)
+            epoch = await _unless_stopped(launch, stop)
+            if epoch is not None:
+                _write_run_file(out, config, spec, params.slot_s, epoch, parties, placement)
+                finish_by = epoch + spec.end_slot * params.slot_s + EXIT_GRACE_S
+                failed = await wait_parties(parties, finish_by, stop)
+        except BaseException:
+            await stop_parties(parties)
+            raise
+        if stop.is_set():
+            await stop_parties(parties, STOP_GRACE_S)
+            failed = [p.name for p in parties if p.dead]
+    interrupted = signals[0] if signals else None
+    summary = summarise_run(out, config, spec, params.slot_s, parties, failed, interrupted)
     summary["machine"] = {
         "cpus": os.cpu_count(),
         "load_avg_1min_before": round(load_before[0], 2),
@@ -158,7 +212,46 @@ async def run_local(
         "parties_cpu_s": round(_children_cpu_s() - cpu_before, 2),
     }
     write_json(out / SUMMARY_FILE, summary)
+    if interrupted is not None:
+        raise RunInterrupted(interrupted, summary)
     return summary
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: asyncio.Event, received: list[str]):
+    """While inside, SIGINT and SIGTERM set `stop` (and are noted in `received`) instead
+    of ending the program: the coordinator then stops its parties and writes the run."""
+    loop = asyncio.get_running_loop()
+    installed = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+
+        def handle(signum: signal.Signals = signum) -> None:
+            received.append(signum.name)
+            stop.set()
+
+        try:
+            loop.add_signal_handler(signum, handle)
+        except (ValueError, RuntimeError, NotImplementedError):  # not the main thread
+            continue
+        installed.append(signum)
+    try:
+        yield
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+
+
+async def _unless_stopped(work: Awaitable[float], stop: asyncio.Event) -> float | None:
+    """The result of `work`, or None (and `work` cancelled) if `stop` is set first."""
+    task, stopped = asyncio.ensure_future(work), asyncio.ensure_future(stop.wait())
+    await asyncio.wait((task, stopped), return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    return None
 
 
 async def launch_parties(
@@ -187,7 +280,7 @@ async def launch_parties(
     for e, name in enumerate(edge_names):
         listen = Address(placement.listen_address(name), 0)
         edge = EdgeConfig(spec, e, listen, str(out / "parties" / f"{name}.json"))
-        parties.append(await _spawn(out, name, EDGE_SERVER_MODULE, edge, placement))
+        parties.append(await _spawn(out, name, EDGE_SERVER_MODULE, edge, placement, EDGE_ROLE))
     ready_by = time.time() + config.startup_timeout_s
     edge_ports = [int((await _ready(party, ready_by))["port"]) for party in parties]
     for d, name in enumerate(terminal_names[:terminals]):
@@ -206,7 +299,7 @@ async def launch_parties(
             str(out / "parties" / f"{name}.json"),
             federation=None if federation is None else federation(d, name),
         )
-        parties.append(await _spawn(out, name, terminal_module, terminal, placement))
+        parties.append(await _spawn(out, name, terminal_module, terminal, placement, TERMINAL_ROLE))
     for party in parties[params.edges :]:
         await _ready(party, ready_by)
     if before_start is not None:
@@ -276,9 +369,12 @@ def _check_realtime(priority: int | None) -> None:
         )
 
 
-async def _spawn(out: Path, name: str, module: str, config: object, placement: Placement) -> _Party:
+async def _spawn(
+    out: Path, name: str, module: str, config: object, placement: Placement, role: str
+) -> _Party:
     """Start party `name` (a topology host name) on its host as `python -m module`, stdin
-    and stdout piped."""
+    and stdout piped, in a session of its own (a Ctrl-C meant for the coordinator does not
+    reach it: the coordinator stops it)."""
     config_path = out / "config" / f"{name}.json"
     save_config(config, config_path)
     log_path = out / "logs" / f"{name}.log"
@@ -290,8 +386,9 @@ async def _spawn(out: Path, name: str, module: str, config: object, placement: P
             stdout=asyncio.subprocess.PIPE,
             stderr=log_file,
             env={**os.environ, **SINGLE_THREADED},
+            start_new_session=True,
         )
-    return _Party(name, process, log_path)
+    return _Party(name, process, log_path, role)
 
 
 async def _ready(party: _Party, ready_by: float) -> dict:
@@ -309,33 +406,81 @@ async def _ready(party: _Party, ready_by: float) -> dict:
     return json.loads(text[len(READY) :])
 
 
-async def wait_parties(parties: list[_Party], finish_by: float) -> list[str]:
+async def wait_parties(
+    parties: list[_Party], finish_by: float, stop: asyncio.Event | None = None
+) -> list[str]:
     """Wait for every party to exit, all at once, until `finish_by` (a Unix time); kill
-    those still running then. Returns the names of those that failed."""
+    those still running then. Notes when each exits (a party that dies early is seen at
+    once). Returns the names of those that failed; returns early, with those that failed
+    so far, if `stop` is set."""
     waits = {asyncio.ensure_future(party.process.wait()): party for party in parties}
-    if waits:
-        await asyncio.wait(waits, timeout=max(0.0, finish_by - time.time()))
+    for task, party in waits.items():
+        task.add_done_callback(lambda _, party=party: _exited(party))
+    running = set(waits)
+    stopped = asyncio.ensure_future(stop.wait()) if stop is not None else None
+    while running and not (stop is not None and stop.is_set()):
+        done, _ = await asyncio.wait(
+            running | ({stopped} if stopped else set()),
+            timeout=max(0.0, finish_by - time.time()),
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if not done:
+            break
+        running -= done
+    if stopped is not None:
+        stopped.cancel()
+    if stop is not None and stop.is_set():
+        return [party.name for party in parties if party.dead]
     failed = []
     for task, party in waits.items():
         if not task.done() and party.process.returncode is None:
+            party.stopped = True
             with contextlib.suppress(ProcessLookupError):  # it may exit just now
                 party.process.kill()
             print(f"{party.name} did not finish in time and was killed", file=sys.stderr)
         code = await task
         if code != 0:
             failed.append(party.name)
-            print(f"{party.name} exited with status {code}; {_tail(party)}", file=sys.stderr)
+            print(f"{party.name} exited {_exit_text(code)}; {_tail(party)}", file=sys.stderr)
     return failed
 
 
-async def stop_parties(parties: list[_Party]) -> None:
-    """Kill the parties still running (they are this coordinator's children) and reap them."""
-    for party in parties:
-        if party.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
+def _exited(party: _Party) -> None:
+    if party.exited_at is None:
+        party.exited_at = time.time()
+
+
+def _exit_text(code: int) -> str:
+    """`with status 1`, or `by signal SIGKILL` for a negative return code."""
+    if code >= 0:
+        return f"with status {code}"
+    try:
+        return f"by signal {signal.Signals(-code).name}"
+    except ValueError:
+        return f"by signal {-code}"
+
+
+async def stop_parties(parties: list[_Party], grace_s: float = 0.0) -> None:
+    """End the parties still running (they are this coordinator's children) and reap them:
+    SIGTERM, then SIGKILL after `grace_s` (at once if 0)."""
+    running = [party for party in parties if party.process.returncode is None]
+    for party in running:
+        party.stopped = True
+        with contextlib.suppress(ProcessLookupError):
+            if grace_s > 0:
+                party.process.terminate()
+            else:
                 party.process.kill()
+    if grace_s > 0 and running:
+        waits = [asyncio.ensure_future(party.process.wait()) for party in running]
+        await asyncio.wait(waits, timeout=grace_s)
+        for party in running:
+            if party.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    party.process.kill()
     for party in parties:
         await party.process.wait()
+        _exited(party)
 
 
 def _tail(party: _Party, lines: int = 8) -> str:
@@ -354,18 +499,19 @@ def _write_run_file(
     spec: RunSpec,
     slot_s: float,
     epoch: float,
-    names: list[str],
-    placement: str,
+    parties: list[_Party],
+    placement: Placement,
 ) -> None:
     write_json(
         out / RUN_FILE,
         {
-            "placement": placement,
+            "placement": placement.label,
             "run": asdict(spec),
             "local": asdict(config),
             "slot_s": slot_s,
             "epoch_unix_s": epoch,
-            "parties": names,
+            "parties": [party.name for party in parties],
+            "pids": {party.name: party.process.pid for party in parties},
         },
     )
 
@@ -377,20 +523,27 @@ def summarise_run(
     slot_s: float,
     parties: list[_Party],
     failed: list[str],
+    interrupted: str | None = None,
 ) -> dict[str, object]:
+    """The run's summary from its parties' outputs; writes tasks.csv first, settling the
+    tasks of the terminals that died. `interrupted` names the signal that stopped the run."""
     party_summaries = {}
     for party in parties:
         path = out / "parties" / f"{party.name}.json"
         if path.exists():
             party_summaries[party.name] = json.loads(path.read_text())
-    logs = sorted((out / "parties").glob("*.tasks.jsonl"))
-    merge_task_lines(logs, out / TASKS_FILE)
+    epoch = _epoch(out)
+    dead = {party.name: party for party in parties if party.dead}
+    settled = _write_tasks(out, dead, epoch, slot_s)
     table = read_task_table(out / TASKS_FILE)
     resolved = table.resolve_slot >= 0
     finished = resolved & (table.dropped == 0)
+    fault_lost = np.isin(table.where, FAULT_LOST)
+    dropped = resolved & (table.dropped == 1) & ~fault_lost
     tasks = len(table)
     boundaries = sum(s["boundaries"] for s in party_summaries.values())
     overruns = sum(s["overruns"] for s in party_summaries.values())
+    terminals = {n: s for n, s in party_summaries.items() if s.get("role") == TERMINAL_ROLE}
     return {
         "topology": Path(config.target.topology_path).stem,
         "policy": config.policy.describe(),
@@ -398,10 +551,16 @@ def summarise_run(
         "slot_s": slot_s,
         "arrival_slots": spec.arrival_slots,
         "pace_uplink": config.pace_uplink,
+        "interrupted": interrupted is not None,
+        **({"interrupted_by": interrupted} if interrupted is not None else {}),
         "tasks": tasks,
         "finished": int(finished.sum()),
-        "dropped": int((resolved & (table.dropped == 1)).sum()),
+        "dropped": int(dropped.sum()),
+        "fault_lost": int(fault_lost.sum()),
+        "edge_lost": int((table.where == EDGE_LOST).sum()),
+        "terminal_lost": int((table.where == TERMINAL_LOST).sum()),
         "unresolved": int((~resolved).sum()),
+        "tasks_unaccounted": tasks - int(finished.sum() + dropped.sum() + fault_lost.sum()),
         "avg_delay_s": float(np.mean(table.delay_slots[finished]) * slot_s)
         if finished.any()
         else None,
@@ -414,8 +573,79 @@ def summarise_run(
         ),
         "stale_observations": sum(s.get("stale_observations", 0) for s in party_summaries.values()),
         "late_sends": sum(s.get("late_sends", 0) for s in party_summaries.values()),
+        "redirected_tasks": {n: s.get("redirected_tasks", 0) for n, s in terminals.items()},
+        "reconnections": {n: s.get("reconnections", 0) for n, s in terminals.items()},
         "bytes_sent": {name: s["bytes_sent"] for name, s in party_summaries.items()},
         "bytes_received": {name: s["bytes_received"] for name, s in party_summaries.items()},
+        "dead_parties": [
+            _death(party, epoch, slot_s, table, settled, spec) for party in dead.values()
+        ],
+        "task_log_truncated_lines": settled["truncated"],
         "failed_parties": failed
-        + [p.name for p in parties if p.name not in party_summaries and p.name not in failed],
+        + [
+            p.name
+            for p in parties
+            if p.name not in party_summaries and p.name not in failed and not p.stopped
+        ],
     }
+
+
+def _epoch(out: Path) -> float | None:
+    """The run's epoch from its run.json (None: the run never started)."""
+    path = out / RUN_FILE
+    return json.loads(path.read_text()).get("epoch_unix_s") if path.exists() else None
+
+
+def _death_slot(party: _Party, epoch: float | None, slot_s: float) -> int | None:
+    if epoch is None or party.exited_at is None:
+        return None
+    return max(0, math.floor((party.exited_at - epoch) / slot_s))
+
+
+def _write_tasks(
+    out: Path, dead: dict[str, _Party], epoch: float | None, slot_s: float
+) -> dict[str, object]:
+    """Merge the terminals' task logs into tasks.csv, settling those of dead terminals
+    against the edges' records. Returns per dead terminal the tasks it lost, and the
+    number of task-log lines cut short by a kill."""
+    parties = out / "parties"
+    edge_outcomes = read_edge_outcomes(sorted(parties.glob("*.outcomes.jsonl")))
+    rows: list[dict] = []
+    settled: dict[str, object] = {"truncated": 0}
+    for path in sorted(parties.glob("*.tasks.jsonl")):
+        name = path.name.removesuffix(".tasks.jsonl")
+        own, truncated = read_task_lines(path)
+        settled["truncated"] += int(truncated)
+        if name in dead:
+            death = _death_slot(dead[name], epoch, slot_s)
+            settled[name] = settle_dead_terminal(own, edge_outcomes, death or 0)
+        rows.extend(own)
+    write_task_csv(rows, out / TASKS_FILE)
+    return settled
+
+
+def _death(
+    party: _Party,
+    epoch: float | None,
+    slot_s: float,
+    table,
+    settled: dict[str, object],
+    spec: RunSpec,
+) -> dict[str, object]:
+    """What the summary says of a party that died: when, how, and what it held."""
+    code = party.process.returncode
+    assert code is not None
+    entry: dict[str, object] = {
+        "party": party.name,
+        "role": party.role,
+        "exit": _exit_text(code).removeprefix("with ").removeprefix("by "),
+        "at_unix_s": party.exited_at,
+        "at_slot": _death_slot(party, epoch, slot_s),
+    }
+    if party.role == TERMINAL_ROLE:
+        entry["tasks_held_lost"] = settled.get(party.name, 0)
+    elif party.role == EDGE_ROLE:
+        edge = spec.topology().edge_names.index(party.name)
+        held = (table.action == edge + 1) & (table.where == EDGE_LOST)
+        entry["tasks_held_lost"] = int(held.sum())
+    return entry

@@ -1,8 +1,13 @@
 """The live per-task log: one row per task a terminal generated, what became of it and when.
 
-Each terminal writes its own tasks as JSON lines (`TERMINAL.tasks.jsonl`); the
-coordinator merges them into the run's `tasks.csv`, ordered by arrival slot and terminal,
-which is what `compare-sim` reads. Columns:
+Each terminal appends its tasks to its own JSON-lines log (`TERMINAL.tasks.jsonl`) as they
+go: a line when a task arrives and is decided, another when it resolves, each flushed at
+once (`TaskLogWriter`), so a terminal that dies leaves every task it had logged. A task's
+last line is its state. Each edge server likewise appends one line per task it resolved
+(`EDGE.outcomes.jsonl`, `EdgeOutcomeWriter`): the edge's record of the task, which stays
+even if its terminal dies. The coordinator merges the terminals' logs into the run's
+`tasks.csv`, ordered by arrival slot and terminal, settling the tasks a dead terminal
+held (`settle_dead_terminal`); `compare-sim` reads it. Columns:
 
 | column            | meaning                                                           |
 | ----------------- | ----------------------------------------------------------------- |
@@ -11,17 +16,20 @@ which is what `compare-sim` reads. Columns:
 | arrival_slot      | slot the task arrived                                             |
 | deadline_slot     | arrival + τ − 1                                                   |
 | size_bits         | η, exactly as drawn (the payload is ⌈η/8⌉ bytes)                  |
-| action            | 0 local, e = edge e                                               |
+| action            | what was done: 0 local, e = edge e                                |
 | decided_by        | policy name, or `crb-drqn@<weights version>`                      |
-| resolve_slot      | slot it finished or was dropped in; −1 if unresolved at the end   |
-| dropped           | 1 if dropped                                                      |
-| delay_slots       | resolve − arrival + 1 if finished, else empty                     |
-| where             | local, edge, uplink (dropped before fully received), edge-lost    |
+| resolve_slot      | slot it finished, was dropped or lost in; −1 if unresolved at end |
+| dropped           | 1 if it did not finish (dropped at its deadline or lost to a fault)|
+| where             | local, edge, uplink (dropped before fully received), or a fault:  |
+|                   | edge-lost (its edge died or its connection broke), terminal-lost  |
+|                   | (its terminal died holding it: queued or in transfer)             |
 | planned_sent_slot | slot the model's uplink sends its last bit in (−1: not offloaded  |
 |                   | or never fully sent)                                              |
 | sent_slot         | wall-clock slot the terminal wrote its last byte in               |
 | received_slot     | wall-clock slot the edge received its last byte in                |
-| notice_slot       | wall-clock slot the terminal learned the outcome in               |
+| notice_slot       | wall-clock slot the terminal learned the outcome in (−1: never)   |
+| redirected_from   | the edge e the policy chose when that edge was unreachable and    |
+|                   | the task was computed locally instead (action 0); 0 otherwise     |
 """
 
 from __future__ import annotations
@@ -29,10 +37,19 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
+
+EDGE_LOST = "edge-lost"
+"""`where` of an offloaded task whose edge died (or whose connection broke) holding it."""
+TERMINAL_LOST = "terminal-lost"
+"""`where` of a task its terminal held (queued, or in transfer) when the terminal died."""
+FAULT_LOST = (EDGE_LOST, TERMINAL_LOST)
+"""The `where` values of tasks lost to a fault rather than dropped at their deadline."""
 
 
 @dataclass(slots=True)
@@ -53,6 +70,7 @@ class LiveTask:
     sent_slot: int = -1
     received_slot: int = -1
     notice_slot: int = -1
+    redirected_from: int = 0
 
     @property
     def resolved(self) -> bool:
@@ -69,28 +87,173 @@ class LiveTask:
 COLUMNS = (*(f.name for f in fields(LiveTask)), "delay_slots")
 
 
-def write_task_lines(path: str | Path, tasks: list[LiveTask]) -> None:
-    """One JSON object per task, in the terminal's task order."""
-    with Path(path).open("w") as out:
-        for task in tasks:
-            out.write(json.dumps({**asdict(task), "delay_slots": task.delay_slots}) + "\n")
+class JsonLinesAppender:
+    """Appends JSON objects to a file, one line each, flushed to the operating system at
+    once, so the lines survive the process being killed. Opened at the first line (so
+    building a party writes nothing); `close()` leaves at least an empty file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._file: TextIO | None = None
+        self.closed = False
+
+    def append(self, line: str) -> None:
+        if self.closed:
+            return
+        if self._file is None:
+            self._file = self.path.open("a", encoding="utf-8")
+        self._file.write(line + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._file is None:
+            self.path.touch()
+        else:
+            self._file.close()
+
+
+class TaskLogWriter:
+    """A terminal's task log, appended as tasks change: `write(task)` adds a line with the
+    task's whole state, unless it equals the task's last line."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._lines = JsonLinesAppender(path)
+        self._last: dict[int, str] = {}
+
+    def write(self, task: LiveTask) -> None:
+        line = json.dumps({**asdict(task), "delay_slots": task.delay_slots})
+        if self._last.get(task.task_id) != line:
+            self._last[task.task_id] = line
+            self._lines.append(line)
+
+    def close(self, tasks: Iterable[LiveTask] = ()) -> None:
+        """Write the final state of every task that changed since its last line, and close."""
+        if not self._lines.closed:
+            for task in tasks:
+                self.write(task)
+        self._lines.close()
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeOutcome:
+    """An edge's record of one offloaded task it resolved."""
+
+    edge: int
+    terminal: int
+    task_id: int
+    slot: int
+    """Slot it finished in or was dropped at the end of."""
+    dropped: bool
+    received_slot: int
+    """Slot its last byte arrived; −1 if never fully received."""
+
+
+class EdgeOutcomeWriter:
+    """An edge's record of every task it resolved, one line each, appended as it goes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._lines = JsonLinesAppender(path)
+
+    def write(self, outcome: EdgeOutcome) -> None:
+        self._lines.append(json.dumps(asdict(outcome)))
+
+    def close(self) -> None:
+        self._lines.close()
+
+
+def read_json_lines(path: Path) -> tuple[list[dict], bool]:
+    """The objects of a JSON-lines file and whether its last line was cut short (a
+    process killed in the middle of writing it); that line is left out. Any other bad
+    line is an error naming the file and line."""
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    truncated = False
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            if number == len(lines):  # no newline after it: it was being written
+                truncated = True
+                continue
+            raise ValueError(f"{path}: line {number}: not a JSON object: {error}") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}: line {number}: expected a JSON object, got {line[:60]!r}")
+        rows.append(row)
+    return rows, truncated
+
+
+def read_task_lines(path: Path) -> tuple[list[dict], bool]:
+    """A terminal's tasks from its log, each task's last line, in task order; and whether
+    the log's last line was cut short."""
+    rows, truncated = read_json_lines(path)
+    latest: dict[int, dict] = {}
+    for row in rows:
+        latest[row["task_id"]] = row
+    return [latest[task_id] for task_id in sorted(latest)], truncated
+
+
+def read_edge_outcomes(paths: Iterable[Path]) -> dict[tuple[int, int, int], EdgeOutcome]:
+    """The edges' records, by (edge, terminal, task id)."""
+    records = {}
+    for path in paths:
+        for row in read_json_lines(path)[0]:
+            outcome = EdgeOutcome(**row)
+            records[(outcome.edge, outcome.terminal, outcome.task_id)] = outcome
+    return records
+
+
+def settle_dead_terminal(
+    rows: list[dict], edge_outcomes: dict[tuple[int, int, int], EdgeOutcome], death_slot: int
+) -> int:
+    """Settle the tasks a terminal that died in `death_slot` had logged but not resolved.
+
+    A task an edge had wholly received is the edge's: it gets the edge's recorded outcome
+    (`where` edge; `notice_slot` −1, the terminal never learned it). Every other one was
+    in the terminal's hands, queued or in transfer: it is lost to the fault (`where`
+    terminal-lost, not finished, in the death slot bounded to its arrival..deadline).
+    Returns how many were lost."""
+    lost = 0
+    for row in rows:
+        if row["resolve_slot"] >= 0:
+            continue
+        record = edge_outcomes.get((row["action"] - 1, row["terminal"], row["task_id"]))
+        if row["action"] > 0 and record is not None and record.received_slot >= 0:
+            row.update(resolve_slot=record.slot, dropped=record.dropped, where="edge")
+            row.update(received_slot=record.received_slot, notice_slot=-1)
+            finished = not record.dropped
+            row["delay_slots"] = record.slot - row["arrival_slot"] + 1 if finished else None
+            continue
+        slot = min(max(death_slot, row["arrival_slot"]), row["deadline_slot"])
+        row.update(resolve_slot=slot, dropped=True, where=TERMINAL_LOST, delay_slots=None)
+        lost += 1
+    return lost
+
+
+def write_task_csv(rows: list[dict], csv_path: Path) -> int:
+    """Write task rows (from the terminals' logs) as one CSV ordered by (arrival, terminal)."""
+    rows = sorted(rows, key=lambda row: (row["arrival_slot"], row["terminal"]))
+    with csv_path.open("w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            row = {"redirected_from": 0, **row, "dropped": int(row["dropped"])}
+            row["delay_slots"] = "" if row["delay_slots"] is None else row["delay_slots"]
+            writer.writerow(row)
+    return len(rows)
 
 
 def merge_task_lines(paths: list[Path], csv_path: Path) -> int:
     """Merge terminals' JSON-line logs into one CSV ordered by (arrival, terminal)."""
     rows = []
     for path in paths:
-        with path.open() as lines:
-            rows.extend(json.loads(line) for line in lines if line.strip())
-    rows.sort(key=lambda row: (row["arrival_slot"], row["terminal"]))
-    with csv_path.open("w", newline="") as out:
-        writer = csv.DictWriter(out, fieldnames=COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            row["dropped"] = int(row["dropped"])
-            row["delay_slots"] = "" if row["delay_slots"] is None else row["delay_slots"]
-            writer.writerow(row)
-    return len(rows)
+        rows.extend(read_task_lines(path)[0])
+    return write_task_csv(rows, csv_path)
 
 
 @dataclass(frozen=True)
@@ -110,13 +273,17 @@ class TaskTable:
     planned_sent_slot: np.ndarray
     sent_slot: np.ndarray
     received_slot: np.ndarray
+    redirected_from: np.ndarray
+    """The edge the policy chose for a task redirected to local compute; 0 otherwise."""
 
     def __len__(self) -> int:
         return int(self.terminal.size)
 
 
 _INT_COLUMNS = ("terminal", "arrival_slot", "action", "resolve_slot", "dropped")
-_INT_COLUMNS += ("planned_sent_slot", "sent_slot", "received_slot")
+_INT_COLUMNS += ("planned_sent_slot", "sent_slot", "received_slot", "redirected_from")
+_OPTIONAL_COLUMNS = {"redirected_from": "0"}
+"""Columns of later versions, with their value in a run folder written before them."""
 
 
 def read_task_table(path: Path) -> TaskTable:
@@ -124,12 +291,13 @@ def read_task_table(path: Path) -> TaskTable:
     columns: dict[str, list] = {name: [] for name in TaskTable.__dataclass_fields__}
     with path.open(newline="") as source:
         reader = csv.DictReader(source)
-        missing = set(columns) - set(reader.fieldnames or ())
+        missing = set(columns) - set(reader.fieldnames or ()) - set(_OPTIONAL_COLUMNS)
         if missing:
             raise ValueError(f"{path}: missing columns {sorted(missing)}; is it a run's tasks.csv?")
         for line, row in enumerate(reader, start=2):
             for name in columns:
-                columns[name].append(_cell(path, line, name, row[name]))
+                text = row.get(name, _OPTIONAL_COLUMNS.get(name))
+                columns[name].append(_cell(path, line, name, text))
     return TaskTable(
         **{
             name: np.asarray(values, dtype=np.int64 if name in _INT_COLUMNS else None)

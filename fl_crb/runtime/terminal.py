@@ -15,8 +15,18 @@ At start-up it connects to every edge server (HELLO → WELCOME). At each slot b
    once when `pace_uplink` is off and a network emulator shapes the link).
 
 Local tasks resolve here (finished, or dropped at the end of their deadline slot);
-offloaded tasks resolve when the edge's OUTCOME arrives. Every task goes to the task log.
-CPU speed is emulated by accounting (whole slots of L bits), not by burning cycles.
+offloaded tasks resolve when the edge's OUTCOME arrives. Every task goes to the task log
+as it arrives and again as it resolves, each line flushed at once (`TaskLogWriter`), so
+a terminal that dies leaves what it had logged. CPU speed is emulated by accounting
+(whole slots of L bits), not by burning cycles.
+
+An edge that becomes unreachable (its connection closes or breaks, it sends a bad frame,
+or it is silent for `EDGE_SILENCE_S` while it should report every slot) is routed
+around: the tasks it held resolve as `edge-lost` (dropped at their deadline) and leave
+the uplink; a task the policy sends to it meanwhile is computed locally instead and
+logged as redirected (`redirected_from`); the terminal reconnects with backoff
+(`RECONNECT_FIRST_S` doubling to `RECONNECT_MAX_S`) and offloads to it again once
+it answers. Reconnections and redirected tasks are counted in the party's summary.
 """
 
 from __future__ import annotations
@@ -35,7 +45,7 @@ from fl_crb.mec.params import TerminalArrays
 from fl_crb.mec.workload import draw_arrivals
 from fl_crb.runtime.clock import SlotClock, SlotTimer
 from fl_crb.runtime.config import TerminalConfig, load_config
-from fl_crb.runtime.connection import FramedConnection, PeerGone
+from fl_crb.runtime.connection import FRAME_TIMEOUT_S, FramedConnection, PeerGone, PeerSilent
 from fl_crb.runtime.decider import DeciderFactory, make_decider
 from fl_crb.runtime.load_board import LoadBoard
 from fl_crb.runtime.party import (
@@ -50,6 +60,7 @@ from fl_crb.runtime.protocol import (
     ErrorNotice,
     Hello,
     LoadReport,
+    Message,
     Outcome,
     OutcomeKind,
     ProtocolError,
@@ -57,7 +68,7 @@ from fl_crb.runtime.protocol import (
     Welcome,
     payload_bytes_of,
 )
-from fl_crb.runtime.tasklog import LiveTask, write_task_lines
+from fl_crb.runtime.tasklog import EDGE_LOST, LiveTask, TaskLogWriter
 from fl_crb.runtime.terminal_queues import QueuedTask, SlotServer, SlotService
 from fl_crb.runtime.uplink import Uplink
 
@@ -67,6 +78,14 @@ MAX_BACKLOG_BYTES = 64 << 20
 """Unsent bytes towards an edge beyond which it counts as not reading."""
 OUTCOME_GRACE_S = 2.0
 """After the last slot, how long to wait for the edges' last OUTCOME frames."""
+EDGE_SILENCE_S = 5.0
+"""During the run an edge reports every slot; silent this long, it counts as unreachable."""
+HANDSHAKE_TIMEOUT_S = 2.0
+"""How long a reconnection may take, TCP connection and HELLO → WELCOME."""
+RECONNECT_FIRST_S = 0.5
+"""Wait before the first reconnection attempt to a lost edge; doubled after each failure."""
+RECONNECT_MAX_S = 8.0
+"""Longest wait between reconnection attempts."""
 
 
 def terminal_workload(arrays: TerminalArrays, terminal: int, slots: int, seed: int) -> np.ndarray:
@@ -117,44 +136,102 @@ class TerminalParty:
             federation=config.federation,
         )
         self.tasks: list[LiveTask] = []
+        self.task_log = TaskLogWriter(config.task_log_path)
         self._awaiting: dict[int, LiveTask] = {}
         """Offloaded tasks whose OUTCOME has not arrived."""
+        self._via: dict[int, FramedConnection] = {}
+        """The connection each awaited task was announced on."""
         self.connections: list[FramedConnection | None] = [None] * params.edges
+        """Each edge's connection; None while it is unreachable."""
         self._seen: list[FramedConnection] = []
         """Every connection made, for the byte counts."""
         self._readers: list[asyncio.Task] = []
+        self._reconnecting: dict[int, asyncio.Task] = {}
         self._running = False
+        self._closing = False
         self.clock: SlotClock | None = None
+        self.edges_lost = [0] * params.edges
+        """Per edge, how often its connection was lost during the run."""
+        self.reconnections = [0] * params.edges
+        self.redirected = [0] * params.edges
+        """Per edge, tasks the policy sent to it while unreachable (computed locally)."""
+        self.late_outcomes = 0
+        """OUTCOMEs for tasks already resolved here (their edge was given up on)."""
+        self.ignored_load_reports = 0
+        """LOAD reports for slots far from the terminal's clock (not kept)."""
 
     # ------------------------------------------------------------------ start-up
 
     async def connect(self) -> None:
         """Connect to every edge server (retrying while they start) and say HELLO."""
-        for edge, address in enumerate(self.config.edges):
-            peer = f"edge{edge + 1} at {address.host}:{address.port}"
+        for edge in range(self.edges):
             give_up = time.time() + self.config.connect_timeout_s
             while True:
                 try:
-                    reader, writer = await asyncio.open_connection(address.host, address.port)
+                    connection = await self._open(edge, self.config.connect_timeout_s)
                     break
                 except OSError as error:
                     if time.time() > give_up:
                         raise ConnectionError(
-                            f"{self.name}: cannot reach {peer}: {error}"
+                            f"{self.name}: cannot reach {self._peer(edge)}: {error}"
                         ) from None
                     await asyncio.sleep(0.1)
-            connection = FramedConnection(reader, writer, peer, MAX_BACKLOG_BYTES)
-            self._seen.append(connection)
+            self._attach(edge, connection)
+
+    def _peer(self, edge: int) -> str:
+        address = self.config.edges[edge]
+        return f"edge{edge + 1} at {address.host}:{address.port}"
+
+    async def _open(self, edge: int, timeout_s: float) -> FramedConnection:
+        """A new connection to `edge`, HELLO said and WELCOME checked. Raises OSError
+        (unreachable), ConnectionError (refused) or ProtocolError (not our edge)."""
+        peer = self._peer(edge)
+        address = self.config.edges[edge]
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(address.host, address.port), timeout_s
+        )
+        connection = FramedConnection(reader, writer, peer, MAX_BACKLOG_BYTES, FRAME_TIMEOUT_S)
+        self._seen.append(connection)
+        try:
             connection.send(Hello(self.config.run.run_id, self.config.terminal))
-            welcome = await asyncio.wait_for(connection.receive(), self.config.connect_timeout_s)
+            welcome = await asyncio.wait_for(connection.receive(), timeout_s)
             if isinstance(welcome, ErrorNotice):
                 raise ConnectionError(f"{self.name}: {peer} refused us: {welcome.text}")
-            if not isinstance(welcome, Welcome) or welcome.edge != edge:
-                raise ProtocolError(
-                    peer, f"expected WELCOME from edge index {edge}, got {welcome!r}"
-                )
-            self.connections[edge] = connection
-            self._readers.append(asyncio.create_task(self._read(edge, connection)))
+            expected = Welcome(self.config.run.run_id, edge)
+            if welcome != expected:
+                raise ProtocolError(peer, f"expected {expected!r}, got {welcome!r}")
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _attach(self, edge: int, connection: FramedConnection) -> None:
+        self.connections[edge] = connection
+        self._readers.append(asyncio.create_task(self._read(edge, connection)))
+
+    async def _reconnect(self, edge: int) -> None:
+        """Try to reach a lost edge again, with bounded exponential backoff, until the run
+        ends; once it answers, offload to it again."""
+        wait_s, attempts = RECONNECT_FIRST_S, 0
+        while not self._closing:
+            await asyncio.sleep(wait_s)
+            attempts += 1
+            try:
+                connection = await self._open(edge, HANDSHAKE_TIMEOUT_S)
+            except (OSError, ConnectionError, ProtocolError) as error:
+                log.info("%s: %s still unreachable: %s", self.name, self._peer(edge), error)
+                wait_s = min(2 * wait_s, RECONNECT_MAX_S)
+                continue
+            if self._closing:
+                connection.close()
+                break
+            self.reconnections[edge] += 1
+            log.warning(
+                "%s: reconnected to %s after %d attempts", self.name, connection.peer, attempts
+            )
+            self._attach(edge, connection)
+            break
+        self._reconnecting.pop(edge, None)
 
     # ------------------------------------------------------------------ the slot loop
 
@@ -177,8 +254,9 @@ class TerminalParty:
         while self._awaiting and time.time() < give_up:
             await asyncio.sleep(0.02)
         self._running = False
-        for reader in self._readers:
-            reader.cancel()
+        self._closing = True
+        for task in (*self._readers, *self._reconnecting.values()):
+            task.cancel()
         for connection in self._seen:
             connection.close()
         return self._summary(timer)
@@ -220,22 +298,40 @@ class TerminalParty:
             self.config.terminal, task_id, slot, deadline, size_bits, action, self.decider.label
         )
         self.tasks.append(record)
-        if action == 0:
+        if action > 0:
+            payload = self._payload_rng.bytes(payload_bytes_of(size_bits))
+            if not self._offload(record, payload):
+                self.redirected[action - 1] += 1
+                record.action, record.redirected_from = 0, action
+        if record.action == 0:
             self.local.push(task_id, deadline, size_bits)
-            return
-        payload = self._payload_rng.bytes(payload_bytes_of(size_bits))
-        header = TaskHeader(task_id, slot, deadline, size_bits, len(payload), zlib.crc32(payload))
-        self._awaiting[task_id] = record
-        connection = self.connections[action - 1]
+        self.task_log.write(record)
+
+    def _offload(self, record: LiveTask, payload: bytes) -> bool:
+        """Announce an offloaded task to its edge and queue it on the uplink; False if the
+        edge is unreachable (then it is computed locally)."""
+        edge = record.action - 1
+        connection = self.connections[edge]
+        if connection is None:
+            return False
+        header = TaskHeader(
+            record.task_id,
+            record.arrival_slot,
+            record.deadline_slot,
+            record.size_bits,
+            len(payload),
+            zlib.crc32(payload),
+        )
         try:
-            if connection is None:
-                raise PeerGone(f"edge{action} is unreachable")
             connection.send(header)
         except (PeerGone, ConnectionError) as error:
-            log.warning("%s: task %d: %s", self.name, task_id, error)
-            self._resolve(record, deadline, dropped=True, where="edge-lost")
-            return
+            log.warning("%s: task %d: %s", self.name, record.task_id, error)
+            self._lost(edge, connection)
+            return False
+        self._awaiting[record.task_id] = record
+        self._via[record.task_id] = connection
         self.uplink.push(record, payload, connection)
+        return True
 
     # ------------------------------------------------------------------ outcomes
 
@@ -248,15 +344,18 @@ class TerminalParty:
         record.resolve_slot, record.dropped, record.where = slot, dropped, where
         record.notice_slot = self.clock.now_slot() if self.clock is not None else slot
         self._awaiting.pop(record.task_id, None)
+        self._via.pop(record.task_id, None)
+        self.task_log.write(record)
         delay = record.delay_slots
         self.decider.resolved(record.task_id, self.drop_reward if delay is None else -delay)
 
     async def _read(self, edge: int, connection: FramedConnection) -> None:
-        """Take LOAD reports and OUTCOMEs from one edge until it closes."""
+        """Take LOAD reports and OUTCOMEs from one edge until it closes, breaks, sends a
+        bad frame or falls silent; then route around it."""
         try:
-            while (message := await connection.receive()) is not None:
+            while (message := await self._receive(connection)) is not None:
                 if isinstance(message, LoadReport):
-                    self.board.report(edge, message)
+                    self._load(edge, message)
                 elif isinstance(message, Outcome):
                     self._outcome(edge, connection, message)
                 elif isinstance(message, ErrorNotice):
@@ -267,19 +366,58 @@ class TerminalParty:
                     )
         except ProtocolError as error:
             connection.reject(error)
+        except PeerSilent as error:
+            log.warning("%s: %s; giving it up", self.name, error)
         except ConnectionError as error:
             log.warning("%s: connection to %s failed: %s", self.name, connection.peer, error)
-        self.connections[edge] = None
-        if not self._running:
+        if not self._closing:
+            self._lost(edge, connection)
+
+    async def _receive(self, connection: FramedConnection) -> Message | None:
+        """The next frame; during the run an edge that sends none for EDGE_SILENCE_S
+        (it reports every slot) is given up (`PeerSilent`)."""
+        return await connection.receive(EDGE_SILENCE_S if self._running else None)
+
+    def _lost(self, edge: int, connection: FramedConnection) -> None:
+        """An edge's connection ended: resolve what it held, stop offloading to it, and
+        try to reach it again."""
+        connection.close()
+        if self.connections[edge] is not connection:
             return
-        lost = [t for t in self._awaiting.values() if t.action == edge + 1]
-        if lost:
-            log.warning("%s: lost %s with %d tasks pending", self.name, connection.peer, len(lost))
-        for record in lost:
-            self._resolve(record, record.deadline_slot, dropped=True, where="edge-lost")
+        self.connections[edge] = None
+        if self._closing:
+            return
+        self.edges_lost[edge] += 1
+        self.uplink.discard(connection)
+        held = [self._awaiting[i] for i, via in self._via.items() if via is connection]
+        log.warning(
+            "%s: lost %s with %d tasks pending; computing its tasks locally until it is back",
+            self.name,
+            connection.peer,
+            len(held),
+        )
+        for record in held:
+            self._resolve(record, record.deadline_slot, dropped=True, where=EDGE_LOST)
+        if edge not in self._reconnecting:
+            self._reconnecting[edge] = asyncio.create_task(self._reconnect(edge))
+
+    def _load(self, edge: int, report: LoadReport) -> None:
+        """Keep a LOAD report unless its slot is far from the clock's (only the last
+        `history_slots` matter; keeping others would let an edge grow our memory)."""
+        if self.clock is not None:
+            now = self.clock.now_slot()
+            if not now - self.board.history_slots - 2 <= report.slot <= now + 2:
+                self.ignored_load_reports += 1
+                return
+        self.board.report(edge, report)
 
     def _outcome(self, edge: int, connection: FramedConnection, outcome: Outcome) -> None:
         record = self._awaiting.get(outcome.task_id)
+        if record is None and outcome.task_id < len(self.tasks):
+            earlier = self.tasks[outcome.task_id]
+            if earlier.resolved and earlier.where == EDGE_LOST and earlier.action == edge + 1:
+                self.late_outcomes += 1  # given up on with its edge's old connection
+                return
         if record is None or record.action != edge + 1:
             raise ProtocolError(
                 connection.peer, f"OUTCOME for task {outcome.task_id}, not pending at this edge"
@@ -299,8 +437,16 @@ class TerminalParty:
             **timer.summary(),
             "tasks": len(self.tasks),
             "finished": len(delays),
-            "dropped": sum(t.dropped for t in resolved),
+            "dropped": sum(t.dropped and t.where != EDGE_LOST for t in resolved),
+            "edge_lost": sum(t.where == EDGE_LOST for t in resolved),
             "unresolved": len(self.tasks) - len(resolved),
+            "redirected_tasks": sum(self.redirected),
+            "redirected_by_edge": self.redirected,
+            "reconnections": sum(self.reconnections),
+            "reconnections_by_edge": self.reconnections,
+            "edges_lost": self.edges_lost,
+            "late_outcomes": self.late_outcomes,
+            "ignored_load_reports": self.ignored_load_reports,
             "stale_observations": self.board.stale_observations,
             "late_sends": sum(t.sent_slot > t.planned_sent_slot >= 0 for t in self.tasks),
             "bytes_sent": sum(c.bytes_sent for c in self._seen),
@@ -316,8 +462,10 @@ async def _main(config: TerminalConfig, deciders: DeciderFactory) -> None:
     announce_ready({"terminal": config.terminal})
     enter_realtime(config.run.realtime_priority)
     epoch = await await_start()
-    summary = await party.run(SlotClock(epoch, party.slot_s))
-    write_task_lines(config.task_log_path, party.tasks)
+    try:
+        summary = await party.run(SlotClock(epoch, party.slot_s))
+    finally:
+        party.task_log.close(party.tasks)  # each task's final state
     write_json(config.summary_path, summary)
     log.info("%s: done: %s", party.name, summary)
 

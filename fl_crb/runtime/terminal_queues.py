@@ -73,6 +73,11 @@ class SlotServer:
         self._queue.append(task)
         return task
 
+    def remove(self, task_ids: set[int]) -> None:
+        """Take tasks out of the queue (their destination is gone); the others keep their
+        order, and the next one starts in the next slot served."""
+        self._queue = deque(task for task in self._queue if task.task_id not in task_ids)
+
     def wait_slots(self, slot: int) -> int:
         """Slots a task arriving in `slot` would wait before the resource is free (μ):
         each queued task holds it for its remaining slots or until its deadline."""

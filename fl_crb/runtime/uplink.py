@@ -58,6 +58,14 @@ class Uplink:
         self.queue.push(record.task_id, record.deadline_slot, record.size_bits)
         self._outgoing[record.task_id] = _Outgoing(record, memoryview(payload), connection)
 
+    def discard(self, connection: FramedConnection) -> list[LiveTask]:
+        """Take out every task bound for `connection` (it broke); returns their records."""
+        gone = [o for o in self._outgoing.values() if o.connection is connection]
+        self.queue.remove({o.record.task_id for o in gone})
+        for outgoing in gone:
+            del self._outgoing[outgoing.record.task_id]
+        return [outgoing.record for outgoing in gone]
+
     def serve(self, slot: int) -> SlotService:
         """Run `slot` of the uplink queue; notes the model's last slot of a finished task."""
         service = self.queue.serve(slot)

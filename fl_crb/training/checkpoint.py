@@ -17,20 +17,30 @@ its next slot, which is slot 0 of the next episode, where it would download anyw
 
 Writing is atomic: the files go to `<dir>.partial`, then replace `<dir>`, the previous
 checkpoint being kept as `<dir>.old` until the new one is in place; `load_checkpoint`
-falls back to `<dir>.old` if a crash left no `<dir>`.
+falls back to `<dir>.old` if a crash left no `<dir>`. A checkpoint file that cannot be
+read (damaged on disk, cut short, not this program's) is an error naming the file and
+the way on: the previous checkpoint in `<dir>.old` if there is one, else deleting `<dir>`
+to train the run again from episode 0.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
 
+from fl_crb.files import read_json_file
 from fl_crb.training.drqn_trainer import Trainer
+
+T = TypeVar("T")
 
 CHECKPOINT_FORMAT = "fl-crb-trainer-checkpoint-1"
 """Tag written into `state.json` and checked on load."""
@@ -87,35 +97,50 @@ def load_checkpoint(trainer: Trainer, directory: str | Path) -> None:
     found = _readable(directory)
     if found is None:
         raise FileNotFoundError(f"no checkpoint in {directory} (nor in {directory}.old)")
-    state = json.loads((found / "state.json").read_text())
-    if state.get("format") != CHECKPOINT_FORMAT:
+    state = read_json_file(found / "state.json", "checkpoint's state", recovery(found))
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        state = state if isinstance(state, dict) else {}
         raise ValueError(
             f"{found / 'state.json'}: format {state.get('format')!r}, expected "
-            f"{CHECKPOINT_FORMAT!r}"
+            f"{CHECKPOINT_FORMAT!r}; {recovery(found)}"
         )
     for key, value in (("algo", trainer.config.algo), ("terminals", trainer.terminals)):
-        if state[key] != value:
+        if state.get(key) != value:
             raise ValueError(
-                f"{found / 'state.json'}: checkpoint has {key} = {state[key]!r}, this trainer "
-                f"has {value!r}"
+                f"{found / 'state.json'}: checkpoint has {key} = {state.get(key)!r}, this "
+                f"trainer has {value!r}"
             )
+    networks = load_networks(found)
     try:
-        trainer.scheme.load_learner_states(load_networks(found))
+        trainer.scheme.load_learner_states(networks)
     except ValueError as error:
         raise ValueError(f"{found / 'networks.pt'}: {error}") from None
-    with np.load(found / "pools.npz", allow_pickle=False) as archive:
-        for i, pool in enumerate(trainer.scheme.pools):
-            prefix = f"pool{i}/"
-            pool.load_state_dict(
-                {k[len(prefix) :]: archive[k] for k in archive.files if k.startswith(prefix)}
-            )
-    with np.load(found / "agents.npz", allow_pickle=False) as archive:
-        for d, (agent, scalars) in enumerate(zip(trainer.agents, state["agents"], strict=True)):
-            prefix = f"agent{d}/"
-            arrays = {k[len(prefix) :]: archive[k] for k in archive.files if k.startswith(prefix)}
-            agent.load_state(scalars, arrays)
-    trainer.rng.bit_generator.state = state["rng"]
-    trainer.episode = int(state["episode"])
+
+    def load_pools() -> None:
+        with np.load(found / "pools.npz", allow_pickle=False) as archive:
+            for i, pool in enumerate(trainer.scheme.pools):
+                prefix = f"pool{i}/"
+                pool.load_state_dict(
+                    {k[len(prefix) :]: archive[k] for k in archive.files if k.startswith(prefix)}
+                )
+
+    def load_agents() -> None:
+        with np.load(found / "agents.npz", allow_pickle=False) as archive:
+            pairs = zip(trainer.agents, state["agents"], strict=True)
+            for d, (agent, scalars) in enumerate(pairs):
+                prefix = f"agent{d}/"
+                arrays = {
+                    k[len(prefix) :]: archive[k] for k in archive.files if k.startswith(prefix)
+                }
+                agent.load_state(scalars, arrays)
+
+    def load_state() -> None:
+        trainer.rng.bit_generator.state = state["rng"]
+        trainer.episode = int(state["episode"])
+
+    _reading(found / "pools.npz", load_pools)
+    _reading(found / "agents.npz", load_agents)
+    _reading(found / "state.json", load_state)
 
 
 def load_networks(directory: str | Path) -> list[dict]:
@@ -123,7 +148,45 @@ def load_networks(directory: str | Path) -> list[dict]:
     found = _readable(Path(directory))
     if found is None:
         raise FileNotFoundError(f"no checkpoint in {directory} (nor in {directory}.old)")
-    return torch.load(found / "networks.pt", weights_only=True)
+    return _reading(
+        found / "networks.pt", lambda: torch.load(found / "networks.pt", weights_only=True)
+    )
+
+
+def recovery(checkpoint: Path) -> str:
+    """How to go on from the checkpoint `checkpoint` that cannot be read."""
+    old = checkpoint.with_name(checkpoint.name + ".old")
+    if old.is_dir() and old != checkpoint:
+        return f"the previous checkpoint is in {old}: delete {checkpoint} to resume from it"
+    return (
+        f"delete {checkpoint} to train this run again from episode 0 (or its whole folder "
+        "to start over)"
+    )
+
+
+DAMAGE = (
+    ValueError,
+    KeyError,
+    TypeError,
+    EOFError,
+    RuntimeError,
+    OSError,
+    zipfile.BadZipFile,
+    pickle.UnpicklingError,
+)
+"""What reading a damaged file raises: torch's `RuntimeError` for a cut zip archive,
+numpy's `BadZipFile`, `EOFError` or `ValueError`, a `KeyError` for a missing entry."""
+
+
+def _reading(path: Path, read: Callable[[], T]) -> T:
+    """`read()`, with a failure reported as a damaged `path` and the way to recover."""
+    try:
+        return read()
+    except DAMAGE as error:
+        raise ValueError(
+            f"{path}: the checkpoint file cannot be read ({type(error).__name__}: "
+            f"{str(error)[:200]}); {recovery(path.parent)}"
+        ) from error
 
 
 def _readable(directory: Path) -> Path | None:

@@ -19,6 +19,13 @@ the trainer is restored from the checkpoint, and metrics and validation lines of
 episodes after the checkpoint (run but not saved before an interruption) are dropped,
 since those episodes will run again, identically.
 
+What an interruption leaves is resumable: `run.json`, `best.pt` and `best.json` are
+replaced atomically (`fl_crb.files`), checkpoints likewise (`fl_crb.training.checkpoint`),
+and the JSON-lines files are appended to, a line per episode; a last line cut short by
+a crash is dropped on resume with a warning naming the file (its episode runs again).
+Any other damage (a file that is not JSON, a line in the middle that is garbage) is an
+error naming the file and how to recover.
+
 The DRQN algorithms train with `fl_crb.training.drqn_trainer.Trainer`, the paper's learning
 baselines with `fl_crb.training.marl_trainer.MarlTrainer` (`make_trainer`); both give the same
 metrics, validation and checkpoint surface, so run directories look alike.
@@ -27,20 +34,28 @@ metrics, validation and checkpoint surface, so run directories look alike.
 from __future__ import annotations
 
 import json
-import os
+import logging
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from fl_crb.files import atomic_file, read_json_file, read_text_file, write_atomically
 from fl_crb.mec.params import MECParams
-from fl_crb.training.checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint
+from fl_crb.training.checkpoint import (
+    checkpoint_exists,
+    load_checkpoint,
+    recovery,
+    save_checkpoint,
+)
 from fl_crb.training.config import MARL_ALGORITHMS, TrainConfig
 from fl_crb.training.drqn_trainer import EpisodeMetrics, Trainer
 
 RUN_FORMAT = "fl-crb-training-run-1"
 """Tag of `run.json`."""
+
+log = logging.getLogger(__name__)
 
 
 def describe_run(topology_name: str, params: MECParams, terminals: int, config: TrainConfig):
@@ -78,9 +93,17 @@ def _save(trainer, path: Path) -> None:
 
 def _load(trainer, path: Path) -> None:
     if isinstance(trainer, Trainer):
-        load_checkpoint(trainer, path)
-    else:
+        load_checkpoint(trainer, path)  # names the damaged file itself
+        return
+    try:
         trainer.load(path)
+    except (ValueError, KeyError, RuntimeError, EOFError, OSError) as error:
+        if isinstance(error, FileNotFoundError | ValueError) and str(path) in str(error):
+            raise  # a message of the trainer's own, naming the checkpoint
+        raise ValueError(
+            f"{path}: the checkpoint cannot be read ({type(error).__name__}: {error}); "
+            f"{recovery(path)}"
+        ) from error
 
 
 class TrainingRun:
@@ -121,6 +144,11 @@ class TrainingRun:
             _check_same_setup(run_file, setup)
             if checkpoint_exists(run.checkpoint_path):
                 _load(trainer, run.checkpoint_path)
+            elif run.checkpoint_path.is_dir() and any(run.checkpoint_path.iterdir()):
+                raise ValueError(
+                    f"{run.checkpoint_path}: the checkpoint holds no state.json; "
+                    f"{recovery(run.checkpoint_path)}"
+                )
             for path in (run.metrics_path, run.validation_path):
                 _truncate(path, trainer.episode)
             return run
@@ -130,7 +158,7 @@ class TrainingRun:
                 "directory for a new run, or the directory of the run to resume"
             )
         directory.mkdir(parents=True, exist_ok=True)
-        run_file.write_text(json.dumps(setup, indent=2) + "\n")
+        write_atomically(run_file, json.dumps(setup, indent=2) + "\n")
         return run
 
     def train(
@@ -175,41 +203,88 @@ class TrainingRun:
                 networks = [learner.evaluation.state_dict() for learner in learners]
             else:
                 networks = self.trainer.policy_state()
-            _atomic(self.directory / "best.pt", lambda f: torch.save(networks, f))
-            _atomic(self.directory / "best.json", lambda f: f.write(json.dumps(row).encode()))
+            with atomic_file(self.directory / "best.pt") as file:
+                torch.save(networks, file)
+            write_atomically(self.directory / "best.json", json.dumps(row))
+
+
+def _read_lines(path: Path, recovery: str) -> list[dict]:
+    """The JSON objects of a JSON-lines file, each with an integer `episode`. A last line
+    cut short by an interruption (no newline, or not JSON) is left out with a warning;
+    a bad line before it is an error naming the file, the line and `recovery`."""
+    if not path.exists():
+        return []
+    text = read_text_file(path, "JSON-lines file")
+    lines = text.split("\n")
+    complete, torn = lines[:-1], lines[-1]  # the text after the last newline
+    rows = []
+    for number, line in enumerate(complete, 1):
+        if not line.strip():
+            continue
+        row = _row(line)
+        if row is None:
+            if number == len(complete) and not torn.strip():
+                torn = line  # the last line, ended by the newline of a cut-short write
+                break
+            raise ValueError(
+                f"{path}: line {number} is not a JSON object with an integer episode "
+                f"(it reads {line[:60]!r}); {recovery}"
+            )
+        rows.append(row)
+    if torn.strip():
+        log.warning(
+            "%s: dropped its last line, cut short by an interruption (%r); its episode runs again",
+            path,
+            torn[:60],
+        )
+    return rows
+
+
+def _row(line: str) -> dict | None:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    ok = isinstance(row, dict) and isinstance(row.get("episode"), int)
+    return row if ok else None
 
 
 def _truncate(path: Path, episodes: int) -> None:
-    """Keep the lines of a JSON-lines file whose episode is below `episodes`."""
+    """Keep the lines of a JSON-lines file whose episode is below `episodes` (and drop a
+    torn last line); the file is replaced atomically."""
     if not path.exists():
         return
-    kept = [
-        line
-        for line in path.read_text().splitlines()
-        if line.strip() and json.loads(line)["episode"] < episodes
-    ]
-    path.write_text("".join(line + "\n" for line in kept))
-
-
-def _atomic(path: Path, write) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as file:
-        write(file)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
+    recovery = f"delete {path.parent} to start this run over"
+    kept = [row for row in _read_lines(path, recovery) if row["episode"] < episodes]
+    write_atomically(path, "".join(json.dumps(row) + "\n" for row in kept))
 
 
 def read_best(directory: str | Path) -> dict | None:
     """The validation row of the weights kept as best, or None if none was kept yet."""
     path = Path(directory) / "best.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    best = read_json_file(
+        path,
+        "record of the best validated weights",
+        f"delete it and {path.with_name('best.pt')}: the run's last checkpoint is then used, "
+        "and the next validation writes them again",
+    )
+    if not isinstance(best, dict) or not isinstance(best.get("avg_reward"), int | float):
+        raise ValueError(
+            f"{path}: expected a JSON object with avg_reward, got {str(best)[:60]!r}; delete "
+            f"it and {path.with_name('best.pt')} to use the last checkpoint instead"
+        )
+    return best
 
 
 def read_metrics(directory: str | Path) -> list[dict]:
-    """The per-episode metrics of a run directory, in episode order."""
+    """The per-episode metrics of a run directory, in episode order (a last line cut
+    short by an interruption left out, with a warning)."""
     path = Path(directory) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory} holds no metrics.jsonl: is it a training run?")
+    return _read_lines(path, f"delete {directory} to start this run over")
 
 
 def read_setup(directory: str | Path) -> dict:
@@ -217,7 +292,7 @@ def read_setup(directory: str | Path) -> dict:
     path = Path(directory) / "run.json"
     if not path.is_file():
         raise ValueError(f"{directory} is not a training run directory: it has no run.json")
-    setup = json.loads(path.read_text())
+    setup = _read_run_file(path)
     if setup.get("format") != RUN_FORMAT:
         raise ValueError(f"{path}: format {setup.get('format')!r}, expected {RUN_FORMAT!r}")
     return setup
@@ -241,8 +316,20 @@ def read_trained_system(
     return config, trained_params, int(setup["terminals"])
 
 
+def _read_run_file(path: Path) -> dict:
+    """`run.json` as a JSON object; damage is an error saying how to start over."""
+    recovery = (
+        f"it records what the run trains, so the run cannot go on without it: delete "
+        f"{path.parent} to start over"
+    )
+    setup = read_json_file(path, "training run's setup", recovery)
+    if not isinstance(setup, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {str(setup)[:60]!r}; {recovery}")
+    return setup
+
+
 def _check_same_setup(run_file: Path, setup: dict) -> None:
-    recorded = json.loads(run_file.read_text())
+    recorded = _read_run_file(run_file)
     for key in ("format", "topology", "terminals", "params", "config"):
         if recorded.get(key) != setup[key]:
             differing = _first_difference(recorded.get(key), setup[key], key)
