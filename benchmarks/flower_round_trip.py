@@ -15,6 +15,11 @@ Settings:
   tuned            short polls + ClientApps forked from a warm process (`warm_executor`)
   tuned+meter      tuned, with the `WireMeter` proxy counting bytes (its overhead)
 
+The accelerators run only with the Flower they patch (`accelerators.SUPPORTED_FLOWER`);
+with another, every setting runs stock Flower, as the line after each setting says. For
+the federated round with the accelerators on and off, see `federated_rounds.py
+--accelerators both`.
+
 Also prints the wire bytes per node of one exchange, as the meter counted them, next to
 Flower's own per-run "network-traffic" account.
 
@@ -50,12 +55,13 @@ def measure(run_dir: Path, nodes: tuple[NodeSpec, ...], setting: dict, rounds: i
     plan = f"0:0,0:{BIG},{BIG}:0"
     with LocalFederation(config) as federation:
         result = federation.probe(plan, rounds)
+        flower = federation.flower_record
     timings: dict[str, list[float]] = {}
     for exchange in result["exchanges"]:
         if exchange["message_type"] == "query.probe":
             key = f"{exchange['request_bytes']}:{exchange['reply_bytes']}"
             timings.setdefault(key, []).append(exchange["total_s"])
-    return {"timings": timings, "result": result}
+    return {"timings": timings, "result": result, "flower": flower}
 
 
 def main() -> None:
@@ -77,7 +83,10 @@ def main() -> None:
         for name, setting in SETTINGS.items():
             start = time.monotonic()
             measured[name] = measure(Path(folder) / name, nodes, setting, args.rounds)
-            print(f"  {name}: measured in {time.monotonic() - start:.0f} s")
+            running = ", ".join(measured[name]["flower"]["accelerators"]) or "none"
+            print(
+                f"  {name}: measured in {time.monotonic() - start:.0f} s (accelerators: {running})"
+            )
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     reference = statistics.median(measured[REFERENCE[0]]["timings"][REFERENCE[1]])
     print(f"\nreference: {REFERENCE[0]} empty round trip, median {reference:.3f} s\n")

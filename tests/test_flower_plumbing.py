@@ -1,20 +1,29 @@
-"""Flower plumbing: real SuperLink and SuperNode processes, the app project, the wire meter."""
+"""Flower plumbing: real SuperLink and SuperNode processes, the app project, the wire meter,
+and a federated run on Flower as shipped (the accelerators off)."""
 
+import asyncio
+import json
+import logging
 import socket
 import subprocess
 import sys
 import threading
 import tomllib
+from pathlib import Path
 
 import pytest
 
 from fl_crb.federation.accelerators.fast_supernode import install
 from fl_crb.federation.deploy.app_project import APP_COMPONENTS, app_project_toml, write_app_project
+from fl_crb.federation.deploy.federated_run import run_federated
 from fl_crb.federation.deploy.launch_config import LaunchConfig, NodeSpec
 from fl_crb.federation.deploy.launcher import LocalFederation
 from fl_crb.federation.deploy.processes import alive, descendants
+from fl_crb.federation.deploy.run_config import FederatedRunConfig, federated_parties
 from fl_crb.federation.metering.wire_meter import TLS_LABEL, WireMeter, difference
 from fl_crb.federation.server_app import RUN_CONFIG_DEFAULTS, parse_probe_plan
+from fl_crb.learn.method_config import MethodConfig
+from fl_crb.runtime.config import RunTarget
 
 MEGABYTES_5 = 5_000_000
 
@@ -53,6 +62,36 @@ def test_probe_round_trip_carries_5_mb_replies_between_real_processes(tmp_path, 
 
     assert failed.status == "finished:failed"
     assert "authority-config is empty" in failed.details
+
+
+def test_federated_run_on_stock_flower_completes_rounds_and_accepts_uploads(tmp_path, caplog):
+    """--no-accelerators: stock flower-supernode (3 s idle poll) and a fresh flwr-clientapp
+    per message; tiny (2 edges, 4 terminals), 12 s of arrivals at 5 Mbit/s per terminal."""
+    tiny = str(Path(__file__).parent.parent / "topologies" / "tiny.yaml")
+    out = tmp_path / "run"
+    target = RunTarget(tiny, 12.0, arrival_rate_override_bps=5e6)
+    config = FederatedRunConfig(
+        federated_parties(target, str(out)),
+        method=MethodConfig(min_pool_trajectories=4),
+        round_period_s=1.0,
+        accelerators=False,
+    )
+    with caplog.at_level(logging.WARNING, logger="fl_crb.federation.deploy.launcher"):
+        summary = asyncio.run(run_federated(config))
+    federation = summary["federation"]
+    assert summary["failed_parties"] == []
+    assert federation["rounds"] >= 2
+    assert federation["uploads_accepted"] == federation["uploads_posted"] > 0
+    assert federation["flower"] == {
+        "version": "1.42.0",
+        "accelerators": [],
+        "accelerators_off": caplog.messages[0],
+        "supernode_idle_poll_s": 3.0,
+        "superexec_poll_s": 0.25,
+    }
+    assert caplog.messages[0].startswith("Flower accelerators off (fast_supernode, warm_exec")
+    assert json.loads((out / "flower" / "flower.json").read_text()) == federation["flower"]
+    assert not list((out / "flower" / "logs").glob("*-executor.log"))  # no warm executor
 
 
 def test_app_project_declares_the_components_and_every_run_config_key(tmp_path):

@@ -13,7 +13,8 @@ capped, then runs the stock `flower-supernode` command line unchanged:
 
 The price is more pull requests (each node pulls 1/idle-poll-s times a second; each
 costs the SuperLink a little CPU and ~0.5 kB on the wire). It patches a private module,
-so it refuses any Flower version it was not checked against.
+so it refuses any Flower but `accelerators.SUPPORTED_FLOWER` (the launcher does not start
+it then: it runs the stock `flower-supernode`).
 
 (The other wait on that path, the SuperExec's poll for new tasks, is configurable:
 `FLWR_SUPEREXEC_TASK_POLL_INTERVAL`, 0.01–60 s, default 1 s; the launcher sets it.)
@@ -27,8 +28,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-CHECKED_FLWR_VERSIONS = ("1.42.0",)
-"""Flower versions whose SuperNode loop this patch was read against."""
+from fl_crb.federation.accelerators import FAST_SUPERNODE, require_supported
 
 
 class _CappedSleepTime:
@@ -45,22 +45,14 @@ class _CappedSleepTime:
 
 
 def install(idle_poll_s: float) -> None:
-    """Cap the SuperNode loop's sleeps at `idle_poll_s`; refuse unchecked Flower versions."""
-    from importlib.metadata import version
-
-    import flwr.supernode.start_client_internal as loop
-
-    installed = version("flwr")
-    if installed not in CHECKED_FLWR_VERSIONS:
-        raise RuntimeError(
-            f"fast_supernode patches the SuperNode loop of flwr {CHECKED_FLWR_VERSIONS}, "
-            f"found flwr {installed}: check flwr/supernode/start_client_internal.py and add "
-            "the version, or run the stock flower-supernode"
-        )
-    if "time.sleep(3)" not in inspect.getsource(loop):
-        raise RuntimeError("flwr's SuperNode loop no longer sleeps time.sleep(3): patch refused")
+    """Cap the SuperNode loop's sleeps at `idle_poll_s`; refuse unsupported Flower versions."""
     if not 0.001 <= idle_poll_s <= 3:
         raise ValueError(f"--idle-poll-s must lie in 0.001..3 seconds, got {idle_poll_s}")
+    require_supported(FAST_SUPERNODE)
+    import flwr.supernode.start_client_internal as loop
+
+    if "time.sleep(3)" not in inspect.getsource(loop):
+        raise RuntimeError("flwr's SuperNode loop no longer sleeps time.sleep(3): patch refused")
     loop.time = _CappedSleepTime(idle_poll_s)
 
 

@@ -16,8 +16,9 @@ SuperExec of its own), pointing at that SuperNode's Runtime API:
         --runtime-api-address 127.0.0.1:9094 --parent-pid <SuperNode pid>
 
 It relies on Flower's executor interface (`flwr.supercore.superexec.executor`) and on
-`run_superexec` looking `get_executor` up in its own module, so it refuses Flower
-versions it was not checked against. Tasks other than ClientApps (none on a SuperNode)
+`run_superexec` looking `get_executor` up in its own module, so it refuses any Flower but
+`accelerators.SUPPORTED_FLOWER` (the launcher does not start it then: the SuperNode runs
+with its stock SuperExec). Tasks other than ClientApps (none on a SuperNode)
 are started as usual by subprocess.
 """
 
@@ -26,10 +27,9 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from importlib.metadata import version
 
-CHECKED_FLWR_VERSIONS = ("1.42.0",)
-"""Flower versions whose SuperExec this executor was read against."""
+from fl_crb.federation.accelerators import WARM_EXECUTOR, require_supported
+
 PRELOADED_MODULES = ("flwr.supernode.runtime.run_clientapp", "fl_crb.federation.client_app")
 """Imported once in the parent so forked ClientApps start without importing them."""
 
@@ -95,12 +95,7 @@ def _fork_executor_class():
 
 def install() -> None:
     """Make `run_superexec` use the fork executor; preload what ClientApps import."""
-    installed = version("flwr")
-    if installed not in CHECKED_FLWR_VERSIONS:
-        raise RuntimeError(
-            f"warm_executor was checked against flwr {CHECKED_FLWR_VERSIONS}, found "
-            f"flwr {installed}: run the stock SuperNode (--isolation subprocess) instead"
-        )
+    require_supported(WARM_EXECUTOR)
     from flwr.supercore.constant import ExecutorType
     from flwr.supercore.superexec import run_superexec
 

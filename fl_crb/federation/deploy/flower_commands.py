@@ -4,7 +4,12 @@
 `flower-superlink`, `flower-supernode` (or `accelerators.fast_supernode` with a shorter
 idle poll), the `accelerators.warm_executor` of a node's ClientApps, the `flwr` CLI's
 config.toml, and the environment every Flower process gets (offline: no telemetry, no
-update check).
+update check, the SuperExec's task poll).
+
+Accelerators: it decides once which of those the config asks for really run
+(`FlowerCommands.accelerators`): none when `LaunchConfig.accelerators` is False or the
+installed Flower is not the one they patch (`accelerators.check`); `off_notice` then says
+which are off and why, and `flower_record` what ran.
 
 Security (`Security`, from a folder made by `fl-crb keys`): with TLS, the SuperLink serves
 its certificate and every SuperNode, ServerApp and CLI call checks it against the CA;
@@ -21,6 +26,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from fl_crb.federation import accelerators
+from fl_crb.federation.accelerators import FAST_SUPERNODE, WARM_EXECUTOR
 from fl_crb.federation.deploy.launch_config import FederationError, LaunchConfig, NodeSpec
 from fl_crb.federation.keys import KeyFolder, certificate_names
 from fl_crb.runtime.placement import LOOPBACK, Placement
@@ -29,6 +36,8 @@ OFFLINE_ENVIRONMENT = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK
 """Environment every Flower process gets: no telemetry, no update check."""
 BIND_ALL = ("0.0.0.0", "::")
 """Listen addresses that bind every interface (not themselves dialable)."""
+FLOWER_IDLE_POLL_S = 3.0
+"""The stock SuperNode's fixed wait after an empty pull (`time.sleep(3)` in flwr 1.42)."""
 
 
 def flower_executable(name: str) -> str:
@@ -60,6 +69,32 @@ class FlowerCommands:
         """Whether connections to the SuperLink use TLS."""
         self.node_auth = security is not None and security.node_auth
         """Whether the SuperLink accepts registered SuperNodes only."""
+        self.flower = accelerators.check()
+        """The installed Flower, checked against the accelerators' `SUPPORTED_FLOWER`."""
+        requested = (FAST_SUPERNODE,) if config.supernode_idle_poll_s is not None else ()
+        requested += (WARM_EXECUTOR,) if config.warm_clientapps else ()
+        allowed = config.accelerators and self.flower.available
+        self.accelerators: tuple[str, ...] = requested if allowed else ()
+        """The accelerators that run: those asked for, if allowed and supported."""
+        self.off_notice = (
+            accelerators.off_notice(requested, config.accelerators, self.flower)
+            if requested and not allowed
+            else ""
+        )
+        """One line saying which accelerators asked for are off and why ("" if none)."""
+
+    def flower_record(self) -> dict[str, object]:
+        """Which Flower path runs: version, accelerators, the SuperNodes' idle poll."""
+        fast = FAST_SUPERNODE in self.accelerators
+        return {
+            "version": self.flower.version,
+            "accelerators": list(self.accelerators),
+            "accelerators_off": self.off_notice,
+            "supernode_idle_poll_s": (
+                self.config.supernode_idle_poll_s if fast else FLOWER_IDLE_POLL_S
+            ),
+            "superexec_poll_s": self.config.superexec_poll_s,
+        }
 
     def check_keys(self, nodes: tuple[NodeSpec, ...]) -> None:
         """Every key file these nodes and the SuperLink read exists, and the certificate
@@ -132,9 +167,9 @@ class FlowerCommands:
             "--node-config",
             node.node_config_argument(),
         ]
-        if self.config.warm_clientapps:
+        if WARM_EXECUTOR in self.accelerators:
             arguments += ["--isolation", "process"]  # the warm executor serves its tasks
-        if self.config.supernode_idle_poll_s is None:
+        if FAST_SUPERNODE not in self.accelerators:
             return [flower_executable("flower-supernode"), *arguments]
         return [
             sys.executable,

@@ -134,13 +134,18 @@ class LaunchConfig:
     Each poll is an HTTP request to the SuperNode: at 0.05 s, 8 idle nodes took ~60 % of
     a core between them, at 0.25 s ~15 %, at 1 s ~5 % (2-core machine)."""
     supernode_idle_poll_s: float | None = None
-    """Cap on the SuperNodes' idle wait (Flower's is a fixed 3 s); None runs them stock.
+    """Cap on the SuperNodes' idle wait (Flower's is a fixed 3 s, kept when None) through
+    `accelerators.fast_supernode`, if `accelerators` allows it.
 
     Each idle poll is an HTTP request to the SuperLink (~0.85 kB up, ~0.13 kB down): at
     0.25 s, 8 idle nodes cost the SuperLink ~13 % of a core."""
     warm_clientapps: bool = False
     """Fork ClientApps from a warm parent (`accelerators.warm_executor`) instead of fresh
-    interpreters."""
+    interpreters, if `accelerators` allows it."""
+    accelerators: bool = True
+    """Allow the accelerators the two fields above ask for; they still run only with the
+    Flower they were written for (`accelerators.check`). False, or another Flower, runs
+    stock Flower whatever those fields say, and logs which are off and why."""
     meter_wire: bool = True
     """Put a `WireMeter` between the SuperNodes and the SuperLink to count wire bytes
     (with TLS it sees only opaque bytes: totals per node, no per-endpoint split)."""

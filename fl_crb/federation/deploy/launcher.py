@@ -32,21 +32,27 @@ Run folder layout:
     app/            the Flower app project (`write_app_project`) unless one is given
     logs/           one log per process and per `flwr run`
     nodes.json      node name → role, host, Flower node id, ports
+    flower.json     which Flower path runs: version, accelerators (`flower_record`)
 
 Speed: the SuperExec's task poll is set through FLWR_SUPEREXEC_TASK_POLL_INTERVAL
 (`superexec_poll_s`); with `supernode_idle_poll_s` the SuperNodes run through
 `accelerators.fast_supernode`, which shortens the SuperNode's fixed 3 s idle wait; with
 `warm_clientapps` each SuperNode's ClientApps are forked by `accelerators.warm_executor`
-instead of started as fresh interpreters.
+instead of started as fresh interpreters. Both only where `LaunchConfig.accelerators`
+allows them and the installed Flower is the one they patch; otherwise stock Flower runs
+and `start` logs one line saying which are off and why. `flower.json` in the run folder
+(`flower_record`) says which path ran.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from pathlib import Path
 
+from fl_crb.federation.accelerators import WARM_EXECUTOR
 from fl_crb.federation.deploy.app_project import write_app_project
 from fl_crb.federation.deploy.flower_cli import FlowerCli
 from fl_crb.federation.deploy.flower_commands import BIND_ALL, FlowerCommands, host_port
@@ -59,6 +65,7 @@ from fl_crb.runtime.placement import LOOPBACK, Loopback, Placement
 _NODE_ID = re.compile(r"SuperNode ID: (\d+)")
 _LISTENING = "Uvicorn running on"
 """The SuperLink's log line once its port is bound."""
+_LOG = logging.getLogger(__name__)
 
 
 class _ThisMachine:
@@ -125,6 +132,11 @@ class LocalFederation:
         """Start the SuperLink, the meter and the SuperNodes; wait until all are online."""
         for folder in ("superlink", "cli", "logs", "nodes"):
             (self.run_dir / folder).mkdir(parents=True, exist_ok=True)
+        if self.commands.off_notice:
+            _LOG.warning(self.commands.off_notice)
+        (self.run_dir / "flower.json").write_text(
+            json.dumps(self.flower_record, indent=1), encoding="utf-8"
+        )
         link = self.config.superlink_host
         listen = self.placement.listen_address(link)
         # A port free here; on another host (a fresh namespace) nothing else listens, and
@@ -145,6 +157,12 @@ class LocalFederation:
             self._launch_node(node, register=True)
         for node in self.config.nodes:
             self._await_node(node)
+
+    @property
+    def flower_record(self) -> dict[str, object]:
+        """Which Flower path runs: its version, the accelerators that run (none: stock
+        Flower), why those asked for are off, the SuperNodes' idle poll in effect."""
+        return self.commands.flower_record()
 
     def _start_meter(self, listen: str) -> WireMeter | PlacedMeter:
         """The wire meter on the SuperLink's host: in this process if that host is this
@@ -198,7 +216,7 @@ class LocalFederation:
             self.commands.supernode(node, fleet, runtime_port),
             home,
         )
-        if self.config.warm_clientapps:
+        if WARM_EXECUTOR in self.commands.accelerators:
             executor = self.commands.warm_executor(runtime_port, node_pid)
             self._spawn(f"node-{node.name}-executor", node.placed_on, executor, home)
         self._nodes[node.name] = {
