@@ -2,11 +2,19 @@
 
 Each subcommand reads as load → build → run → report; the work itself lives in the
 packages, so the command modules only parse arguments and print.
+
+Errors reach the user as one line, `fl-crb CMD: message`, never a traceback, when they
+are the user's to fix: a bad flag (argparse, exit 2, from `fl_crb.commands.arguments`),
+a bad topology, run folder, checkpoint or other input (`ValueError`, exit 2), a file
+that is missing, unreadable or in the way (an `OSError` that names its file, exit 1).
+Ctrl-C prints `fl-crb CMD: interrupted` and exits 130. Anything else is a bug and shows
+its traceback; FL_CRB_TRACEBACK=1 shows the traceback of the user errors too.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -21,6 +29,7 @@ from fl_crb.commands import (
     run_local,
     simulate,
     study,
+    sweep,
     train,
 )
 from fl_crb.topology import TopologyError
@@ -30,6 +39,7 @@ SUBCOMMANDS = (
     train,
     evaluate,
     reproduce,
+    sweep,
     emulate,
     netcheck,
     run_local,
@@ -52,13 +62,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+INTERRUPTED = 130
+"""Exit status after Ctrl-C (128 + SIGINT), as shells report it."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    command = "fl-crb"
     try:
+        args = build_parser().parse_args(argv)
+        command = f"fl-crb {args.command}"
         return args.run(args)
+    except KeyboardInterrupt:
+        fresh_line = "\n" if sys.stderr.isatty() else ""  # after a progress bar's `\r`
+        print(f"{fresh_line}{command}: interrupted", file=sys.stderr)
+        return INTERRUPTED
     except (TopologyError, ValueError) as error:
-        print(f"fl-crb {args.command}: {error}", file=sys.stderr)
+        if os.environ.get("FL_CRB_TRACEBACK"):
+            raise
+        print(f"{command}: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        about_a_file = error.filename is not None or isinstance(error, FILE_ERRORS)
+        if not about_a_file or os.environ.get("FL_CRB_TRACEBACK"):
+            raise  # a network or system failure: shown in full
+        print(f"{command}: {_file_error(error)}", file=sys.stderr)
+        return 1
+
+
+FILE_ERRORS = (
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
+"""`OSError`s about a path the user gave, even when raised with a message of our own."""
+
+
+def _file_error(error: OSError) -> str:
+    """`PATH: No such file or directory` (and the second path of a rename or link)."""
+    if error.filename is None:
+        return str(error)
+    where = f"{error.filename} -> {error.filename2}" if error.filename2 else f"{error.filename}"
+    return f"{where}: {error.strerror or error}"
 
 
 if __name__ == "__main__":

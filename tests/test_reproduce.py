@@ -116,6 +116,22 @@ def test_reproduce_all_quick_writes_every_figure_for_both_topologies(
     assert " | — |" in (out / "fig4.md").read_text()
 
 
+def test_one_process_reproduces_the_tables_of_the_default_workers(
+    quick_reproduction: Path, tmp_path: Path, capsys
+):
+    """The module's reproduction ran its cells on every core (`--jobs` unset); the cells
+    of Figure 5 run one after another give the same table."""
+    out = tmp_path / "serial"
+    capsys.readouterr()
+    command = ["reproduce", "fig5", "--quick", "--out", str(out), "--topologies", TOPOLOGIES]
+    assert main([*command, "--jobs", "1"]) == 0
+    assert (out / "fig5.csv").read_bytes() == (quick_reproduction / "fig5.csv").read_bytes()
+    cells = 2 * len(QUICK.terminal_sweep) * len(QUICK.policies) * len(QUICK.seeds)
+    assert f"{cells}/{cells} (0 cached)" in capsys.readouterr().err
+    assert main([*command, "--jobs", "1", "--ray", "auto"]) == 2
+    assert "--jobs and --ray exclude each other" in capsys.readouterr().err
+
+
 def copy_csv_tables(reproduction: Path, out: Path, missing: str | None = None) -> None:
     """Only the CSV tables of `reproduction` (all but `missing`) into a new directory `out`."""
     out.mkdir()

@@ -157,6 +157,7 @@ SLOTS = int_in(
     1_000_000,
     "an episode of a million arrival slots is over a day of traffic at the paper's 100ms slot",
 )
+JOBS = int_in(1, 1024, "worker processes, one torch thread each; more than the cores only queue")
 THREADS = int_in(1, 1024, "torch's CPU threads; more than the machine has only slows it down")
 TERMINALS = int_in(int(limits.TERMINALS.low), int(limits.TERMINALS.high), limits.TERMINALS.reason)
 RATE = quantity(

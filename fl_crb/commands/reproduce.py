@@ -22,17 +22,22 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from fl_crb.commands.sweep import CellProgress, add_executor_arguments
+
 if TYPE_CHECKING:
     from fl_crb.experiments.settings import ReproduceSettings
 
 
 def register(commands: argparse._SubParsersAction) -> None:
+    from fl_crb.commands.arguments import out_folder
     from fl_crb.experiments.reproduce import FIGURES
     from fl_crb.experiments.settings import TOPOLOGIES
 
     reproduce = commands.add_parser("reproduce", help="reproduce the paper's Figures 4-6")
     reproduce.add_argument("figure", choices=[*FIGURES, "all"])
-    reproduce.add_argument("--out", required=True, help="output directory (created or resumed)")
+    reproduce.add_argument(
+        "--out", type=out_folder, required=True, help="output directory (created or resumed)"
+    )
     reproduce.add_argument(
         "--quick", action="store_true", help="a toy-scale smoke test of the whole pipeline"
     )
@@ -55,6 +60,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="train nothing: draw the PNGs and markdown again from the CSV tables in --out "
         "(add --quick for a quick reproduction's; --topology restricts, as ever)",
     )
+    add_executor_arguments(reproduce)  # the figures' cells run as `fl-crb sweep` runs them
     reproduce.set_defaults(run=run)
 
 
@@ -87,27 +93,19 @@ def _replot(args: argparse.Namespace, figures: list[str], settings: ReproduceSet
 def _reproduce(args: argparse.Namespace, figures: list[str], settings: ReproduceSettings) -> int:
     import torch
 
-    from fl_crb.commands.train import ProgressBar
+    from fl_crb.experiments.executors import make_executor
     from fl_crb.experiments.reproduce import reproduce
     from fl_crb.experiments.settings import TOPOLOGIES
 
     torch.set_num_threads(1)
-    bars: dict[str, ProgressBar] = {}
-
-    def on_episode(label: str, metrics) -> None:
-        if label not in bars:
-            for bar in bars.values():
-                bar.close()
-            bars.clear()
-            bars[label] = ProgressBar(settings.train_episodes, metrics.episode, label)
-        bars[label].update(metrics)
-
+    executor = make_executor(args.jobs, args.ray)
+    progress = CellProgress()
     start = time.monotonic()
+    topologies = args.topology or list(TOPOLOGIES)
     written = reproduce(
-        figures, args.out, settings, args.topology or list(TOPOLOGIES), args.topologies, on_episode
+        figures, args.out, settings, topologies, args.topologies, executor, *progress.callbacks()
     )
-    for bar in bars.values():
-        bar.close()
+    progress.close()
     for path in written:
         print(path)
     print(

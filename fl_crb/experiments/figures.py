@@ -18,13 +18,50 @@ from __future__ import annotations
 import numpy as np
 
 from fl_crb.experiments.convergence import convergence_episode
-from fl_crb.experiments.runs import Experiments, Point
+from fl_crb.experiments.runs import Experiments, Need, Point
 from fl_crb.experiments.settings import LEARNED_POLICIES
 from fl_crb.mec.metrics import run_metrics
 from fl_crb.mec.simulator import MECSimulator
 from fl_crb.policies.baselines import make_baseline
 from fl_crb.policies.evaluation import run_episode
 from fl_crb.training.config import training_seed
+
+
+def figure4_needs(exp: Experiments, topology: str) -> list[Need]:
+    """The training runs `figure4` reads: every learner's at the reward-curve point,
+    CRB-DRQN's at every convergence point (the baselines' curves are played here)."""
+    settings = exp.settings
+    rate = settings.terminal_sweep_rate_bps
+    learners = [p for p in settings.policies if p in LEARNED_POLICIES]
+    curves = Point(topology, settings.reward_curve_terminals, rate)
+    needs = [(curves, algo, seed, False) for algo in learners for seed in settings.seeds]
+    for terminals in settings.convergence_terminals:
+        point = Point(topology, terminals, rate)
+        needs += [(point, "crb-drqn", seed, False) for seed in settings.seeds]
+    return needs
+
+
+def figure5_needs(exp: Experiments, topology: str) -> list[Need]:
+    """Every policy evaluated at every terminal count of Figure 5, for every seed."""
+    rate = exp.settings.terminal_sweep_rate_bps
+    return _evaluations(exp, [Point(topology, d, rate) for d in exp.settings.terminal_sweep])
+
+
+def figure6_needs(exp: Experiments, topology: str) -> list[Need]:
+    """Every policy evaluated at every offered load of Figure 6, for every seed."""
+    terminals = exp.settings.rate_sweep_terminals
+    points = [Point(topology, terminals, r) for r in exp.settings.rate_sweep_bps]
+    return _evaluations(exp, points)
+
+
+def _evaluations(exp: Experiments, points: list[Point]) -> list[Need]:
+    settings = exp.settings
+    return [
+        (point, policy, seed, True)
+        for point in points
+        for policy in settings.policies
+        for seed in settings.seeds
+    ]
 
 
 def figure4(exp: Experiments, topology: str) -> dict[str, list[dict]]:

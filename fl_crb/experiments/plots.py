@@ -101,6 +101,40 @@ def plot_sweep(rows: list[dict], x_label: str, title: str, path: Path) -> None:
     _save(figure, path)
 
 
+LINE_STYLES = ("-", "--", ":", "-.")
+"""Line styles of one policy's series in a sweep (its settings of training options)."""
+
+
+def plot_series(rows: list[dict], x_label: str, title: str, path: Path) -> None:
+    """`plot_sweep` for a sweep's series: a series is a policy with some training options
+    (`series`); it takes its policy's colour and marker, and one line style per series of
+    that policy."""
+    figure, axes = plt.subplots(1, 2, figsize=(13, 4.2))
+    series = list(dict.fromkeys((row["policy"], row["series"]) for row in rows))
+    for policy, name in series:
+        mine = sorted((r for r in rows if r["series"] == name), key=lambda r: r["x"])
+        siblings = [s for p, s in series if p == policy]
+        style = _style(policy) | {"label": name}
+        style["linestyle"] = LINE_STYLES[siblings.index(name) % len(LINE_STYLES)]
+        for axis, metric in zip(axes, ("avg_delay_s", "failure_rate"), strict=True):
+            axis.errorbar(
+                [r["x"] for r in mine],
+                [r[f"{metric}_mean"] for r in mine],
+                yerr=[r[f"{metric}_std"] for r in mine],
+                capsize=3,
+                **style,
+            )
+    axes[0].set_ylabel("average delay of finished tasks (s)")
+    axes[1].set_ylabel("task failure rate")
+    for axis, panel in zip(axes, ("(a)", "(b)"), strict=True):
+        axis.set_xlabel(x_label)
+        axis.set_title(panel, loc="left")
+        axis.grid(alpha=0.3)
+    _legend_beside(axes[1])
+    figure.suptitle(title)
+    _save(figure, path)
+
+
 def plot_rewards(rewards: list[dict], convergence: list[dict], title: str, path: Path) -> None:
     """(a) average reward per episode of every algorithm; (b) CRB-DRQN's convergence
     episode and time vs the terminal count (CPU time if every run recorded it, else wall

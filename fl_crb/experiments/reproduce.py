@@ -8,8 +8,11 @@ For figure N in {4, 5, 6} the output directory gets:
 plus `runs/` (training runs) and `evaluations/` (cached evaluations) shared by figures,
 and `settings.json` recording the scale of the reproduction.
 
-Each figure is made in two steps: its rows (training and evaluating what is not cached),
-written as the CSV tables, then its drawing (PNGs and markdown) from those rows alone.
+Each figure is made in three steps: the cells it needs (`Figure.needs`: training runs and
+evaluations, `fl_crb.experiments.cells`), run unless cached by an executor (this process,
+local workers or a Ray cluster; the figures of one call share one batch of cells); its
+rows from that cache, written as the CSV tables; then its drawing (PNGs and markdown)
+from those rows alone.
 `reproduce` does both; `replot` reads the CSV tables a reproduction wrote and does only
 the drawing, with the same function, so it trains and evaluates nothing.
 
@@ -30,7 +33,8 @@ from typing import TYPE_CHECKING
 from fl_crb.experiments.settings import ReproduceSettings
 
 if TYPE_CHECKING:
-    from fl_crb.experiments.runs import EpisodeCallback, Experiments
+    from fl_crb.experiments.executors import Executor
+    from fl_crb.experiments.runs import Experiments, Need
 
 FIGURES = ("fig4", "fig5", "fig6")
 
@@ -52,6 +56,8 @@ class Figure:
     """The CSV file and column holding the figure's sweep points."""
     points: Callable[[ReproduceSettings], tuple[float, ...]]
     """The sweep points at a scale (full or quick), as that column holds them."""
+    needs: Callable[[Experiments, list[str]], list[Need]]
+    """The cells `rows` reads for these topologies: run first, in parallel."""
 
 
 def reproduce(
@@ -60,16 +66,23 @@ def reproduce(
     settings: ReproduceSettings,
     topologies: list[str],
     topology_dir: str | Path,
-    on_episode: EpisodeCallback | None = None,
+    executor: Executor | None = None,
+    on_start: Callable[[int, int], None] | None = None,
+    on_done: Callable | None = None,
 ) -> list[Path]:
-    """Make `figures` for `topologies`; returns the files written (CSV, PNG, markdown)."""
+    """Make `figures` for `topologies`, running their cells through `executor` (default:
+    one after another in this process); returns the files written (CSV, PNG, markdown).
+    `on_start(cells to run, cells cached)` and `on_done(cell)` are for a progress bar."""
     _check_figures(figures)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "settings.json").write_text(json.dumps(asdict(settings), indent=2) + "\n")
+    from fl_crb.experiments.executors import LocalExecutor
     from fl_crb.experiments.runs import Experiments
 
-    exp = Experiments(out, topology_dir, settings, on_episode)
+    exp = Experiments(out, topology_dir, settings)
+    needs = [need for name in figures for need in FIGURE_OF[name].needs(exp, topologies)]
+    exp.run_needs(needs, executor or LocalExecutor(1), on_start, on_done)
     written: list[Path] = []
     for name in figures:
         figure = FIGURE_OF[name]
@@ -225,6 +238,16 @@ def _draw_fig4(tables: Tables, settings: ReproduceSettings, out: Path) -> list[P
 # Figures 5 and 6: sweeps -------------------------------------------------------------
 
 
+def _needs(needs_function: str) -> Callable[[Experiments, list[str]], list[Need]]:
+    def needs(exp: Experiments, topologies: list[str]) -> list[Need]:
+        from fl_crb.experiments import figures
+
+        make_needs = getattr(figures, needs_function)
+        return [need for topology in topologies for need in make_needs(exp, topology)]
+
+    return needs
+
+
 def _sweep_rows(row_function: str) -> Callable[[Experiments, list[str]], Tables]:
     def rows(exp: Experiments, topologies: list[str]) -> Tables:
         from fl_crb.experiments import figures
@@ -268,6 +291,7 @@ FIGURE_OF = {
         _draw_fig4,
         ("fig4_convergence.csv", "terminals"),
         lambda s: s.convergence_terminals,
+        _needs("figure4_needs"),
     ),
     "fig5": Figure(
         ("fig5.csv",),
@@ -282,6 +306,7 @@ FIGURE_OF = {
         ),
         ("fig5.csv", "x"),
         lambda s: s.terminal_sweep,
+        _needs("figure5_needs"),
     ),
     "fig6": Figure(
         ("fig6.csv",),
@@ -295,6 +320,7 @@ FIGURE_OF = {
         ),
         ("fig6.csv", "x"),
         lambda s: tuple(rate_bps / 1e6 for rate_bps in s.rate_sweep_bps),
+        _needs("figure6_needs"),
     ),
 }
 """Every figure, by its name in `FIGURES`."""

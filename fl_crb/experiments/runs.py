@@ -9,31 +9,25 @@ made by `TrainingRun` (so an interrupted reproduction resumes where it stopped, 
 figures share runs: Figure 5's 15-terminal point at 2.0 Mbit/s is Figure 6's too).
 Evaluation plays every policy greedily on the held-out episodes of each seed
 (`evaluation_seed(seed, i)`), so at one point and seed all policies face the same
-arrivals.
+arrivals. Both are the work of a cell (`fl_crb.experiments.cells`): a reproduction runs
+the cells its figures need through an executor first (`Experiments.run_needs`: local
+workers or a Ray cluster, as `fl-crb sweep` does), then builds the figures' rows from
+the cache.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from fl_crb.experiments.cells import Cell, run_cell, train_cell
+from fl_crb.experiments.executors import Executor
 from fl_crb.experiments.settings import LEARNED_POLICIES, ReproduceSettings
-from fl_crb.mec.simulator import MECSimulator
-from fl_crb.policies.evaluation import evaluate_with_spread
-from fl_crb.policies.spec import Baseline, TrainedRun
 from fl_crb.topology import Topology, load_topology
-from fl_crb.training.config import evaluation_seed
-from fl_crb.training.drqn_trainer import EpisodeMetrics
-from fl_crb.training.run import TrainingRun, read_metrics
-from fl_crb.training.trained_policy import load_any_policy
-
-EpisodeCallback = Callable[[str, EpisodeMetrics], None]
-"""Told of every training episode: (run label, metrics); for progress display."""
-
+from fl_crb.training.run import read_metrics
 
 SPREAD_KEY = "same_slot_coarrivals"
 """The herding measure the figures report beside delay and failure (`decision_spread`)."""
@@ -57,20 +51,25 @@ class Point:
         return f"{self.topology} {self.terminals}t {self.rate_mbps:g}Mbps"
 
 
+Need = tuple[Point, str, int, bool]
+"""What a figure needs run: (point, policy, seed, evaluate?); without evaluation, a
+learner's training run only (for its curve)."""
+
+
 class Experiments:
-    """Trains and evaluates sweep points under one output directory."""
+    """Trains and evaluates sweep points under one output directory.
+
+    `run_needs` runs what the figures need and is not cached yet as cells (`cells.Cell`)
+    through an executor (in this process, in worker processes, on a Ray cluster); the
+    figures then read runs and evaluations from the cache (`train`, `evaluate`), which
+    train or evaluate in this process only what was not run before."""
 
     def __init__(
-        self,
-        out: str | Path,
-        topology_dir: str | Path,
-        settings: ReproduceSettings,
-        on_episode: EpisodeCallback | None = None,
+        self, out: str | Path, topology_dir: str | Path, settings: ReproduceSettings
     ) -> None:
         self.out = Path(out)
         self.topology_dir = Path(topology_dir)
         self.settings = settings
-        self.on_episode = on_episode
         self._topologies: dict[str, Topology] = {}
 
     def topology(self, point: Point) -> Topology:
@@ -91,60 +90,92 @@ class Experiments:
         name = f"{algo}-{point.terminals}t-{point.rate_mbps:g}Mbps-seed{seed}"
         return self.out / "runs" / point.topology / name
 
+    def evaluation_file(self, point: Point, policy: str, seed: int) -> Path:
+        scale = f"{self.settings.train_episodes}ep-{self.settings.evaluation_episodes}eval"
+        name = f"{policy}-{point.terminals}t-{point.rate_mbps:g}Mbps-seed{seed}-{scale}.json"
+        return self.out / "evaluations" / point.topology / name
+
+    def cell(self, point: Point, policy: str, seed: int, evaluate: bool = True) -> Cell:
+        """The cell of `policy` at `point` with `seed` (training only if not `evaluate`)."""
+        learned = policy in LEARNED_POLICIES
+        return Cell(
+            policy,
+            seed,
+            self.topology(point),
+            self.settings.config(policy, seed) if learned else None,
+            self.settings.train_episodes,
+            self.settings.evaluation_episodes if evaluate else 0,
+            self.settings.train_config.arrival_slots,
+            self.run_directory(point, policy, seed).resolve() if learned else None,
+        )
+
+    def run_needs(self, needs: list[Need], executor: Executor, on_start=None, on_done=None) -> None:
+        """Run the cells of `needs` that are not cached yet through `executor`, storing
+        each evaluation as its cell finishes. A run that is also to be evaluated is
+        trained by its evaluating cell only, so no two cells share a run directory.
+        `on_start(cells to run, cells cached)` and `on_done(cell)` are for a progress bar."""
+        evaluated = {(p, policy, seed) for p, policy, seed, evaluate in needs if evaluate}
+        wanted = {}
+        for point, policy, seed, evaluate in needs:
+            if evaluate or (point, policy, seed) not in evaluated:
+                wanted.setdefault((point, policy, seed), evaluate)
+        todo = [
+            (need, evaluate)
+            for need, evaluate in wanted.items()
+            if not (self._cached(*need) if evaluate else self._trained(*need))
+        ]
+        if on_start is not None:
+            on_start(len(todo), len(wanted) - len(todo))
+        cells = {}
+        for (point, policy, seed), evaluate in todo:
+            cell = self.cell(point, policy, seed, evaluate)
+            cells[id(cell)] = (point, cell)
+
+        def store(cell: Cell, result: dict | None) -> None:
+            if result is not None:
+                self._store(cells[id(cell)][0], cell.policy, cell.seed, result)
+            if on_done is not None:
+                on_done(cell)
+
+        executor.run([cell for _, cell in cells.values()], store)
+
+    def _trained(self, point: Point, algo: str, seed: int) -> bool:
+        metrics = self.run_directory(point, algo, seed) / "metrics.jsonl"
+        return metrics.is_file() and len(read_metrics(metrics.parent)) >= (
+            self.settings.train_episodes
+        )
+
     def train(self, point: Point, algo: str, seed: int) -> Path:
         """Train (or finish, or just find) the run of `algo` at `point` with `seed`."""
-        topology = self.topology(point)
-        directory = self.run_directory(point, algo, seed)
-        run = TrainingRun.open(
-            directory,
-            topology.name,
-            topology.mec_params(),
-            topology.terminal_count,
-            self.settings.config(algo, seed),
-        )
-        label = f"{algo} {point.label()} seed {seed}"
-
-        def report(metrics: EpisodeMetrics) -> None:
-            if self.on_episode is not None:
-                self.on_episode(label, metrics)
-
-        run.train(self.settings.train_episodes, checkpoint_every=25, on_episode=report)
-        return directory
+        return train_cell(self.cell(point, algo, seed, evaluate=False))
 
     def training_curve(self, point: Point, algo: str, seed: int) -> list[dict]:
         """Per-episode metrics of the (trained) run."""
         return read_metrics(self.train(point, algo, seed))[: self.settings.train_episodes]
+
+    def _cached(self, point: Point, policy: str, seed: int) -> dict | None:
+        """The complete cached evaluation (one from before the spread was recorded is
+        not: it is played again, see `evaluate`), or None."""
+        cache = self.evaluation_file(point, policy, seed)
+        cached = json.loads(cache.read_text()) if cache.is_file() else None
+        return cached if cached is not None and SPREAD_KEY in cached else None
 
     def evaluate(self, point: Point, policy: str, seed: int) -> dict:
         """Greedy metrics of `policy` (a baseline or a learned algorithm) at `point` on the
         held-out episodes of `seed`, with where its tasks went (`decision_spread`); cached
         as JSON beside the runs. A cached result from before the spread was recorded is
         played again, checked to give the same metrics, and completed."""
-        scale = f"{self.settings.train_episodes}ep-{self.settings.evaluation_episodes}eval"
-        cache = (
-            self.out
-            / "evaluations"
-            / point.topology
-            / (f"{policy}-{point.terminals}t-{point.rate_mbps:g}Mbps-seed{seed}-{scale}.json")
-        )
-        cached = json.loads(cache.read_text()) if cache.is_file() else None
-        if cached is not None and SPREAD_KEY in cached:
+        cached = self._cached(point, policy, seed)
+        if cached is not None:
             return cached
-        topology = self.topology(point)
-        params, terminals = topology.mec_params(), topology.terminal_count
-        spec = (
-            TrainedRun(str(self.train(point, policy, seed)))
-            if policy in LEARNED_POLICIES
-            else Baseline(policy)
-        )
-        metrics, spread = evaluate_with_spread(
-            MECSimulator(params, terminals),
-            load_any_policy(spec, params, terminals, seed=seed),
-            self.settings.evaluation_episodes,
-            self.settings.train_config.arrival_slots,
-            evaluation_seed(seed, 0),
-        )
-        result = {"policy": policy, "seed": seed, **metrics.as_dict(), **spread.as_dict()}
+        result = run_cell(self.cell(point, policy, seed))
+        self._store(point, policy, seed, result)
+        return result
+
+    def _store(self, point: Point, policy: str, seed: int, result: dict) -> None:
+        """Cache an evaluation; one cached before the spread was recorded must agree."""
+        cache = self.evaluation_file(point, policy, seed)
+        cached = json.loads(cache.read_text()) if cache.is_file() else None
         replayed = {key: result[key] for key in cached or {}}
         if cached is not None and json.dumps(replayed) != json.dumps(cached):
             raise RuntimeError(
@@ -153,7 +184,6 @@ class Experiments:
             )
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps(result) + "\n")
-        return result
 
     def summary(self, point: Point, policy: str) -> dict:
         """Mean and standard deviation over the seeds of every evaluation metric."""
