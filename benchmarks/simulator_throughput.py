@@ -15,24 +15,22 @@ from __future__ import annotations
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fl_crb.mec import MECParams, MECSimulator
+from fl_crb.mec import MECSimulator
+from fl_crb.topology import load_topology
 from tests.mec_reference import reference_replay
 
-PAPER = MECParams(
-    slot_s=0.1,
-    terminal_cpu_hz=2.5e9,
-    edge_cpu_hz=[41.8e9] * 4,
-    uplink_bps=14e6,
-    density_cycles_per_bit=500,
-    deadline_slots=12,
-    history_slots=10,
+ROOT = Path(__file__).resolve().parents[1]
+PAPER = replace(
+    load_topology(ROOT / "topologies" / "four-edge.yaml").mec_params(), managing_edge=None
 )
+"""The paper's setting; round-robin management for any terminal count, as the file says."""
 TERMINAL_SLOTS_PER_RUN = 2_000_000
 REPEATS = 5
 

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from fl_crb import cli
 from fl_crb.cli import main
@@ -32,12 +31,7 @@ A_FILE = str(ROOT / "pyproject.toml")
 """An existing file, given where a folder is expected."""
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _refused(argv: list[str], capsys) -> str:

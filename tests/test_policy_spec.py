@@ -48,6 +48,18 @@ def files(tmp_path: Path) -> Files:
     return Files(str(tmp_path / "run"), str(tmp_path / "weights.npz"), str(tmp_path / "plain"))
 
 
+def every_variant(files: Files, baseline: str) -> list[PolicySpec]:
+    """One spec of each variant, the baseline named `baseline`, and each start of `Federated`."""
+    return [
+        Baseline(baseline),
+        TrainedRun(files.run),
+        WeightsFile(files.weights),
+        Federated(),
+        Federated(TrainedRun(files.run)),
+        Federated(WeightsFile(files.weights)),
+    ]
+
+
 def test_every_form_parses_to_its_variant(files: Files) -> None:
     run, weights = files.run, files.weights
     cases = {
@@ -65,14 +77,7 @@ def test_every_form_parses_to_its_variant(files: Files) -> None:
 
 
 def test_describe_gives_the_command_line_form_back(files: Files) -> None:
-    specs = [
-        Baseline("least-loaded"),
-        TrainedRun(files.run),
-        WeightsFile(files.weights),
-        Federated(),
-        Federated(TrainedRun(files.run)),
-        Federated(WeightsFile(files.weights)),
-    ]
+    specs = every_variant(files, "least-loaded")
     assert [parse_policy(spec.describe(), ALL) for spec in specs] == specs
     assert WeightsFile("w.npz").describe() == "crb-drqn:w.npz"
     assert Federated(WeightsFile("w.npz")).describe() == "crb-drqn-federated:w.npz"
@@ -160,14 +165,7 @@ class Holder:
 
 
 def test_a_spec_round_trips_through_json_by_its_kind(files: Files) -> None:
-    for spec in (
-        Baseline("random"),
-        TrainedRun(files.run),
-        WeightsFile(files.weights),
-        Federated(),
-        Federated(TrainedRun(files.run)),
-        Federated(WeightsFile(files.weights)),
-    ):
+    for spec in every_variant(files, "random"):
         data = json.loads(json.dumps(asdict(Holder(spec))))
         assert data["policy"]["kind"] == spec.kind
         assert config_from_dict(Holder, data, "party.json") == Holder(spec)

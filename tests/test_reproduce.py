@@ -15,7 +15,7 @@ from fl_crb.experiments.paper_results import PAPER_VALUES, paper_value
 from fl_crb.experiments.report import at_least_as_good
 from fl_crb.experiments.reproduce import write_csv
 from fl_crb.experiments.runs import SPREAD_KEY, Experiments, Point
-from fl_crb.experiments.settings import LEARNED_POLICIES, QUICK
+from fl_crb.experiments.settings import ALL_POLICIES, QUICK
 
 TOPOLOGIES = str(Path(__file__).resolve().parent.parent / "topologies")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -48,15 +48,7 @@ def test_reproduce_all_quick_writes_every_figure_for_both_topologies(
     out = tmp_path / "repro"
     shutil.copytree(quick_reproduction, out)
     topologies = {"four-edge", "four-edge-hetero"}
-    policies = {
-        "local-only",
-        "random",
-        "round-robin",
-        "least-loaded",
-        "shortest-expected-delay",
-        "multi-tier",
-        *LEARNED_POLICIES,
-    }
+    policies = set(ALL_POLICIES)
     for figure, x_values in (
         ("fig5", {str(d) for d in QUICK.terminal_sweep}),
         ("fig6", {f"{r / 1e6:g}" for r in QUICK.rate_sweep_bps}),

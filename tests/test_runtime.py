@@ -8,7 +8,6 @@ import asyncio
 import json
 import math
 import os
-import time
 import zlib
 from dataclasses import asdict
 from pathlib import Path
@@ -22,9 +21,7 @@ from fl_crb.mec.observation import TerminalObservation
 from fl_crb.mec.workload import draw_arrivals
 from fl_crb.policies.baselines import make_baseline
 from fl_crb.policies.spec import Baseline
-from fl_crb.runtime.clock import SlotClock
 from fl_crb.runtime.config import (
-    Address,
     EdgeConfig,
     RunSpec,
     RunTarget,
@@ -34,7 +31,6 @@ from fl_crb.runtime.config import (
 )
 from fl_crb.runtime.decider import BaselineDecider
 from fl_crb.runtime.edge_queues import EdgeProcessor
-from fl_crb.runtime.edge_server import EdgeServer
 from fl_crb.runtime.load_board import LoadBoard
 from fl_crb.runtime.local_run import LocalRunConfig
 from fl_crb.runtime.protocol import (
@@ -52,6 +48,7 @@ from fl_crb.runtime.protocol import (
 from fl_crb.runtime.tasklog import EdgeOutcome, read_edge_outcomes
 from fl_crb.runtime.terminal_queues import SlotServer, byte_targets
 from fl_crb.topology import load_topology
+from tests.live_edge import run_spec, start_edge
 
 TOPOLOGIES = Path(__file__).resolve().parent.parent / "topologies"
 TINY = str(TOPOLOGIES / "tiny.yaml")
@@ -195,7 +192,7 @@ def test_a_bad_party_config_names_the_file_and_the_field(tmp_path):
     path.write_text(json.dumps({"run": {}, "edge": "one", "listen": {}, "summary_path": "x"}))
     with pytest.raises(ValueError, match=r"edge.json: run.run_id: missing"):
         load_config(path, EdgeConfig)
-    spec = _spec(end_slot=5)
+    spec = run_spec(end_slot=5)
     good = {"run": asdict(spec), "edge": "one", "listen": {"host": "h", "port": 1}}
     path.write_text(json.dumps({**good, "summary_path": "x"}))
     with pytest.raises(ValueError, match=r"edge.json: edge: expected int, got 'one'"):
@@ -208,24 +205,6 @@ def test_a_bad_party_config_names_the_file_and_the_field(tmp_path):
 
 
 # ------------------------------------------------------------ an edge server over real sockets
-
-
-def _spec(end_slot: int) -> RunSpec:
-    return RunSpec(
-        run_id=4242,
-        target=RunTarget(TINY, duration_s=end_slot * 0.1),
-        arrival_slots=end_slot,
-        end_slot=end_slot,
-        overrun_threshold_s=0.025,
-    )
-
-
-async def _edge(tmp_path: Path, end_slot: int):
-    config = EdgeConfig(_spec(end_slot), 0, Address("127.0.0.1", 0), str(tmp_path / "edge.json"))
-    server = EdgeServer(config)
-    port = await server.listen()
-    clock = SlotClock(time.time() + 0.3, server.params.slot_s)
-    return server, port, clock, asyncio.create_task(server.run(clock))
 
 
 async def _terminal(port: int, terminal: int, run_id: int = 4242):
@@ -255,7 +234,7 @@ def test_edge_server_survives_a_terminal_that_dies_mid_transfer(tmp_path):
     end_slot = 14
 
     async def scenario():
-        _, port, clock, run = await _edge(tmp_path, end_slot)
+        _, port, clock, run = await start_edge(tmp_path, end_slot)
         _, w0, welcome0 = await _terminal(port, 0)
         r1, w1, welcome1 = await _terminal(port, 1)
         assert welcome0 == Welcome(4242, 0) and welcome1 == Welcome(4242, 0)
@@ -294,7 +273,7 @@ def test_a_bad_frame_closes_only_its_own_connection_with_an_error_naming_the_pro
     tmp_path, caplog
 ):
     async def scenario():
-        _, port, clock, run = await _edge(tmp_path, end_slot=8)
+        _, port, clock, run = await start_edge(tmp_path, end_slot=8)
         stranger = await _terminal(port, 1, run_id=99)
         r0, w0, _ = await _terminal(port, 0)
         r1, w1, _ = await _terminal(port, 1)

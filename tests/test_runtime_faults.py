@@ -29,7 +29,6 @@ from fl_crb.runtime.config import (
     load_config,
     save_config,
 )
-from fl_crb.runtime.edge_server import EdgeServer
 from fl_crb.runtime.protocol import ErrorNotice, Hello, LoadReport, encode, read_message
 from fl_crb.runtime.tasklog import (
     EdgeOutcome,
@@ -40,6 +39,7 @@ from fl_crb.runtime.tasklog import (
 )
 from fl_crb.runtime.terminal import terminal_workload
 from fl_crb.topology import load_topology
+from tests.live_edge import start_edge
 
 TOPOLOGIES = Path(__file__).resolve().parent.parent / "topologies"
 TINY = str(TOPOLOGIES / "tiny.yaml")
@@ -284,24 +284,6 @@ def test_a_task_log_keeps_each_tasks_last_line_and_skips_a_line_cut_short(tmp_pa
 # ------------------------------------------------------------ what a peer can cost an edge
 
 
-def _spec(end_slot: int) -> RunSpec:
-    return RunSpec(
-        run_id=4242,
-        target=RunTarget(TINY, duration_s=end_slot * 0.1),
-        arrival_slots=end_slot,
-        end_slot=end_slot,
-        overrun_threshold_s=0.025,
-    )
-
-
-async def _edge(tmp_path: Path, end_slot: int):
-    config = EdgeConfig(_spec(end_slot), 0, Address("127.0.0.1", 0), str(tmp_path / "edge.json"))
-    server = EdgeServer(config)
-    port = await server.listen()
-    clock = SlotClock(time.time() + 0.3, server.params.slot_s)
-    return server, port, clock, asyncio.create_task(server.run(clock))
-
-
 async def _messages(reader) -> list:
     messages = []
     while (message := await read_message(reader, "edge")) is not None:
@@ -316,7 +298,7 @@ def test_an_edge_refuses_connections_beyond_its_limit_and_closes_idle_ones(
     monkeypatch.setattr(edge_server, "HELLO_TIMEOUT_S", 1.0)
 
     async def scenario():
-        _, port, _, run = await _edge(tmp_path, end_slot=20)
+        _, port, _, run = await start_edge(tmp_path, end_slot=20)
         idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(5)]
         await asyncio.sleep(0.1)
         refused_reader, _ = await asyncio.open_connection("127.0.0.1", port)
@@ -343,7 +325,7 @@ def test_an_edge_closes_a_connection_that_stalls_inside_a_frame_and_serves_the_o
     end_slot = 15
 
     async def scenario():
-        _, port, clock, run = await _edge(tmp_path, end_slot)
+        _, port, clock, run = await start_edge(tmp_path, end_slot)
         r0, w0 = await asyncio.open_connection("127.0.0.1", port)
         r1, w1 = await asyncio.open_connection("127.0.0.1", port)
         w0.write(encode(Hello(4242, 0)))

@@ -11,21 +11,8 @@ import numpy as np
 import torch
 
 from fl_crb.learn.edge_learner import EdgeLearner, LearnerConfig
-from fl_crb.learn.pool import TrajectoryBatch
 from fl_crb.learn.stacked import LearnerStack
-
-
-def random_batches(rng: np.random.Generator, learners: int) -> TrajectoryBatch:
-    shape, edges, history_slots = (learners, 2, 4), 2, 3
-    return TrajectoryBatch(
-        scalars=rng.random((*shape, 3 + edges), dtype=np.float32),
-        load=rng.random((*shape, history_slots, edges), dtype=np.float32),
-        action=rng.integers(0, 1 + edges, shape),
-        reward=-rng.integers(1, 37, shape).astype(np.float32),
-        next_scalars=rng.random((*shape, 3 + edges), dtype=np.float32),
-        next_load=rng.random((*shape, history_slots, edges), dtype=np.float32),
-        done=rng.random(shape) < 0.2,
-    )
+from tests.trajectories import random_batches
 
 
 def stacked_learners() -> tuple[list[EdgeLearner], LearnerStack]:

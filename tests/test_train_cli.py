@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from fl_crb.cli import main
 from fl_crb.mec.simulator import MECSimulator
@@ -19,13 +18,7 @@ TINY = str(Path(__file__).resolve().parent.parent / "topologies" / "tiny.yaml")
 TRAIN = ["train", "--topology", TINY, "--slots", "20", "--seed", "3"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Small networks run fastest on one thread (see tests/test_trainer.py)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_train_writes_a_run_and_resumes_it(tmp_path: Path, capsys):

@@ -17,6 +17,7 @@ from fl_crb.training.config import (
     training_seed,
 )
 from fl_crb.training.drqn_trainer import Trainer
+from tests.trajectories import random_batches
 
 TOPOLOGIES = Path(__file__).resolve().parent.parent / "topologies"
 
@@ -88,19 +89,6 @@ def test_independent_drqn_keeps_each_terminals_experience_to_itself():
         stored = set(pool.state_dict()["scalars"][:, :, 0].ravel().tolist())
         assert stored and stored <= sizes_by_terminal[d]
     assert all(learner.version > 0 for learner in trainer.scheme.learners)
-
-
-def random_batches(rng: np.random.Generator, learners: int) -> TrajectoryBatch:
-    shape, edges, history_slots = (learners, 2, 4), 2, 3
-    return TrajectoryBatch(
-        scalars=rng.random((*shape, 3 + edges), dtype=np.float32),
-        load=rng.random((*shape, history_slots, edges), dtype=np.float32),
-        action=rng.integers(0, 1 + edges, shape),
-        reward=-rng.integers(1, 37, shape).astype(np.float32),
-        next_scalars=rng.random((*shape, 3 + edges), dtype=np.float32),
-        next_load=rng.random((*shape, history_slots, edges), dtype=np.float32),
-        done=rng.random(shape) < 0.2,
-    )
 
 
 def test_training_together_steps_exactly_like_separate_train_steps():

@@ -77,28 +77,12 @@ def _style(policy: str) -> dict:
 
 def plot_sweep(rows: list[dict], x_label: str, title: str, path: Path) -> None:
     """Two panels, (a) average delay and (b) failure rate, vs the sweep variable."""
-    figure, axes = plt.subplots(1, 2, figsize=(13, 4.2))
-    policies = list(dict.fromkeys(row["policy"] for row in rows))
-    for policy in policies:
-        mine = sorted((r for r in rows if r["policy"] == policy), key=lambda r: r["x"])
-        x = [r["x"] for r in mine]
-        for axis, metric in zip(axes, ("avg_delay_s", "failure_rate"), strict=True):
-            axis.errorbar(
-                x,
-                [r[f"{metric}_mean"] for r in mine],
-                yerr=[r[f"{metric}_std"] for r in mine],
-                capsize=3,
-                **_style(policy),
-            )
-    axes[0].set_ylabel("average delay of finished tasks (s)")
-    axes[1].set_ylabel("task failure rate")
-    for axis, panel in zip(axes, ("(a)", "(b)"), strict=True):
-        axis.set_xlabel(x_label)
-        axis.set_title(panel, loc="left")
-        axis.grid(alpha=0.3)
-    _legend_beside(axes[1])
-    figure.suptitle(title)
-    _save(figure, path)
+    policies = dict.fromkeys(row["policy"] for row in rows)
+    lines = [
+        (sorted((r for r in rows if r["policy"] == policy), key=lambda r: r["x"]), _style(policy))
+        for policy in policies
+    ]
+    _plot_delay_and_failure(lines, x_label, title, path)
 
 
 LINE_STYLES = ("-", "--", ":", "-.")
@@ -109,13 +93,23 @@ def plot_series(rows: list[dict], x_label: str, title: str, path: Path) -> None:
     """`plot_sweep` for a sweep's series: a series is a policy with some training options
     (`series`); it takes its policy's colour and marker, and one line style per series of
     that policy."""
-    figure, axes = plt.subplots(1, 2, figsize=(13, 4.2))
     series = list(dict.fromkeys((row["policy"], row["series"]) for row in rows))
+    lines = []
     for policy, name in series:
         mine = sorted((r for r in rows if r["series"] == name), key=lambda r: r["x"])
         siblings = [s for p, s in series if p == policy]
         style = _style(policy) | {"label": name}
         style["linestyle"] = LINE_STYLES[siblings.index(name) % len(LINE_STYLES)]
+        lines.append((mine, style))
+    _plot_delay_and_failure(lines, x_label, title, path)
+
+
+def _plot_delay_and_failure(
+    lines: list[tuple[list[dict], dict]], x_label: str, title: str, path: Path
+) -> None:
+    """`plot_sweep`'s two panels, one line per (rows sorted by x, matplotlib keywords)."""
+    figure, axes = plt.subplots(1, 2, figsize=(13, 4.2))
+    for mine, style in lines:
         for axis, metric in zip(axes, ("avg_delay_s", "failure_rate"), strict=True):
             axis.errorbar(
                 [r["x"] for r in mine],

@@ -32,6 +32,9 @@ FACE_COMMANDS = {
     "local": "fl-crb federate --local, on loopback",
 }
 """What each face runs, as progress lines and the summary say it."""
+RUN_COLUMNS = ("face", "terminals", "configured_round_s", "round_s", "poll_period_s", "rounds")
+"""The columns of a whole federated run's row that say which run it was: where it ran, its
+scale, its configured and measured round length, its poll period and rounds."""
 
 
 @dataclass(frozen=True)
@@ -219,12 +222,7 @@ def faces_section(federated_rows: list[dict], face_reason: str) -> str:
         *markdown_table(
             federated_rows,
             [
-                "face",
-                "terminals",
-                "configured_round_s",
-                "round_s",
-                "poll_period_s",
-                "rounds",
+                *RUN_COLUMNS,
                 "federation_tx_bytes",
                 "interface_tx_bytes",
                 "offloaded_task_bytes",

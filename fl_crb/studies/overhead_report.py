@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 
+from fl_crb.studies.federated_runs import RUN_COLUMNS
 from fl_crb.studies.overhead_model import (
     STOCK_POLL_PERIOD_S,
     Framing,
@@ -223,12 +224,7 @@ def overhead_summary(
             markdown_table(
                 federated_rows,
                 [
-                    "face",
-                    "terminals",
-                    "configured_round_s",
-                    "round_s",
-                    "poll_period_s",
-                    "rounds",
+                    *RUN_COLUMNS,
                     "decisions",
                     "payload_bytes",
                     "model_payload_bytes",

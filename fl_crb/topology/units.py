@@ -51,24 +51,21 @@ class Dimension:
         return f"a {self.name} such as {self.example!r} (units: {', '.join(self.units)})"
 
 
-def _binary(power: int) -> Fraction:
-    return Fraction(1024**power)
+_DECIMAL = {"": Fraction(1), "k": Fraction(10**3), "M": Fraction(10**6), "G": Fraction(10**9)}
+_BINARY = {"Ki": Fraction(1024), "Mi": Fraction(1024**2), "Gi": Fraction(1024**3)}
+
+
+def _prefixed(unit: str, prefixes: Mapping[str, Fraction], scale: int = 1) -> dict[str, Fraction]:
+    """`unit` under every prefix, with its factor to SI: `_prefixed("B", _DECIMAL, 8)`
+    gives B, kB, MB and GB at 8, 8e3, 8e6 and 8e9 bits."""
+    return {prefix + unit: scale * factor for prefix, factor in prefixes.items()}
 
 
 BANDWIDTH = Dimension(
     "bandwidth",
     "bit/s",
     "14Mbps",
-    {
-        "bps": Fraction(1),
-        "kbps": Fraction(10**3),
-        "Mbps": Fraction(10**6),
-        "Gbps": Fraction(10**9),
-        "bit/s": Fraction(1),
-        "kbit/s": Fraction(10**3),
-        "Mbit/s": Fraction(10**6),
-        "Gbit/s": Fraction(10**9),
-    },
+    {**_prefixed("bps", _DECIMAL), **_prefixed("bit/s", _DECIMAL)},
     ("bps", "kbps", "Mbps", "Gbps"),
 )
 TIME = Dimension(
@@ -85,36 +82,17 @@ TIME = Dimension(
     ("ns", "us", "ms", "s"),
 )
 FREQUENCY = Dimension(
-    "frequency",
-    "Hz",
-    "2.5GHz",
-    {
-        "Hz": Fraction(1),
-        "kHz": Fraction(10**3),
-        "MHz": Fraction(10**6),
-        "GHz": Fraction(10**9),
-    },
-    ("Hz", "kHz", "MHz", "GHz"),
+    "frequency", "Hz", "2.5GHz", _prefixed("Hz", _DECIMAL), ("Hz", "kHz", "MHz", "GHz")
 )
 DATA = Dimension(
     "data size",
     "bit",
     "2Mbit",
     {
-        "bit": Fraction(1),
-        "kbit": Fraction(10**3),
-        "Mbit": Fraction(10**6),
-        "Gbit": Fraction(10**9),
-        "Kibit": _binary(1),
-        "Mibit": _binary(2),
-        "Gibit": _binary(3),
-        "B": Fraction(8),
-        "kB": Fraction(8 * 10**3),
-        "MB": Fraction(8 * 10**6),
-        "GB": Fraction(8 * 10**9),
-        "KiB": 8 * _binary(1),
-        "MiB": 8 * _binary(2),
-        "GiB": 8 * _binary(3),
+        **_prefixed("bit", _DECIMAL),
+        **_prefixed("bit", _BINARY),
+        **_prefixed("B", _DECIMAL, scale=8),
+        **_prefixed("B", _BINARY, scale=8),
     },
     ("bit", "kbit", "Mbit", "Gbit"),
 )

@@ -30,7 +30,8 @@ import os
 import pickle
 import shutil
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -49,40 +50,30 @@ CHECKPOINT_FORMAT = "fl-crb-trainer-checkpoint-1"
 def save_checkpoint(trainer: Trainer, directory: str | Path) -> Path:
     """Write the trainer's whole state to `directory` (atomically); returns the path."""
     directory = Path(directory)
-    partial = directory.with_name(directory.name + ".partial")
-    old = directory.with_name(directory.name + ".old")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-
     agent_scalars, agent_arrays = [], {}
     for d, agent in enumerate(trainer.agents):
         scalars, arrays = agent.state()
         agent_scalars.append(scalars)
         agent_arrays.update({f"agent{d}/{name}": array for name, array in arrays.items()})
-    state = {
-        "format": CHECKPOINT_FORMAT,
-        "episode": trainer.episode,
-        "algo": trainer.config.algo,
-        "terminals": trainer.terminals,
-        "rng": trainer.rng.bit_generator.state,
-        "agents": agent_scalars,
-    }
-    _write(partial / "state.json", lambda f: f.write(json.dumps(state).encode()))
-    networks = trainer.scheme.learner_states()
-    _write(partial / "networks.pt", lambda f: torch.save(networks, f))
-    pools = {
-        f"pool{i}/{key}": value
-        for i, pool in enumerate(trainer.scheme.pools)
-        for key, value in pool.state_dict().items()
-    }
-    _write(partial / "pools.npz", lambda f: np.savez(f, **pools))
-    _write(partial / "agents.npz", lambda f: np.savez(f, **agent_arrays))
-
-    if directory.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(directory, old)
-    os.replace(partial, directory)
-    shutil.rmtree(old, ignore_errors=True)
+    with replacing_directory(directory) as partial:
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "episode": trainer.episode,
+            "algo": trainer.config.algo,
+            "terminals": trainer.terminals,
+            "rng": trainer.rng.bit_generator.state,
+            "agents": agent_scalars,
+        }
+        write_synced(partial / "state.json", lambda f: f.write(json.dumps(state).encode()))
+        networks = trainer.scheme.learner_states()
+        write_synced(partial / "networks.pt", lambda f: torch.save(networks, f))
+        pools = {
+            f"pool{i}/{key}": value
+            for i, pool in enumerate(trainer.scheme.pools)
+            for key, value in pool.state_dict().items()
+        }
+        write_synced(partial / "pools.npz", lambda f: np.savez(f, **pools))
+        write_synced(partial / "agents.npz", lambda f: np.savez(f, **agent_arrays))
     return directory
 
 
@@ -196,7 +187,25 @@ def _readable(directory: Path) -> Path | None:
     return None
 
 
-def _write(path: Path, write) -> None:
+@contextmanager
+def replacing_directory(directory: Path) -> Iterator[Path]:
+    """An empty `<directory>.partial` to write a checkpoint into; once the block ends
+    without an error it replaces `directory`, whose previous content stays in
+    `<directory>.old` until then (an error leaves `directory` as it was)."""
+    partial = directory.with_name(directory.name + ".partial")
+    old = directory.with_name(directory.name + ".old")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    yield partial
+    if directory.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(directory, old)
+    os.replace(partial, directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_synced(path: Path, write) -> None:
+    """Create `path`, let `write` fill the open binary file, and sync it to disk."""
     with open(path, "wb") as file:
         write(file)
         file.flush()

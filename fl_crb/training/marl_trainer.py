@@ -23,8 +23,6 @@ until then, as `fl_crb.training.checkpoint` does.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -40,7 +38,7 @@ from fl_crb.mec.metrics import RunMetrics, run_metrics
 from fl_crb.mec.params import MECParams
 from fl_crb.mec.simulator import MECSimulator
 from fl_crb.policies.evaluation import evaluate_policy
-from fl_crb.training.checkpoint import checkpoint_exists
+from fl_crb.training.checkpoint import checkpoint_exists, replacing_directory, write_synced
 from fl_crb.training.config import TrainConfig, training_seed, validation_seed
 from fl_crb.training.drqn_trainer import EpisodeMetrics, EpisodeStart
 
@@ -115,10 +113,6 @@ class MarlTrainer:
     def save(self, directory: str | Path) -> Path:
         """Write the whole training state to `directory`, atomically (module docstring)."""
         directory = Path(directory)
-        partial = directory.with_name(directory.name + ".partial")
-        old = directory.with_name(directory.name + ".old")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
         state = {
             "format": CHECKPOINT_FORMAT,
             "algo": self.config.algo,
@@ -126,13 +120,11 @@ class MarlTrainer:
             "episode": self.episode,
             "rng": self.algorithm.rng.bit_generator.state,
         }
-        _write(partial / "state.json", lambda f: f.write(json.dumps(state).encode()))
-        _write(partial / "algorithm.pt", lambda f: torch.save(self.algorithm.state_dict(), f))
-        if directory.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(directory, old)
-        os.replace(partial, directory)
-        shutil.rmtree(old, ignore_errors=True)
+        with replacing_directory(directory) as partial:
+            write_synced(partial / "state.json", lambda f: f.write(json.dumps(state).encode()))
+            write_synced(
+                partial / "algorithm.pt", lambda f: torch.save(self.algorithm.state_dict(), f)
+            )
         return directory
 
     def load(self, directory: str | Path) -> None:
@@ -160,10 +152,3 @@ class MarlTrainer:
         self.algorithm.load_state_dict(torch.load(found / "algorithm.pt", weights_only=True))
         self.algorithm.rng.bit_generator.state = state["rng"]
         self.episode = int(state["episode"])
-
-
-def _write(path: Path, write) -> None:
-    with open(path, "wb") as file:
-        write(file)
-        file.flush()
-        os.fsync(file.fileno())
