@@ -29,12 +29,15 @@ from fl_crb.federation.crypto import (
 )
 from fl_crb.federation.deploy.federated_run import run_federated
 from fl_crb.federation.deploy.run_config import FederatedRunConfig, federated_parties
+from fl_crb.federation.keys import KeyFolder, create_keys, plan_for_topology
 from fl_crb.federation.mailbox import (
     EdgeMailbox,
     TerminalMailbox,
     UploadPoster,
     frame,
+    impersonated,
     parse_faults,
+    signed_weights_version,
     unframe,
     weights_version,
 )
@@ -53,6 +56,17 @@ from fl_crb.runtime.local_run import LocalRunConfig
 
 TINY = str(Path(__file__).parent.parent / "topologies" / "tiny.yaml")
 FAULTS = "tamper@1,replay@2,malformed@3"
+RUN_ID = bytes(range(16))
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory) -> KeyFolder:
+    """Every host's key bundle for tiny (edge1 manages t1 and t3, edge2 t2 and t4)."""
+    from fl_crb.topology import load_topology
+
+    folder = tmp_path_factory.mktemp("bundles") / "keys"
+    create_keys(folder, plan_for_topology(load_topology(TINY), []))
+    return KeyFolder(folder)
 
 
 # -- mailboxes and faults (fast) -------------------------------------------------------------
@@ -71,16 +85,22 @@ def test_outbox_keeps_uploads_until_a_later_acknowledgement(tmp_path):
     assert TerminalMailbox(tmp_path / "t1").pending(10) == [(3, b"upload 3")]  # on disk
 
 
-def test_weights_version_is_read_from_the_serialized_header(tmp_path):
+def test_weights_version_is_read_from_the_serialized_header_and_the_signed_envelope(
+    tmp_path, bundles
+):
     data = encode_weights({"w": np.ones((2, 3), np.float32)}, version=41)
     assert weights_version(data) == 41 and weights_version(None) == -1
+    signer = bundles.load_bundle("edge1").edge().weights_signer(RUN_ID)
+    envelope = signer.sign(data, 41)
+    assert signed_weights_version(envelope) == 41 and signed_weights_version(None) == -1
+    assert signed_weights_version(envelope[:20]) == -1
     edge = EdgeMailbox(tmp_path / "e1")
     assert edge.published_weights() is None
-    edge.publish_weights(data)
-    assert weights_version(edge.published_weights()) == 41
+    edge.publish_weights(envelope)
+    assert signed_weights_version(edge.published_weights()) == 41
     terminal = TerminalMailbox(tmp_path / "t1")
     assert terminal.held_weights_version() == -1
-    terminal.deliver_weights(data)
+    terminal.deliver_weights(envelope)
     assert terminal.held_weights_version() == 41
 
 
@@ -99,6 +119,11 @@ def test_fault_specs_are_checked():
         parse_faults("flip@1")
     with pytest.raises(ValueError, match=r"upload fault 'tamper@0'"):
         parse_faults("tamper@0")
+    assert parse_faults("impersonate:t4@2,tamper@2") == {2: ("impersonate:t4", "tamper")}
+    assert impersonated("tamper@1,impersonate:t4@2") == "t4" and impersonated(FAULTS) is None
+    for bad in ("impersonate@1", "tamper:t4@1"):
+        with pytest.raises(ValueError, match="impersonate with its victim"):
+            parse_faults(bad)
 
 
 def test_injected_faults_are_each_refused_with_their_code(tmp_path):
@@ -186,6 +211,8 @@ def test_federated_run_trains_delivers_weights_and_refuses_bad_uploads(tmp_path)
     assert summary["failed_parties"] == []
     assert federation["rounds"] >= 3
     assert federation["uploads_rejected"] == {"authentication": 1, "replay": 1, "malformed": 1}
+    assert federation["refusals"] == {"upload": federation["uploads_rejected"]}  # nothing else
+    assert summary["security"] == {"tls": True, "node_auth": True}
     _check_pool_accounts_for_every_upload(out, federation)
 
     log = (out / "authority" / "authority.log").read_text()
@@ -242,8 +269,9 @@ def test_killed_authority_restarts_without_losing_an_accepted_trajectory(tmp_pat
     _check_pool_accounts_for_every_upload(out, federation)
 
 
-def test_federated_decider_explores_then_acts_with_delivered_weights_and_seals_uploads(tmp_path):
-    from fl_crb.federation.crypto import save_private_key
+def test_federated_decider_explores_then_acts_with_its_edges_signed_weights_and_seals_uploads(
+    tmp_path, bundles
+):
     from fl_crb.federation.serialization import TrajectoryShape, decode_trajectory
     from fl_crb.federation.terminal import make_federated_decider
     from fl_crb.learn.qnetwork import QNetwork, weights_to_numpy
@@ -251,14 +279,12 @@ def test_federated_decider_explores_then_acts_with_delivered_weights_and_seals_u
     from fl_crb.topology import load_topology
 
     params = load_topology(TINY).mec_params()
-    authority, terminal = generate_private_key(), generate_private_key()
-    save_private_key(terminal, tmp_path / "t1.pem")
     run_id = os.urandom(16)
     federation = FederatedTerminal(
         "t1",
         str(tmp_path / "t1"),
-        str(tmp_path / "t1.pem"),
-        public_key_bytes(authority).hex(),
+        str(bundles.bundle("t1")),
+        "",
         run_id.hex(),
         agent=TerminalAgentConfig(),
         epsilon=0.0,
@@ -271,19 +297,24 @@ def test_federated_decider_explores_then_acts_with_delivered_weights_and_seals_u
             float(rng.uniform(2e6, 5e6)), 0, 0, np.zeros(2), rng.integers(0, 3, (10, 2))
         )
 
+    payload = encode_weights(weights_to_numpy(QNetwork(params.edges, params.history_slots)), 7)
+    edge1 = bundles.load_bundle("edge1").edge().weights_signer(run_id)
+    edge2 = bundles.load_bundle("edge2").edge().weights_signer(run_id)  # not t1's edge
+    arrivals = {  # as the collect handler leaves them in the mailbox
+        3: edge2.sign(payload, 9),  # refused: wrong-signer
+        6: edge1.sign(payload, 7),
+        9: edge1.sign(payload, 5),  # refused: replay (older than 7)
+    }
     labels = []
     for task in range(12):
-        if task == 6:  # weights arrive through the mailbox, as the collect handler leaves them
-            network = QNetwork(params.edges, params.history_slots)
-            TerminalMailbox(tmp_path / "t1").deliver_weights(
-                encode_weights(weights_to_numpy(network), version=7)
-            )
+        if task in arrivals:
+            TerminalMailbox(tmp_path / "t1").deliver_weights(arrivals[task])
         decider.decide(observation(), slot=10 * task, task_id=task)
         labels.append(decider.label)
         decider.resolved(task, reward=-3.0)
     assert labels[:6] == ["crb-drqn@-1"] * 6 and labels[6:] == ["crb-drqn@7"] * 6
 
-    opener = UploadOpener(authority, run_id, {"t1": public_key_bytes(terminal)})
+    opener = bundles.load_bundle("cloud").authority().upload_opener(run_id)
     shape = TrajectoryShape(4, params.history_slots, params.edges)
     uploads = TerminalMailbox(tmp_path / "t1").pending(limit=100)
     trajectories = [decode_trajectory(opener.open(e, "t1").plaintext, shape) for _, e in uploads]
@@ -291,6 +322,7 @@ def test_federated_decider_explores_then_acts_with_delivered_weights_and_seals_u
     assert all((t.reward == -3.0).all() for t in trajectories)
     summary = decider.finish()
     assert (summary["uploads"], summary["weights_versions_loaded"]) == (2, [7])
+    assert summary["refusals"] == {"weights": {"wrong-signer": 1, "replay": 1}}
 
 
 def test_only_the_federation_terminal_builds_the_federated_decider():
@@ -311,7 +343,7 @@ def test_only_the_federation_terminal_builds_the_federated_decider():
     assert isinstance(baseline, BaselineDecider) and baseline.label == "round-robin"
 
 
-def test_edge_service_starts_from_given_weights_and_publishes_each_trained_batch(tmp_path):
+def test_edge_service_starts_from_given_weights_and_publishes_each_trained_batch(tmp_path, bundles):
     from fl_crb.federation.deploy.run_support import start_weights_files
     from fl_crb.federation.edge_learner_service import EdgeService, EdgeServiceConfig
     from fl_crb.federation.serialization import decode_weights, encode_trajectory
@@ -343,12 +375,17 @@ def test_edge_service_starts_from_given_weights_and_publishes_each_trained_batch
         method.trajectory_length,
         method.learner,
         str(tmp_path / "edge1.json"),
+        str(bundles.bundle("edge1")),
+        RUN_ID.hex(),
         initial_weights_path=files[0],
     )
     service = EdgeService(config)
-    published = decode_weights(service.mailbox.published_weights())
-    assert published.version == 0
-    assert all(np.array_equal(published.weights[k], start[k]) for k in start)
+    terminal = bundles.load_bundle("t1").terminal().weights_verifier(RUN_ID)  # edge1's
+    published = terminal.verify(service.mailbox.published_weights())
+    assert published.version == decode_weights(published.payload).version == 0
+    assert all(
+        np.array_equal(decode_weights(published.payload).weights[k], start[k]) for k in start
+    )
 
     rng = np.random.default_rng(1)
     n, c, e = 4, params.history_slots, params.edges
@@ -362,13 +399,29 @@ def test_edge_service_starts_from_given_weights_and_publishes_each_trained_batch
         np.zeros(n, bool),
     )
     batch = frame([encode_trajectory(trajectory)] * 4)
-    service.mailbox.drop_batches(1, frame([batch, batch, batch]))
-    service.mailbox.drop_batches(2, b"not framed")
+    sealer = bundles.load_bundle("cloud").authority().batch_sealer(RUN_ID)
+    sealed = sealer.seal("edge1", frame([batch, batch, batch]))
+    service.mailbox.drop_batches(1, sealed)
+    service.mailbox.drop_batches(2, sealer.seal("edge1", b"not framed"))
+    service.mailbox.drop_batches(3, sealed)  # replayed
+    service.mailbox.drop_batches(4, sealer.seal("edge2", frame([batch])))  # another edge's
+    tampered = bytearray(sealer.seal("edge1", frame([batch])))
+    tampered[-1] ^= 1
+    service.mailbox.drop_batches(5, bytes(tampered))
     for path in service.mailbox.waiting():
         service.train_file(path)
-    assert weights_version(service.mailbox.published_weights()) == 3
-    assert service.summary()["batch_files"] == 1 and service.summary()["refused_files"] == 1
+    assert terminal.verify(service.mailbox.published_weights()).version == 3
+    summary = service.summary()
+    assert summary["batch_files"] == 1 and summary["refused_files"] == 1
+    assert summary["refusals"] == {
+        "batch": {"replay": 1, "wrong-recipient": 1, "authentication": 1}
+    }
     assert service.mailbox.waiting() == []
+
+    # a restarted service carries on above the last version it signed in this run
+    again = EdgeService(config)
+    assert terminal.verify(again.mailbox.published_weights()).version == 4
+    assert again.opener.latest_sequence == 2
 
 
 # -- a federated run from any trained run ------------------------------------------------------
@@ -401,18 +454,25 @@ def test_width_flags_that_disagree_with_the_trained_run_are_refused_naming_both(
 
 def test_federated_run_starts_from_a_trained_run_with_its_own_widths(narrow_run, tmp_path, capsys):
     """A run trained with --hidden 24 --lstm-hidden 8 starts a real federated run (real
-    Flower processes): the edge learners and the terminals take its widths from its
-    run.json, no width flag given, and run.json records the whole composed config."""
+    Flower processes, here --insecure: no TLS, no node authentication, one warning line):
+    the edge learners and the terminals take its widths from its run.json, no width flag
+    given, and run.json records the whole composed config."""
     from fl_crb.cli import main as cli_main
 
     out = tmp_path / "run"
     argv = ["federate", "--topology", TINY, "--local", "--duration", "15s", "--rate", "5Mbps"]
     argv += ["--min-pool", "4", "--round-period", "1s", "--policy", str(narrow_run)]
-    assert cli_main([*argv, "--out", str(out)]) == 0, capsys.readouterr().err
-    brief = json.loads(capsys.readouterr().out)
+    assert cli_main([*argv, "--insecure", "--out", str(out)]) == 0, capsys.readouterr().err
+    printed = capsys.readouterr()
+    brief = json.loads(printed.out)
+    warnings = [line for line in printed.err.splitlines() if "--insecure" in line]
+    assert len(warnings) == 1 and "without TLS and SuperNode authentication" in warnings[0]
     assert brief["failed_parties"] == [] and brief["rounds"] >= 1
     assert brief["learner_widths"] == {"edge1": [24, 8], "edge2": [24, 8]}
-    federation = json.loads((out / "summary.json").read_text())["federation"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["security"] == {"tls": False, "node_auth": False}
+    federation = summary["federation"]
+    assert federation["node_identity"] == "self-declared" and federation["refusals"] == {}
     assert {h: t["network_widths"] for h, t in federation["terminals"].items()} == {
         f"t{d}": [24, 8] for d in range(1, 5)
     }

@@ -234,10 +234,10 @@ class NamespacePlacement:
         self.holders: dict[str, subprocess.Popen] = {}
 
     def command(self, host: str, argv: list[str]) -> list[str]:
-        """As `MininetPlacement`: `mnexec -da PID` of a process holding the namespace."""
+        """As `MininetPlacement`: `mnexec -a PID` of a process holding the namespace."""
         if host == "cloud":
             return list(argv)
-        return ["mnexec", "-da", str(self.holders[host].pid), *argv]
+        return ["mnexec", "-a", str(self.holders[host].pid), *argv]
 
     def listen_address(self, host: str) -> str:
         return self.authority_address if host == "cloud" else "127.0.0.1"
@@ -337,3 +337,137 @@ def test_a_command_that_makes_its_own_session_stays_ours_and_is_stopped(tmp_path
     away = int((tmp_path / "away.pid").read_text())
     assert alive(away)  # beyond our reach: the reason for new_session=False
     os.kill(away, signal.SIGKILL)
+
+
+# -- the learning plane authenticated end to end, in real federated runs ---------------------
+
+
+def _federated(out: Path, duration_s: float, **extra):
+    """tiny (edge1 manages t1 and t3, edge2 t2 and t4) at 5 Mbit/s per terminal, 1 s
+    rounds, training from 4 pooled trajectories: batches flow from about round 3."""
+    from fl_crb.federation.deploy.run_config import FederatedRunConfig, federated_parties
+    from fl_crb.learn.method_config import MethodConfig
+    from fl_crb.runtime.config import RunTarget
+
+    target = RunTarget(str(TINY), duration_s, arrival_rate_override_bps=5e6)
+    return FederatedRunConfig(
+        federated_parties(target, str(out)),
+        method=MethodConfig(min_pool_trajectories=4),
+        round_period_s=1.0,
+        **extra,
+    )
+
+
+def _run(config) -> dict:
+    import asyncio
+
+    from fl_crb.federation.deploy.federated_run import run_federated
+
+    return asyncio.run(run_federated(config))
+
+
+def _nothing_lost(out: Path, federation: dict) -> None:
+    """Every genuine upload is in the pool once, and every outbox was drained."""
+    rejected = sum(federation["uploads_rejected"].values())
+    assert federation["uploads_accepted"] == federation["uploads_posted"] - rejected > 0
+    for outbox in (out / "mailboxes").glob("*/outbox"):
+        assert not list(outbox.iterdir()), f"{outbox} still holds uploads"
+
+
+def test_transit_fault_specs_are_checked():
+    from fl_crb.federation.transit_faults import parse_transit_faults
+
+    faults = parse_transit_faults("weights-tamper@3, ack-replay@1")
+    assert [(f.name, f.round) for f in faults] == [("weights-tamper", 3), ("ack-replay", 1)]
+    for bad in ("weights-flip@3", "upload-tamper@1", "ack-forge@0", "batch-forge"):
+        with pytest.raises(ValueError, match=rf"test transit fault '{bad}': expected MESSAGE"):
+            parse_transit_faults(bad)
+
+
+def test_the_superlink_certificate_names_the_cloud_address_each_host_dials():
+    from fl_crb.federation.deploy.federated_run import superlink_sans
+    from fl_crb.runtime.placement import Loopback
+
+    assert superlink_sans(Loopback(), "cloud", ["edge1", "t1"]) == ["127.0.0.1"]
+
+    class Emulated:  # as MininetPlacement: bind every interface, reached on two nets
+        def listen_address(self, host: str) -> str:
+            return "0.0.0.0"
+
+        def address(self, host: str, peer: str | None = None) -> str:
+            return {"edge1": "10.0.0.1", "cloud": "10.0.0.1"}.get(peer, "10.1.0.1")
+
+    assert superlink_sans(Emulated(), "cloud", ["edge1", "t1"]) == [
+        "10.0.0.1",
+        "10.1.0.1",
+        "127.0.0.1",
+    ]
+
+
+TRANSIT_FAULTS = ",".join(
+    f"{message}-{how}@3"
+    for message in ("weights", "batch", "ack")
+    for how in ("tamper", "forge", "replay")
+)
+
+
+def test_weights_batches_and_acks_altered_forged_or_replayed_in_transit_are_refused(tmp_path):
+    """The authority alters, forges and replays one weights message and one ack to t1 and
+    one batch to edge1 each, through the real Flower path (TLS, node authentication):
+    t1 and edge1 refuse each with its code, count it, and the run goes on: later rounds
+    deliver, train and acknowledge, and a forged ack of 2^40 deletes no upload."""
+    out = tmp_path / "run"
+    summary = _run(_federated(out, 25.0, test_transit_faults=TRANSIT_FAULTS))
+    federation = summary["federation"]
+    assert summary["failed_parties"] == []
+    assert summary["security"] == {"tls": True, "node_auth": True}
+    injected = federation["test_transit_faults_injected"]
+    assert set(injected) == {f.split("@")[0] for f in TRANSIT_FAULTS.split(",")}, injected
+    refused = {"authentication": 2, "replay": 1}  # tamper and forgery; replay
+    by_party = federation["refusals_by_party"]
+    # t1 sends again the uploads a refused ack did not let it delete: refused as replays
+    assert set(by_party.pop("authority")) <= {"upload"}
+    assert set(federation["uploads_rejected"]) <= {"replay"}
+    assert by_party == {
+        "edge1": {"batch": refused},
+        "edge2": {},
+        "t1": {"weights": refused, "ack": refused},
+        "t2": {},
+        "t3": {},
+        "t4": {},
+    }
+    assert federation["rounds"] > max(injected.values())  # the run went on
+    assert federation["uploads_accepted"] == federation["uploads_posted"] > 0  # each once
+    for outbox in (out / "mailboxes").glob("*/outbox"):
+        assert not list(outbox.iterdir()), f"{outbox} still holds uploads"
+    t1 = json.loads((out / "mailboxes" / "t1" / "handler.json").read_text())
+    assert t1["weights_version"] >= 0 and t1["ack_sequence"] > 5  # genuine ones still taken
+    learner = json.loads((out / "parties" / "edge1.learner.json").read_text())
+    assert learner["refusals"] == {"batch": refused} and learner["train_steps"] > 0
+
+
+def test_a_node_is_known_by_its_registered_key_not_by_the_name_it_claims(tmp_path):
+    """t1's SuperNode (registered with t1's key) claims to be t2 in query.hello and posts
+    an upload sealed with t1's key as t2: the authority still knows it as t1, refuses the
+    upload (wrong-sender), and sends t2's acknowledgements and weights to t2 alone."""
+    out = tmp_path / "run"
+    summary = _run(_federated(out, 15.0, upload_faults=(("t1", "impersonate:t2@1"),)))
+    federation = summary["federation"]
+    assert summary["failed_parties"] == []
+    assert federation["node_identity"] == "registered-key"
+    ready = json.loads((out / "authority" / "ready.json").read_text())["nodes"]
+    registered = json.loads((out / "flower" / "nodes.json").read_text())
+    assert ready == {name: node["registered_node_id"] for name, node in registered.items()}
+    assert federation["refusals_by_party"]["authority"] == {
+        "identity": {"claimed-other-name": 1},
+        "upload": {"wrong-sender": 1},
+    }
+    log = (out / "authority" / "authority.log").read_text()
+    assert "registered with t1's key claims to be 't2'; it is t1" in log
+    assert "sealed as terminal 't2' but delivered by 't1'" in log
+    for host in ("t1", "t2", "t3", "t4"):  # no ack or weights of another terminal reached it
+        assert federation["refusals_by_party"][host] == {}, host
+        state = json.loads((out / "mailboxes" / host / "handler.json").read_text())
+        assert state["ack"] > 0, f"{host} never took an acknowledgement"
+    _nothing_lost(out, federation)
+    assert federation["terminals"]["t1"]["faults_posted"] == {"impersonate": 1}

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fl_crb.commands import arguments
 from fl_crb.commands.common import add_topology_arguments, run_target_arguments
 from fl_crb.commands.federation_args import (
     add_federation_arguments,
@@ -50,7 +51,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     add_topology_arguments(emulate)
     emulate.add_argument(
-        "--duration", default="120s", help="arrival time with a unit (default 120s)"
+        "--duration",
+        type=arguments.DURATION,
+        default="120s",
+        help="arrival time with a unit (default 120s)",
     )
     emulate.add_argument(
         "--policy",
@@ -58,18 +62,25 @@ def register(commands: argparse._SubParsersAction) -> None:
         help=f"{CRB_DRQN} (default: weights pre-trained in simulation, trained now if none "
         f"are cached); {policy_help(ACCEPTS, live=True)}",
     )
-    emulate.add_argument("--out", help="new run folder (default runs/emulate/TOPOLOGY-TIME)")
-    emulate.add_argument("--seed", type=int, default=0, help="workload seed")
+    emulate.add_argument(
+        "--out",
+        type=arguments.out_folder,
+        help="new run folder (default runs/emulate/TOPOLOGY-TIME)",
+    )
+    emulate.add_argument("--seed", type=arguments.SEED, default=0, help="workload seed")
     emulate.add_argument(
         "--realtime",
-        type=int,
+        type=arguments.EMULATION_PRIORITY,
         default=EMULATION_REALTIME_PRIORITY,
         metavar="PRIORITY",
         help="SCHED_FIFO priority of the parties, below the delay daemon's 10 (default 5; "
         "0: normal scheduling)",
     )
     emulate.add_argument(
-        "--pretrain-episodes", type=int, default=40, help="episodes of the default pre-training"
+        "--pretrain-episodes",
+        type=arguments.EPISODES,
+        default=40,
+        help="episodes of the default pre-training",
     )
     emulate.add_argument(
         "--pretrained-dir",
@@ -81,6 +92,18 @@ def register(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="run CRB-DRQN with its weights fixed, without the federation (Flower SuperLink, "
         "authority, SuperNodes, edge learners); baselines never use it",
+    )
+    emulate.add_argument(
+        "--no-accelerators",
+        action="store_true",
+        help="run the federation's Flower as shipped: no shortened SuperNode poll, no warm "
+        "ClientApps (they run only with the Flower they patch anyway)",
+    )
+    emulate.add_argument(
+        "--insecure",
+        action="store_true",
+        help="run the federation's Flower without TLS and without SuperNode authentication "
+        "(default: both on, with fresh keys in the run folder's keys/)",
     )
     emulate.add_argument(
         "--cli", action="store_true", help="open Mininet's CLI with everything running"
@@ -111,7 +134,14 @@ def configure(args: argparse.Namespace) -> EmulationConfig:
     parties = emulation_parties(target, policy, out, args.realtime or None)
     if federated:
         method = method_from_arguments(args, policy.start)
-        data_plane = emulated_federation(parties, method=method, **round_settings(args))
+        accelerators = not args.no_accelerators
+        data_plane = emulated_federation(
+            parties,
+            method=method,
+            accelerators=accelerators,
+            insecure=args.insecure,
+            **round_settings(args),
+        )
     else:
         data_plane = parties
     return EmulationConfig(run=data_plane, cli=args.cli, notes=tuple(notes))
@@ -132,6 +162,10 @@ def run(args: argparse.Namespace) -> int:
         print("fl-crb emulate: needs root (network namespaces, bridges, tc)", file=sys.stderr)
         return 1
     config = configure(args)
+    if args.insecure:
+        from fl_crb.commands.federate import INSECURE_WARNING
+
+        print(INSECURE_WARNING, file=sys.stderr)
     out = config.parties.out_dir
     try:
         report = run_emulation(config)
@@ -158,6 +192,8 @@ def _check_flags(args: argparse.Namespace, policy: PolicySpec | None, federated:
     if args.no_federation and isinstance(policy, Federated):
         raise ValueError(f"--no-federation contradicts --policy {args.policy}")
     given = federation_flags_given(args)
+    given += ["--no-accelerators"] if args.no_accelerators else []
+    given += ["--insecure"] if args.insecure else []
     if given and not federated:
         why = "--no-federation" if args.no_federation else f"--policy {args.policy}"
         raise ValueError(f"{', '.join(given)}: no federation runs with {why}")

@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 
+from fl_crb.commands import arguments
 from fl_crb.commands.common import add_topology_arguments, run_target_arguments
 from fl_crb.commands.federation_args import (
     add_federation_arguments,
@@ -17,6 +18,11 @@ from fl_crb.commands.policy_arg import parse_policy, policy_help
 from fl_crb.federation.deploy.run_config import FederatedRunConfig, federated_parties
 from fl_crb.policies.spec import Federated, TrainedRun, WeightsFile
 
+INSECURE_WARNING = (
+    "fl-crb: warning: --insecure: Flower runs without TLS and SuperNode authentication; "
+    "anyone on the network can read and inject Flower messages and claim any node's name"
+)
+"""The one line `--insecure` prints on stderr (`fl-crb federate`, `fl-crb emulate`)."""
 ACCEPTS = (TrainedRun, WeightsFile, Federated)
 """What a federated run starts from: a training run folder or a weights file (the edge
 learners' starting weights), or `crb-drqn-federated[:...]` spelled out."""
@@ -40,14 +46,33 @@ def register(commands: argparse._SubParsersAction) -> None:
         required=True,
         help="everything on this machine, on loopback, without root (the only mode so far)",
     )
-    federate.add_argument("--duration", required=True, help="arrival time with a unit, e.g. 60s")
-    federate.add_argument("--out", required=True, help="new run folder")
+    federate.add_argument(
+        "--duration",
+        type=arguments.DURATION,
+        required=True,
+        help="arrival time with a unit, e.g. 60s",
+    )
+    federate.add_argument("--out", type=arguments.out_folder, required=True, help="new run folder")
     federate.add_argument(
         "--policy",
         help=f"the edge learners' starting weights: {policy_help(ACCEPTS)}; the networks' "
         "widths are then the start's; default: freshly initialised edge learners",
     )
-    federate.add_argument("--seed", type=int, default=0)
+    federate.add_argument("--seed", type=arguments.SEED, default=0)
+    federate.add_argument(
+        "--no-accelerators",
+        action="store_true",
+        help="run Flower as shipped: no shortened SuperNode poll, no warm ClientApps (they "
+        "run only with the Flower they patch anyway; summary.json's federation.flower says "
+        "which path ran)",
+    )
+    federate.add_argument(
+        "--insecure",
+        action="store_true",
+        help="run Flower without TLS and without SuperNode authentication (default: both on, "
+        "with fresh keys in DIR/keys/); uploads and batches stay sealed, weights signed, "
+        "acknowledgements authenticated",
+    )
     add_federation_arguments(federate)
     federate.set_defaults(run=run)
 
@@ -61,6 +86,8 @@ def configure(args: argparse.Namespace) -> FederatedRunConfig:
     return FederatedRunConfig(
         parties=federated_parties(run_target_arguments(args), args.out, start),
         method=method_from_arguments(args, start),
+        accelerators=not args.no_accelerators,
+        insecure=args.insecure,
         **round_settings(args),
     )
 
@@ -69,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
     from fl_crb.federation.deploy.federated_run import run_federated
 
     config = configure(args)
+    if config.insecure:
+        print(INSECURE_WARNING, file=sys.stderr)
     try:
         summary = asyncio.run(run_federated(config))
     except RuntimeError as error:

@@ -21,12 +21,18 @@ The method's support modules:
 
 - `crypto`: terminals seal trajectory uploads for the authority alone (X25519 + HKDF +
   ChaCha20-Poly1305); the authority opens them and refuses tampered, replayed, malformed ones.
+- `message_auth`: the rest of the learning plane authenticated: weights signed by the edge
+  learner that trained them, batches sealed for their edge, acknowledgements MACed.
 - `serialization`: compact binary encodings of trajectories and Q-network weights.
 - `pool_store`: the authority's pool made durable (append-only journal, crash recovery).
 - `authority_config`: the authority's setup, a JSON file the ServerApp reads.
 - `mailbox`: the folders through which the ClientApp handlers meet the long-lived parties.
 - `exchange`: the ServerApp's push/pull loop with a short poll interval.
-- `keys`: the CA, TLS certificate, SuperNode keys and upload keys of a deployment.
+- `keys`: the CA, TLS certificate and every party's keys of a deployment, written as one
+  bundle per host; `host_bundle` loads and checks a host's bundle.
+- `transit_faults`: test-only faults the authority injects into its own messages (off
+  unless a test asks), so that tests can show every forged, altered or replayed message
+  refused over a real Flower path.
 
 Three sub-packages, none of which the roles need to be read:
 

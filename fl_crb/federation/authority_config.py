@@ -16,9 +16,8 @@ class AuthorityTerminal:
     """A terminal the authority serves."""
 
     name: str
-    """Its topology host name: its SuperNode's `name` and its uploads' terminal id."""
-    public_key_hex: str
-    """Its static X25519 public key (64 hex digits)."""
+    """Its topology host name: its SuperNode's `name` and its uploads' terminal id (its
+    keys are in the authority's bundle under that name)."""
     edge: str
     """Host name of the edge that manages it (whose weights it receives)."""
 
@@ -30,11 +29,13 @@ class AuthorityConfig:
     state_dir: str
     """Folder of the pool and every record of the authority; reused by a restart."""
     upload_run_id_hex: str
-    """The uploads' run id (32 hex digits): the sealed envelopes' AEAD binds it."""
-    authority_key_path: str
-    """The authority's X25519 private key (PEM, `crypto.save_private_key`)."""
+    """The run id (32 hex digits) every sealed upload and batch, signed weights version
+    and authenticated acknowledgement of the run binds."""
+    bundle: str
+    """The authority's key bundle (`host_bundle`; DIR/<cloud host>/ of `fl-crb keys`): its
+    X25519 key, every terminal's and edge's public keys, every SuperNode's public key."""
     terminals: tuple[AuthorityTerminal, ...]
-    """Every terminal, its public key and managing edge."""
+    """Every terminal and its managing edge."""
     edges: tuple[str, ...]
     """Edge host names, in the topology's order."""
     history_slots: int
@@ -60,3 +61,10 @@ class AuthorityConfig:
     """Seed of the familiarity draws."""
     wire_meter_address: str = ""
     """A `WireMeter`'s control address for wire bytes; empty: not measured."""
+    node_auth: bool = True
+    """Whether the SuperLink admits only SuperNodes whose key was registered: each node's
+    name and role then come from its registered public key (the bundle's
+    supernodes/<name>.pub); False (`--insecure`): from what the node says in query.hello."""
+    test_transit_faults: str = ""
+    """Test only, empty (off) otherwise: messages the authority alters, forges or replays
+    on purpose in transit, "MESSAGE-HOW@ROUND,..." (`transit_faults`)."""

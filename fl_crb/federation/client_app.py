@@ -1,28 +1,38 @@
 """The node handlers: the ClientApp every SuperNode runs, terminal and edge alike.
 
 Flower starts a fresh `flwr-clientapp` process for every message a SuperNode receives, so
-these handlers stay thin: they import only Flower, the standard library and the mailbox,
-read what the message carries and reply. A node's role and name come from its node
-config (`flower-supernode --node-config 'role="terminal" name="t3"'`).
+these handlers stay thin: they import only Flower, the standard library and the mailbox
+(and a terminal's `collect`, its key bundle), read what the message carries and reply.
+A node's role and name come from its node config (`flower-supernode --node-config
+'role="terminal" name="t3"'`); a terminal's node config also names its key bundle
+(`bundle`, DIR/<host>/ of `fl-crb keys`) and the run's id (`run-id`, 32 hex digits).
+Whatever a handler must remember between messages (the latest ack and weights version
+it accepted, what it refused) lives in the mailbox (`handler.json`).
 
 Message types (`query.<action>`), ServerApp (`server_app`) → node, each answered by one
 reply:
 
-- `query.hello`: the node replies with its role and name, so the authority can map
-  Flower node ids to the topology's hosts (node ids are assigned by the SuperLink).
+- `query.hello`: the node replies with its role and name. With SuperNode authentication
+  the authority knows each node by the key it registered with and only checks this
+  claim; with `--insecure` the claim is all it has. (Test only: node config
+  `claimed-name` makes a node claim another name, as an impostor would.)
 - `query.probe`: carries `request-bytes` of payload and asks for `reply-bytes` back; the
   reply carries the time the handler ran and the time its process started. This is
   Flower's bare message round trip, the reference the federated rounds are measured by.
 - `query.collect` (terminals): carries the authority's cumulative acknowledgement of
-  uploads (`ack`, a post id), at most how many uploads to return (`limit`), and, when the
-  terminal's managing edge has newer weights than the terminal holds, those `weights`.
-  The handler deletes the acknowledged uploads from the terminal's mailbox outbox, stores
-  the weights for the terminal party, and replies with the pending sealed uploads, their
-  post ids and the version of the weights the terminal now holds.
-- `query.train` (edges): carries familiarity-sampled `batches` for the edge's learner;
-  the handler drops them in the edge's mailbox inbox and replies with the weights the
-  learner published last (the learner trains in its own process, `edge_learner_service`,
-  so they are one round behind these batches) and the inbox backlog.
+  uploads (`ack`: a post id in an envelope MACed for this terminal,
+  `message_auth.AckVerifier`), at most how many uploads to return (`limit`), and, when
+  the terminal's managing edge has newer weights than the terminal holds, that edge's
+  signed `weights` (`message_auth.WeightsVerifier`). The handler deletes the acknowledged
+  uploads from the outbox only if the ack verifies, stores the weights for the terminal
+  party only if they verify (each refusal is counted by kind and code and the rest of
+  the message is still served), and replies with the pending sealed uploads, their post
+  ids and the version of the weights the terminal now holds.
+- `query.train` (edges): carries familiarity-sampled `batches`, sealed for this edge, for
+  its learner; the handler drops the envelope in the edge's mailbox inbox (the learner
+  opens it, `edge_learner_service`) and replies with the signed weights the learner
+  published last (it trains in its own process, so they are one round behind these
+  batches) and the inbox backlog.
 
 The mailbox directory (`mailbox`) bridges a handler and its node's long-lived party:
 node config `mailbox="/abs/path"`, else the run config's `mailbox-root`/<node name>.
@@ -37,7 +47,13 @@ from pathlib import Path
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from fl_crb.federation.mailbox import EdgeMailbox, TerminalMailbox, frame, weights_version
+from fl_crb.federation.mailbox import (
+    EdgeMailbox,
+    TerminalMailbox,
+    count_refusal,
+    frame,
+    signed_weights_version,
+)
 
 client_app = ClientApp()
 
@@ -45,12 +61,8 @@ client_app = ClientApp()
 @client_app.query("hello")
 def hello(message: Message, context: Context) -> Message:
     """Reply with this node's role and name from its node config."""
-    identity = ConfigRecord(
-        {
-            "role": str(context.node_config.get("role", "")),
-            "name": str(context.node_config.get("name", "")),
-        }
-    )
+    name = context.node_config.get("claimed-name") or context.node_config.get("name", "")
+    identity = ConfigRecord({"role": str(context.node_config.get("role", "")), "name": str(name)})
     return Message(RecordDict({"identity": identity}), reply_to=message)
 
 
@@ -88,13 +100,32 @@ def node_mailbox(context: Context) -> Path:
 
 @client_app.query("collect")
 def collect(message: Message, context: Context) -> Message:
-    """Terminal: drop acknowledged uploads, store delivered weights, return pending uploads."""
+    """Terminal: drop acknowledged uploads and store delivered weights, each only if it
+    verifies; return pending uploads."""
+    from fl_crb.federation.crypto import MessageRejected
+    from fl_crb.federation.host_bundle import HostBundle
+
     request = message.content["collect"]
     mailbox = TerminalMailbox(node_mailbox(context))
-    mailbox.acknowledge(int(request["ack"]))  # the authority holds these: drop them
-    weights = bytes(request["weights"])
-    if weights:  # newer weights of the managing edge: leave them for the terminal party
-        mailbox.deliver_weights(weights)
+    keys = HostBundle.load(str(context.node_config["bundle"]), role="terminal").terminal()
+    run_id = bytes.fromhex(str(context.node_config["run-id"]))
+    state = mailbox.handler_state()
+    acks = keys.ack_verifier(run_id, state["ack_sequence"], state["ack"])
+    try:
+        ack = acks.verify(bytes(request["ack"]))
+        mailbox.acknowledge(ack.ack)  # the authority holds these: drop them
+        state["ack_sequence"], state["ack"] = ack.sequence, ack.ack
+    except MessageRejected as error:  # keep the uploads: they go again until a true ack
+        count_refusal(state["refusals"], error.kind, error.code)
+    envelope = bytes(request["weights"])
+    if envelope:  # newer weights of the managing edge: leave them for the terminal party
+        weights = keys.weights_verifier(run_id, state["weights_version"])
+        try:
+            state["weights_version"] = weights.verify(envelope).version
+            mailbox.deliver_weights(envelope)
+        except MessageRejected as error:
+            count_refusal(state["refusals"], error.kind, error.code)
+    mailbox.save_handler_state(state)
     pending = mailbox.pending(int(request["limit"]))  # sealed uploads not yet acknowledged
     reply = ConfigRecord(
         {
@@ -109,14 +140,19 @@ def collect(message: Message, context: Context) -> Message:
 
 @client_app.query("train")
 def train(message: Message, context: Context) -> Message:
-    """Edge: leave the batches for the learner, reply with its newest published weights."""
+    """Edge: leave the sealed batches for the learner, reply with its newest signed weights."""
     request = message.content["train"]
     mailbox = EdgeMailbox(node_mailbox(context))
-    if int(request["batch-count"]):  # the learner service trains on them in its own time
-        mailbox.drop_batches(int(request["round"]), bytes(request["batches"]))
+    sealed = bytes(request["batches"])
+    if sealed:  # the learner service opens them and trains in its own time
+        mailbox.drop_batches(int(request["round"]), sealed)
     weights = mailbox.published_weights() or b""  # what it published after earlier rounds
     reply = ConfigRecord(
-        {"weights": weights, "version": weights_version(weights), "backlog": len(mailbox.waiting())}
+        {
+            "weights": weights,
+            "version": signed_weights_version(weights),
+            "backlog": len(mailbox.waiting()),
+        }
     )
     return Message(RecordDict({"train": reply}), reply_to=message)
 

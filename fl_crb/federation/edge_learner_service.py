@@ -1,14 +1,19 @@
 """The edge learner service: one long-lived `EdgeLearner` fed through the edge's mailbox.
 
 `python -m fl_crb.federation.edge_learner_service CONFIG.json` (an `EdgeServiceConfig`). It
-builds the learner (from given starting weights, or freshly initialised), publishes its
-weights as version 0 in the mailbox, prints `READY {...}` on standard output, then
-watches the mailbox inbox: each batch file the `train` handler drops there holds the
-round's familiarity-sampled batches; the service takes one training step per batch,
-deletes the file and publishes the new weights (version = training steps so far). The
-next `train` reply carries them to the authority, which delivers them to the terminals
-this edge manages. SIGTERM (or SIGINT) ends it after the file in hand; it then writes
-its summary. torch lives here, never in the ClientApp handlers.
+loads the edge's key bundle, builds the learner (from given starting weights, or freshly
+initialised), publishes its weights, signed with the edge's key (`message_auth.
+WeightsSigner`), as version 0 in the mailbox, prints `READY {...}` on standard output,
+then watches the mailbox inbox: each file the `train` handler drops there is one round's
+familiarity-sampled batches, sealed by the authority for this edge; the service opens it
+(`message_auth.BatchOpener`: a forged, altered, replayed, other-run or other-edge file is
+refused, counted by code and deleted), takes one training step per batch, deletes the
+file and publishes the new weights (version = training steps so far, and always above
+the last version it signed in this run: a restarted service carries on from the version
+in the mailbox's state.json, saved BEFORE the weights are published). The next `train`
+reply carries them to the authority, which relays them to the terminals this edge
+manages. SIGTERM (or SIGINT) ends it after the file in hand; it then writes its summary.
+torch lives here, never in the ClientApp handlers.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fl_crb.federation.mailbox import EdgeMailbox, unframe
+from fl_crb.federation.crypto import MessageRejected
+from fl_crb.federation.host_bundle import HostBundle
+from fl_crb.federation.mailbox import EdgeMailbox, count_refusal, unframe
 from fl_crb.learn.learner_config import LearnerConfig
 from fl_crb.runtime.config import load_config
 from fl_crb.runtime.party import announce_ready, configure_logging, exit_now, write_json
@@ -47,6 +54,11 @@ class EdgeServiceConfig:
     period, network widths) with this edge's own initialisation seed."""
     summary_path: str
     """Where to write the service's summary JSON at the end."""
+    bundle: str
+    """The edge's key bundle (DIR/<edge>/ of `fl-crb keys`): it opens the batches sealed
+    for this edge and signs its weights."""
+    run_id_hex: str
+    """The run's id (32 hex digits), bound into its weights' signatures and its batches."""
     initial_weights_path: str | None = None
     """Starting weights (`fl_crb.learn.weights_file` format, as wide as `learner`'s
     network); None: fresh initialisation."""
@@ -67,6 +79,12 @@ class EdgeService:
         torch.set_num_threads(1)  # many processes share few cores
         self.config = config
         self.mailbox = EdgeMailbox(config.mailbox)
+        keys = HostBundle.load(config.bundle, role="edge", host=config.name).edge()
+        run_id = bytes.fromhex(config.run_id_hex)
+        self.state = self.mailbox.learner_state()
+        """The last signed version, the latest batch accepted, refusals: state.json."""
+        self.signer = keys.weights_signer(run_id)
+        self.opener = keys.batch_opener(run_id, self.state["batch_sequence"])
         self.learner = EdgeLearner(config.edges, config.history_slots, config.learner)
         if config.initial_weights_path is not None:
             weights, _ = read_weights_file(Path(config.initial_weights_path))
@@ -79,10 +97,15 @@ class EdgeService:
         self.publish()
 
     def publish(self) -> None:
-        """Publish the evaluation network's weights with the learner's version."""
+        """Sign and publish the evaluation network's weights: the learner's version, or
+        the next above the last one signed in this run (after a restart)."""
         from fl_crb.federation.serialization import encode_weights
 
-        self.mailbox.publish_weights(encode_weights(self.learner.weights(), self.learner.version))
+        version = max(self.learner.version, self.state["weights_version"] + 1)
+        self.state["weights_version"] = version
+        self.mailbox.save_learner_state(self.state)  # before the version can leave
+        payload = encode_weights(self.learner.weights(), version)
+        self.mailbox.publish_weights(self.signer.sign(payload, version))
 
     def train_file(self, path: Path) -> None:
         """Train one step per batch in a batch file, delete it, publish the weights."""
@@ -93,9 +116,20 @@ class EdgeService:
             self.config.trajectory_length, self.config.history_slots, self.config.edges
         )
         try:
+            opened = self.opener.open(path.read_bytes())
+        except MessageRejected as error:
+            log.error("%s: refusing batch file %s: %s", self.config.name, path.name, error)
+            count_refusal(self.state["refusals"], error.kind, error.code)
+            self.state["batch_sequence"] = self.opener.latest_sequence
+            self.mailbox.save_learner_state(self.state)
+            path.unlink()
+            return
+        self.state["batch_sequence"] = opened.sequence
+        self.mailbox.save_learner_state(self.state)
+        try:
             batches = [
                 [decode_trajectory(blob, shape) for blob in unframe(batch, f"{path}: batch")]
-                for batch in unframe(path.read_bytes(), str(path))
+                for batch in unframe(opened.plaintext, str(path))
             ]
         except (ValueError, DecodeError) as error:
             log.error("%s: refusing batch file %s: %s", self.config.name, path.name, error)
@@ -128,6 +162,7 @@ class EdgeService:
             "version": self.learner.version,
             "batch_files": self.batch_files,
             "refused_files": self.refused_files,
+            "refusals": self.state["refusals"],
             "train_steps": self.learner.train_steps,
             "hidden": self.config.learner.hidden,
             "lstm_hidden": self.config.learner.lstm_hidden,

@@ -7,20 +7,27 @@ an edge's learner live for the whole run. They meet in a per-node mailbox direct
     terminal MAILBOX/
       outbox/<post id, 12 digits>.upl   sealed uploads, posted by the terminal party
       state.json                        the party's next post id and upload sequence number
-      weights.bin                       the newest weights delivered to it (handler writes)
+      handler.json                      the collect handler's state: the latest ack and
+                                        weights accepted, refusals by kind and code
+      weights.bin                       the newest weights delivered to it, as the edge's
+                                        signed envelope (`message_auth`; handler writes)
     edge MAILBOX/
-      inbox/<round, 8 digits>.bat       sampled batches to train on (handler writes)
-      weights.bin                       the learner's newest weights (learner publishes)
+      inbox/<round, 8 digits>.bat       sealed batches to train on (handler writes)
+      state.json                        the learner's latest signed weights version and
+                                        batch sequence number, refusals (learner writes)
+      weights.bin                       the learner's newest signed weights (learner publishes)
 
 Every write is atomic (a temporary file in the same directory, fsync, rename), so a
 reader sees a whole file or the previous one, never a torn one. An upload leaves the
 outbox only once the authority acknowledges it: `collect` replies with the pending
-uploads and their post ids, and a LATER `collect` carries the authority's cumulative
-acknowledgement ("every post id up to P is processed"), which deletes them. A lost reply
-therefore loses nothing: the uploads are sent again next round.
+uploads and their post ids, and a LATER `collect` carries the authority's cumulative,
+authenticated acknowledgement ("every post id up to P is processed"), which deletes
+them. A lost reply therefore loses nothing: the uploads are sent again next round.
 
-`weights.bin` holds the `serialization` weights format; its version sits at bytes 2..9
-(u64 little-endian after the format-version and flags bytes), read here without numpy.
+`weights.bin` holds a signed weights envelope (`message_auth`): its version is a u64
+big-endian after the header's version byte, run id and edge name, read here without
+the cryptography package (`signed_weights_version`); `weights_version` reads the version
+of the bare `serialization` format inside.
 
 Only the standard library is imported: ClientApp handlers use this module.
 """
@@ -39,8 +46,11 @@ WEIGHTS_FILE = "weights.bin"
 _WEIGHTS_VERSION = struct.Struct("<BBQ")
 """format version u8, flags u8, weights version u64: the head of `serialization`'s weights."""
 _COUNT = struct.Struct("<I")
-FAULT_KINDS = ("tamper", "replay", "malformed")
+FAULT_KINDS = ("tamper", "replay", "malformed", "impersonate")
 """Faults a test can inject into a terminal's uploads (see `UploadPoster`)."""
+HANDLER_STATE = "handler.json"
+_SIGNED_HEAD = 1 + 16 + 1
+"""Envelope version byte, run id and edge-name length: what precedes the edge's name."""
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -95,6 +105,28 @@ def weights_version(data: bytes | None) -> int:
     if data is None or len(data) < _WEIGHTS_VERSION.size:
         return -1
     return int(_WEIGHTS_VERSION.unpack_from(data)[2])
+
+
+def signed_weights_version(envelope: bytes | None) -> int:
+    """Version of a signed weights envelope (`message_auth.WeightsSigner`), −1 for none."""
+    if envelope is None or len(envelope) < _SIGNED_HEAD:
+        return -1
+    start = _SIGNED_HEAD + envelope[_SIGNED_HEAD - 1]
+    if len(envelope) < start + 8:
+        return -1
+    return int.from_bytes(envelope[start : start + 8], "big")
+
+
+def read_state(path: Path) -> dict:
+    """A JSON state file's content, {} when there is none yet."""
+    data = _read(Path(path))
+    return json.loads(data) if data else {}
+
+
+def count_refusal(refusals: dict, kind: str, code: str) -> None:
+    """Add one refusal of `kind` ("weights", "batch", "ack", ...) for reason `code`."""
+    by_code = refusals.setdefault(kind, {})
+    by_code[code] = by_code.get(code, 0) + 1
 
 
 def _read(path: Path) -> bytes | None:
@@ -156,13 +188,29 @@ class TerminalMailbox:
         """Uploads waiting in the outbox."""
         return sum(1 for _ in self.outbox.glob("*.upl"))
 
-    def deliver_weights(self, data: bytes) -> None:
-        """Store weights the authority delivered; the terminal party picks them up."""
-        write_atomic(self.weights_path, data)
+    def deliver_weights(self, envelope: bytes) -> None:
+        """Store a signed weights envelope the handler accepted; the terminal party checks
+        it again and acts with it."""
+        write_atomic(self.weights_path, envelope)
 
     def held_weights_version(self) -> int:
         """Version of the delivered weights, −1 if none were delivered."""
-        return weights_version(_read(self.weights_path))
+        return signed_weights_version(_read(self.weights_path))
+
+    def handler_state(self) -> dict:
+        """The collect handler's state: `ack_sequence`, `ack`, `weights_version` (latest
+        accepted; 0, 0 and −1 when new) and `refusals` ({kind: {code: count}})."""
+        state = read_state(self.directory / HANDLER_STATE)
+        return {
+            "ack_sequence": int(state.get("ack_sequence", 0)),
+            "ack": int(state.get("ack", 0)),
+            "weights_version": int(state.get("weights_version", -1)),
+            "refusals": dict(state.get("refusals", {})),
+        }
+
+    def save_handler_state(self, state: dict) -> None:
+        """Record the collect handler's state (`handler_state`'s fields)."""
+        write_atomic(self.directory / HANDLER_STATE, json.dumps(state).encode())
 
 
 class EdgeMailbox:
@@ -182,27 +230,56 @@ class EdgeMailbox:
         """Batch files not yet trained on, oldest round first (learner side)."""
         return sorted(self.inbox.glob("*.bat"))
 
-    def publish_weights(self, data: bytes) -> None:
-        """Make new weights the ones the next `train` reply carries (learner side)."""
-        write_atomic(self.weights_path, data)
+    def publish_weights(self, envelope: bytes) -> None:
+        """Make new signed weights the ones the next `train` reply carries (learner side)."""
+        write_atomic(self.weights_path, envelope)
 
     def published_weights(self) -> bytes | None:
-        """The newest published weights, None before the learner published any."""
+        """The newest published signed weights, None before the learner published any."""
         return _read(self.weights_path)
+
+    def learner_state(self) -> dict:
+        """The learner's state: `weights_version` (the latest signed, −1 when new),
+        `batch_sequence` (the latest batch accepted, 0 when new) and `refusals`."""
+        state = read_state(self.directory / "state.json")
+        return {
+            "weights_version": int(state.get("weights_version", -1)),
+            "batch_sequence": int(state.get("batch_sequence", 0)),
+            "refusals": dict(state.get("refusals", {})),
+        }
+
+    def save_learner_state(self, state: dict) -> None:
+        """Record the learner's state (`learner_state`'s fields)."""
+        write_atomic(self.directory / "state.json", json.dumps(state).encode())
 
 
 def parse_faults(text: str) -> dict[int, tuple[str, ...]]:
-    """Faults "KIND@K,..." as {K: kinds}: inject them at the terminal's K-th upload (from 1)."""
+    """Faults "KIND@K,..." as {K: kinds}: inject them at the terminal's K-th upload (from 1).
+
+    `impersonate` names its victim: "impersonate:t5@K"."""
     faults: dict[int, tuple[str, ...]] = {}
     for entry in filter(None, (part.strip() for part in text.split(","))):
         kind, _, where = entry.partition("@")
-        if kind not in FAULT_KINDS or not where.isdigit() or int(where) < 1:
+        base, _, victim = kind.partition(":")
+        if (
+            base not in FAULT_KINDS
+            or bool(victim) != (base == "impersonate")
+            or not where.isdigit()
+            or int(where) < 1
+        ):
             raise ValueError(
-                f"upload fault {entry!r}: expected KIND@K with KIND one of {FAULT_KINDS} and "
-                "K >= 1 (the terminal's K-th upload)"
+                f"upload fault {entry!r}: expected KIND@K with KIND one of {FAULT_KINDS} "
+                "(impersonate with its victim: impersonate:t5@K) and K >= 1 (the terminal's "
+                "K-th upload)"
             )
         faults[int(where)] = (*faults.get(int(where), ()), kind)
     return faults
+
+
+def impersonated(text: str) -> str | None:
+    """The terminal an "impersonate:VICTIM@K" fault names, None without one."""
+    kinds = [k for ks in parse_faults(text).values() for k in ks if k.startswith("impersonate:")]
+    return kinds[0].partition(":")[2] if kinds else None
 
 
 class UploadPoster:
@@ -211,8 +288,11 @@ class UploadPoster:
     Faults never replace a genuine upload, they come in addition, so the pool still gets
     every trajectory and a test can count exactly: at the K-th upload, `tamper` first
     posts a copy with its last tag byte flipped (refused: authentication), `replay`
-    posts the genuine envelope a second time right after it (refused: replay), and
-    `malformed` posts 9 bytes that are no envelope at all (refused: malformed).
+    posts the genuine envelope a second time right after it (refused: replay),
+    `malformed` posts 9 bytes that are no envelope at all (refused: malformed), and
+    `impersonate:VICTIM` posts the same trajectory sealed with this terminal's own key but
+    as terminal VICTIM (`impersonation`; refused: wrong-sender, as the node that delivers
+    it is this terminal's, by its registered key).
     """
 
     def __init__(self, mailbox: TerminalMailbox, faults: str = ""):
@@ -231,10 +311,14 @@ class UploadPoster:
         """The upload sequence number recorded for the next upload (survives a restart)."""
         return self.mailbox.load_state()["next_sequence"]
 
-    def post(self, envelope: bytes, next_sequence: int) -> None:
-        """Post one genuine sealed upload (and any fault due at this upload)."""
+    def post(self, envelope: bytes, next_sequence: int, impersonation=None) -> None:
+        """Post one genuine sealed upload (and any fault due at this upload);
+        `impersonation(victim)` seals the same trajectory as `victim`."""
         self.uploads += 1
         kinds = self.faults.get(self.uploads, ())
+        for kind in kinds:
+            if kind.startswith("impersonate:") and impersonation is not None:
+                self._post(impersonation(kind.partition(":")[2]), next_sequence, "impersonate")
         if "tamper" in kinds:
             tampered = bytearray(envelope)
             tampered[-1] ^= 0x01  # the last tag byte

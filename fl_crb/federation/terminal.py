@@ -16,9 +16,15 @@ simulator trainer uses (with the federation's trajectory length, `tag` and netwo
 widths, `FederatedTerminal.agent`), acting ε-greedily with the newest weights its SuperNode's
 `collect` handler (`client_app`) delivered to its mailbox (checked at the first decision
 after each multiple of `tag` slots, and at every decision while it holds none: until then
-it acts uniformly at random, as the paper's ε = 1 start does). Each trajectory is sealed
-for the authority (`crypto.UploadSealer`) and posted to the mailbox outbox the moment it
-is cut; the `collect` handler hands the outbox to the authority.
+it acts uniformly at random, as the paper's ε = 1 start does). It acts only with weights
+signed by its own managing edge, each version newer than the last (`message_auth.
+WeightsVerifier`, checked again here after the handler's check). Each trajectory is
+sealed for the authority (`crypto.UploadSealer`) and posted to the mailbox outbox the
+moment it is cut; the `collect` handler hands the outbox to the authority.
+
+Its keys come from its bundle: `FederatedTerminal.bundle` names the terminal's bundle
+folder (DIR/<terminal>/ of `fl-crb keys`, `host_bundle`), which holds its sealing key,
+the authority's public key and its managing edge's weights key.
 """
 
 from __future__ import annotations
@@ -28,8 +34,10 @@ import os
 import sys
 from pathlib import Path
 
-from fl_crb.federation.crypto import UploadSealer, load_private_key
-from fl_crb.federation.mailbox import TerminalMailbox, UploadPoster
+from fl_crb.federation.crypto import UploadSealer
+from fl_crb.federation.host_bundle import HostBundle
+from fl_crb.federation.mailbox import TerminalMailbox, UploadPoster, count_refusal
+from fl_crb.federation.message_auth import WeightsRejected
 from fl_crb.federation.serialization import decode_weights, encode_trajectory
 from fl_crb.mec.observation import TerminalObservation
 from fl_crb.mec.params import MECParams
@@ -59,16 +67,18 @@ class FederatedDecider:
         self._agent.epsilon = federation.epsilon
         self._mailbox = TerminalMailbox(federation.mailbox)
         self._poster = UploadPoster(self._mailbox, federation.faults)
-        self._sealer = UploadSealer(
-            load_private_key(federation.key_path),
-            federation.terminal_id,
-            bytes.fromhex(federation.authority_public_key_hex),
-            bytes.fromhex(federation.upload_run_id_hex),
-            next_sequence=self._poster.next_sequence,
-        )
+        keys = HostBundle.load(
+            federation.bundle, role="terminal", host=federation.terminal_id
+        ).terminal()
+        self._keys = keys
+        self._run_id = bytes.fromhex(federation.upload_run_id_hex)
+        self._sealer = keys.upload_sealer(self._run_id, self._poster.next_sequence)
+        self._verifier = keys.weights_verifier(self._run_id)
         self._signature: tuple[int, int, int] | None = None
         self._window = -1
         self.versions_loaded: list[int] = []
+        self.refusals: dict[str, dict[str, int]] = {}
+        """Weights in the mailbox this terminal refused to act with, {kind: {code: n}}."""
 
     @property
     def label(self) -> str:
@@ -82,15 +92,21 @@ class FederatedDecider:
             signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
             if signature == self._signature:
                 return
-            payload = decode_weights(path.read_bytes())
-            self._agent.load_weights(payload.weights, payload.version)
+            verified = self._verifier.verify(path.read_bytes())
+            payload = decode_weights(verified.payload)
+            self._agent.load_weights(payload.weights, verified.version)
         except FileNotFoundError:
+            return
+        except WeightsRejected as error:
+            log.warning("weights in %s refused: %s", path, error)
+            count_refusal(self.refusals, error.kind, error.code)
+            self._signature = signature  # one refusal per file, not one per decision
             return
         except (OSError, ValueError, RuntimeError, KeyError) as error:  # DecodeError too
             log.warning("weights in %s: %s; keeping the weights held", path, error)
             return
         self._signature = signature
-        self.versions_loaded.append(payload.version)
+        self.versions_loaded.append(verified.version)
 
     def decide(self, observation: TerminalObservation, slot: int, task_id: int) -> int:
         window = slot // self._agent.config.refresh_slots
@@ -113,8 +129,16 @@ class FederatedDecider:
 
     def _upload(self, trajectories: list) -> None:
         for trajectory in trajectories:
-            envelope = self._sealer.seal(encode_trajectory(trajectory))
-            self._poster.post(envelope, self._sealer.next_sequence)
+            plaintext = encode_trajectory(trajectory)
+            envelope = self._sealer.seal(plaintext)
+            self._poster.post(envelope, self._sealer.next_sequence, self._impersonating(plaintext))
+
+    def _impersonating(self, plaintext: bytes):
+        """Test faults only: seals `plaintext` with this terminal's key as another terminal."""
+        keys, run_id = self._keys, self._run_id
+        return lambda victim: UploadSealer(
+            keys.upload_key, victim, keys.authority_public_key, run_id
+        ).seal(plaintext)
 
     def finish(self) -> dict[str, object]:
         return {
@@ -127,6 +151,7 @@ class FederatedDecider:
             "posted": self._poster.posted,
             "faults_posted": self._poster.faults_posted,
             "next_sequence": self._sealer.next_sequence,
+            "refusals": self.refusals,
         }
 
 

@@ -126,10 +126,9 @@ class FederatedTerminal:
     """Its topology host name: its SuperNode's name and the id its uploads are sealed as."""
     mailbox: str
     """Its mailbox directory, shared with its SuperNode's handlers (`federation.mailbox`)."""
-    key_path: str
-    """Its static X25519 private key (PEM): it seals its uploads with it."""
-    authority_public_key_hex: str
-    """The authority's X25519 public key (64 hex digits): only the authority can open."""
+    bundle: str
+    """Its key bundle folder (DIR/<terminal>/ of `fl-crb keys`): its upload sealing key,
+    the authority's public key and its managing edge's weights key, nothing else."""
     upload_run_id_hex: str
     """The uploads' run id (32 hex digits), bound into every sealed envelope."""
     agent: TerminalAgentConfig

@@ -2,6 +2,13 @@
 
 Its configuration, `FederatedRunConfig`, is in `run_config`.
 
+It makes the run's keys first, one bundle per host of the topology (`keys.create_keys`:
+the SuperLink's certificate names every address the SuperLink is dialed at) and hands
+each party the path of its own host's bundle only: the authority the cloud's, each edge
+learner its edge's, each terminal party and SuperNode its host's. Flower runs with TLS
+and SuperNode authentication unless `insecure` (each node's key is registered before it
+starts, so the authority knows every node by its key).
+
 It starts one edge learner service per edge (`edge_learner_service`); then, at the same
 time, the Flower deployment (`LocalFederation`: SuperLink, one SuperNode per edge and per
 terminal, the wire meter) and the runtime's edge servers and terminal parties
@@ -19,17 +26,18 @@ stops the learners, then the Flower processes, and writes the run folder:
     DIR/authority/          the authority's folder: pool/, rounds.jsonl, events.jsonl,
                             authority.log (rejections), accounting.jsonl, summary.json
     DIR/mailboxes/<host>/   each node's mailbox
-    DIR/keys/               X25519 keys: authority.pem and <terminal>.pem (0600), and a
-                            trained run's per-edge starting weights
+    DIR/keys/               the run's keys (`fl-crb keys` layout): keys.json, ca/ (the
+                            CA, in no bundle), <host>/ one bundle per host
+    DIR/start-weights/      a trained run's per-edge starting weights
                             (start-weights-edgeN.npz)
     DIR/flower/             the Flower deployment's run folder (`launcher`)
 
 Placement: every process starts through the given `Placement`: the learners on their
 edge hosts, the runtime parties on theirs, and (through `LocalFederation`'s own placement
 support, `_start_flower`) the SuperLink with the authority on the cloud host and each
-SuperNode on its host. Only loopback has been run so far; a Mininet placement needs the
-run folder (mailboxes, the authority's folder, keys) on a file system every host shares,
-as Mininet hosts do.
+SuperNode on its host; the SuperLink's certificate then names the cloud's addresses that
+placement gives (`superlink_sans`). A Mininet placement needs the run folder (mailboxes,
+the authority's folder, keys) on a file system every host shares, as Mininet hosts do.
 """
 
 from __future__ import annotations
@@ -43,13 +51,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from fl_crb.federation.authority_config import AuthorityConfig, AuthorityTerminal
-from fl_crb.federation.crypto import generate_private_key, public_key_bytes, save_private_key
-from fl_crb.federation.deploy.launch_config import LaunchConfig, NodeSpec
+from fl_crb.federation.deploy.flower_commands import BIND_ALL
+from fl_crb.federation.deploy.launch_config import LaunchConfig, NodeSpec, Security
 from fl_crb.federation.deploy.launcher import LocalFederation
 from fl_crb.federation.deploy.run_config import FederatedRunConfig
 from fl_crb.federation.deploy.run_support import (
     federation_summary,
-    hand_out_starting_weights,
+    hand_out_published_weights,
     learner_ready,
     run_record,
     start_learner,
@@ -59,6 +67,8 @@ from fl_crb.federation.deploy.run_support import (
     wait_for_file,
 )
 from fl_crb.federation.edge_learner_service import EdgeServiceConfig
+from fl_crb.federation.keys import KeyFolder, create_keys, plan_for_topology
+from fl_crb.federation.mailbox import impersonated
 from fl_crb.federation.terminal import MODULE as FEDERATED_TERMINAL_MODULE
 from fl_crb.policies.spec import absolute
 from fl_crb.runtime.config import FederatedTerminal, save_config
@@ -72,7 +82,7 @@ from fl_crb.runtime.local_run import (
     wait_parties,
 )
 from fl_crb.runtime.party import write_json
-from fl_crb.runtime.placement import Loopback, Placement
+from fl_crb.runtime.placement import LOOPBACK, Loopback, Placement
 
 
 async def run_federated(
@@ -92,29 +102,22 @@ async def run_federated(
     faults = dict(config.upload_faults)
     if unknown := sorted(set(faults) - set(hosts)):
         raise ValueError(f"upload faults name {unknown}, which are not terminals of {hosts}")
-    start_weights = start_weights_files(policy.start, method, params, out / "keys")
-    for sub in ("config", "logs", "parties", "keys", "mailboxes", "authority"):
+    start_weights = start_weights_files(policy.start, method, params, out / "start-weights")
+    for sub in ("config", "logs", "parties", "mailboxes", "authority"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     shutil.copyfile(local.target.topology_path, out / "topology.yaml")
-    if start_weights:
-        hand_out_starting_weights(start_weights, managing, hosts, out / "mailboxes")
-
-    authority_key = generate_private_key()
-    save_private_key(authority_key, out / "keys" / "authority.pem")
-    upload_run_id = os.urandom(16)
-    public_keys = {}
-    for host in hosts:
-        key = generate_private_key()
-        save_private_key(key, out / "keys" / f"{host}.pem")
-        public_keys[host] = public_key_bytes(key).hex()
+    cloud = topology.cloud_host
+    sans = superlink_sans(placement, cloud, [*edges, *hosts])
+    create_keys(out / "keys", plan_for_topology(topology, sans))
+    keys = KeyFolder(out / "keys")
+    run_id = os.urandom(16)
 
     def federation_of(d: int, host: str) -> FederatedTerminal:
         return FederatedTerminal(
             terminal_id=host,
             mailbox=str(out / "mailboxes" / host),
-            key_path=str(out / "keys" / f"{host}.pem"),
-            authority_public_key_hex=public_key_bytes(authority_key).hex(),
-            upload_run_id_hex=upload_run_id.hex(),
+            bundle=str(keys.bundle(host)),  # its own keys only
+            upload_run_id_hex=run_id.hex(),
             agent=method.agent_config(),
             epsilon=config.epsilon,
             faults=faults.get(host, ""),
@@ -123,11 +126,10 @@ async def run_federated(
     batches = config.batches_per_round
     authority = AuthorityConfig(
         state_dir=str(out / "authority"),
-        upload_run_id_hex=upload_run_id.hex(),
-        authority_key_path=str(out / "keys" / "authority.pem"),
+        upload_run_id_hex=run_id.hex(),
+        bundle=str(keys.bundle(cloud)),
         terminals=tuple(
-            AuthorityTerminal(host, public_keys[host], edges[int(managing[d])])
-            for d, host in enumerate(hosts)
+            AuthorityTerminal(host, edges[int(managing[d])]) for d, host in enumerate(hosts)
         ),
         edges=tuple(edges),
         history_slots=params.history_slots,
@@ -138,6 +140,8 @@ async def run_federated(
         round_period_s=config.round_period_s,
         stop_path=str(out / "authority" / "stop"),
         seed=local.target.seed,
+        node_auth=not config.insecure,
+        test_transit_faults=config.test_transit_faults,
     )
     learners: list[asyncio.subprocess.Process] = []
     parties: list = []
@@ -146,10 +150,14 @@ async def run_federated(
     supervisor: asyncio.Task | None = None
     authority_path = out / "config" / "authority.json"
     started = time.time()
-    nodes = tuple(  # each node's mailbox path is in its node config, for its ClientApps
-        NodeSpec(name, role, node_config={"mailbox": str(out / "mailboxes" / name)})
-        for role, names in (("edge", edges), ("terminal", hosts))
-        for name in names
+    nodes = tuple(  # its mailbox is in each node's config; a terminal's, its bundle too
+        NodeSpec(name, "edge", node_config={"mailbox": str(out / "mailboxes" / name)})
+        for name in edges
+    ) + tuple(
+        NodeSpec(
+            name, "terminal", node_config=_terminal_node_config(out, keys, name, run_id, faults)
+        )
+        for name in hosts
     )
     try:
         for e, edge in enumerate(edges):
@@ -161,13 +169,15 @@ async def run_federated(
                 trajectory_length=method.trajectory_length,
                 learner=replace(method.learner, seed=local.target.seed * 1000 + e),
                 summary_path=str(out / "parties" / f"{edge}.learner.json"),
+                bundle=str(keys.bundle(edge)),
+                run_id_hex=run_id.hex(),
                 initial_weights_path=start_weights[e] if start_weights else None,
             )
             learners.append(await start_learner(out, service, placement))
         # Flower starts while the parties start (both take seconds of imports); the
         # parties' epoch waits until the authority serves, so every arrival is served.
         flower = asyncio.create_task(
-            _start_flower(out / "flower", nodes, config, placement, topology.cloud_host)
+            _start_flower(out / "flower", nodes, config, placement, cloud, keys)
         )
 
         async def start_authority() -> None:
@@ -175,6 +185,8 @@ async def run_federated(
             ready_by = time.time() + local.startup_timeout_s
             for edge, learner in zip(edges, learners, strict=True):
                 await learner_ready(learner, f"{edge}-learner", out / "logs", ready_by)
+            if start_weights:  # each edge's signed version 0, before the parties' epoch
+                hand_out_published_weights(edges, managing, hosts, out / "mailboxes")
             federation = await flower
             meter = federation.meter.control_address
             save_config(replace(authority, wire_meter_address=meter), authority_path)
@@ -216,7 +228,9 @@ async def run_federated(
         if federation is not None:
             await asyncio.to_thread(federation.stop)
     summary = summarise_run(out, local, spec, params.slot_s, parties, failed)
+    summary["security"] = {"tls": not config.insecure, "node_auth": not config.insecure}
     summary["federation"] = federation_summary(out, edges, hosts, restarts, time.time() - started)
+    summary["federation"]["flower"] = federation.flower_record  # which Flower path ran
     write_json(out / SUMMARY_FILE, summary)
     return summary
 
@@ -227,6 +241,7 @@ async def _start_flower(
     config: FederatedRunConfig,
     placement: Placement,
     cloud_host: str,
+    keys: KeyFolder,
 ) -> LocalFederation:
     """The Flower deployment through the placement: the SuperLink (and so the authority's
     ServerApp) on the cloud host, each SuperNode on its topology host. On loopback the
@@ -239,12 +254,15 @@ async def _start_flower(
             "superlink_host": cloud_host,
         }
     )
+    secure = None if config.insecure else Security(keys.path, tls=True, node_auth=True)
     launch = LaunchConfig(
         run_dir,
         nodes,
+        security=secure,
         superexec_poll_s=config.superexec_poll_s,
         supernode_idle_poll_s=config.supernode_idle_poll_s,
         warm_clientapps=True,
+        accelerators=config.accelerators,
         meter_wire=True,
         startup_timeout_s=config.parties.startup_timeout_s,
         **placed,
@@ -256,3 +274,29 @@ async def _start_flower(
         await asyncio.to_thread(federation.stop)
         raise
     return federation
+
+
+def superlink_sans(placement: Placement, cloud_host: str, hosts: list[str]) -> list[str]:
+    """The addresses the SuperLink on `cloud_host` is dialed at through `placement` (by
+    itself and by every host of `hosts`), for its certificate: what
+    `FlowerCommands.check_keys` requires; loopback adds nothing to the default SANs."""
+    listen = placement.listen_address(cloud_host)
+    dialed = {placement.address(cloud_host, cloud_host), LOOPBACK if listen in BIND_ALL else listen}
+    dialed |= {placement.address(cloud_host, host) for host in hosts}
+    return sorted(dialed)
+
+
+def _terminal_node_config(
+    out: Path, keys: KeyFolder, host: str, run_id: bytes, faults: dict[str, str]
+) -> dict[str, str]:
+    """A terminal SuperNode's node config: mailbox, bundle, the run's id (and, test only,
+    the name it claims in query.hello when a fault makes it impersonate another)."""
+    node_config = {
+        "mailbox": str(out / "mailboxes" / host),
+        "bundle": str(keys.bundle(host)),
+        "run-id": run_id.hex(),
+    }
+    victim = impersonated(faults.get(host, ""))
+    if victim:
+        node_config["claimed-name"] = victim
+    return node_config

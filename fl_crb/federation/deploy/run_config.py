@@ -64,13 +64,26 @@ class FederatedRunConfig:
     """Batches (training steps) per edge per round; None: one per slot of the period,
     the simulator trainer's rate of one step per slot."""
     upload_faults: tuple[tuple[str, str], ...] = ()
-    """Test-only: (terminal host, "tamper@K,replay@K,malformed@K") faults to inject."""
+    """Test-only: (terminal host, "tamper@K,replay@K,malformed@K,impersonate:VICTIM@K")
+    faults its uploads inject (`mailbox.UploadPoster`); a terminal impersonating VICTIM
+    also claims VICTIM's name in `query.hello`."""
+    test_transit_faults: str = ""
+    """Test-only: weights, batches and acks the authority alters, forges or replays in
+    transit, "MESSAGE-HOW@ROUND,..." (`transit_faults`); empty: none."""
+    insecure: bool = False
+    """Run Flower without TLS and without SuperNode authentication (`--insecure`): anyone
+    on the path reads and injects Flower messages, and node names are what nodes say.
+    Uploads and batches stay sealed, weights signed and acks authenticated."""
     max_authority_restarts: int = 3
     """How often the supervisor starts a dead authority again before giving up."""
     supernode_idle_poll_s: float = 0.25
     """The SuperNodes' idle poll (`LaunchConfig`); Flower's own is a fixed 3 s."""
     superexec_poll_s: float = 0.25
     """The SuperExecs' task poll (`LaunchConfig`)."""
+    accelerators: bool = True
+    """Run Flower's accelerators (`LaunchConfig.accelerators`: the idle poll above, warm
+    ClientApps) where the installed Flower is the one they patch; False: stock Flower
+    (its fixed 3 s idle poll, a fresh ClientApp process per message)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.parties.policy, Federated):

@@ -9,7 +9,9 @@
   the SuperLink gives the run up, so the supervisor also watches the process whose pid
   the authority wrote to ready.json, and starts the next run as soon as it is gone.
 - `start_learner`, `learner_ready`, `stop_learners`: the edge learner services' processes.
-- `terminal_summary`, `federation_summary`, `run_record`: the run folder's records.
+- `hand_out_published_weights`: each edge's signed version 0 to its terminals' mailboxes.
+- `terminal_summary`, `federation_summary`, `run_record`: the run folder's records, with
+  every party's refusals of weights, batches, acks, uploads and node identities.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from fl_crb.federation.deploy.launch_config import FederationError
 from fl_crb.federation.deploy.launcher import LocalFederation
 from fl_crb.federation.deploy.processes import alive
 from fl_crb.federation.edge_learner_service import EdgeServiceConfig
+from fl_crb.federation.mailbox import EdgeMailbox, TerminalMailbox
 from fl_crb.federation.metering.accounting import read_records, totals
 from fl_crb.learn.method_config import MethodConfig
 from fl_crb.mec.params import MECParams
@@ -124,6 +127,10 @@ def terminal_summary(out: Path, host: str) -> dict[str, object]:
             label = json.loads(line)["decided_by"]
             versions[label] = versions.get(label, 0) + 1
     return {
+        "refusals": _merged(
+            TerminalMailbox(out / "mailboxes" / host).handler_state()["refusals"],
+            summary.get("refusals", {}),
+        ),
         "uploads": summary.get("uploads", 0),
         "posted": summary.get("posted", 0),
         "faults_posted": summary.get("faults_posted", {}),
@@ -196,11 +203,14 @@ def federation_summary(
     events = [json.loads(line) for line in events.open()] if events.exists() else []
     rejected: dict[str, int] = {}
     for event in events:
-        if event["kind"] == "rejected":
+        if event["kind"] == "rejected" and event.get("message", "upload") == "upload":
             rejected[event["code"]] = rejected.get(event["code"], 0) + 1
     terminals = {host: terminal_summary(out, host) for host in hosts}
     learners = {edge: out / "parties" / f"{edge}.learner.json" for edge in edges}
     learners = {e: json.loads(p.read_text()) for e, p in learners.items() if p.exists()}
+    by_party = {"authority": authority.get("refusals", {})}
+    by_party |= {e: EdgeMailbox(out / "mailboxes" / e).learner_state()["refusals"] for e in edges}
+    by_party |= {host: terminal["refusals"] for host, terminal in terminals.items()}
     exchanges = [r["exchange_s"] for r in rounds]
     return {
         "rounds": authority["rounds"],
@@ -209,6 +219,10 @@ def federation_summary(
         "uploads_posted": sum(t["posted"] for t in terminals.values()),
         "uploads_accepted": authority["accepted_total"],
         "uploads_rejected": rejected,
+        "refusals": _merged(*by_party.values()),
+        "refusals_by_party": by_party,
+        "node_identity": authority.get("node_identity"),
+        "test_transit_faults_injected": authority.get("test_transit_faults_injected", {}),
         "pool_size": authority["pool_size"],
         "edge_versions": authority["edge_versions"],
         "learner_widths": {e: [s["hidden"], s["lstm_hidden"]] for e, s in learners.items()},
@@ -218,17 +232,24 @@ def federation_summary(
     }
 
 
-def hand_out_starting_weights(
-    files: list[str], managing_edge: np.ndarray, hosts: list[str], mailboxes: Path
+def hand_out_published_weights(
+    edges: list[str], managing_edge: np.ndarray, hosts: list[str], mailboxes: Path
 ) -> None:
-    """Put each terminal's starting weights (its managing edge's, as version 0, the version
-    its edge learner publishes them as) in its mailbox before it starts, so that a run
-    from a trained policy acts with it from the first slot instead of at random until
-    the first round delivers weights."""
-    from fl_crb.federation.mailbox import TerminalMailbox
-    from fl_crb.federation.serialization import encode_weights
-    from fl_crb.learn.weights_file import read_weights_file
-
-    encoded = [encode_weights(read_weights_file(Path(path))[0], version=0) for path in files]
+    """Copy each edge's published weights (its learner signs its starting weights as
+    version 0 before it says READY) to the mailboxes of the terminals it manages, before
+    the terminals' epoch, so that a run from a trained policy acts with it from the first
+    slot instead of at random until the first round delivers weights. The terminals check
+    the edge's signature as they would a delivered copy."""
     for d, host in enumerate(hosts):
-        TerminalMailbox(mailboxes / host).deliver_weights(encoded[int(managing_edge[d])])
+        edge = EdgeMailbox(mailboxes / edges[int(managing_edge[d])])
+        TerminalMailbox(mailboxes / host).deliver_weights(edge.published_weights())
+
+
+def _merged(*refusals: dict) -> dict[str, dict[str, int]]:
+    """Refusal counts {kind: {code: count}} summed."""
+    total: dict[str, dict[str, int]] = {}
+    for counts in refusals:
+        for kind, codes in counts.items():
+            for code, count in codes.items():
+                total.setdefault(kind, {})[code] = total.get(kind, {}).get(code, 0) + count
+    return total

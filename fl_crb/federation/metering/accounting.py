@@ -10,6 +10,9 @@ The authority writes one JSON line per round, node and message type to
                                              the sealed uploads, or an edge's weights
     encryption_overhead_bytes                envelope bytes beyond the plaintext
                                              (`crypto.overhead_bytes` per upload)
+    auth_overhead_bytes                      bytes of the weights' signature, the batches'
+                                             sealing and the ack's envelope beyond their
+                                             payloads (`message_auth`), both ways
     uploads                                  sealed uploads carried (terminals)
     wire_up_bytes, wire_down_bytes,          the node's TCP payload bytes to and from the
     wire_requests                            SuperLink since the previous round (HTTP
@@ -51,6 +54,10 @@ class MessageBytes:
     """Envelope bytes of the node's uploads beyond their plaintexts."""
     uploads: int = 0
     """Sealed uploads the node's reply carried."""
+    auth_overhead_bytes: int = 0
+    """Envelope bytes of the signed weights, sealed batches and authenticated ack of this
+    message and its reply beyond their payloads (`message_auth`); the whole ack (a bare
+    one would be 8 bytes) counts as overhead."""
     wire_up_bytes: int | None = None
     """Bytes the node sent to the SuperLink during the round (None: no meter)."""
     wire_down_bytes: int | None = None
@@ -90,6 +97,7 @@ def totals(records: list[dict]) -> dict[str, dict[str, int]]:
         "down_plaintext_bytes",
         "up_plaintext_bytes",
         "encryption_overhead_bytes",
+        "auth_overhead_bytes",
         "uploads",
         "wire_up_bytes",
         "wire_down_bytes",
@@ -99,5 +107,5 @@ def totals(records: list[dict]) -> dict[str, dict[str, int]]:
     for record in records:
         sums = result.setdefault(record["message_type"], dict.fromkeys(keys, 0))
         for key in keys:
-            sums[key] += record[key] or 0
+            sums[key] += record.get(key) or 0
     return result
