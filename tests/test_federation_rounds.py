@@ -150,7 +150,7 @@ def test_terminal_config_carries_its_federation_settings(tmp_path):
 
     spec = RunSpec(1, RunTarget(TINY, 1.0, seed=5), 10, 20, 0.025)
     agent = TerminalAgentConfig(hidden=24, lstm_hidden=8)
-    federation = FederatedTerminal("t1", "/m/t1", "/k/t1.pem", "ab" * 32, "cd" * 16, agent, 0.2)
+    federation = FederatedTerminal("t1", "/m/t1", "/k/t1", "cd" * 16, agent, 0.2)
     for policy in (Federated(TrainedRun("runs/x")), Federated(WeightsFile("w.npz")), Federated()):
         config = TerminalConfig(
             spec, 0, (Address("127.0.0.1", 1),), policy, True, 4, "a", "b", federation=federation
@@ -284,7 +284,6 @@ def test_federated_decider_explores_then_acts_with_its_edges_signed_weights_and_
         "t1",
         str(tmp_path / "t1"),
         str(bundles.bundle("t1")),
-        "",
         run_id.hex(),
         agent=TerminalAgentConfig(),
         epsilon=0.0,
