@@ -3,11 +3,11 @@
 For each terminal count, runs one emulation of four-edge (`fl-crb emulate`'s machinery:
 Mininet network, link check, every edge server and terminal a process on its own host,
 round-robin, unpaced uplinks on the shaped links) and prints one JSON line: network build,
-link check and party start-up seconds, the parties' peak memory (summed RSS) and per
-terminal, the share of slot boundaries handled late, and compare-sim's agreement with the
-simulator on the run's own trace. The ratios compare each count with the first (the
-reference, measured in the same invocation), so they do not depend on how fast this
-machine is; the load average says how busy it was.
+link check and party start-up seconds, the parties' peak memory (PSS, and summed RSS for
+comparison) and per party, the share of slot boundaries handled late, and compare-sim's
+agreement with the simulator on the run's own trace. The ratios compare each count with
+the first (the reference, measured in the same invocation), so they do not depend on how
+fast this machine is; the load average says how busy it was.
 
     sudo .venv/bin/python benchmarks/emulation_scale.py                      # 25, 50, 100; 20 s
     sudo .venv/bin/python benchmarks/emulation_scale.py --terminals 25,100 --duration 30s
@@ -65,8 +65,9 @@ def main() -> int:
             "link_verify_s": timings["link_verify_s"],
             "parties_start_s": round(timings["parties_start_s"], 2),
             "teardown_s": timings["teardown_s"],
-            "peak_rss_mb": report.memory["peak_rss_mb"],
-            "rss_per_party_mb": round(report.memory["peak_rss_mb"] / _parties(report), 1),
+            "peak_pss_mb": report.memory["peak_pss_mb"],
+            "pss_per_party_mb": round(report.memory["peak_pss_mb"] / _parties(report), 1),
+            "peak_summed_rss_mb": report.memory["peak_summed_rss_mb"],
             "tasks": compare["tasks"],
             "overrun_share": summary["overrun_share"],
             "worst_lateness_ms": summary["worst_lateness_ms"],
@@ -84,7 +85,7 @@ def main() -> int:
         reference = reference or row
         row["ratio_vs_first"] = {
             key: round(row[key] / reference[key], 2) if reference[key] else None
-            for key in ("parties_start_s", "peak_rss_mb", "network_build_s")
+            for key in ("parties_start_s", "peak_pss_mb", "network_build_s")
         }
         ok = (compare["delay_agreement_within_1_slot"] or 0) >= AGREEMENT_TARGET
         ok = ok and not summary["failed_parties"]

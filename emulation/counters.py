@@ -9,13 +9,12 @@ them while a run goes on costs the parties nothing:
   link, after the HTB shaper of its `up` direction; its `rx` what the link delivered.
 - every process living in a host's namespace other than the host's shell belongs to the
   run (edge servers, terminals, and in the federated face the Flower processes); the
-  sum of their resident set sizes is the run's memory. `check_memory` refuses, before
+  sum of their proportional set sizes (PSS) is the run's memory. `check_memory` refuses, before
   anything starts, a run whose learned-policy terminals would not fit in memory.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from emulation.teardown import namespace_inode, namespace_members
 from fl_crb.policies.spec import Baseline, PolicySpec
+from fl_crb.runtime.memory import read_memory
 
 if TYPE_CHECKING:
     from emulation.network import EmulatedNetwork
@@ -98,33 +98,34 @@ def counters_rows(delta: HostCounters, roles: dict[str, str]) -> list[dict[str, 
 
 
 class PartyMemory:
-    """Samples the summed resident memory of the processes living in the hosts."""
+    """Samples the memory of the processes living in the hosts, as PSS (proportional set
+    size: a page shared by n processes counts 1/n to each), so that the total is what the
+    parties really occupy; the sum of their RSS, which counts every shared page (Python,
+    torch, a forked ClientApp's parent's pages) once per process, is kept beside it only to
+    show the difference."""
 
     def __init__(self, net: EmulatedNetwork) -> None:
         hosts = [net.host(h.name) for h in net.hosts()]
         self._inodes = {namespace_inode(host.pid) for host in hosts}
         self._shells = {host.pid for host in hosts} | {os.getpid()}
-        self.peak_rss_bytes = 0
-        """Largest sum seen so far."""
+        self.peak_pss_bytes = 0
+        """Largest PSS total seen so far."""
+        self.peak_summed_rss_bytes = 0
+        """Largest sum of RSS seen so far (for comparison only: it over-counts)."""
         self.peak_processes = 0
         """Most processes seen at once."""
 
     def sample(self) -> tuple[int, int]:
-        """(processes, summed RSS in bytes) now; updates the peaks."""
+        """(processes, their PSS in bytes) now; updates the peaks."""
         pids = [pid for pid in namespace_members(self._inodes) if pid not in self._shells]
-        total = sum(_rss_bytes(pid) for pid in pids)
-        self.peak_rss_bytes = max(self.peak_rss_bytes, total)
-        self.peak_processes = max(self.peak_processes, len(pids))
-        return len(pids), total
-
-
-def _rss_bytes(pid: int) -> int:
-    """Resident set size of `pid` (0 if it has gone)."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
+        memories = [m for m in map(read_memory, pids) if m is not None]
+        pss = sum(m.pss_bytes for m in memories)
+        self.peak_pss_bytes = max(self.peak_pss_bytes, pss)
+        self.peak_summed_rss_bytes = max(
+            self.peak_summed_rss_bytes, sum(m.rss_bytes for m in memories)
+        )
+        self.peak_processes = max(self.peak_processes, len(memories))
+        return len(memories), pss
 
 
 def check_memory(policy: PolicySpec, terminals: int) -> None:

@@ -112,8 +112,8 @@ class Progress:
 
     def line(self) -> str:
         """The current progress line."""
-        processes, rss = self._memory.sample()
-        parts = [f"{processes} processes, {rss / 2**20:.0f} MB"]
+        processes, pss = self._memory.sample()
+        parts = [f"{processes} processes, {pss / 2**20:.0f} MB PSS"]
         if self.started():
             assert self._run is not None
             end = int(self._run["run"]["end_slot"])

@@ -136,7 +136,8 @@ def summary_rows(report: EmulationReport) -> list[tuple[str, str]]:
         ),
         (
             "parties' memory",
-            f"{memory['peak_rss_mb']} MB peak, {memory['peak_processes']} processes",
+            f"{memory['peak_pss_mb']} MB PSS at the peak ({memory['peak_summed_rss_mb']} MB "
+            f"summed RSS), {memory['peak_processes']} processes",
         ),
         ("timings", timings),
         (

@@ -227,7 +227,8 @@ def _run_parties(net: EmulatedNetwork, config: EmulationConfig, timings: dict) -
             "host_namespaces": {h.name: namespace_inode(net.host(h.name).pid) for h in net.hosts()},
         },
         "memory": {
-            "peak_rss_mb": round(memory.peak_rss_bytes / 2**20, 1),
+            "peak_pss_mb": round(memory.peak_pss_bytes / 2**20, 1),
+            "peak_summed_rss_mb": round(memory.peak_summed_rss_bytes / 2**20, 1),
             "peak_processes": memory.peak_processes,
         },
         "delay_daemon": _daemon_during(daemon_before, net.delay_daemon_load()),
