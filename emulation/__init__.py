@@ -11,8 +11,9 @@ every party on its own host through `MininetPlacement` and writes the run's repo
 Modules: `plan` (addresses, routes, paths), `network` (build and life cycle), `shaping`
 (tc and the mechanism choice), `firewall` (the run's iptables chains), `delayd` (the
 delay daemon's build and supervision), `probes` and `verify` (measurements and the
-report), `runstate` (run slots), `teardown` (ordered undo and cleanup); for whole runs:
-`placement` (processes on hosts), `run` (one emulation run), `data_plane` (its parties
+report), `host_state` (each host's private state directory: its user, mounts and
+hand-back to root), `runstate` (run slots), `teardown` (ordered undo and cleanup); for
+whole runs: `placement` (processes on hosts), `run` (one emulation run), `data_plane` (its parties
 and federation), `pretrain` (the default policy), `monitor` (progress, Ctrl-C, `--cli`),
 `counters` (interface bytes, memory), `collect`, `report` and `plots` (the run folder).
 

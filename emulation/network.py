@@ -8,6 +8,13 @@ when the kernel lacks netem, and installs the run's iptables rules. `stop()` (an
 the `with` block, also on an exception or Ctrl-C) undoes all of it (see
 `emulation.teardown`). The launcher runs parties with `net.host(name).popen(...)` and
 tells them where their peers are with `net.address(name, peer)`.
+
+Every host has a private state directory (`emulation.host_state`): processes on host h
+see it at `state_dir(h)` (`NetworkConfig.host_state_dir`, the same path on every host),
+the emulator reads it at `state_backing_dir(h)` (`RUN/hosts/h` when `hosts_dir` is given),
+and it belongs to the host's own user, `host_uid(h)`. The network records the backing
+folder in its run slot's state before it creates it, and sets up the mounts in each
+host's configuration script.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from typing import Any
 
 from emulation import firewall
 from emulation.delayd import DelayDaemon, DelayDaemonError, build_delayd, kernel_queue_counters
+from emulation.host_state import HostStateDirs, HostStateError
 from emulation.plan import HostPlan, NetworkPlan, plan_network
 from emulation.runstate import STATE_DIR, RunSlot
 from emulation.shaping import Shaping, ShapingConfig, choose_mechanism
@@ -44,7 +52,8 @@ from fl_crb.topology import Topology
 log = logging.getLogger(__name__)
 BRIDGE_NETFILTER = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
 REQUIRED_TOOLS = {"mnexec": "mininet", "brctl": "bridge-utils", "tc": "iproute2",
-                  "iptables-restore": "iptables", "ping": "iputils-ping"}  # fmt: skip
+                  "iptables-restore": "iptables", "ping": "iputils-ping",
+                  "mount": "mount", "setpriv": "util-linux"}  # fmt: skip
 
 
 class NetworkBuildError(RuntimeError):
@@ -65,6 +74,16 @@ class NetworkConfig:
     """Where run slots are locked and their state recorded."""
     daemon_start_timeout_s: float = 10.0
     """How long the delay daemon may take to bind its queues."""
+    host_state_dir: Path = Path("/var/lib/fl-crb")
+    """Where every process on a host sees that host's private state directory (the same
+    absolute path on every host; created, empty, in the root file system)."""
+
+    def __post_init__(self) -> None:
+        if not self.host_state_dir.is_absolute():
+            raise ValueError(
+                f"network.host_state_dir: got {str(self.host_state_dir)!r}; give an absolute "
+                "path (every host sees its state directory there)"
+            )
 
 
 class EmulatedNetwork:
@@ -75,11 +94,16 @@ class EmulatedNetwork:
         topology: Topology,
         config: NetworkConfig | None = None,
         on_failure: Callable[[str], None] | None = None,
+        hosts_dir: Path | None = None,
     ) -> None:
         self.topology = topology
         """The topology it emulates."""
         self.config = config or NetworkConfig()
         """Build settings."""
+        self.hosts_dir = hosts_dir.resolve() if hosts_dir is not None else None
+        """Backing folder of the hosts' private state directories (`RUN/hosts`): kept after
+        the run, its files handed back to root. None: `<state_dir>/slot-<n>-hosts`, set at
+        start and removed at stop (or when a later run claims the slot of a killed one)."""
         self.plan: NetworkPlan | None = None
         """Hosts, addresses and links, once started."""
         self.shaping: Shaping | None = None
@@ -90,6 +114,7 @@ class EmulatedNetwork:
         self._teardown = Teardown()
         self._mininet: Any = None
         self._daemon: DelayDaemon | None = None
+        self._host_dirs: HostStateDirs | None = None
 
     # ── use ─────────────────────────────────────────────────────────────────────────
     def host(self, name: str) -> Any:
@@ -100,6 +125,24 @@ class EmulatedNetwork:
     def address(self, name: str, peer: str | None = None) -> str:
         """The IPv4 address by which `peer` (any host if None) reaches host `name`."""
         return self._require_started().address(name, peer)
+
+    def state_dir(self, name: str) -> Path:
+        """Where processes on host `name` see its private state directory (the same
+        path on every host: `config.host_state_dir`)."""
+        self._require_started().host(name)
+        return self.config.host_state_dir
+
+    def state_backing_dir(self, name: str) -> Path:
+        """Host `name`'s private state directory as the emulator (root namespace) reads
+        it: `<hosts_dir>/<name>`. Hidden inside every host."""
+        self._require_started().host(name)
+        return self._host_dirs_started().backing_dir(name)
+
+    def host_uid(self, name: str) -> int:
+        """User and group id that owns host `name`'s state directory; processes started
+        as it (`MininetPlacement.confined_command`) can read no other host's files."""
+        self._require_started().host(name)  # an unknown name fails here, naming the known ones
+        return self._host_dirs_started().uid(name)
 
     def hosts(self, role: str | None = None) -> list[HostPlan]:
         """Planned hosts (of one role: cloud, edge or terminal), in topology order."""
@@ -159,6 +202,12 @@ class EmulatedNetwork:
             raise RuntimeError("the emulated network is not started; call start() first")
         return self.plan
 
+    def _host_dirs_started(self) -> HostStateDirs:
+        """The hosts' state directories (made before the hosts, so set once started)."""
+        if self._host_dirs is None:
+            raise RuntimeError("the emulated network is not started; call start() first")
+        return self._host_dirs
+
     def _start(self) -> None:
         _require_root_and_tools()
         slot, leftover = RunSlot.claim(self.config.state_dir)
@@ -178,6 +227,7 @@ class EmulatedNetwork:
         log.info("run slot %d: switches %s; latency by %s%s", slot.slot, switches, mechanism, why)
         if shaping.needs_bridge_netfilter():
             self._enable_bridge_netfilter(slot)
+        self._make_state_dirs(plan, slot)
         self._build_mininet(plan, slot)
         self.plan, self.shaping = plan, shaping
         self._configure_hosts(plan, shaping)
@@ -221,6 +271,22 @@ class EmulatedNetwork:
         self._teardown.push("restore bridge-nf-call-iptables", restore)
         log.warning("switched net.bridge.bridge-nf-call-iptables on for link shaping")
 
+    def _make_state_dirs(self, plan: NetworkPlan, slot: RunSlot) -> None:
+        """The hosts' private state directories, recorded in the slot's state before any
+        exists (so cleanup finds them after a kill); the mounts come with `_configure_hosts`."""
+        try:
+            dirs = HostStateDirs(plan.slot, list(plan.hosts), self.config.host_state_dir,
+                                 self.hosts_dir, self.config.state_dir)  # fmt: skip
+        except HostStateError as error:
+            raise NetworkBuildError(str(error)) from None
+        self._host_dirs, self.hosts_dir = dirs, dirs.hosts_dir
+        slot.state.hosts_dir = str(dirs.hosts_dir)
+        slot.save()
+        if dirs.temporary:
+            self._teardown.push("remove the hosts' temporary state directories", dirs.remove)
+        self._teardown.push("hand the hosts' state directories back to root", dirs.hand_back)
+        dirs.create()
+
     def _build_mininet(self, plan: NetworkPlan, slot: RunSlot) -> None:
         from mininet.link import Link
         from mininet.net import Mininet
@@ -259,11 +325,13 @@ class EmulatedNetwork:
             log.warning("Mininet left bridges or ports of %s behind; deleted them", plan.bridges)
 
     def _configure_hosts(self, plan: NetworkPlan, shaping: Shaping) -> None:
-        """Addresses, routes, forwarding and host-side shaping, all hosts at once."""
+        """Private state directory, addresses, routes, forwarding and host-side shaping,
+        all hosts at once (each script runs in its host's mount and network namespaces)."""
         up = {d.link.host_interface: d for d in shaping.host_side()}
         running = []
         for host in plan.hosts.values():
-            lines = ["sysctl -qw net.ipv6.conf.all.disable_ipv6=1 "
+            lines = [*self._host_dirs_started().mount_commands(host.name),
+                     "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 "
                      "net.ipv6.conf.default.disable_ipv6=1"]  # fmt: skip
             for interface in host.interfaces[1:]:
                 lines.append(f"ip addr add {interface.ip}/{interface.prefix_len} "

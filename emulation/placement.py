@@ -1,15 +1,24 @@
 """`MininetPlacement`: each party runs in its own Mininet host, reached at its emulated address.
 
-A Mininet host is a shell process holding a network namespace; `Host.popen` is nothing
-more than `mnexec -da <shell pid>` in front of the command (`-a`: enter that process's
-network and mount namespaces, `-d`: a session of its own). `command` puts `mnexec -a
-<shell pid>` in front, so a coordinator built on `asyncio.create_subprocess_exec`
-(`run_local`, the federated run) needs no change to run its parties on the emulated
-network: their traffic then crosses the shaped links. Not `-d`: the coordinator already
-starts every party in a session of its own (so a Ctrl-C at the terminal reaches the
-coordinator, which stops the parties in order), and `mnexec -d` in a process that leads
-its own group forks and exits at once, which the coordinator would take for the party's
-death.
+A Mininet host is a shell process holding a network namespace and a mount namespace of
+its own; `Host.popen` is nothing more than `mnexec -da <shell pid>` in front of the
+command (`-a`: enter that process's network and mount namespaces, measured: the started
+process's `/proc/self/ns/mnt` and `ns/net` are the host shell's; `-d`: a session of its
+own). `command` puts `mnexec -a <shell pid>` in front, so a coordinator built on
+`asyncio.create_subprocess_exec` (`run_local`, the federated run) needs no change to run
+its parties on the emulated network: their traffic then crosses the shaped links. Not
+`-d`: the coordinator already starts every party in a session of its own (so a Ctrl-C at
+the terminal reaches the coordinator, which stops the parties in order), and `mnexec -d`
+in a process that leads its own group forks and exits at once, which the coordinator
+would take for the party's death.
+
+Every host has a private state directory (`emulation.host_state`): processes on host h find
+it at `state_dir(h)` (one fixed path, the same on every host) and the emulator reads it at
+`state_backing_dir(h)` (`RUN/hosts/h`), also after the run. A process started by
+`command` runs as root: it sees its own state directory and not the other hosts' backing
+folders, but root can get around mounts. A process started by `confined_command` runs as
+the host's own unprivileged user, with no capabilities: it reads and writes its host's
+state directory and cannot reach another host's, by any path.
 
 Servers bind to every address of their host (`0.0.0.0` inside the namespace holds only
 that host's interfaces): an edge is reached by terminals on the access net and by the
@@ -18,6 +27,7 @@ cloud on the core net (`emulation.plan`), and one listening socket serves both.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -37,9 +47,32 @@ class MininetPlacement:
         """The running emulated network."""
 
     def command(self, host: str, argv: list[str]) -> list[str]:
-        """`argv` run in host `host`'s network namespace (as `Host.popen` runs it)."""
+        """`argv` run as root in host `host`'s network and mount namespaces (as
+        `Host.popen` runs it)."""
         pid = self.net.host(host).pid
         return ["mnexec", "-a", str(pid), *argv]
+
+    def confined_command(self, host: str, argv: list[str]) -> list[str]:
+        """`argv` run in host `host`'s namespaces as the host's own user
+        (`net.host_uid`), with no supplementary groups, no capabilities and no way to
+        gain any (setuid binaries included), and HOME set to the host's state directory.
+        `setpriv` and `env` exec in place, so the process keeps the pid the caller sees."""
+        uid = self.net.host_uid(host)
+        return self.command(host, [
+            "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+            "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs",
+            "env", f"HOME={self.state_dir(host)}", *argv,
+        ])  # fmt: skip
+
+    def state_dir(self, host: str) -> Path:
+        """Where processes on `host` keep their state: its private state directory, at
+        the same path on every host."""
+        return self.net.state_dir(host)
+
+    def state_backing_dir(self, host: str) -> Path:
+        """Where the emulator (root namespace) reads `host`'s state directory, during the
+        run and after it: `RUN/hosts/<host>`."""
+        return self.net.state_backing_dir(host)
 
     def listen_address(self, host: str) -> str:
         """All of the host's interfaces (peers reach an edge on either of its nets)."""

@@ -4,7 +4,8 @@ Several emulations may run on one machine at once (engineers share machines, CI 
 tests beside them), and everything an emulation creates in the root namespace is named
 after its run slot: the bridges `fcrb<slot>a` / `fcrb<slot>c` and their ports, the
 iptables chains `FLCRB<slot>-UP` / `FLCRB<slot>-DOWN`, and the NFQUEUE numbers
-`QUEUE_BASE + slot * QUEUES_PER_SLOT` onwards. A run claims its slot by holding an
+`QUEUE_BASE + slot * QUEUES_PER_SLOT` onwards, and the hosts' temporary state directories
+`<state dir>/slot-<n>-hosts` (`emulation.host_state`). A run claims its slot by holding an
 exclusive `flock` on `<state dir>/slot-<n>.lock` for as long as its process lives, and
 records what it created in `<state dir>/slot-<n>.json` as it goes. The kernel drops the
 lock when the process dies, however it dies, so a slot whose lock is free but whose
@@ -57,6 +58,9 @@ class RunState:
     """Process id of the delay daemon, if one runs."""
     bridge_nf_changed: bool = False
     """Whether the run switched `net.bridge.bridge-nf-call-iptables` on."""
+    hosts_dir: str | None = None
+    """Backing folder of the hosts' private state directories, recorded before any of
+    them exists: cleanup hands a kept `RUN/hosts` back to root from the hosts' users."""
 
 
 class RunSlot:

@@ -7,11 +7,13 @@ if an earlier one failed; the failures are raised together at the end. Ctrl-C an
 SIGTERM wait until teardown is over.
 
 `cleanup` handles runs whose process was killed (SIGKILL, a crash, a lost terminal): for
-every run slot whose lock is free but which left a state file, chains or bridges, it
-kills the processes in the run's host namespaces and its delay daemon, removes its
-iptables chains, and deletes its bridges and ports. It touches only names derived from
-such free slots, so live runs of other users are safe. `mn -c` is offered separately
-(`include_mininet`): it removes every Mininet network on the machine, not just ours.
+every run slot whose lock is free but which left a state file, chains, bridges or its
+hosts' temporary state directories, it kills the processes in the run's host namespaces
+and its delay daemon, removes its iptables chains, deletes its bridges and ports,
+removes `<state dir>/slot-<n>-hosts` and hands the `RUN/hosts` its state file names back
+to root (`emulation.host_state`). It touches only names derived from such free slots, so
+live runs of other users are safe. `mn -c` is offered separately (`include_mininet`): it
+removes every Mininet network on the machine, not just ours.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from emulation import firewall
+from emulation.host_state import clean_after_killed_run, temporary_hosts_dir
 from emulation.plan import bridge_names
 from emulation.runstate import (
     SLOT_COUNT,
@@ -157,6 +160,7 @@ def cleanup(state_dir: Path = STATE_DIR, include_mininet: bool = False) -> list[
     candidates = firewall.slots_with_rules() | _slots_with_bridges() | set(daemons)
     if state_dir.exists():
         candidates |= {s for s in range(SLOT_COUNT) if state_path(state_dir, s).exists()}
+        candidates |= {s for s in range(SLOT_COUNT) if temporary_hosts_dir(state_dir, s).exists()}
     for slot in sorted(candidates):
         fd = try_lock(state_dir, slot) if state_dir.exists() else None
         if state_dir.exists() and fd is None:
@@ -196,6 +200,8 @@ def cleanup_slot(
     if state is not None and state.bridge_nf_changed and not other_runs_alive(slot, state_dir):
         Path("/proc/sys/net/bridge/bridge-nf-call-iptables").write_text("0\n")
         done.append("restored net.bridge.bridge-nf-call-iptables = 0")
+    # last: no process of the run's hosts may write there any more
+    done += clean_after_killed_run(slot, state.hosts_dir if state else None, state_dir)
     return done
 
 

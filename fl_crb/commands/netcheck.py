@@ -61,7 +61,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--cleanup",
         action="store_true",
-        help="instead: remove bridges, iptables chains and daemons of killed emulator runs",
+        help="instead: remove bridges, iptables chains and daemons of killed emulator runs, "
+        "and their hosts' state directories (a temporary one removed, a kept RUN/hosts "
+        "handed back to root)",
     )
     parser.add_argument(
         "--mininet", action="store_true", help="with --cleanup: also run `mn -c` (ALL networks)"
