@@ -1,6 +1,6 @@
 """The runtime's wire protocol: every message survives a round trip over a real socket, and
 truncated, oversized, unknown and malformed frames are refused with an error naming the
-peer."""
+peer; a weights blob is cut into WEIGHTS frames and put back together, in order only."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from fl_crb.runtime.protocol import (
     HEADER,
     MAGIC,
     MAX_CHUNK_BYTES,
+    MAX_WEIGHTS_BYTES,
     PROTOCOL_VERSION,
     ErrorNotice,
     FrameType,
@@ -24,10 +25,13 @@ from fl_crb.runtime.protocol import (
     ProtocolError,
     TaskData,
     TaskHeader,
+    WeightsAssembly,
+    WeightsChunk,
     Welcome,
     encode,
     frame_bytes,
     read_message,
+    weights_chunks,
 )
 
 PEER = "terminal 7 at 127.0.0.1:5555"
@@ -47,6 +51,7 @@ MESSAGES = [
     LoadReport(slot=599, active_queues=7, queued_bits=1.25e6),
     Outcome(task_id=9, slot=105, kind=OutcomeKind.DROPPED, received_slot=-1),
     Outcome(task_id=10, slot=106, kind=OutcomeKind.FINISHED, received_slot=104),
+    WeightsChunk(version=7, published_slot=42, total_bytes=2000, offset=1000, chunk=b"w" * 1000),
     ErrorNotice("TASK 3 deadline slot 2 before its arrival slot 5 — closing"),
 ]
 
@@ -96,11 +101,16 @@ def test_every_message_round_trips_over_a_real_socket():
     received = asyncio.run(go())
     assert len(received) == len(MESSAGES)
     for sent, got in zip(MESSAGES, received, strict=True):
-        if isinstance(sent, TaskData):
-            assert got.task_id == sent.task_id and bytes(got.chunk) == bytes(sent.chunk)
+        if isinstance(sent, TaskData | WeightsChunk):
+            assert type(got) is type(sent) and bytes(got.chunk) == bytes(sent.chunk)
+            assert got == type(sent)(**{**_fields(sent), "chunk": got.chunk})
         else:
             assert got == sent
         assert frame_bytes(got) == len(encode(sent))
+
+
+def _fields(message) -> dict:
+    return {name: getattr(message, name) for name in message.__slots__}
 
 
 def test_a_clean_close_between_frames_is_not_an_error():
@@ -157,8 +167,70 @@ def test_wrong_magic_and_wrong_version_are_rejected():
         (FrameType.OUTCOME, struct.pack(">IIBi", 1, 2, 7, -1), "OUTCOME kind 7"),
         (FrameType.OUTCOME, struct.pack(">IIBi", 1, 2, 0, -5), "received slot -5"),
         (FrameType.ERROR, b"\xff\xfe", "not valid UTF-8"),
+        (FrameType.WEIGHTS, struct.pack(">QIII", 3, 0, 0, 0) + b"w", "blob of 0 bytes"),
+        (
+            FrameType.WEIGHTS,
+            struct.pack(">QIII", 3, 0, MAX_WEIGHTS_BYTES + 1, 0) + b"w",
+            f"blob of {MAX_WEIGHTS_BYTES + 1} bytes; expected 1..{MAX_WEIGHTS_BYTES}",
+        ),
+        (FrameType.WEIGHTS, struct.pack(">QIII", 3, 0, 10, 8) + b"www", "3 bytes at offset 8"),
     ],
 )
 def test_malformed_fields_are_rejected(kind, payload, problem):
     with pytest.raises(ProtocolError, match=problem):
         read_bytes(frame(kind, payload))
+
+
+def test_a_weights_frame_longer_than_a_chunk_is_rejected_from_its_header_alone():
+    header = HEADER.pack(MAGIC, PROTOCOL_VERSION, FrameType.WEIGHTS, 20 + MAX_CHUNK_BYTES + 1)
+    with pytest.raises(ProtocolError, match=f"WEIGHTS frame of {20 + MAX_CHUNK_BYTES + 1}"):
+        read_bytes(header, close=False)
+
+
+def test_a_weights_blob_is_cut_into_chunks_and_put_back_together_in_order():
+    blob = bytes(range(256)) * 700  # 179 200 bytes: three chunks
+    chunks = weights_chunks(blob, version=5, published_slot=31)
+    assert [(c.offset, len(c.chunk)) for c in chunks] == [
+        (0, MAX_CHUNK_BYTES),
+        (MAX_CHUNK_BYTES, MAX_CHUNK_BYTES),
+        (2 * MAX_CHUNK_BYTES, len(blob) - 2 * MAX_CHUNK_BYTES),
+    ]
+    assembly = WeightsAssembly(PEER)
+    read_back = [read_bytes(encode(chunk)) for chunk in chunks]
+    assert [assembly.add(chunk) for chunk in read_back[:2]] == [None, None]
+    whole = assembly.add(read_back[2])
+    assert (whole.version, whole.published_slot, whole.total_bytes) == (5, 31, len(blob))
+    assert bytes(whole.chunk) == blob
+
+
+def test_a_newer_version_started_mid_blob_replaces_the_one_being_assembled():
+    old = weights_chunks(b"o" * 300, version=1, published_slot=0, chunk_bytes=100)
+    new = weights_chunks(b"n" * 150, version=2, published_slot=9, chunk_bytes=100)
+    assembly = WeightsAssembly(PEER)
+    assert assembly.add(old[0]) is None
+    assert assembly.add(new[0]) is None
+    whole = assembly.add(new[1])
+    assert (whole.version, bytes(whole.chunk)) == (2, b"n" * 150)
+
+
+@pytest.mark.parametrize(
+    ("begun", "chunk", "problem"),
+    [
+        (False, WeightsChunk(1, 0, 300, 100, b"x" * 100), "continues at offset 100 a blob"),
+        (True, WeightsChunk(2, 0, 300, 100, b"x" * 100), "never begun"),  # another version
+        (True, WeightsChunk(1, 0, 400, 100, b"x" * 100), "never begun"),  # another size
+        (True, WeightsChunk(1, 0, 300, 200, b"x" * 100), "offset 200; expected 100"),
+    ],
+)
+def test_a_weights_chunk_that_does_not_continue_its_blob_is_refused(begun, chunk, problem):
+    assembly = WeightsAssembly(PEER)
+    if begun:
+        assert assembly.add(WeightsChunk(1, 0, 300, 0, b"x" * 100)) is None
+    with pytest.raises(ProtocolError, match=problem):
+        assembly.add(chunk)
+
+
+@pytest.mark.parametrize("size", [0, MAX_WEIGHTS_BYTES + 1])
+def test_a_weights_blob_outside_its_bounds_is_not_sent(size):
+    with pytest.raises(ValueError, match=f"1..{MAX_WEIGHTS_BYTES} bytes, got {size}"):
+        weights_chunks(b"\0" * size, version=1, published_slot=0)

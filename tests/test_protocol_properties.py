@@ -1,6 +1,7 @@
 """Properties of the runtime's wire frames on arbitrary input: every message survives
-encoding and reading back, and a reader fed any bytes returns messages, stops cleanly or
-raises `ProtocolError`, never another exception."""
+encoding and reading back, a reader fed any bytes returns messages, stops cleanly or
+raises `ProtocolError`, never another exception, and any weights blob cut into chunks
+comes back whole while chunks fed in any other order are refused."""
 
 from __future__ import annotations
 
@@ -53,6 +54,19 @@ def task_headers(draw: st.DrawFn) -> wire.TaskHeader:
     )
 
 
+@st.composite
+def weights_chunks(draw: st.DrawFn) -> wire.WeightsChunk:
+    total = draw(st.integers(1, wire.MAX_WEIGHTS_BYTES))
+    length = draw(st.integers(1, min(300, total)))
+    return wire.WeightsChunk(
+        version=draw(U64),
+        published_slot=draw(U32),
+        total_bytes=total,
+        offset=draw(st.integers(0, total - length)),
+        chunk=draw(st.binary(min_size=length, max_size=length)),
+    )
+
+
 MESSAGES = st.one_of(
     st.builds(wire.Hello, run_id=U64, terminal=U32),
     st.builds(wire.Welcome, run_id=U64, edge=U16),
@@ -71,6 +85,7 @@ MESSAGES = st.one_of(
         kind=st.sampled_from(wire.OutcomeKind),
         received_slot=st.integers(-1, 2**31 - 1),
     ),
+    weights_chunks(),
     st.builds(
         wire.ErrorNotice,
         text=st.text(min_size=1, max_size=200).filter(lambda t: len(t.encode()) <= 1024),
@@ -79,9 +94,12 @@ MESSAGES = st.one_of(
 
 
 def comparable(message: wire.Message) -> wire.Message:
-    """`message` with a DATA chunk as bytes (the reader gives a memoryview)."""
+    """`message` with a DATA or WEIGHTS chunk as bytes (the reader gives a memoryview)."""
     if isinstance(message, wire.TaskData):
         return wire.TaskData(message.task_id, bytes(message.chunk))
+    if isinstance(message, wire.WeightsChunk):
+        fields = (message.version, message.published_slot, message.total_bytes, message.offset)
+        return wire.WeightsChunk(*fields, bytes(message.chunk))
     return message
 
 
@@ -172,3 +190,54 @@ def test_a_task_is_accepted_exactly_when_it_announces_the_ceiling_of_its_bytes(
         else:
             with pytest.raises(wire.ProtocolError, match="expected ⌈bits / 8⌉"):
                 wire.decode(wire.FrameType.TASK, payload, PEER)
+
+
+@FAST
+@given(
+    blob=st.binary(min_size=1, max_size=2000),
+    chunk_bytes=st.integers(1, 700),
+    version=U64,
+    published_slot=U32,
+)
+def test_a_blob_cut_into_weights_frames_is_read_back_whole(
+    blob: bytes, chunk_bytes: int, version: int, published_slot: int
+) -> None:
+    chunks = wire.weights_chunks(blob, version, published_slot, chunk_bytes)
+    frames = b"".join(wire.encode(chunk) for chunk in chunks)
+    assembly = wire.WeightsAssembly(PEER)
+    results = [assembly.add(chunk) for chunk in read_all(frames)]
+    assert results[:-1] == [None] * (len(chunks) - 1)
+    whole = results[-1]
+    assert whole is not None and bytes(whole.chunk) == blob
+    assert (whole.version, whole.published_slot, whole.total_bytes) == (
+        version,
+        published_slot,
+        len(blob),
+    )
+
+
+@FAST
+@given(
+    blob=st.binary(min_size=3, max_size=600),
+    chunk_bytes=st.integers(1, 200),
+    order=st.randoms(use_true_random=False),
+)
+def test_weights_chunks_out_of_order_are_refused_or_start_over(
+    blob: bytes, chunk_bytes: int, order
+) -> None:
+    """Chunks in any order: every chunk either continues the blob (offset = bytes held),
+    starts it over (offset 0), or is refused; a blob is only ever returned whole."""
+    chunks = wire.weights_chunks(blob, 1, 0, chunk_bytes)
+    order.shuffle(chunks)
+    assembly, held = wire.WeightsAssembly(PEER), None
+    for chunk in chunks:
+        try:
+            whole = assembly.add(chunk)
+        except wire.ProtocolError:
+            assert held is None or chunk.offset != held
+            return
+        held = 0 if chunk.offset == 0 else held
+        held += len(chunk.chunk)
+        if whole is not None:
+            assert bytes(whole.chunk) == blob
+            held = None

@@ -1,6 +1,7 @@
 """The live runtime: its slot logic equals the simulator's, an edge server survives bad and
-vanishing terminals over real sockets, and a short local run of real processes agrees with
-the simulator by `compare-sim`."""
+vanishing terminals over real sockets and hands its weights to the terminals it manages
+as soon as they appear, and a short local run of real processes agrees with the simulator
+by `compare-sim`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import json
 import math
 import os
+import time
 import zlib
 from dataclasses import asdict
 from pathlib import Path
@@ -21,7 +23,9 @@ from fl_crb.mec.observation import TerminalObservation
 from fl_crb.mec.workload import draw_arrivals
 from fl_crb.policies.baselines import make_baseline
 from fl_crb.policies.spec import Baseline
+from fl_crb.runtime.clock import SlotClock
 from fl_crb.runtime.config import (
+    Address,
     EdgeConfig,
     RunSpec,
     RunTarget,
@@ -31,6 +35,7 @@ from fl_crb.runtime.config import (
 )
 from fl_crb.runtime.decider import BaselineDecider
 from fl_crb.runtime.edge_queues import EdgeProcessor
+from fl_crb.runtime.edge_server import EdgeServer, PublishedWeights
 from fl_crb.runtime.load_board import LoadBoard
 from fl_crb.runtime.local_run import LocalRunConfig
 from fl_crb.runtime.protocol import (
@@ -41,6 +46,8 @@ from fl_crb.runtime.protocol import (
     OutcomeKind,
     TaskData,
     TaskHeader,
+    WeightsAssembly,
+    WeightsChunk,
     Welcome,
     encode,
     read_message,
@@ -297,6 +304,58 @@ def test_a_bad_frame_closes_only_its_own_connection_with_an_error_naming_the_pro
     )
 
 
+class HeldWeights:
+    """A weights source whose newest version the test sets (`WeightsSource`)."""
+
+    def __init__(self) -> None:
+        self.current: PublishedWeights | None = None
+
+    def newest(self) -> PublishedWeights | None:
+        return self.current
+
+
+def test_an_edge_hands_each_new_weights_version_to_the_terminals_it_manages(tmp_path):
+    """tiny: edge1 (index 0) manages terminals 0 and 2, not 1. Version 0 exists before
+    the terminals connect (each gets it as it connects), version 1 appears at slot 3.5
+    and reaches the managed terminal before the edge's LOAD report of two slots later."""
+    end_slot = 8
+    blob0, blob1 = os.urandom(150_000), os.urandom(70_000)  # 3 and 2 WEIGHTS frames
+
+    async def scenario():
+        source = HeldWeights()
+        source.current = PublishedWeights(0, blob0)
+        config = EdgeConfig(
+            run_spec(end_slot), 0, Address("127.0.0.1", 0), str(tmp_path / "edge.json")
+        )
+        server = EdgeServer(config, source)
+        port = await server.listen()
+        clock = SlotClock(time.time() + 0.5, server.params.slot_s)
+        run = asyncio.create_task(server.run(clock))
+        r0, w0, _ = await _terminal(port, 0)
+        r1, w1, _ = await _terminal(port, 1)
+        await clock.sleep_until(clock.boundary(3.5))
+        source.current = PublishedWeights(1, blob1)
+        managed, other = await asyncio.gather(
+            _until_last_load(r0, w0, end_slot), _until_last_load(r1, w1, end_slot)
+        )
+        return await run, managed, other
+
+    summary, managed, other = asyncio.run(scenario())
+    assert not any(isinstance(m, WeightsChunk) for m in other)
+    assembly, blobs, loads_before = WeightsAssembly("edge"), [], 0
+    for message in managed:
+        if isinstance(message, LoadReport):
+            loads_before += 1
+        elif isinstance(message, WeightsChunk) and (whole := assembly.add(message)):
+            blobs.append((whole.version, whole.published_slot, bytes(whole.chunk), loads_before))
+    assert [(v, blob) for v, _, blob, _ in blobs] == [(0, blob0), (1, blob1)]
+    (_, zero_slot, _, zero_loads), (_, one_slot, _, one_loads) = blobs
+    assert zero_slot == 0 and zero_loads == 0  # published before the run: there before slot 0
+    assert one_slot >= 3 and one_loads <= one_slot + 2  # within two slots of its publication
+    assert summary["weights_published"] == [(0, 0), (1, one_slot)]
+    assert summary["weights_pushed"] == 2 and summary["weights_push_failures"] == 0
+
+
 # ------------------------------------------------------------ a real local run
 
 
@@ -422,3 +481,43 @@ def test_a_trained_run_gives_each_live_terminal_its_managing_edges_network(tmp_p
         assert network_widths(read_weights_file(Path(path))[0], path) == (12, 6)
     with pytest.raises(ValueError, match=r"weights file .*missing.npz does not exist"):
         terminal_policies(WeightsFile(str(tmp_path / "missing.npz")), params, 4, tmp_path)
+
+
+def test_a_terminal_started_after_the_epoch_joins_at_the_slot_under_way(tmp_path):
+    """A terminal that joins late (or is restarted) neither replays the slots it missed nor
+    refuses to start: it begins at the current slot and says so in its summary."""
+    from fl_crb.runtime.terminal import TerminalParty
+
+    spec = run_spec(40)
+
+    async def scenario():
+        servers = []
+        for e in (0, 1):
+            edge = EdgeConfig(spec, e, Address("127.0.0.1", 0), str(tmp_path / f"e{e}.json"))
+            servers.append(EdgeServer(edge))
+        ports = [await server.listen() for server in servers]
+        clock = SlotClock(time.time() - 1.0, servers[0].params.slot_s)  # 10 slots ago
+        runs = [asyncio.create_task(server.run(clock)) for server in servers]
+        config = TerminalConfig(
+            spec,
+            0,
+            tuple(Address("127.0.0.1", port) for port in ports),
+            Baseline("round-robin"),
+            True,
+            4,
+            str(tmp_path / "t1.tasks.jsonl"),
+            str(tmp_path / "t1.json"),
+        )
+        party = TerminalParty(config)
+        await party.connect()
+        summary = await party.run(clock)
+        party.task_log.close(party.tasks)
+        for task in runs:
+            task.cancel()
+        await asyncio.gather(*runs, return_exceptions=True)
+        return summary, party.tasks
+
+    summary, tasks = asyncio.run(scenario())
+    assert 10 <= summary["first_slot"] < 30
+    assert tasks and all(task.arrival_slot >= summary["first_slot"] for task in tasks)
+    assert summary["unresolved"] == 0

@@ -13,14 +13,34 @@ terminal decides it.
 
 `FederatedDecider` is the terminal of federated CRB-DRQN: the same `TerminalAgent` the
 simulator trainer uses (with the federation's trajectory length, `tag` and network
-widths, `FederatedTerminal.agent`), acting ε-greedily with the newest weights its SuperNode's
-`collect` handler (`client_app`) delivered to its mailbox (checked at the first decision
-after each multiple of `tag` slots, and at every decision while it holds none: until then
-it acts uniformly at random, as the paper's ε = 1 start does). It acts only with weights
-signed by its own managing edge, each version newer than the last (`message_auth.
-WeightsVerifier`, checked again here after the handler's check). Each trajectory is
-sealed for the authority (`crypto.UploadSealer`) and posted to the mailbox outbox the
-moment it is cut; the `collect` handler hands the outbox to the authority.
+widths, `FederatedTerminal.agent`), acting ε-greedily with the newest weights it holds.
+Weights reach it by two paths, and it takes the newest version from either:
+
+- **the edge link** (the fast path): its managing edge server sends each version over the
+  terminal's own connection as soon as the edge learner publishes it, and the newest one
+  as soon as the terminal connects (`fl_crb.federation.edge`); the runtime's terminal
+  party hands each whole blob to `weights_arrived`, which checks it at once;
+- **the relay through the cloud** (the Flower path, kept for terminals whose edge link is
+  down and as the measured reference): the authority carries the edge's weights from its
+  `train` reply to the terminal's `collect` message, whose handler (`client_app`) leaves
+  them in the mailbox, about two rounds after they were published.
+
+It acts only with weights signed by its own managing edge, each version newer than the
+last (`message_auth.WeightsVerifier`; for the relayed copy, checked again here after the
+handler's check). A refused blob is counted by code (`refusals`); an exact copy of a
+version it already accepted (its edge sends the newest again when the terminal
+reconnects) is counted apart (`weights_duplicates`), as it is no attack. Checked weights
+are acted with from the first decision after each multiple of `tag` slots (the paper's
+download period), and at every decision while it holds none: until then it acts
+uniformly at random, as the paper's ε = 1 start does.
+
+Per decision it reports the weights' age (`runtime.decider.WeightsAge`): slots since the
+version acted with was published (the slot its edge saw it, which the edge sends with
+each blob) and how many newer versions were published by then; and the same for the
+version a terminal fed only by the relay would have acted with in that slot (the "before"
+of the edge link, in the same run). Each trajectory is sealed for the authority
+(`crypto.UploadSealer`) and posted to the mailbox outbox the moment it is cut; the
+`collect` handler hands the outbox to the authority.
 
 Its keys come from its bundle: `FederatedTerminal.bundle` names the terminal's bundle
 folder (DIR/<terminal>/ of `fl-crb keys`, `host_bundle`), which holds its sealing key,
@@ -29,6 +49,7 @@ the authority's public key and its managing edge's weights key.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
@@ -36,15 +57,20 @@ from pathlib import Path
 
 from fl_crb.federation.crypto import UploadSealer
 from fl_crb.federation.host_bundle import HostBundle
-from fl_crb.federation.mailbox import TerminalMailbox, UploadPoster, count_refusal
-from fl_crb.federation.message_auth import WeightsRejected
+from fl_crb.federation.mailbox import (
+    TerminalMailbox,
+    UploadPoster,
+    count_refusal,
+    signed_weights_version,
+)
+from fl_crb.federation.message_auth import VerifiedWeights, WeightsRejected
 from fl_crb.federation.serialization import decode_weights, encode_trajectory
 from fl_crb.mec.observation import TerminalObservation
 from fl_crb.mec.params import MECParams
 from fl_crb.policies.spec import Federated, PolicySpec
 from fl_crb.runtime import terminal
 from fl_crb.runtime.config import FederatedTerminal
-from fl_crb.runtime.decider import Decider, make_decider
+from fl_crb.runtime.decider import Decider, WeightsAge, make_decider
 from fl_crb.runtime.party import exit_now
 
 MODULE = "fl_crb.federation.terminal"
@@ -53,8 +79,13 @@ MODULE = "fl_crb.federation.terminal"
 log = logging.getLogger(MODULE)  # run as `python -m`, `__name__` would be "__main__"
 
 
+EDGE_LINK, RELAY = "edge", "relay"
+"""The two paths weights reach a terminal by."""
+
+
 class FederatedDecider:
-    """A federated CRB-DRQN terminal: ε-greedy with delivered weights, sealed uploads."""
+    """A federated CRB-DRQN terminal: ε-greedy with its edge's newest weights, sealed uploads.
+    Also the runtime terminal's `WeightsSink`: it takes the weights its edge sends."""
 
     def __init__(
         self, federation: FederatedTerminal, params: MECParams, terminals: int, seed: int
@@ -76,43 +107,124 @@ class FederatedDecider:
         self._verifier = keys.weights_verifier(self._run_id)
         self._signature: tuple[int, int, int] | None = None
         self._window = -1
+        self._pending: tuple[VerifiedWeights, str] | None = None
+        """The newest checked weights not acted with yet, and the path they came by."""
+        self._accepted: set[bytes] = set()
+        """SHA-256 of every blob accepted: an exact copy again is a duplicate, no attack."""
+        self._published: dict[int, int] = {}
+        """Slot each version was published in, as its edge said with the blob."""
+        self._relayed_version = -1
+        """The newest version the relay has delivered to the mailbox."""
+        self._relayed_acting = -1
+        """The version a terminal fed only by the relay would act with now."""
         self.versions_loaded: list[int] = []
+        self.loaded_from = {EDGE_LINK: 0, RELAY: 0}
+        """How many of the versions acted with came first by each path."""
+        self.weights_duplicates = 0
         self.refusals: dict[str, dict[str, int]] = {}
-        """Weights in the mailbox this terminal refused to act with, {kind: {code: n}}."""
+        """Weights this terminal refused to act with, {kind: {code: n}}."""
 
     @property
     def label(self) -> str:
         return f"crb-drqn@{self._agent.weights_version}"
 
-    def _reload(self) -> None:
-        """Load the mailbox's weights if they changed; keep those held if unreadable."""
+    # -- weights: the edge link and the relay --------------------------------------------
+
+    def weights_arrived(self, edge: int, blob: bytes, published_slot: int) -> None:
+        """A whole blob from edge `edge` over its connection: check it now, act with it
+        from the next check (`decide`)."""
+        if self._accept(blob, EDGE_LINK, f"weights from edge{edge + 1}"):
+            self._published.setdefault(signed_weights_version(blob), published_slot)
+
+    def _accept(self, blob: bytes, path: str, source: str) -> bool:
+        """Check a blob; keep it as the weights to act with next if it verifies. Whether
+        it is authentic: accepted now, or an exact copy of a blob accepted before (a
+        duplicate, counted apart); a refusal is counted by code."""
+        digest = hashlib.sha256(blob).digest()
+        if digest in self._accepted:
+            self.weights_duplicates += 1
+            return True
+        try:
+            verified = self._verifier.verify(blob)
+        except WeightsRejected as error:
+            log.warning("%s refused: %s", source, error)
+            count_refusal(self.refusals, error.kind, error.code)
+            return False
+        self._accepted.add(digest)
+        self._pending = (verified, path)
+        return True
+
+    def _check_relay(self) -> None:
+        """Look at the relayed weights in the mailbox if the file changed: note their
+        version (the reference path) and take them if newer than any checked. A version
+        the edge link brought already is no news; any other is checked, and refused (and
+        counted) if forged, another edge's, or not newer than those held (a replay)."""
         path = self._mailbox.weights_path
         try:
             stat = os.stat(path)
             signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
             if signature == self._signature:
                 return
-            verified = self._verifier.verify(path.read_bytes())
+            blob = path.read_bytes()
+        except OSError as error:
+            if not isinstance(error, FileNotFoundError):
+                log.warning("weights in %s: %s; keeping the weights held", path, error)
+            return
+        self._signature = signature  # one look (and at most one refusal) per file
+        version = signed_weights_version(blob)
+        known = version in self._published  # the edge link brought it first: nothing new
+        if known or self._accept(blob, RELAY, f"weights in {path}"):
+            self._relayed_version = max(self._relayed_version, version)
+
+    def _act_with_newest(self) -> None:
+        """Load the newest checked weights, if newer than those held."""
+        if self._pending is None:
+            return
+        verified, path = self._pending
+        self._pending = None
+        if verified.version <= self._agent.weights_version:
+            return
+        try:
             payload = decode_weights(verified.payload)
             self._agent.load_weights(payload.weights, verified.version)
-        except FileNotFoundError:
+        except (ValueError, RuntimeError, KeyError) as error:  # DecodeError too
+            log.warning("weights version %d: %s; keeping the weights held", verified.version, error)
             return
-        except WeightsRejected as error:
-            log.warning("weights in %s refused: %s", path, error)
-            count_refusal(self.refusals, error.kind, error.code)
-            self._signature = signature  # one refusal per file, not one per decision
-            return
-        except (OSError, ValueError, RuntimeError, KeyError) as error:  # DecodeError too
-            log.warning("weights in %s: %s; keeping the weights held", path, error)
-            return
-        self._signature = signature
         self.versions_loaded.append(verified.version)
+        self.loaded_from[path] += 1
+
+    def weights_age(self, slot: int) -> WeightsAge | None:
+        """The age of the weights the decision in `slot` used, and of the relayed ones."""
+        version = self._agent.weights_version
+        if version < 0:
+            return None
+        relayed = self._relayed_acting
+        return WeightsAge(
+            self._age(version, slot),
+            self._behind(version, slot),
+            self._age(relayed, slot) if relayed >= 0 else -1,
+            self._behind(relayed, slot) if relayed >= 0 else -1,
+        )
+
+    def _age(self, version: int, slot: int) -> int:
+        published = self._published.get(version)
+        return -1 if published is None else max(0, slot - published)
+
+    def _behind(self, version: int, slot: int) -> int:
+        return sum(v > version and s <= slot for v, s in self._published.items())
+
+    # -- deciding -----------------------------------------------------------------------
 
     def decide(self, observation: TerminalObservation, slot: int, task_id: int) -> int:
         window = slot // self._agent.config.refresh_slots
-        if window != self._window or self._agent.weights_version < 0:
+        new_window = window != self._window
+        if new_window or self._agent.weights_version < 0 or self._relayed_acting < 0:
             self._window = window
-            self._reload()
+            self._check_relay()
+            if new_window or self._relayed_acting < 0:  # what a relay-only terminal holds
+                self._relayed_acting = self._relayed_version
+        if new_window or self._agent.weights_version < 0:
+            self._act_with_newest()
         if self._agent.weights_version >= 0:
             action, trajectories = self._agent.act(observation, task_id)
         else:
@@ -145,6 +257,8 @@ class FederatedDecider:
             "policy": Federated().describe(),
             "weights_version": self._agent.weights_version,
             "weights_versions_loaded": self.versions_loaded,
+            "weights_loaded_from": self.loaded_from,
+            "weights_duplicates": self.weights_duplicates,
             "hidden": self._agent.config.hidden,
             "lstm_hidden": self._agent.config.lstm_hidden,
             "uploads": self._poster.uploads,

@@ -5,7 +5,8 @@ the local run's config, the federated run's (through it) and the emulator's embe
 `RunSpec` is shared by every party of one run (the target, the run's id, how many slots
 have arrivals, when to stop); `EdgeConfig` and `TerminalConfig` add each role's own
 settings. The coordinator (`local_run`, or the emulator) writes one file per party and
-starts `python -m fl_crb.runtime.edge_server FILE` or `... .terminal FILE`. Every field
+starts `python -m fl_crb.runtime.edge_server FILE` or `... .terminal FILE` (the federated
+run: `fl_crb.federation.edge` and `fl_crb.federation.terminal`). Every field
 is checked on load; a bad file names itself, the field and the value. A field typed as a
 union of dataclasses (the policy, `fl_crb.policies.spec`) is told apart by their `kind`.
 """
@@ -105,6 +106,15 @@ class Address:
 
 
 @dataclass(frozen=True)
+class FederatedEdge:
+    """How an edge server takes part in federated CRB-DRQN (`fl_crb.federation.edge`)."""
+
+    mailbox: str
+    """Its learner's mailbox directory (`federation.mailbox.EdgeMailbox`): the signed
+    weights the server hands to the terminals it manages are published there."""
+
+
+@dataclass(frozen=True)
 class EdgeConfig:
     """One edge server party."""
 
@@ -116,6 +126,9 @@ class EdgeConfig:
     """Address to listen on; port 0 picks a free port, reported on the READY line."""
     summary_path: str
     """Where to write the party's summary JSON at the end."""
+    federation: FederatedEdge | None = None
+    """Federated CRB-DRQN: where its learner publishes the weights it hands its terminals
+    (started by `fl_crb.federation.edge`); None for every other run."""
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,14 @@ class FramedConnection:
         self.writer.write(frame)
         self.bytes_sent += len(frame)
 
+    async def send_paced(self, message: Message) -> None:
+        """Send one frame of bulk data (a weights chunk), then wait until the transport's
+        buffer is below its high-water mark: a blob of many frames never piles up in the
+        backlog, and the slot loop's small frames still go out between its chunks. Raises
+        `PeerGone`, or `ConnectionError` if the connection breaks while waiting."""
+        self.send(message)
+        await self.writer.drain()
+
     def send_data(self, task_id: int, payload: memoryview, start: int, stop: int, chunk: int):
         """Send payload[start:stop] of a task as DATA frames of at most `chunk` bytes."""
         for offset in range(start, stop, chunk):

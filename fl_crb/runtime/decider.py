@@ -18,7 +18,10 @@ reward. Two kinds are built here:
 
 The terminal of federated CRB-DRQN (a `Federated` policy) is built a layer above, by the
 federation (`fl_crb.federation.terminal`): that module runs the terminal party with its
-own `DeciderFactory`, so this package never imports the federation. `make_decider`
+own `DeciderFactory`, so this package never imports the federation. A decider that is
+also a `WeightsSink` is handed every weights blob its edges send over their connections
+(the terminal party reassembles them, the sink checks them) and tells the party, per
+decision, how old the weights it acted with were (`WeightsAge`, for the task log). `make_decider`
 refuses the policy and says where it is decided; a `TrainedRun` never reaches a terminal
 (the coordinator gives each terminal its managing edge's network as a weights file).
 """
@@ -28,8 +31,9 @@ from __future__ import annotations
 import logging
 import os
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -60,6 +64,36 @@ class Decider(Protocol):
 
     def finish(self) -> dict[str, object]:
         """The run is over: save what must be kept; returns facts for the summary."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class WeightsAge:
+    """How old the weights of one decision were; −1 where unknown."""
+
+    age_slots: int
+    """Slots since the version acted with was published (by the slot its edge saw it)."""
+    versions_behind: int
+    """Versions published by the decision's slot that are newer than the one acted with."""
+    relayed_age_slots: int = -1
+    """The same age for the weights the terminal would have acted with had they come only
+    through the slower path (the federation's relay through the cloud), same run."""
+    relayed_versions_behind: int = -1
+    """The same versions behind, for that slower path."""
+
+
+@runtime_checkable
+class WeightsSink(Protocol):
+    """A decider that takes weights its edges send over the edge–terminal connections."""
+
+    def weights_arrived(self, edge: int, blob: bytes, published_slot: int) -> None:
+        """Edge `edge` (0-based) sent a whole weights blob, which it saw published in
+        `published_slot`; the sink checks it before acting with it (and counts refusals)."""
+        ...
+
+    def weights_age(self, slot: int) -> WeightsAge | None:
+        """How old the weights of the decision just taken in `slot` were; None if it was
+        taken without weights."""
         ...
 
 

@@ -9,6 +9,14 @@ terminal's queue in slot s + 1. At every slot boundary t it runs slot t of
 an OUTCOME for each resolved task and a LOAD report (Q_e(t) and the terminal's queued
 bits) to every connected terminal.
 
+An edge server may be given a `WeightsSource` (the federation's edge, `fl_crb.federation.
+edge`, watches its learner's published weights with one): it looks at the source every
+`WEIGHTS_POLL_S`, before and during the run, and hands each new version to the terminals
+it manages, over their connections, as soon as it appears (WEIGHTS frames, paced so that
+the slot loop's frames are not held up), and its newest version to each of them as soon
+as it connects. The blob is opaque here: the terminal's side checks it. The version and
+the slot it appeared in are recorded in the summary (`weights_published`).
+
 CPU speed is emulated by accounting, not by burning cycles: a task's remaining work is in
 bits and each slot takes away S_d / Q_e(t) of them, as in the simulator.
 
@@ -32,8 +40,10 @@ import logging
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from fl_crb.runtime.clock import SlotClock, SlotTimer
 from fl_crb.runtime.config import EdgeConfig, load_config
@@ -54,7 +64,9 @@ from fl_crb.runtime.protocol import (
     ProtocolError,
     TaskData,
     TaskHeader,
+    WeightsChunk,
     Welcome,
+    weights_chunks,
 )
 from fl_crb.runtime.tasklog import EdgeOutcome, EdgeOutcomeWriter
 
@@ -68,6 +80,32 @@ DRAIN_GRACE_S = 3.0
 """After the last slot, how long to wait for terminals to hang up before closing."""
 SPARE_CONNECTIONS = 8
 """Connections allowed at once beyond one per terminal (handshakes, reconnections)."""
+WEIGHTS_POLL_S = 0.05
+"""How often the edge looks at its weights source for a new version."""
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedWeights:
+    """One version of the weights an edge hands its terminals."""
+
+    version: int
+    """Its version; a source's versions only grow."""
+    blob: bytes
+    """The weights as the terminals take them (for the federation: its signed envelope)."""
+
+
+class WeightsSource(Protocol):
+    """Where an edge server finds the weights it hands its terminals (supplied by the layer
+    that trains them, `fl_crb.federation.edge`)."""
+
+    def newest(self) -> PublishedWeights | None:
+        """The newest published weights, None before any; cheap when nothing changed.
+        May raise OSError or ValueError (the edge logs it and looks again later)."""
+        ...
+
+
+WeightsSourceFactory = Callable[[EdgeConfig], WeightsSource | None]
+"""Builds an edge server's weights source from its config (None: it hands out none)."""
 
 
 def outcomes_path(summary_path: str | Path) -> Path:
@@ -87,7 +125,7 @@ class _Transfer:
 class EdgeServer:
     """One edge server: listening socket, per-terminal connections, the slot loop."""
 
-    def __init__(self, config: EdgeConfig) -> None:
+    def __init__(self, config: EdgeConfig, weights: WeightsSource | None = None) -> None:
         self.config = config
         self.params, self.terminals = config.run.model()
         if not 0 <= config.edge < self.params.edges:
@@ -95,9 +133,26 @@ class EdgeServer:
                 f"edge index {config.edge} does not exist; the topology has "
                 f"{self.params.edges} edges (0..{self.params.edges - 1})"
             )
+        if config.federation is not None and weights is None:
+            raise ValueError(
+                f"edge {config.edge} has federation settings (its learner's mailbox "
+                f"{config.federation.mailbox}): start it with `python -m fl_crb.federation.edge "
+                "CONFIG.json` (as `fl-crb federate` does), which hands out the learner's weights"
+            )
         arrays = self.params.per_terminal(self.terminals)
         self.deadline_slots = arrays.deadline_slots
         self.processor = EdgeProcessor(arrays.edge_bits_per_slot[:, config.edge])
+        self.managed = {int(d) for d in (arrays.managing_edge == config.edge).nonzero()[0]}
+        """The terminals this edge manages: those it hands its weights to."""
+        self.weights_source = weights
+        self.weights: PublishedWeights | None = None
+        """The newest version seen at the source."""
+        self.weights_published: list[tuple[int, int]] = []
+        """(version, slot it was first seen in; 0 before the run's first slot, or before
+        a restarted edge's) of every version seen."""
+        self._pushes: dict[int, asyncio.Task] = {}
+        """Per managed terminal, the weights being sent to it."""
+        self._watcher: asyncio.Task | None = None
         self.clock: SlotClock | None = None
         self.connections: dict[int, FramedConnection] = {}
         self._transfers: dict[int, dict[int, _Transfer]] = {}
@@ -121,6 +176,9 @@ class EdgeServer:
             "outcomes_undelivered": 0,
             "connections_refused": 0,
             "first_slot": 0,
+            "weights_pushed": 0,
+            "weights_push_failures": 0,
+            "weights_source_errors": 0,
         }
         self._seen: list[FramedConnection] = []
         """Every connection ever accepted, for the byte counts."""
@@ -133,6 +191,9 @@ class EdgeServer:
         """Start accepting terminals; returns the port listened on."""
         address = self.config.listen
         self._server = await asyncio.start_server(self._serve, address.host, address.port)
+        if self.weights_source is not None:
+            self._look_for_weights()  # a version published already goes to the first HELLOs
+            self._watcher = asyncio.create_task(self._watch_weights())
         return self._server.sockets[0].getsockname()[1]
 
     async def run(self, clock: SlotClock) -> dict[str, object]:
@@ -164,9 +225,13 @@ class EdgeServer:
             **self.stats,
             "bytes_sent": sum(c.bytes_sent for c in self._seen),
             "bytes_received": sum(c.bytes_received for c in self._seen),
+            "weights_published": self.weights_published,
         }
 
     async def close(self) -> None:
+        for task in (self._watcher, *self._pushes.values()):
+            if task is not None:
+                task.cancel()
         for connection in list(self.connections.values()):
             connection.close()
         if self._server is not None:
@@ -211,6 +276,57 @@ class EdgeServer:
             self._forget(terminal, connection)
             return False
         return True
+
+    # ------------------------------------------------------------------ weights
+
+    async def _watch_weights(self) -> None:
+        """Look at the weights source until the server closes; push each new version."""
+        while True:
+            await asyncio.sleep(WEIGHTS_POLL_S)
+            self._look_for_weights()
+
+    def _look_for_weights(self) -> None:
+        """Take a newer version from the source, record when it appeared, and start
+        handing it to every managed terminal that is connected."""
+        assert self.weights_source is not None
+        try:
+            newest = self.weights_source.newest()
+        except (OSError, ValueError) as error:
+            self.stats["weights_source_errors"] += 1
+            log.warning("%s: cannot read the weights source: %s", self.name, error)
+            return
+        if newest is None or (self.weights is not None and newest.version <= self.weights.version):
+            return
+        slot = max(0, self.clock.now_slot()) if self.clock is not None else 0
+        self.weights = newest
+        self.weights_published.append((newest.version, slot))
+        log.info("%s: weights version %d published (slot %d)", self.name, newest.version, slot)
+        for terminal in self.managed & set(self.connections):
+            self._push(terminal)
+
+    def _push(self, terminal: int) -> None:
+        """Start sending the newest weights to a connected managed terminal, dropping a
+        version still being sent to it (the terminal starts over at offset 0)."""
+        if self.weights is None:
+            return
+        if (earlier := self._pushes.pop(terminal, None)) is not None:
+            earlier.cancel()
+        connection = self.connections[terminal]
+        version, slot = self.weights_published[-1]
+        chunks = weights_chunks(self.weights.blob, version, slot)
+        self._pushes[terminal] = asyncio.create_task(self._send_weights(connection, chunks))
+
+    async def _send_weights(self, connection: FramedConnection, chunks: list[WeightsChunk]) -> None:
+        try:
+            for chunk in chunks:
+                await connection.send_paced(chunk)
+        except (PeerGone, ConnectionError) as error:
+            self.stats["weights_push_failures"] += 1
+            log.warning("%s: weights to %s not delivered: %s", self.name, connection.peer, error)
+            return
+        self.stats["weights_pushed"] += 1
+
+    # ------------------------------------------------------------------ connections
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         host, port = writer.get_extra_info("peername")[:2]
@@ -277,6 +393,8 @@ class EdgeServer:
         self.connections[hello.terminal] = connection
         connection.send(Welcome(self.config.run.run_id, self.config.edge))
         log.info("%s: %s connected", self.name, connection.peer)
+        if hello.terminal in self.managed:
+            self._push(hello.terminal)
         return hello.terminal
 
     def _handle(self, terminal: int, connection: FramedConnection, message: object) -> None:
@@ -349,6 +467,8 @@ class EdgeServer:
             return
         del self.connections[terminal]
         self._transfers.pop(terminal, None)
+        if (push := self._pushes.pop(terminal, None)) is not None:
+            push.cancel()
         if self._running:
             self.stats["disconnects_during_run"] += 1
             log.warning(
@@ -360,8 +480,8 @@ class EdgeServer:
         connection.close()
 
 
-async def _main(config: EdgeConfig) -> None:
-    server = EdgeServer(config)
+async def _main(config: EdgeConfig, sources: WeightsSourceFactory | None) -> None:
+    server = EdgeServer(config, None if sources is None else sources(config))
     port = await server.listen()
     announce_ready({"port": port})
     enter_realtime(config.run.realtime_priority)
@@ -374,13 +494,20 @@ async def _main(config: EdgeConfig) -> None:
     log.info("%s: done: %s", server.name, summary)
 
 
-def main(argv: list[str]) -> int:
+def main(
+    argv: list[str],
+    sources: WeightsSourceFactory | None = None,
+    program: str = "fl_crb.runtime.edge_server",
+) -> int:
+    """Run the edge server party of the config file `argv[1]`, handing its terminals the
+    weights of the source `sources` builds (None: no weights); `program` is the module
+    started (`python -m program`), for the usage line."""
     if len(argv) != 2:
-        print("usage: python -m fl_crb.runtime.edge_server CONFIG.json", file=sys.stderr)
+        print(f"usage: python -m {program} CONFIG.json", file=sys.stderr)
         return 2
     config = load_config(argv[1], EdgeConfig)
     configure_logging(f"edge{config.edge + 1}")
-    asyncio.run(_main(config))
+    asyncio.run(_main(config, sources))
     return 0
 
 

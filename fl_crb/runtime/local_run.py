@@ -60,6 +60,7 @@ from fl_crb.policies.spec import (
 from fl_crb.runtime.config import (
     Address,
     EdgeConfig,
+    FederatedEdge,
     FederatedTerminal,
     RunSpec,
     RunTarget,
@@ -76,6 +77,7 @@ from fl_crb.runtime.tasklog import (
     read_task_lines,
     read_task_table,
     settle_dead_terminal,
+    weights_age_summary,
     write_task_csv,
 )
 
@@ -85,7 +87,8 @@ SUMMARY_FILE = "summary.json"
 SINGLE_THREADED = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 """Numerical libraries in each party use one thread: many parties share few cores."""
 EDGE_SERVER_MODULE = "fl_crb.runtime.edge_server"
-"""The module an edge server party runs as (`python -m`)."""
+"""The module an edge server party runs as (`python -m`), unless `launch_parties` is given
+another."""
 TERMINAL_MODULE = "fl_crb.runtime.terminal"
 """The module a terminal party runs as, unless `launch_parties` is given another."""
 EXIT_GRACE_S = 30.0
@@ -189,10 +192,10 @@ async def run_local(
     parties: list[_Party] = []
     stop = asyncio.Event()
     signals: list[str] = []
-    with _stop_on_signals(stop, signals):
+    with stop_on_signals(stop, signals):
         try:
             launch = launch_parties(out, config, spec, policies, placement, parties)
-            epoch = await _unless_stopped(launch, stop)
+            epoch = await unless_stopped(launch, stop)
             if epoch is not None:
                 _write_run_file(out, config, spec, params.slot_s, epoch, parties, placement)
                 finish_by = epoch + spec.end_slot * params.slot_s + EXIT_GRACE_S
@@ -218,7 +221,7 @@ async def run_local(
 
 
 @contextlib.contextmanager
-def _stop_on_signals(stop: asyncio.Event, received: list[str]):
+def stop_on_signals(stop: asyncio.Event, received: list[str]):
     """While inside, SIGINT and SIGTERM set `stop` (and are noted in `received`) instead
     of ending the program: the coordinator then stops its parties and writes the run."""
     loop = asyncio.get_running_loop()
@@ -241,7 +244,7 @@ def _stop_on_signals(stop: asyncio.Event, received: list[str]):
             loop.remove_signal_handler(signum)
 
 
-async def _unless_stopped(work: Awaitable[float], stop: asyncio.Event) -> float | None:
+async def unless_stopped(work: Awaitable[float], stop: asyncio.Event) -> float | None:
     """The result of `work`, or None (and `work` cancelled) if `stop` is set first."""
     task, stopped = asyncio.ensure_future(work), asyncio.ensure_future(stop.wait())
     await asyncio.wait((task, stopped), return_when=asyncio.FIRST_COMPLETED)
@@ -264,6 +267,8 @@ async def launch_parties(
     federation: Callable[[int, str], FederatedTerminal] | None = None,
     before_start: Callable[[], Awaitable[None]] | None = None,
     terminal_module: str = TERMINAL_MODULE,
+    edge_module: str = EDGE_SERVER_MODULE,
+    edge_mailboxes: Path | None = None,
 ) -> float:
     """Start every edge server, then every terminal (appended to `parties` as they start,
     so the caller can stop them on failure), wait until all are READY and send START.
@@ -273,14 +278,19 @@ async def launch_parties(
     `before_start()` is awaited once all are READY, before the epoch is chosen (the
     federated run starts its authority there); `terminal_module` is the module each
     terminal runs as (`python -m`; the federated run gives its own, whose terminals decide
-    with their federated settings). Returns the run's epoch."""
+    with their federated settings); `edge_module` likewise for each edge server (the
+    federated run's edges hand their learners' weights to their terminals), and
+    `edge_mailboxes` is the folder of those learners' mailboxes (<folder>/<edge name>,
+    `FederatedEdge`; None: not federated). Returns the run's epoch."""
     params, terminals = spec.model()
     topology = spec.topology()
     edge_names, terminal_names = topology.edge_names, topology.terminal_names
     for e, name in enumerate(edge_names):
         listen = Address(placement.listen_address(name), 0)
-        edge = EdgeConfig(spec, e, listen, str(out / "parties" / f"{name}.json"))
-        parties.append(await _spawn(out, name, EDGE_SERVER_MODULE, edge, placement, EDGE_ROLE))
+        federated = None if edge_mailboxes is None else FederatedEdge(str(edge_mailboxes / name))
+        summary_path = str(out / "parties" / f"{name}.json")
+        edge = EdgeConfig(spec, e, listen, summary_path, federation=federated)
+        parties.append(await _spawn(out, name, edge_module, edge, placement, EDGE_ROLE))
     ready_by = time.time() + config.startup_timeout_s
     edge_ports = [int((await _ready(party, ready_by))["port"]) for party in parties]
     for d, name in enumerate(terminal_names[:terminals]):
@@ -574,6 +584,10 @@ def summarise_run(
         "stale_observations": sum(s.get("stale_observations", 0) for s in party_summaries.values()),
         "late_sends": sum(s.get("late_sends", 0) for s in party_summaries.values()),
         "redirected_tasks": {n: s.get("redirected_tasks", 0) for n, s in terminals.items()},
+        "weights_age": weights_age_summary(table.weights_age_slots, table.weights_versions_behind),
+        "relayed_weights_age": weights_age_summary(
+            table.relayed_age_slots, table.relayed_versions_behind
+        ),
         "reconnections": {n: s.get("reconnections", 0) for n, s in terminals.items()},
         "bytes_sent": {name: s["bytes_sent"] for name, s in party_summaries.items()},
         "bytes_received": {name: s["bytes_received"] for name, s in party_summaries.items()},

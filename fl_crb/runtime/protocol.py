@@ -18,11 +18,19 @@ Every frame is an 8-byte header followed by a payload:
 |          |                 | bits q_{d,e}                                                |
 | OUTCOME  | edge → terminal | task id u32, slot u32, kind u8 (FINISHED / DROPPED),        |
 |          |                 | slot its last byte arrived i32 (−1: never fully received)   |
+| WEIGHTS  | edge → terminal | version u64, published slot u32, total bytes u32, offset    |
+|          |                 | u32, then 1..MAX_CHUNK_BYTES bytes of an opaque weights blob |
 | ERROR    | either          | UTF-8 text, why the sender closes the connection            |
+
+A weights blob (at most MAX_WEIGHTS_BYTES; the federation's signed envelope, which the
+runtime never opens) travels as WEIGHTS frames of one version in offset order, so no frame
+is bigger than a DATA frame; `WeightsAssembly` puts them back together. The published slot
+is the slot the edge saw that version appear (0 for one it held before the run began).
 
 Every frame is validated before use: magic, version, a known type, a length within the
 type's bounds (checked before the payload is read, so an oversized frame costs nothing),
-and field values (finite sizes, payload bytes = ⌈bits / 8⌉, deadline ≥ arrival). A bad
+and field values (finite sizes, payload bytes = ⌈bits / 8⌉, deadline ≥ arrival, a weights
+chunk inside its blob's announced size, a blob within MAX_WEIGHTS_BYTES). A bad
 frame raises `ProtocolError` naming the peer; the caller closes that connection only.
 """
 
@@ -37,13 +45,17 @@ from enum import IntEnum
 MAGIC = b"FR"
 """First two bytes of every frame."""
 PROTOCOL_VERSION = 1
-"""Version byte this implementation speaks; bumped on any change to the frame layouts."""
+"""Version byte this implementation speaks; bumped on any change to the frame layouts (a
+new frame type changes none: a peer without it refuses it as an unknown type)."""
 HEADER = struct.Struct(">2sBBI")
 """magic, version, type, payload length."""
 MAX_CHUNK_BYTES = 64 * 1024
 """Largest slice of task payload in one DATA frame."""
 MAX_ERROR_BYTES = 1024
 """Largest ERROR text, in UTF-8 bytes."""
+MAX_WEIGHTS_BYTES = 16 << 20
+"""Largest weights blob an edge may hand a terminal (a terminal holds at most one being
+assembled per edge); CRB-DRQN's default network signed is about 65 kB."""
 
 
 class FrameType(IntEnum):
@@ -54,6 +66,7 @@ class FrameType(IntEnum):
     LOAD = 5
     OUTCOME = 6
     ERROR = 7
+    WEIGHTS = 8
 
 
 class OutcomeKind(IntEnum):
@@ -135,12 +148,28 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
+class WeightsChunk:
+    version: int
+    """Version of the weights the blob carries (as its sender says; the blob proves it)."""
+    published_slot: int
+    """Slot the edge saw this version published in (0: before the run began)."""
+    total_bytes: int
+    """Size of the whole blob, 1..MAX_WEIGHTS_BYTES."""
+    offset: int
+    """Where `chunk` starts in the blob."""
+    chunk: bytes | memoryview
+    """The next slice of the blob."""
+
+
+@dataclass(frozen=True, slots=True)
 class ErrorNotice:
     text: str
     """Why the sender is closing the connection."""
 
 
-Message = Hello | Welcome | TaskHeader | TaskData | LoadReport | Outcome | ErrorNotice
+Message = (
+    Hello | Welcome | TaskHeader | TaskData | LoadReport | Outcome | WeightsChunk | ErrorNotice
+)
 
 _HELLO = struct.Struct(">QI")
 _WELCOME = struct.Struct(">QH")
@@ -148,6 +177,7 @@ _TASK = struct.Struct(">IIIdII")
 _DATA_ID = struct.Struct(">I")
 _LOAD = struct.Struct(">IId")
 _OUTCOME = struct.Struct(">IIBi")
+_WEIGHTS = struct.Struct(">QIII")
 
 PAYLOAD_BOUNDS: dict[FrameType, tuple[int, int]] = {
     FrameType.HELLO: (_HELLO.size, _HELLO.size),
@@ -156,6 +186,7 @@ PAYLOAD_BOUNDS: dict[FrameType, tuple[int, int]] = {
     FrameType.DATA: (_DATA_ID.size + 1, _DATA_ID.size + MAX_CHUNK_BYTES),
     FrameType.LOAD: (_LOAD.size, _LOAD.size),
     FrameType.OUTCOME: (_OUTCOME.size, _OUTCOME.size),
+    FrameType.WEIGHTS: (_WEIGHTS.size + 1, _WEIGHTS.size + MAX_CHUNK_BYTES),
     FrameType.ERROR: (1, MAX_ERROR_BYTES),
 }
 """Smallest and largest payload length of each frame type."""
@@ -172,6 +203,12 @@ def encode(message: Message) -> bytes:
         return _header(FrameType.DATA, _DATA_ID.size + len(chunk)) + (
             _DATA_ID.pack(message.task_id) + chunk
         )
+    if isinstance(message, WeightsChunk):
+        chunk = bytes(message.chunk)
+        head = _WEIGHTS.pack(
+            message.version, message.published_slot, message.total_bytes, message.offset
+        )
+        return _header(FrameType.WEIGHTS, _WEIGHTS.size + len(chunk)) + head + chunk
     if isinstance(message, Hello):
         kind, payload = FrameType.HELLO, _HELLO.pack(message.run_id, message.terminal)
     elif isinstance(message, Welcome):
@@ -229,6 +266,10 @@ def decode(frame_type: FrameType, payload: bytes, peer: str) -> Message:
     if frame_type is FrameType.DATA:
         (task_id,) = _DATA_ID.unpack_from(payload)
         return TaskData(task_id, memoryview(payload)[_DATA_ID.size :])
+    if frame_type is FrameType.WEIGHTS:
+        chunk = WeightsChunk(*_WEIGHTS.unpack_from(payload), memoryview(payload)[_WEIGHTS.size :])
+        _check_weights(chunk, peer)
+        return chunk
     if frame_type is FrameType.HELLO:
         return Hello(*_HELLO.unpack(payload))
     if frame_type is FrameType.WELCOME:
@@ -280,10 +321,84 @@ def _check_task(header: TaskHeader, peer: str) -> None:
         )
 
 
+def _check_weights(chunk: WeightsChunk, peer: str) -> None:
+    if not 1 <= chunk.total_bytes <= MAX_WEIGHTS_BYTES:
+        raise ProtocolError(
+            peer,
+            f"WEIGHTS version {chunk.version} announces a blob of {chunk.total_bytes} bytes; "
+            f"expected 1..{MAX_WEIGHTS_BYTES}",
+        )
+    if chunk.offset + len(chunk.chunk) > chunk.total_bytes:
+        raise ProtocolError(
+            peer,
+            f"WEIGHTS version {chunk.version}: {len(chunk.chunk)} bytes at offset "
+            f"{chunk.offset} overrun its blob of {chunk.total_bytes} bytes",
+        )
+
+
+def weights_chunks(
+    blob: bytes, version: int, published_slot: int, chunk_bytes: int = MAX_CHUNK_BYTES
+) -> list[WeightsChunk]:
+    """The WEIGHTS frames' messages that carry `blob` (1..MAX_WEIGHTS_BYTES), in order."""
+    if not 1 <= len(blob) <= MAX_WEIGHTS_BYTES:
+        raise ValueError(f"a weights blob has 1..{MAX_WEIGHTS_BYTES} bytes, got {len(blob)}")
+    view = memoryview(blob)
+    return [
+        WeightsChunk(
+            version, published_slot, len(blob), offset, view[offset : offset + chunk_bytes]
+        )
+        for offset in range(0, len(blob), chunk_bytes)
+    ]
+
+
+class WeightsAssembly:
+    """A terminal's reassembly of the weights blob one edge is sending: the chunks of one
+    version must come in order; a chunk at offset 0 starts a new blob (an edge drops a
+    version it was sending when a newer one appears). Holds at most one blob."""
+
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+        self._chunk: WeightsChunk | None = None
+        """The first chunk of the blob being assembled (its version, slot and size)."""
+        self._parts = bytearray()
+
+    def add(self, chunk: WeightsChunk) -> WeightsChunk | None:
+        """Take one chunk; returns the whole blob (as a chunk at offset 0 holding all of
+        it) once its last byte arrived, else None. Raises `ProtocolError` for a chunk that
+        does not continue the blob being assembled."""
+        if chunk.offset == 0:
+            self._chunk, self._parts = chunk, bytearray()
+        elif self._chunk is None or (chunk.version, chunk.total_bytes) != (
+            self._chunk.version,
+            self._chunk.total_bytes,
+        ):
+            raise ProtocolError(
+                self.peer,
+                f"WEIGHTS version {chunk.version} continues at offset {chunk.offset} a blob "
+                "that was never begun",
+            )
+        elif chunk.offset != len(self._parts):
+            raise ProtocolError(
+                self.peer,
+                f"WEIGHTS version {chunk.version} chunk at offset {chunk.offset}; expected "
+                f"{len(self._parts)} (chunks come in order)",
+            )
+        self._parts += chunk.chunk
+        first = self._chunk
+        if len(self._parts) < first.total_bytes:
+            return None
+        self._chunk = None
+        whole = bytes(self._parts)
+        self._parts = bytearray()
+        return WeightsChunk(first.version, first.published_slot, len(whole), 0, whole)
+
+
 def frame_bytes(message: Message) -> int:
     """Bytes the frame carrying `message` takes on the wire, header included."""
     if isinstance(message, TaskData):
         return HEADER.size + _DATA_ID.size + len(message.chunk)
+    if isinstance(message, WeightsChunk):
+        return HEADER.size + _WEIGHTS.size + len(message.chunk)
     if isinstance(message, ErrorNotice):
         return HEADER.size + len(message.text.encode("utf-8"))
     return HEADER.size + PAYLOAD_BOUNDS[_FIXED_TYPES[type(message)]][0]

@@ -30,6 +30,16 @@ held (`settle_dead_terminal`); `compare-sim` reads it. Columns:
 | notice_slot       | wall-clock slot the terminal learned the outcome in (−1: never)   |
 | redirected_from   | the edge e the policy chose when that edge was unreachable and    |
 |                   | the task was computed locally instead (action 0); 0 otherwise     |
+| weights_age_slots | slots since the weights it was decided with were published (the  |
+|                   | slot their edge saw them); −1: no weights, or not known           |
+| weights_versions_behind | versions published by its arrival slot newer than those   |
+|                   | weights; −1 as above                                              |
+| relayed_age_slots, relayed_versions_behind | the same for the weights it would have |
+|                   | been decided with had they come only relayed through the cloud    |
+|                   | (federated CRB-DRQN's slower path, measured in the same run); −1  |
+
+`weights_age_summary` condenses the age columns (the terminals' summaries and the run's
+summary.json carry it as `weights_age` and `relayed_weights_age`).
 """
 
 from __future__ import annotations
@@ -71,6 +81,10 @@ class LiveTask:
     received_slot: int = -1
     notice_slot: int = -1
     redirected_from: int = 0
+    weights_age_slots: int = -1
+    weights_versions_behind: int = -1
+    relayed_age_slots: int = -1
+    relayed_versions_behind: int = -1
 
     @property
     def resolved(self) -> bool:
@@ -85,6 +99,13 @@ class LiveTask:
 
 
 COLUMNS = (*(f.name for f in fields(LiveTask)), "delay_slots")
+_AGE_COLUMNS = (
+    "weights_age_slots",
+    "weights_versions_behind",
+    "relayed_age_slots",
+    "relayed_versions_behind",
+)
+"""The weights' age columns (written as −1 for a task log that predates them)."""
 
 
 class JsonLinesAppender:
@@ -164,6 +185,29 @@ class EdgeOutcomeWriter:
         self._lines.close()
 
 
+def weights_age_summary(
+    age_slots: Iterable[int], versions_behind: Iterable[int]
+) -> dict[str, object]:
+    """The weights' age over the decisions that know it (age ≥ 0): how many, the mean,
+    median, 95th percentile and largest age in slots, and the mean and largest number
+    of versions behind; only `decisions` (0) when none does."""
+    ages = np.asarray(list(age_slots), dtype=np.int64)
+    behind = np.asarray(list(versions_behind), dtype=np.int64)
+    known = ages >= 0
+    if not known.any():
+        return {"decisions": 0}
+    ages, behind = ages[known], behind[known]
+    return {
+        "decisions": int(known.sum()),
+        "age_slots_mean": round(float(ages.mean()), 3),
+        "age_slots_p50": float(np.percentile(ages, 50)),
+        "age_slots_p95": float(np.percentile(ages, 95)),
+        "age_slots_max": int(ages.max()),
+        "versions_behind_mean": round(float(behind.mean()), 4),
+        "versions_behind_max": int(behind.max()),
+    }
+
+
 def read_json_lines(path: Path) -> tuple[list[dict], bool]:
     """The objects of a JSON-lines file and whether its last line was cut short (a
     process killed in the middle of writing it); that line is left out. Any other bad
@@ -235,6 +279,10 @@ def settle_dead_terminal(
     return lost
 
 
+_ROW_DEFAULTS = {"redirected_from": 0, **dict.fromkeys(_AGE_COLUMNS, -1)}
+"""Values of columns that task logs written before them lack."""
+
+
 def write_task_csv(rows: list[dict], csv_path: Path) -> int:
     """Write task rows (from the terminals' logs) as one CSV ordered by (arrival, terminal)."""
     rows = sorted(rows, key=lambda row: (row["arrival_slot"], row["terminal"]))
@@ -242,7 +290,7 @@ def write_task_csv(rows: list[dict], csv_path: Path) -> int:
         writer = csv.DictWriter(out, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            row = {"redirected_from": 0, **row, "dropped": int(row["dropped"])}
+            row = {**_ROW_DEFAULTS, **row, "dropped": int(row["dropped"])}
             row["delay_slots"] = "" if row["delay_slots"] is None else row["delay_slots"]
             writer.writerow(row)
     return len(rows)
@@ -275,6 +323,11 @@ class TaskTable:
     received_slot: np.ndarray
     redirected_from: np.ndarray
     """The edge the policy chose for a task redirected to local compute; 0 otherwise."""
+    weights_age_slots: np.ndarray
+    weights_versions_behind: np.ndarray
+    relayed_age_slots: np.ndarray
+    relayed_versions_behind: np.ndarray
+    """The weights' age columns; −1 where unknown."""
 
     def __len__(self) -> int:
         return int(self.terminal.size)
@@ -282,7 +335,8 @@ class TaskTable:
 
 _INT_COLUMNS = ("terminal", "arrival_slot", "action", "resolve_slot", "dropped")
 _INT_COLUMNS += ("planned_sent_slot", "sent_slot", "received_slot", "redirected_from")
-_OPTIONAL_COLUMNS = {"redirected_from": "0"}
+_INT_COLUMNS += _AGE_COLUMNS
+_OPTIONAL_COLUMNS = {"redirected_from": "0", **dict.fromkeys(_AGE_COLUMNS, "-1")}
 """Columns of later versions, with their value in a run folder written before them."""
 
 

@@ -14,6 +14,14 @@ At start-up it connects to every edge server (HELLO → WELCOME). At each slot b
    during the slot, paced in `pace_ticks_per_slot` steps at R bits per slot (or all at
    once when `pace_uplink` is off and a network emulator shapes the link).
 
+Weights: an edge may send WEIGHTS frames (the edge managing this terminal, when it hands
+out its learner's weights, `fl_crb.runtime.edge_server`). The party reassembles each blob
+per connection and gives it, whole, to its decider if that is a `WeightsSink` (the
+federated terminal checks and acts with it); a decider that is not one ignores weights,
+counted as `weights_ignored`. Each blob's version, the slot its edge saw it published
+and the slot it arrived here are kept for the summary (`weights_received`), and each
+decision's `WeightsAge` goes to the task log.
+
 Local tasks resolve here (finished, or dropped at the end of their deadline slot);
 offloaded tasks resolve when the edge's OUTCOME arrives. Every task goes to the task log
 as it arrives and again as it resolves, each line flushed at once (`TaskLogWriter`), so
@@ -46,7 +54,7 @@ from fl_crb.mec.workload import draw_arrivals
 from fl_crb.runtime.clock import SlotClock, SlotTimer
 from fl_crb.runtime.config import TerminalConfig, load_config
 from fl_crb.runtime.connection import FRAME_TIMEOUT_S, FramedConnection, PeerGone, PeerSilent
-from fl_crb.runtime.decider import DeciderFactory, make_decider
+from fl_crb.runtime.decider import DeciderFactory, WeightsSink, make_decider
 from fl_crb.runtime.load_board import LoadBoard
 from fl_crb.runtime.party import (
     announce_ready,
@@ -65,10 +73,12 @@ from fl_crb.runtime.protocol import (
     OutcomeKind,
     ProtocolError,
     TaskHeader,
+    WeightsAssembly,
+    WeightsChunk,
     Welcome,
     payload_bytes_of,
 )
-from fl_crb.runtime.tasklog import EDGE_LOST, LiveTask, TaskLogWriter
+from fl_crb.runtime.tasklog import EDGE_LOST, LiveTask, TaskLogWriter, weights_age_summary
 from fl_crb.runtime.terminal_queues import QueuedTask, SlotServer, SlotService
 from fl_crb.runtime.uplink import Uplink
 
@@ -135,6 +145,12 @@ class TerminalParty:
             trajectories,
             federation=config.federation,
         )
+        self.weights_sink = self.decider if isinstance(self.decider, WeightsSink) else None
+        """The decider, if it takes weights from the edges."""
+        self.weights_received: list[tuple[int, int, int, int]] = []
+        """(edge, version, published slot, slot it arrived in) of every whole blob."""
+        self.weights_ignored = 0
+        """Whole blobs received while the decider takes none."""
         self.tasks: list[LiveTask] = []
         self.task_log = TaskLogWriter(config.task_log_path)
         self._awaiting: dict[int, LiveTask] = {}
@@ -150,6 +166,8 @@ class TerminalParty:
         self._running = False
         self._closing = False
         self.clock: SlotClock | None = None
+        self.first_slot = 0
+        """The slot it began at: 0, or the slot under way when it started after the epoch."""
         self.edges_lost = [0] * params.edges
         """Per edge, how often its connection was lost during the run."""
         self.reconnections = [0] * params.edges
@@ -207,7 +225,8 @@ class TerminalParty:
 
     def _attach(self, edge: int, connection: FramedConnection) -> None:
         self.connections[edge] = connection
-        self._readers.append(asyncio.create_task(self._read(edge, connection)))
+        assembly = WeightsAssembly(connection.peer)  # a blob never spans two connections
+        self._readers.append(asyncio.create_task(self._read(edge, connection, assembly)))
 
     async def _reconnect(self, edge: int) -> None:
         """Try to reach a lost edge again, with bounded exponential backoff, until the run
@@ -236,11 +255,15 @@ class TerminalParty:
     # ------------------------------------------------------------------ the slot loop
 
     async def run(self, clock: SlotClock) -> dict[str, object]:
-        """Handle slots 0 … end_slot − 1, then wait for the last outcomes; returns the summary."""
+        """Handle slots from the current one (0 at the epoch) to end_slot − 1, then wait
+        for the last outcomes; returns the summary. A terminal started after the epoch (it
+        joined late, or was restarted) begins at the slot under way: the tasks of the
+        slots before it never arrived here, and its summary says where it began."""
         self.clock = clock
         timer = SlotTimer(clock, self.config.run.overrun_threshold_s)
         self._running = True
-        slot = self._next_busy_slot(0)
+        self.first_slot = max(0, clock.now_slot())
+        slot = self._next_busy_slot(self.first_slot)
         while slot < self.config.run.end_slot:
             await clock.sleep_until(clock.boundary(slot))
             timer.woke(slot)
@@ -289,6 +312,7 @@ class TerminalParty:
         )
         task_id = len(self.tasks)
         action = self.decider.decide(observation, slot, task_id)
+        age = None if self.weights_sink is None else self.weights_sink.weights_age(slot)
         if not 0 <= action <= self.edges:
             raise ValueError(
                 f"{self.decider.label} chose action {action}; valid are 0..{self.edges}"
@@ -297,6 +321,11 @@ class TerminalParty:
         record = LiveTask(
             self.config.terminal, task_id, slot, deadline, size_bits, action, self.decider.label
         )
+        if age is not None:
+            record.weights_age_slots = age.age_slots
+            record.weights_versions_behind = age.versions_behind
+            record.relayed_age_slots = age.relayed_age_slots
+            record.relayed_versions_behind = age.relayed_versions_behind
         self.tasks.append(record)
         if action > 0:
             payload = self._payload_rng.bytes(payload_bytes_of(size_bits))
@@ -349,15 +378,19 @@ class TerminalParty:
         delay = record.delay_slots
         self.decider.resolved(record.task_id, self.drop_reward if delay is None else -delay)
 
-    async def _read(self, edge: int, connection: FramedConnection) -> None:
-        """Take LOAD reports and OUTCOMEs from one edge until it closes, breaks, sends a
-        bad frame or falls silent; then route around it."""
+    async def _read(
+        self, edge: int, connection: FramedConnection, assembly: WeightsAssembly
+    ) -> None:
+        """Take LOAD reports, OUTCOMEs and weights from one edge until it closes, breaks,
+        sends a bad frame or falls silent; then route around it."""
         try:
             while (message := await self._receive(connection)) is not None:
                 if isinstance(message, LoadReport):
                     self._load(edge, message)
                 elif isinstance(message, Outcome):
                     self._outcome(edge, connection, message)
+                elif isinstance(message, WeightsChunk):
+                    self._weights(edge, assembly.add(message))
                 elif isinstance(message, ErrorNotice):
                     log.error("%s: %s closes: %s", self.name, connection.peer, message.text)
                 else:
@@ -401,6 +434,17 @@ class TerminalParty:
         if edge not in self._reconnecting:
             self._reconnecting[edge] = asyncio.create_task(self._reconnect(edge))
 
+    def _weights(self, edge: int, whole: WeightsChunk | None) -> None:
+        """A whole weights blob from `edge` goes to the decider (which checks it)."""
+        if whole is None:
+            return
+        arrived = self.clock.now_slot() if self.clock is not None else 0
+        self.weights_received.append((edge, whole.version, whole.published_slot, arrived))
+        if self.weights_sink is None:
+            self.weights_ignored += 1
+            return
+        self.weights_sink.weights_arrived(edge, bytes(whole.chunk), whole.published_slot)
+
     def _load(self, edge: int, report: LoadReport) -> None:
         """Keep a LOAD report unless its slot is far from the clock's (only the last
         `history_slots` matter; keeping others would let an edge grow our memory)."""
@@ -434,6 +478,7 @@ class TerminalParty:
             "party": self.name,
             "role": "terminal",
             "terminal": self.config.terminal,
+            "first_slot": self.first_slot,
             **timer.summary(),
             "tasks": len(self.tasks),
             "finished": len(delays),
@@ -452,6 +497,16 @@ class TerminalParty:
             "bytes_sent": sum(c.bytes_sent for c in self._seen),
             "bytes_received": sum(c.bytes_received for c in self._seen),
             "pace_uplink": self.config.pace_uplink,
+            "weights_received": self.weights_received,
+            "weights_ignored": self.weights_ignored,
+            "weights_age": weights_age_summary(
+                [t.weights_age_slots for t in self.tasks],
+                [t.weights_versions_behind for t in self.tasks],
+            ),
+            "relayed_weights_age": weights_age_summary(
+                [t.relayed_age_slots for t in self.tasks],
+                [t.relayed_versions_behind for t in self.tasks],
+            ),
             **self.decider.finish(),
         }
 
