@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 
 from fl_crb.commands.arguments import RATE, TERMINALS
 from fl_crb.runtime.config import RunTarget
@@ -50,3 +52,15 @@ def run_target_arguments(args: argparse.Namespace) -> RunTarget:
         arrival_rate_override_bps=quantity_argument(args.rate, BANDWIDTH, "--rate"),
         seed=args.seed,
     )
+
+
+def report_interrupted(command: str, signal_name: str, summary: dict, out: str) -> int:
+    """One line saying a live run was stopped by a signal and where its partial run is;
+    the exit status for it (128 + the signal's number)."""
+    print(
+        f"fl-crb {command}: interrupted by {signal_name}; the partial run "
+        f"({summary['tasks']} tasks, {summary['unresolved']} unresolved) is in {out} "
+        "(tasks.csv, summary.json)",
+        file=sys.stderr,
+    )
+    return 128 + signal.Signals[signal_name].value

@@ -8,7 +8,11 @@ import json
 import sys
 
 from fl_crb.commands import arguments
-from fl_crb.commands.common import add_topology_arguments, run_target_arguments
+from fl_crb.commands.common import (
+    add_topology_arguments,
+    report_interrupted,
+    run_target_arguments,
+)
 from fl_crb.commands.federation_args import (
     add_federation_arguments,
     method_from_arguments,
@@ -94,6 +98,7 @@ def configure(args: argparse.Namespace) -> FederatedRunConfig:
 
 def run(args: argparse.Namespace) -> int:
     from fl_crb.federation.deploy.federated_run import run_federated
+    from fl_crb.runtime.local_run import RunInterrupted
 
     config = configure(args)
     if config.insecure:
@@ -103,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
     except RuntimeError as error:
         print(f"fl-crb federate: {error}", file=sys.stderr)
         return 1
+    except RunInterrupted as stop:
+        return report_interrupted("federate", stop.signal_name, stop.summary, args.out)
     federation = summary["federation"]
     brief = {
         key: summary[key]
@@ -132,10 +139,39 @@ def run(args: argparse.Namespace) -> int:
             )
         }
     )
+    brief["missed_rounds"] = {
+        name: node["missed_rounds"]
+        for name, node in federation["participation"].items()
+        if node["missed_rounds"]
+    }
+    brief["lost_nodes"] = federation["lost_nodes"]
     brief["weights_by_terminal"] = {
         host: t["tasks_by_decider"] for host, t in federation["terminals"].items()
     }
     brief["learner_widths"] = federation["learner_widths"]
     print(json.dumps(brief, indent=1))
     print(f"run folder: {args.out} (summary.json, authority/, tasks.csv)", file=sys.stderr)
-    return 1 if summary["failed_parties"] else 0
+    for line in lost_node_lines(federation["lost_nodes"]):
+        print(f"fl-crb federate: {line}", file=sys.stderr)
+    return exit_status(summary)
+
+
+def exit_status(summary: dict) -> int:
+    """1 if a party failed or the federation lost a node (the run's pool then misses what
+    that node still held), else 0."""
+    return 1 if summary["failed_parties"] or summary["federation"]["lost_nodes"] else 0
+
+
+def lost_node_lines(lost: dict[str, dict]) -> list[str]:
+    """One line per node lost by the end of the run, naming it and what it still held."""
+    lines = []
+    for name, node in lost.items():
+        since = node["silent_since_round"]
+        when = "never answered" if since is None else f"silent since round {since}"
+        held = (
+            f"; {node['uploads_held']} sealed upload(s) still in its outbox, not in the pool"
+            if node["role"] == "terminal"
+            else ""
+        )
+        lines.append(f"lost {node['role']} {name} ({when}){held}")
+    return lines

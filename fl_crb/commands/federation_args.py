@@ -11,11 +11,17 @@ naming both (`fl_crb.training.start_weights.resolve_widths`).
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import replace
 
-from fl_crb.commands.arguments import float_in, int_in, quantity
+from fl_crb.commands.arguments import MAX_NUMBER_CHARS, float_in, int_in, quantity
 from fl_crb.commands.common import quantity_argument
-from fl_crb.federation.deploy.run_config import FederatedRunConfig
+from fl_crb.federation.deploy.run_config import (
+    ROUND_DEADLINE_MIN_S,
+    ROUND_DEADLINE_PERIODS,
+    FederatedRunConfig,
+    Quorum,
+)
 from fl_crb.learn.method_config import MethodConfig
 from fl_crb.policies.spec import TrainedRun, WeightsFile
 from fl_crb.topology.units import TIME
@@ -33,6 +39,9 @@ GAMMA = float_in(0, 1, "a discount factor below 1 keeps the return finite", high
 ALPHA = float_in(0, 100, "α weights familiarity as a power; 100 already picks one trajectory")
 PROBABILITY = float_in(0, 1, "a probability")
 ROUND_PERIOD = quantity(TIME, 0, 3600, "a round period over an hour is a lost unit", low_open=True)
+ROUND_DEADLINE = quantity(
+    TIME, 0, 3600, "a round deadline over an hour is a lost unit", low_open=True
+)
 BATCHES = int_in(0, 1_000_000, "training steps per round; a million is hours of work per round")
 
 LEARNER_FLAGS = (
@@ -85,6 +94,21 @@ def add_federation_arguments(parser: argparse.ArgumentParser) -> None:
         f"(default {FederatedRunConfig.round_period_s:g}s)",
     )
     rounds.add_argument(
+        "--round-deadline",
+        type=ROUND_DEADLINE,
+        help="how long a round waits for the nodes' replies, with a unit; the round goes on "
+        "with those that answered, and a late reply is taken in the round it arrives in "
+        f"(default: {ROUND_DEADLINE_PERIODS:g} round periods, at least "
+        f"{ROUND_DEADLINE_MIN_S:g}s)",
+    )
+    rounds.add_argument(
+        "--quorum",
+        type=quorum_argument,
+        help="nodes (terminals and edges) that must answer before the first round: a count "
+        "(4), a share (0.5 or 50%%) or 'all'; the others are served once they answer "
+        "(default: all)",
+    )
+    rounds.add_argument(
         "--epsilon",
         type=PROBABILITY,
         help="terminals' exploration probability once they hold weights "
@@ -103,6 +127,7 @@ def federation_flags_given(args: argparse.Namespace) -> list[str]:
     flags = [(flag, name) for flag, name, _, _ in (*LEARNER_FLAGS, *METHOD_FLAGS)]
     flags += [("--round-period", "round_period"), ("--epsilon", "epsilon")]
     flags += [("--batches-per-round", "batches_per_round")]
+    flags += [("--round-deadline", "round_deadline"), ("--quorum", "quorum")]
     return [flag for flag, name in flags if getattr(args, name) is not None]
 
 
@@ -130,10 +155,37 @@ def round_settings(args: argparse.Namespace) -> dict[str, object]:
     period_s = quantity_argument(args.round_period, TIME, "--round-period")
     settings = {
         "round_period_s": period_s,
+        "round_deadline_s": quantity_argument(args.round_deadline, TIME, "--round-deadline"),
+        "quorum": args.quorum,
         "epsilon": args.epsilon,
         "batches_per_round": args.batches_per_round,
     }
     return _given(settings)
+
+
+def quorum_argument(text: str) -> Quorum:
+    """`--quorum`: "all", a count of nodes ("4"), or a share ("0.5", "50%")."""
+    stripped = text.strip().lower()
+    expected = "expected 'all', a count of nodes such as 4, or a share such as 0.5 or 50%"
+    if stripped == "all":
+        return Quorum()
+    if len(stripped) > MAX_NUMBER_CHARS:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r}..., too long; {expected}")
+    try:
+        if stripped.endswith("%"):
+            return Quorum(share=_finite(float(stripped[:-1])) / 100)
+        if stripped.isdigit():
+            return Quorum(nodes=int(stripped))
+        return Quorum(share=_finite(float(stripped)))
+    except ValueError as error:
+        detail = f" ({error})" if "quorum" in str(error) else ""
+        raise argparse.ArgumentTypeError(f"got {text!r}{detail}; {expected}") from None
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"{value} is not a finite number")
+    return value
 
 
 def _given(values: dict[str, object]) -> dict[str, object]:

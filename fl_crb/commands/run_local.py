@@ -9,7 +9,7 @@ import signal
 import sys
 
 from fl_crb.commands import arguments
-from fl_crb.commands.common import add_topology_arguments, run_target_arguments
+from fl_crb.commands.common import add_topology_arguments, report_interrupted, run_target_arguments
 from fl_crb.commands.policy_arg import parse_policy, policy_help
 from fl_crb.policies.spec import Baseline, TrainedRun, WeightsFile
 
@@ -80,14 +80,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"fl-crb run-local: {error}", file=sys.stderr)
         return 1
     except RunInterrupted as stop:
-        summary = stop.summary
-        print(
-            f"fl-crb run-local: interrupted by {stop.signal_name}; the partial run "
-            f"({summary['tasks']} tasks, {summary['unresolved']} unresolved) is in {args.out} "
-            "(tasks.csv, summary.json)",
-            file=sys.stderr,
-        )
-        return 128 + signal.Signals[stop.signal_name].value
+        return report_interrupted("run-local", stop.signal_name, stop.summary, args.out)
     except KeyboardInterrupt:  # before the run's parties were started
         print("fl-crb run-local: interrupted before the run started", file=sys.stderr)
         return 128 + signal.SIGINT

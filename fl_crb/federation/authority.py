@@ -1,6 +1,8 @@
 """The trusted authority's rounds, run by the ServerApp (run config mode "authority").
 
-Every `round_period_s` the authority makes ONE exchange with every node:
+Every `round_period_s` the authority makes ONE exchange with every node that is
+connected and has no earlier message in flight (`exchange.RoundExchange`), waiting for
+the replies until `round_deadline_s`:
 
 - to each terminal, `query.collect` with the cumulative acknowledgement of the uploads it
   has processed, MACed for that terminal (`message_auth.AckAuthenticator`), and, if the
@@ -13,36 +15,50 @@ Every `round_period_s` the authority makes ONE exchange with every node:
   they are relayed (`message_auth.WeightsVerifier`).
 
 Its keys come from its bundle (`host_bundle`, `AuthorityConfig.bundle`). Who each node is
-comes, with SuperNode authentication, from the public key it registered with: Flower's
-`Grid.get_nodes()` gives each node id's public key, which the authority looks up among
-the bundle's supernodes/<name>.pub; what a node says about itself in `query.hello` is
-only checked against it (a mismatch is logged as an `identity` refusal, and the key wins).
-Without node authentication (`--insecure`) names come from `query.hello`.
+(`query.hello`, and with SuperNode authentication the public key it registered with) is
+`authority_nodes.NodeRegistry`'s.
 
-Then it opens each upload (`crypto.UploadOpener`, sender = the node's name), decodes and
-validates the trajectory, and refuses bad ones with a logged, counted reason (the run goes
-on). Accepted trajectories enter the `DurablePool` WITHOUT the terminal's identity,
-together with the replay guard's state, and only then are the uploads acknowledged (the
-acknowledgement travels with the next round). An authority killed at any point and
-started again (a new `flwr run`) recovers the pool, the replay guard and its
-acknowledgements from `state_dir`, so no accepted trajectory is lost or taken twice.
+Partial participation: start-up waits until `quorum_nodes` nodes have answered a hello (a
+restarted authority waits for none); each round greets the nodes that connected since, and
+serves them from the next round.
+A node that does not answer by the deadline misses the round (and every round until it
+answers: it is sent nothing new while its message is in flight); the rounds go on with
+the others. Its late reply is taken in the round it arrives in, as the reply to the
+round its request was sent in (its acknowledgement, its uploads: opened, checked and
+pooled as any others; the replay guard refuses any it had sent already). A terminal's
+uploads leave its outbox only once an acknowledgement covers them, so whatever a silent
+terminal holds waits there for its return. events.jsonl and authority.log name each node
+when it begins to miss rounds (and why), answers late, and comes back; rounds.jsonl
+lists each round's served, missed and late nodes; summary.json counts each node's
+missed rounds and reconnections (`participation.Participation`) and names the nodes lost
+at the end (silent in the last round).
+
+Each terminal's uploads are opened, checked and counted by `authority_uploads` (bad
+ones are refused with a logged, counted reason; the run goes on). Accepted trajectories
+enter the `DurablePool` WITHOUT the terminal's identity, together with the replay
+guard's state, and only then are the uploads acknowledged (the acknowledgement travels
+with the next round). An authority killed at any point and started again (a new `flwr
+run`) recovers the pool, the replay guard and its acknowledgements from `state_dir`, so
+no accepted trajectory is lost or taken twice.
 
 `state_dir` holds: pool/ (the durable pool), state.json (next round, acknowledgements,
 the next batch and ack sequence number of every edge and terminal, saved before the
-messages that use them leave),
-ready.json (this process's pid and the node map, once it is serving), rounds.jsonl (one
-line per round), events.jsonl and authority.log (rejections and errors), accounting.jsonl
-(`metering.accounting`), summary.json (at the end, with the refusals by kind and code).
-The authority stops after the round in which `stop_path` exists and every terminal's
-outbox is empty. `AuthorityConfig.test_transit_faults` (tests only) makes it alter, forge
-or replay single messages on purpose (`transit_faults`).
+messages that use them leave, and each node's participation), ready.json (this
+process's pid and the node map, once it is serving), rounds.jsonl (one line per round),
+events.jsonl and authority.log (rejections, errors, missing and returning nodes:
+`authority_records`), accounting.jsonl (`metering.accounting`: one line per answered
+message; a message never answered has none), summary.json (at the end, with the
+refusals by kind and code). The authority stops after the round in which `stop_path`
+exists and the outbox of every terminal it still hears from is empty.
+`AuthorityConfig.test_transit_faults` (tests only) makes it alter, forge or replay
+single messages on purpose (`transit_faults`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,10 +66,12 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from fl_crb.federation.authority_config import AuthorityConfig
-from fl_crb.federation.crypto import UploadRejected, overhead_bytes
-from fl_crb.federation.exchange import ExchangeError, exchange, wait_for_nodes
+from fl_crb.federation.authority_nodes import NodeRegistry
+from fl_crb.federation.authority_records import AuthorityRecords, read_json
+from fl_crb.federation.authority_uploads import CollectedUploads, UploadIntake
+from fl_crb.federation.exchange import ExchangeError, Reply, RoundExchange, RoundResult, Sent
 from fl_crb.federation.host_bundle import HostBundle
-from fl_crb.federation.mailbox import count_refusal, frame, unframe, write_atomic
+from fl_crb.federation.mailbox import frame
 from fl_crb.federation.message_auth import (
     WeightsRejected,
     ack_bytes,
@@ -62,19 +80,59 @@ from fl_crb.federation.message_auth import (
 )
 from fl_crb.federation.metering.accounting import MessageBytes, append_records
 from fl_crb.federation.metering.wire_meter import difference, read_snapshot
+from fl_crb.federation.participation import Participation
 from fl_crb.federation.pool_store import DurablePool
 from fl_crb.federation.serialization import (
     DecodeError,
     TrajectoryShape,
-    decode_trajectory,
     decode_weights,
     encode_trajectory,
 )
 from fl_crb.federation.transit_faults import TransitFaults
+from fl_crb.learn.pool import FIELDS, Trajectory
 from fl_crb.runtime.config import load_config
 
 FINAL_ROUNDS_MAX = 20
 """Rounds after the stop request spent draining terminals' outboxes, at most."""
+START_POLL_S = 0.5
+"""At start-up, how long each look for new nodes waits for hellos before counting the
+quorum again (hellos not yet answered stay in flight)."""
+
+
+@dataclass
+class _Request:
+    """What the authority keeps of a message in flight, to read its reply."""
+
+    name: str
+    """The node's name ("" for a hello: the reply names the node)."""
+    action: str
+    """"hello", "collect" or "train"."""
+    record: MessageBytes | None = None
+    """Its byte record (collect, train), completed by the reply."""
+    offered_ack: int = 0
+    """The acknowledgement a collect carried."""
+    genuine_ack: bool = False
+    """Whether that acknowledgement was the genuine one (not a test transit fault)."""
+
+
+@dataclass
+class _RoundTally:
+    """What one round's replies brought, for the pool, the accounting and rounds.jsonl."""
+
+    heard: set[str] = field(default_factory=set)
+    """Nodes heard from in the round: greeted, or replying in time or late."""
+    late: dict[str, int] = field(default_factory=dict)
+    """Node → the earlier round whose message it answered in this one."""
+    errors: dict[str, str] = field(default_factory=dict)
+    """Node → why its message failed (a Flower error, or refused by the SuperLink)."""
+    answered: list[MessageBytes] = field(default_factory=list)
+    """Byte records of the collects and trains that got a reply (an error one too)."""
+    accepted: list[Trajectory] = field(default_factory=list)
+    """Trajectories opened, decoded and accepted from the terminals' uploads."""
+    rejected: int = 0
+    """Uploads refused."""
+    backlog: int = 0
+    """Uploads the answering terminals still hold in their outboxes."""
 
 
 class Authority:
@@ -99,15 +157,22 @@ class Authority:
         self.keys = HostBundle.load(config.bundle, role="authority").authority()
         run_id = bytes.fromhex(config.upload_run_id_hex)
         self.opener = self.keys.upload_opener(run_id, self.pool.sequences)
-        saved = self._read_json("state.json") or {"round": 0, "acks": {}, "restarts": -1}
+        saved = read_json(self.state_dir / "state.json") or {
+            "round": 0,
+            "acks": {},
+            "restarts": -1,
+        }
+        self.records = AuthorityRecords(
+            self.state_dir, lambda: self.round_number, saved.get("refusals", {})
+        )
+        """authority.log, events.jsonl, the refusals and the folder's other JSON files."""
+        self.intake = UploadIntake(self.opener, self.shape, self.records)
         self.batch_sealer = self.keys.batch_sealer(run_id, saved.get("batch_next"))
         self.ack_authenticator = self.keys.ack_authenticator(run_id, saved.get("ack_next"))
         self.weights_verifiers = {e: self.keys.weights_verifier(e, run_id) for e in config.edges}
         self.faults = TransitFaults(
             config.test_transit_faults, run_id, config.terminals[0].name, config.edges[0]
         )
-        self.refusals: dict[str, dict[str, int]] = saved.get("refusals", {})
-        """What the authority refused, {kind: {code: count}}, over every restart."""
         self.round_number = int(saved["round"])
         self.acks = {t.name: int(saved["acks"].get(t.name, 0)) for t in config.terminals}
         self.sent_acks: dict[str, int] = {}
@@ -120,203 +185,139 @@ class Authority:
         """Edge → its newest checked weights: (version, signed envelope, payload)."""
         self.delivered: dict[str, list[int]] = {name: [] for name in self.managing}
         self.rng = np.random.default_rng([config.seed, self.restarts, self.round_number])
-        self.nodes: dict[str, int] = {}
-        self.wire_mark: dict = {}
-        """The wire meter's snapshot at the end of the previous round's exchange."""
-
-    # -- records ---------------------------------------------------------------------------
-
-    def _read_json(self, name: str) -> dict | None:
-        path = self.state_dir / name
-        return json.loads(path.read_text()) if path.exists() else None
-
-    def _append(self, name: str, record: dict) -> None:
-        with open(self.state_dir / name, "a", encoding="utf-8") as file:
-            file.write(json.dumps(record) + "\n")
-
-    def log(self, text: str) -> None:
-        """A line in authority.log and on the ServerApp's output (the `flwr run` log)."""
-        line = f"{time.strftime('%H:%M:%S')} authority: {text}"
-        print(line, flush=True)
-        with open(self.state_dir / "authority.log", "a", encoding="utf-8") as file:
-            file.write(line + "\n")
-
-    def _save_state(self) -> None:
-        state = {
-            "round": self.round_number,
-            "acks": self.acks,
-            "restarts": self.restarts,
-            "batch_next": self.batch_sealer.next_sequence,
-            "ack_next": self.ack_authenticator.next_sequence,
-            "refusals": self.refusals,
+        wanted = {
+            **dict.fromkeys(self.managing, "terminal"),
+            **dict.fromkeys(config.edges, "edge"),
         }
-        write_atomic(self.state_dir / "state.json", json.dumps(state).encode())
+        self.participation = Participation(wanted, saved.get("participation"))
+        self.registry = NodeRegistry(
+            wanted, config.node_auth, grid, self.keys, self.participation, self.records
+        )
+        """The run's nodes (terminals, then edges), the node ids they answered from."""
+        self.exchange: RoundExchange[_Request] = RoundExchange(grid, config.poll_interval_s)
+        self.wire_mark: dict = {}
+        """The wire meter's counters of each node when its last answered message was billed."""
 
     # -- start -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Wait for every node; name each by its registered key (or, with `--insecure`,
-        by its `query.hello`)."""
-        expected = len(self.config.terminals) + len(self.config.edges)
-        ids = wait_for_nodes(self.grid, expected, self.config.node_wait_s)
-        hello = [
-            Message(RecordDict({}), dst_node_id=node, message_type="query.hello") for node in ids
-        ]
-        result = exchange(
-            self.grid, hello, self.config.poll_interval_s, self.config.exchange_timeout_s
-        )
-        if errors := result.errors():
-            raise ExchangeError(f"query.hello failed on node(s): {errors}")
-        claims = {
-            node: (str(reply.content["identity"]["name"]), str(reply.content["identity"]["role"]))
-            for node, reply in result.replies.items()
-        }
-        wanted = {
-            **dict.fromkeys(self.managing, "terminal"),
-            **dict.fromkeys(self.config.edges, "edge"),
-        }
-        registered = self._registered_names(ids) if self.config.node_auth else None
-        roles = {}
-        for node, (name, role) in claims.items():
-            if registered is not None:
-                claimed, name = name, registered.get(node, "")
-                role = wanted.get(name, "")
-                if not name:
-                    self._refused("identity", "unknown-key", "?", f"node {node}: unknown key")
-                    continue
-                if claimed != name:
-                    self._refused(
-                        "identity",
-                        "claimed-other-name",
-                        name,
-                        f"node {node} registered with {name}'s key claims to be {claimed!r}; "
-                        f"it is {name}",
-                    )
-            self.nodes[name] = node
-            roles[name] = role
-        if any(roles.get(name) != role for name, role in wanted.items()):
-            raise ExchangeError(f"the nodes that answered are {roles}; the run needs {wanted}")
+        """Wait until the quorum of nodes has answered `query.hello`; name each by its
+        registered key (or, with `--insecure`, by its hello). The others join later.
+
+        A restarted authority waits for nobody: the run's nodes were there once, some may
+        be gone for good (a dead SuperNode would hold the restart back forever), and its
+        rounds greet every node that is connected, serving it from the next round."""
+        quorum = self.config.quorum() if self.restarts == 0 else 0
+        wait_s = self.config.node_wait_s
+        nodes = self.registry.nodes
+        give_up = time.monotonic() + wait_s
+        while len(nodes) < quorum:
+            if time.monotonic() >= give_up:
+                raise ExchangeError(
+                    f"only {len(nodes)} of the {quorum} nodes the quorum needs answered "
+                    f"within {wait_s:g} s (answered: {sorted(nodes) or 'none'}; missing: "
+                    f"{self.registry.waiting()}); check the SuperNode logs, or lower the quorum"
+                )
+            online = set(self.grid.get_node_ids())
+            hellos = self._hellos(online)
+            wait_s = min(START_POLL_S, self.config.round_deadline_s)
+            for reply in self.exchange.round(0, hellos, wait_s).replies:
+                self.registry.greet(reply, 0)
+            if not hellos:  # that round was one pull: wait before looking again
+                time.sleep(0.1)
         self._save_state()
         ready = {
             "pid": os.getpid(),
-            "nodes": self.nodes,
+            "nodes": nodes,
             "restarts": self.restarts,
             "recovery": {
                 "accepted_total": self.pool.accepted_total,
                 "uncommitted_records": self.pool.recovery.uncommitted_records,
             },
         }
-        write_atomic(self.state_dir / "ready.json", json.dumps(ready).encode())
-        self.log(
-            f"serving {len(self.managing)} terminals and {len(self.config.edges)} edges; pool "
-            f"holds {len(self.pool.pool)} ({self.pool.accepted_total} accepted so far), "
-            f"restart {self.restarts}"
+        self.records.write_json("ready.json", ready)
+        waiting = self.registry.waiting()
+        self.records.log(
+            f"serving {len(self.managing)} terminals and {len(self.config.edges)} edges "
+            f"({len(nodes)} answered, quorum {quorum}"
+            + (f"; waiting for {', '.join(waiting)}" if waiting else "")
+            + f"); pool holds {len(self.pool.pool)} ({self.pool.accepted_total} accepted so "
+            f"far), restart {self.restarts}"
         )
 
-    def _registered_names(self, ids: list[int]) -> dict[int, str]:
-        """Node id → the host whose registered SuperNode key it authenticates with."""
-        from cryptography.hazmat.primitives.serialization import (
-            load_pem_public_key,
-            load_ssh_public_key,
-        )
-
-        from fl_crb.federation.host_bundle import key_id
-
-        by_key = {
-            key_id(load_ssh_public_key(path.read_bytes())): name
-            for name, path in self.keys.supernode_public_keys.items()
-        }
-        names = {}
-        for info in self.grid.get_nodes():
-            if info.node_id in ids and info.public_key:
-                names[info.node_id] = by_key.get(
-                    key_id(load_pem_public_key(bytes(info.public_key))), ""
-                )
-        return names
+    def _hellos(self, online: set[int]) -> list[tuple[Message, _Request]]:
+        """`query.hello` to every connected node not yet known, refused or busy."""
+        hellos = self.registry.hellos(online, set(self.exchange.busy()))
+        return [(hello, _Request("", "hello")) for hello in hellos]
 
     # -- one round -------------------------------------------------------------------------
 
     def round(self) -> int:
-        """One exchange with every node; returns the terminals' remaining outbox backlog."""
+        """One exchange with every node that is connected and has no message in flight,
+        until the round's deadline; returns the outbox backlog the terminals reported."""
         self.round_number += 1
-        n, config = self.round_number, self.config
+        n, config, nodes = self.round_number, self.config, self.registry.nodes
         started = time.time()
-        messages, records, offered_acks, acked = [], {}, {}, {}
-        for name, edge in self.managing.items():
-            weights, record = self._weights_for(name, edge)
-            offered_acks[name] = self.acks[name]
-            ack = self.ack_authenticator.authenticate(name, self.acks[name])
-            faulty = self.faults.ack(n, name, ack, self.keys.terminal_public_keys[name])
-            acked[name] = faulty is None  # a faulty ack replaces the genuine one
-            if faulty is None:
-                self.faults.remember("ack", name, ack)
-            content = {
-                "round": n,
-                "ack": faulty or ack,
-                "limit": config.max_uploads_per_collect,
-                "weights": weights,
-            }
-            messages.append(self._message(name, "collect", content))
-            record.auth_overhead_bytes += ack_bytes(name)
-            records[name] = record
-        for edge in config.edges:
-            batches = self._sample_batches()
-            sealed = self._sealed_batches(n, edge, batches)
-            content = {"round": n, "batch-count": len(batches), "batches": sealed}
-            messages.append(self._message(edge, "train", content))
-            records[edge] = MessageBytes(n, edge, "edge", "query.train", sum(map(len, batches)))
-            if sealed:
-                records[edge].auth_overhead_bytes += batch_overhead_bytes(edge)
+        online = set(self.grid.get_node_ids())
+        busy = self.exchange.busy()
+        served = [  # in the run's order: terminals, then edges (the batch draws' order)
+            name
+            for name in self.registry.wanted
+            if nodes.get(name) in online and nodes[name] not in busy
+        ]
+        messages = self._hellos(online)
+        messages += [self._request(name) for name in served]
         self._save_state()  # the sequence numbers just used, before their messages leave
         meter = config.wire_meter_address
-        before = self.wire_mark or (read_snapshot(meter) if meter else {})
-        result = exchange(self.grid, messages, config.poll_interval_s, config.exchange_timeout_s)
-        if meter:
+        if meter and not self.wire_mark:  # this process's first round: bill from here
             self.wire_mark = read_snapshot(meter)
-        wire = difference(self.wire_mark, before) if meter else None
-        by_id = {node: name for name, node in self.nodes.items()}
-        for node, error in result.errors().items():
-            self._event("node-error", by_id[node], error)
-        accepted, rejected, backlog = [], 0, 0
-        for node, reply in result.replies.items():
-            name = by_id[node]
-            if reply.has_error():
-                continue
-            if name in self.managing:
-                if acked[name]:
-                    self.sent_acks[name] = offered_acks[name]  # the node has applied it
-                got, refused, left = self._collected(name, reply.content["collect"], records[name])
-                accepted += got
-                rejected += refused
-                backlog += left
-            else:
-                self._weights_from(name, reply.content["train"], records[name])
-        self.pool.add(accepted, self.opener.sequences())  # durable before acknowledged
+        result = self.exchange.round(n, messages, config.round_deadline_s)
+        tally = _RoundTally()
+        for reply in result.replies:
+            self._take_reply(reply, tally)
+        for sent in result.refused:
+            name = sent.context.name or f"node {sent.node}"
+            tally.errors[name] = "the SuperLink did not accept the message"
+            self.records.event("node-error", name, tally.errors[name], sent=n)
+        self.pool.add(tally.accepted, self.opener.sequences())  # durable before acknowledged
+        self._bill_wire(tally.answered)
+        append_records(self.state_dir / "accounting.jsonl", tally.answered)
+        self._count_participation(result, tally, online, busy)
         self._save_state()
-        for name, record in records.items():
-            record.add_wire(None if wire is None else wire.get(name, {}))
-        append_records(self.state_dir / "accounting.jsonl", list(records.values()))
-        self._append(
-            "rounds.jsonl",
-            {
-                "round": n,
-                "start_unix_s": started,
-                "exchange_s": result.total_s,
-                "latency_s": {by_id[k]: v for k, v in result.latency_s.items()},
-                "accepted": len(accepted),
-                "rejected": rejected,
-                "pool_size": len(self.pool.pool),
-                "accepted_total": self.pool.accepted_total,
-                "terminal_backlog": backlog,
-                "edge_versions": {e: v for e, (v, *_) in self.edge_weights.items()},
-                "restart": self.restarts,
-            },
-        )
-        return backlog
+        self.records.append("rounds.jsonl", self._round_record(started, result, served, tally))
+        return tally.backlog
+
+    def _request(self, name: str) -> tuple[Message, _Request]:
+        """This round's message to node `name`: a collect (terminal) or a train (edge)."""
+        n, config = self.round_number, self.config
+        if name not in self.managing:
+            batches = self._sample_batches()
+            sealed = self._sealed_batches(n, name, batches)
+            content = {"round": n, "batch-count": len(batches), "batches": sealed}
+            record = MessageBytes(n, name, "edge", "query.train", sum(map(len, batches)))
+            if sealed:
+                record.auth_overhead_bytes += batch_overhead_bytes(name)
+            return self._message(name, "train", content), _Request(name, "train", record)
+        weights, record = self._weights_for(name, self.managing[name])
+        ack = self.ack_authenticator.authenticate(name, self.acks[name])
+        faulty = self.faults.ack(n, name, ack, self.keys.terminal_public_keys[name])
+        if faulty is None:  # a faulty ack replaces the genuine one
+            self.faults.remember("ack", name, ack)
+        content = {
+            "round": n,
+            "ack": faulty or ack,
+            "limit": config.max_uploads_per_collect,
+            "weights": weights,
+        }
+        record.auth_overhead_bytes += ack_bytes(name)
+        request = _Request(name, "collect", record, self.acks[name], faulty is None)
+        return self._message(name, "collect", content), request
 
     def _message(self, name: str, action: str, content: dict) -> Message:
         records = RecordDict({action: ConfigRecord(content)})
-        return Message(records, dst_node_id=self.nodes[name], message_type=f"query.{action}")
+        return Message(
+            records, dst_node_id=self.registry.nodes[name], message_type=f"query.{action}"
+        )
 
     def _weights_for(self, name: str, edge: str) -> tuple[bytes, MessageBytes]:
         """The signed weights envelope to relay to terminal `name` this round (b"" when it
@@ -359,39 +360,56 @@ class Authority:
             batches.append(frame(trajectories))
         return batches
 
-    def _collected(self, name: str, reply, record: MessageBytes) -> tuple[list, int, int]:
-        """Open a terminal's uploads; (accepted trajectories, rejected count, backlog)."""
+    def _take_reply(self, reply: Reply[_Request], tally: _RoundTally) -> None:
+        """Read one reply pulled this round (to a hello, a collect or a train, sent in this
+        round or, late, in an earlier one) into `tally`."""
+        n, request = self.round_number, reply.sent.context
+        if request.action == "hello":
+            if (name := self.registry.greet(reply, n)) is not None:
+                tally.heard.add(name)
+            return
+        tally.answered.append(request.record)
+        if reply.message.has_error():
+            error = reply.message.error
+            tally.errors[request.name] = f"code {error.code}: {error.reason}"
+            self.records.event(
+                "node-error", request.name, tally.errors[request.name], sent=reply.sent.round
+            )
+            return
+        tally.heard.add(request.name)
+        if reply.sent.round != n:
+            tally.late[request.name] = reply.sent.round
+            self.records.event(
+                "late-reply",
+                request.name,
+                f"answered round {reply.sent.round}'s message {reply.latency_s:.1f} s after "
+                "it was sent; its reply is taken now",
+                sent=reply.sent.round,
+            )
+        if request.action == "collect":
+            if request.genuine_ack:
+                self.sent_acks[request.name] = request.offered_ack  # the node applied it
+            collected = self._collected(
+                request.name, reply.message.content["collect"], request.record
+            )
+            tally.accepted += collected.accepted
+            tally.rejected += collected.rejected
+            tally.backlog += collected.backlog
+        else:
+            self._weights_from(request.name, reply.message.content["train"], request.record)
+
+    def _collected(self, name: str, reply, record: MessageBytes) -> CollectedUploads:
+        """Note the weights version terminal `name` holds, then open its uploads (those
+        processed are acknowledged with the next round)."""
         self.held[name] = int(reply["held-version"])
         if self.held[name] >= 0 and (
             not self.delivered[name] or self.delivered[name][-1] != self.held[name]
         ):
             self.delivered[name].append(self.held[name])
-        try:
-            uploads = unframe(bytes(reply["uploads"]), f"collect reply of {name}: uploads")
-            posts = [int(p) for p in unframe(bytes(reply["post-ids"]), f"{name}: post-ids")]
-            if len(posts) != len(uploads):
-                raise ValueError(f"{len(uploads)} uploads but {len(posts)} post ids")
-        except ValueError as error:
-            self._event("bad-reply", name, str(error))
-            return [], 0, int(reply["backlog"])
-        accepted, rejected = [], 0
-        overhead = overhead_bytes(name)
-        for post, envelope in zip(posts, uploads, strict=True):
-            record.uploads += 1
-            record.encryption_overhead_bytes += min(overhead, len(envelope))
-            record.up_plaintext_bytes += max(len(envelope) - overhead, 0)
-            try:
-                opened = self.opener.open(envelope, sender=name)
-                accepted.append(decode_trajectory(opened.plaintext, self.shape))
-            except UploadRejected as error:
-                rejected += 1
-                self._refused("upload", error.code, name, error.detail, post=post)
-            except DecodeError as error:
-                rejected += 1
-                self._refused("upload", "invalid-content", name, str(error), post=post)
-        if posts:
-            self.acks[name] = max(self.acks[name], max(posts))
-        return accepted, rejected, int(reply["backlog"])
+        collected = self.intake.take(name, reply, record)
+        if collected.posts:
+            self.acks[name] = max(self.acks[name], max(collected.posts))
+        return collected
 
     def _weights_from(self, edge: str, reply, record: MessageBytes) -> None:
         """Check an edge's newest signed weights (each new envelope once) and keep them."""
@@ -406,27 +424,97 @@ class Authority:
             verified = self.weights_verifiers[edge].verify(envelope)
             decode_weights(verified.payload)  # relay only weights a terminal can load
         except WeightsRejected as error:
-            self._refused(error.kind, error.code, edge, error.detail)
+            self.records.refused(error.kind, error.code, edge, error.detail)
             return
         except DecodeError as error:
-            self._event("bad-weights", edge, str(error))
+            self.records.event("bad-weights", edge, str(error))
             return
         self.edge_weights[edge] = (verified.version, envelope, verified.payload)
 
-    def _refused(self, message: str, code: str, node: str, detail: str, **extra) -> None:
-        """Count and log a refused message (`message`: "upload", "weights", "identity")."""
-        count_refusal(self.refusals, message, code)
-        self._event("rejected", node, detail, code=code, message=message, **extra)
+    def _bill_wire(self, records: list[MessageBytes]) -> None:
+        """Give each answered message its node's wire bytes since that node's last answered
+        message (a node that missed rounds pays for them with its next reply)."""
+        meter = self.config.wire_meter_address
+        if not meter:
+            return
+        now = read_snapshot(meter)
+        for record in records:
+            before = {record.node: self.wire_mark.get(record.node, {})}
+            after = {record.node: now.get(record.node, {})}
+            record.add_wire(difference(after, before).get(record.node, {}))
+            self.wire_mark[record.node] = now.get(record.node, {})
 
-    def _event(self, kind: str, node: str, detail: str, **extra) -> None:
-        self._append(
-            "events.jsonl",
-            {"round": self.round_number, "kind": kind, "node": node, "detail": detail, **extra},
-        )
-        code = f" ({extra['code']})" if "code" in extra else ""
-        kind = f"{kind} {extra['message']}" if extra.get("message", "upload") != "upload" else kind
-        post = f" post {extra['post']}" if "post" in extra else ""
-        self.log(f"round {self.round_number}: {kind}{code} from {node}{post}: {detail}")
+    def _count_participation(
+        self,
+        result: RoundResult[_Request],
+        tally: _RoundTally,
+        online: set[int],
+        busy: dict[int, Sent[_Request]],
+    ) -> None:
+        """Close the round in `participation`; log the nodes that began missing rounds in
+        it (and why) and those that came back."""
+        by_id = self.registry.name_of()
+        unanswered = {by_id.get(s.node, f"node {s.node}") for s in result.unanswered}
+        began, returned = self.participation.close_round(self.round_number, tally.heard)
+        for name in began:
+            why = self._why_missing(name, online, busy, unanswered, tally.errors)
+            self.records.event("node-missing", name, f"{why}; the rounds go on without it")
+        for name, missed in returned.items():
+            self.records.event(
+                "node-returned", name, f"answered again after {missed} missed round(s)"
+            )
+
+    def _why_missing(
+        self,
+        name: str,
+        online: set[int],
+        busy: dict[int, Sent[_Request]],
+        unanswered: set[str],
+        errors: dict[str, str],
+    ) -> str:
+        """Why nothing was heard from `name` this round, for the log."""
+        node = self.registry.nodes.get(name)
+        if node is None:
+            return "has not answered a hello yet"
+        if name in errors:
+            return f"its message failed: {errors[name]}"
+        if name in unanswered:
+            return f"no reply by the round's {self.config.round_deadline_s:g} s deadline"
+        if node in busy:
+            return f"still no reply to its round {busy[node].round} message"
+        if node not in online:
+            return f"its SuperNode (node {node}) is not connected to the SuperLink"
+        return "no reply"
+
+    def _round_record(
+        self,
+        started: float,
+        result: RoundResult[_Request],
+        served: list[str],
+        tally: _RoundTally,
+    ) -> dict:
+        """The round's line in rounds.jsonl."""
+        n = self.round_number
+        return {
+            "round": n,
+            "start_unix_s": started,
+            "exchange_s": result.total_s,
+            "latency_s": {
+                r.sent.context.name: r.latency_s
+                for r in result.replies
+                if r.sent.round == n and r.sent.context.name
+            },
+            "served": served,
+            "missed": sorted(set(self.registry.wanted) - tally.heard),
+            "late": tally.late,
+            "accepted": len(tally.accepted),
+            "rejected": tally.rejected,
+            "pool_size": len(self.pool.pool),
+            "accepted_total": self.pool.accepted_total,
+            "terminal_backlog": tally.backlog,
+            "edge_versions": {e: v for e, (v, *_) in self.edge_weights.items()},
+            "restart": self.restarts,
+        }
 
     # -- the whole run ---------------------------------------------------------------------
 
@@ -439,9 +527,14 @@ class Authority:
             while time.monotonic() < began + self.config.round_period_s and not stop.exists():
                 time.sleep(min(0.05, self.config.round_period_s))
         for _ in range(FINAL_ROUNDS_MAX):  # drain the outboxes, then deliver the last acks
-            if self.round() == 0 and self.sent_acks == self.acks:
+            if self.round() == 0 and self._acks_delivered():
                 break
         self.pool.close()
+        lost = self.participation.missing()  # silent in the last round: they hold the rest
+        wanted = self.registry.wanted
+        for name, since in lost.items():
+            when = "never joined" if since is None else f"silent since round {since}"
+            self.records.log(f"lost {wanted[name]} {name}: {when}; its outbox was not drained")
         summary = {
             "rounds": self.round_number,
             "restarts": self.restarts,
@@ -450,19 +543,54 @@ class Authority:
             "sequences": self.opener.sequences(),
             "weights_held": self.delivered,
             "edge_versions": {e: v for e, (v, *_) in self.edge_weights.items()},
-            "refusals": self.refusals,
+            "refusals": self.records.refusals,
             "node_identity": "registered-key" if self.config.node_auth else "self-declared",
-            "nodes": self.nodes,
+            "nodes": self.registry.nodes,
+            "round_deadline_s": self.config.round_deadline_s,
+            "quorum_nodes": self.config.quorum(),
+            "participation": self.participation.records(),
+            "lost_nodes": {
+                name: {
+                    "role": wanted[name],
+                    "silent_since_round": since,
+                    "acknowledged_post": self.acks.get(name),
+                }
+                for name, since in lost.items()
+            },
             "test_transit_faults_injected": self.faults.injected(),
         }
-        write_atomic(self.state_dir / "summary.json", json.dumps(summary, indent=1).encode())
-        self.log(f"stopped after round {self.round_number}: {summary['accepted_total']} accepted")
+        self.records.write_json("summary.json", summary, indent=1)
+        self.records.log(
+            f"stopped after round {self.round_number}: {summary['accepted_total']} accepted"
+        )
+
+    def _acks_delivered(self) -> bool:
+        """Whether every terminal heard in the last round has applied its newest ack."""
+        missing = self.participation.missing()
+        return all(
+            self.sent_acks.get(name) == ack
+            for name, ack in self.acks.items()
+            if name not in missing
+        )
+
+    # -- state -----------------------------------------------------------------------------
+
+    def _save_state(self) -> None:
+        """state.json: what a restarted authority resumes from (see the module docstring)."""
+        state = {
+            "round": self.round_number,
+            "acks": self.acks,
+            "restarts": self.restarts,
+            "batch_next": self.batch_sealer.next_sequence,
+            "ack_next": self.ack_authenticator.next_sequence,
+            "refusals": self.records.refusals,
+            "participation": self.participation.records(),
+        }
+        self.records.write_json("state.json", state)
 
 
 def _row(batch, index: int):
     """Trajectory `index` of a `TrajectoryBatch`."""
-    from fl_crb.learn.pool import FIELDS, Trajectory
-
     return Trajectory(**{name: getattr(batch, name)[index] for name in FIELDS})
 
 

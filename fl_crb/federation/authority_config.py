@@ -47,16 +47,20 @@ class AuthorityConfig:
     """Batches sent to each edge per round, at most (one training step each)."""
     round_period_s: float
     """Seconds from the start of one round to the start of the next."""
+    round_deadline_s: float
+    """Seconds a round waits for its replies; the nodes that have not answered by then
+    miss the round (their messages stay in flight, their replies are taken when they come)."""
     stop_path: str
     """The authority ends (after draining the outboxes) once this file exists."""
     max_uploads_per_collect: int = 256
     """Uploads one collect reply may carry; the rest come next round."""
+    quorum_nodes: int | None = None
+    """Nodes (terminals and edges) that must answer before the first round; None: every
+    node. The others are served from the round after they answer."""
     node_wait_s: float = 60.0
-    """How long to wait for every SuperNode to connect."""
+    """How long to wait for the quorum of SuperNodes to connect and answer."""
     poll_interval_s: float = 0.05
     """Seconds between pulls for replies."""
-    exchange_timeout_s: float = 120.0
-    """A round gives up on missing replies after this long."""
     seed: int = 0
     """Seed of the familiarity draws."""
     wire_meter_address: str = ""
@@ -68,3 +72,21 @@ class AuthorityConfig:
     test_transit_faults: str = ""
     """Test only, empty (off) otherwise: messages the authority alters, forges or replays
     on purpose in transit, "MESSAGE-HOW@ROUND,..." (`transit_faults`)."""
+
+    def __post_init__(self) -> None:
+        if not self.round_deadline_s > 0:
+            raise ValueError(f"round_deadline_s must be > 0, got {self.round_deadline_s!r}")
+        total = len(self.terminals) + len(self.edges)
+        if self.quorum_nodes is not None and not 1 <= self.quorum_nodes <= total:
+            raise ValueError(
+                f"quorum_nodes must lie in [1, {total}] (the run's terminals and edges), got "
+                f"{self.quorum_nodes}"
+            )
+
+    def quorum(self) -> int:
+        """How many nodes must answer before the first round."""
+        return (
+            len(self.terminals) + len(self.edges)
+            if self.quorum_nodes is None
+            else self.quorum_nodes
+        )

@@ -2,12 +2,23 @@
 
 Flower's `Grid.send_and_receive` sleeps a fixed 3 s between pulls; a round of the
 federation is a handful of such exchanges, so that sleep alone would dominate the round.
-`exchange` pushes all messages at once and pulls every `poll_interval_s` instead, matching
-replies by `reply_to_message_id` (error replies for a dead node may come from another
-node id, so the source node id is not trusted for matching). It records, for each
-destination node, the time from the push to the pull that returned its reply.
-`wait_for_nodes` waits until the expected SuperNodes are connected, before the first
-exchange.
+Both exchanges here push all messages at once and pull every `poll_interval_s` instead,
+matching replies by `reply_to_message_id` (error replies for a dead node may come from
+another node id, so the source node id is not trusted for matching), and record, for
+each message, the time from its push to the pull that returned its reply.
+
+- `exchange` waits for every reply (the probe mode: a missing reply is an error).
+- `RoundExchange` keeps messages in flight across the authority's rounds: each round
+  waits for its own messages until the round's deadline and goes on without the nodes
+  that did not answer; their messages stay in flight, and a reply that comes in a later
+  round is returned then, with the round its request was sent in, so it is never taken
+  for a reply to the current round. A node with a message in flight is sent nothing
+  new (`busy`): Flower's SuperNode handles one message at a time, and a stopped node
+  would otherwise find a queue of stale requests when it comes back.
+
+`wait_for_nodes` waits until the expected SuperNodes are connected (the probe mode).
+What the authority makes of the rounds a node missed is `participation`'s (and who a
+node is, `authority_nodes`').
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from flwr.app import Message
 from flwr.serverapp import Grid
@@ -59,11 +71,7 @@ def exchange(
     Raises `ExchangeError` if the SuperLink rejects a message, if two messages go to the
     same node (replies are keyed by node), or if replies are missing after `timeout_s`.
     """
-    if poll_interval_s <= 0 or timeout_s <= 0:
-        raise ValueError(
-            f"exchange needs poll_interval_s > 0 and timeout_s > 0, got "
-            f"{poll_interval_s} and {timeout_s}"
-        )
+    _check_timing(poll_interval_s, timeout_s)
     destinations = [message.metadata.dst_node_id for message in messages]
     if len(set(destinations)) != len(destinations):
         raise ExchangeError(f"exchange sends one message per node, got nodes {destinations}")
@@ -96,6 +104,126 @@ def exchange(
         time.sleep(min(poll_interval_s, max(deadline - now, 0.0)))
     result.total_s = time.perf_counter() - start
     return result
+
+
+def _check_timing(poll_interval_s: float, timeout_s: float) -> None:
+    if poll_interval_s <= 0 or timeout_s <= 0:
+        raise ValueError(
+            f"exchange needs poll_interval_s > 0 and timeout_s > 0, got "
+            f"{poll_interval_s} and {timeout_s}"
+        )
+
+
+Context = TypeVar("Context")
+"""What the sender keeps with a message until its reply comes (`Sent.context`)."""
+
+
+@dataclass(frozen=True)
+class Sent(Generic[Context]):
+    """A message in flight."""
+
+    node: int
+    """The Flower node id it was sent to."""
+    round: int
+    """The round it was sent in."""
+    pushed_at: float
+    """`time.perf_counter()` at its push."""
+    context: Context
+    """What its sender needs to read its reply (the node's name, what it was offered)."""
+
+
+@dataclass(frozen=True)
+class Reply(Generic[Context]):
+    """A reply, with the message it answers."""
+
+    sent: Sent[Context]
+    message: Message
+    """The reply: content, or a Flower error (`has_error()`)."""
+    latency_s: float
+    """Seconds from the request's push to the pull that returned this reply."""
+
+
+@dataclass
+class RoundResult(Generic[Context]):
+    """What one round's exchange brought."""
+
+    replies: list[Reply[Context]] = field(default_factory=list)
+    """Replies to this round's messages and late replies to earlier rounds', in the order
+    pulled (`Reply.sent.round` tells them apart)."""
+    unanswered: list[Sent[Context]] = field(default_factory=list)
+    """This round's messages with no reply by the deadline; they stay in flight."""
+    refused: list[Sent[Context]] = field(default_factory=list)
+    """This round's messages the SuperLink did not accept (an unknown or deleted node)."""
+    push_s: float = 0.0
+    """Seconds `push_messages` took."""
+    total_s: float = 0.0
+    """Seconds from the push to the last of this round's replies, or to the deadline."""
+    pulls: int = 0
+    """Number of `pull_messages` calls made."""
+
+
+class RoundExchange(Generic[Context]):
+    """Messages in flight across rounds, each round waiting for its own until a deadline."""
+
+    def __init__(self, grid: Grid, poll_interval_s: float):
+        if poll_interval_s <= 0:
+            raise ValueError(f"RoundExchange needs poll_interval_s > 0, got {poll_interval_s}")
+        self.grid, self.poll_interval_s = grid, poll_interval_s
+        self.in_flight: dict[str, Sent[Context]] = {}
+        """Message id → the message, until its reply (or Flower's error) is pulled."""
+
+    def busy(self) -> dict[int, Sent[Context]]:
+        """Node id → its message in flight (send such a node nothing new)."""
+        return {sent.node: sent for sent in self.in_flight.values()}
+
+    def round(
+        self,
+        round_number: int,
+        messages: Sequence[tuple[Message, Context]],
+        deadline_s: float,
+    ) -> RoundResult[Context]:
+        """Push `messages` (at most one per node, none to a busy node), then pull replies
+        to them and to every message still in flight, until this round's are all in or
+        `deadline_s` has passed since the push. With no messages: one pull."""
+        _check_timing(self.poll_interval_s, deadline_s)
+        nodes = [message.metadata.dst_node_id for message, _ in messages]
+        if len(set(nodes)) != len(nodes) or set(nodes) & set(self.busy()):
+            raise ExchangeError(
+                f"a round sends one message per node and none to a node with one in flight, "
+                f"got nodes {nodes} with {sorted(self.busy())} in flight"
+            )
+        result: RoundResult[Context] = RoundResult()
+        start = time.perf_counter()
+        ids = (
+            list(self.grid.push_messages([message for message, _ in messages])) if messages else []
+        )
+        result.push_s = time.perf_counter() - start
+        ids += [""] * (len(messages) - len(ids))  # a push refused as a whole
+        ours = set()
+        for message_id, (message, context) in zip(ids, messages, strict=True):
+            sent = Sent(message.metadata.dst_node_id, round_number, start, context)
+            if not message_id:
+                result.refused.append(sent)
+                continue
+            self.in_flight[message_id] = sent
+            ours.add(message_id)
+        deadline = start + deadline_s
+        while True:
+            pulled = list(self.grid.pull_messages(list(self.in_flight))) if self.in_flight else []
+            result.pulls += 1
+            now = time.perf_counter()
+            for message in pulled:
+                message_id = message.metadata.reply_to_message_id
+                sent = self.in_flight.pop(message_id, None)
+                if sent is not None:
+                    result.replies.append(Reply(sent, message, now - sent.pushed_at))
+                    ours.discard(message_id)
+            if not ours or now >= deadline:
+                break
+            time.sleep(min(self.poll_interval_s, max(deadline - now, 0.0)))
+        result.unanswered = [self.in_flight[message_id] for message_id in ours]
+        result.total_s = time.perf_counter() - start
+        return result
 
 
 def wait_for_nodes(grid: Grid, expected: int, wait_s: float) -> list[int]:

@@ -4,13 +4,15 @@
 embeds the `RunTarget`: topology, overrides, seed, duration) whose policy is `Federated`
 (with the edge learners' starting weights, if any); the learning settings are a
 `MethodConfig` (`fl_crb.learn.method_config`, the same one simulated training extends);
-the rest are the federation's own (rounds, exploration, Flower's polls). The emulator
-embeds a `FederatedRunConfig` as its federated data plane. Kept apart from the
-coordinator (`federated_run`) so that configuration code does not import Flower.
+the rest are the federation's own (rounds, their deadline and the start-up quorum,
+exploration, Flower's polls). The emulator embeds a `FederatedRunConfig` as its
+federated data plane. Kept apart from the coordinator (`federated_run`) so that
+configuration code does not import Flower.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from fl_crb.learn.method_config import MethodConfig
@@ -39,6 +41,49 @@ def federated_parties(
     return LocalRunConfig(target, Federated(start), out_dir, **settings)
 
 
+ROUND_DEADLINE_PERIODS = 3.0
+"""A round's default deadline in round periods (`FederatedRunConfig.round_deadline`)."""
+ROUND_DEADLINE_MIN_S = 20.0
+"""The default deadline's floor: stock Flower's exchanges take 4-6 s (a 3 s idle poll and
+a fresh ClientApp process per message) and the emulator's at 25 terminals on two cores
+12.5-15 s; 20 s lets those through, and stays under Flower's ~45 s heartbeat expiry,
+which a dead node would otherwise cost every round."""
+
+
+@dataclass(frozen=True)
+class Quorum:
+    """The nodes (terminals and edges) that must answer before the first round: a count,
+    or a share of the run's nodes; the others are served from the round after they join."""
+
+    nodes: int | None = None
+    """That many nodes; None: `share` of them."""
+    share: float = 1.0
+    """This share of the run's nodes, rounded up, when `nodes` is None (1: every node)."""
+
+    def __post_init__(self) -> None:
+        if self.nodes is not None and self.nodes < 1:
+            raise ValueError(f"a quorum of nodes must be >= 1, got {self.nodes}")
+        if not 0 < self.share <= 1:
+            raise ValueError(f"a quorum's share of the nodes must lie in (0, 1], got {self.share}")
+
+    def of(self, total: int) -> int:
+        """The number of nodes of a run of `total` nodes the quorum needs."""
+        if self.nodes is None:
+            return max(1, math.ceil(self.share * total - 1e-9))
+        if self.nodes > total:
+            raise ValueError(
+                f"--quorum {self.nodes} is more than the run's {total} nodes (its terminals "
+                f"and edges); give at most {total}, or a share such as 50%"
+            )
+        return self.nodes
+
+    def describe(self) -> str:
+        """As `--quorum` takes it: "all", a count, or a percentage."""
+        if self.nodes is not None:
+            return str(self.nodes)
+        return "all" if self.share == 1 else f"{self.share * 100:g}%"
+
+
 @dataclass(frozen=True)
 class FederatedRunConfig:
     """One federated run: the data plane's parties and the federation around them."""
@@ -58,6 +103,13 @@ class FederatedRunConfig:
     familiarity α, the size from which edges get batches)."""
     round_period_s: float = 2.0
     """Seconds between the starts of the authority's rounds."""
+    round_deadline_s: float | None = None
+    """Seconds a round waits for the nodes' replies; those that have not answered by then
+    miss it, the round goes on with the others, and a late reply is taken in the round it
+    arrives in. None: `ROUND_DEADLINE_PERIODS` round periods, at least
+    `ROUND_DEADLINE_MIN_S` (`round_deadline`)."""
+    quorum: Quorum = field(default_factory=Quorum)
+    """The nodes that must answer before the first round (default: every node)."""
     epsilon: float = 0.1
     """Terminals' exploration probability once they hold weights."""
     batches_per_round: int | None = None
@@ -96,6 +148,8 @@ class FederatedRunConfig:
                 "method.learner.terminal_code_bits must be 0 in a federated run: live "
                 "terminals have no terminal code"
             )
+        if self.round_deadline_s is not None and not self.round_deadline_s > 0:
+            raise ValueError(f"round deadline must be > 0 s, got {self.round_deadline_s!r}")
         for name in ("round_period_s", "supernode_idle_poll_s", "superexec_poll_s"):
             if not getattr(self, name) > 0:
                 what = name.removesuffix("_s").replace("_", " ")
@@ -104,3 +158,9 @@ class FederatedRunConfig:
             raise ValueError(f"epsilon must lie in [0, 1], got {self.epsilon!r}")
         if self.batches_per_round is not None and self.batches_per_round < 0:
             raise ValueError(f"batches per round must be >= 0, got {self.batches_per_round}")
+
+    def round_deadline(self) -> float:
+        """The rounds' deadline in seconds: the one set, else derived from the period."""
+        if self.round_deadline_s is not None:
+            return self.round_deadline_s
+        return max(ROUND_DEADLINE_PERIODS * self.round_period_s, ROUND_DEADLINE_MIN_S)
