@@ -10,9 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -237,36 +234,6 @@ def test_federated_run_trains_delivers_weights_and_refuses_bad_uploads(tmp_path)
         r for r in records if r["message_type"] == "query.train" and r["down_plaintext_bytes"]
     ]
     assert trained and all(r["wire_down_bytes"] > r["down_plaintext_bytes"] for r in trained)
-
-
-@pytest.mark.slow
-def test_killed_authority_restarts_without_losing_an_accepted_trajectory(tmp_path):
-    out = tmp_path / "run"
-    result: dict = {}
-
-    def run() -> None:
-        try:
-            result["summary"] = asyncio.run(run_federated(_config(out, 30.0)))
-        except BaseException as error:  # reported by the assertion below
-            result["error"] = error
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    commit = out / "authority" / "pool" / "commit.json"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and thread.is_alive():
-        if commit.exists() and json.loads(commit.read_text())["accepted_total"] >= 4:
-            break
-        time.sleep(0.2)
-    before = json.loads(commit.read_text())["accepted_total"]
-    pid = json.loads((out / "authority" / "ready.json").read_text())["pid"]
-    os.kill(pid, signal.SIGKILL)
-    thread.join(timeout=400)
-    assert "error" not in result, result.get("error")
-    federation = result["summary"]["federation"]
-    assert federation["authority_restarts"] == 1
-    assert federation["uploads_accepted"] >= before >= 4
-    _check_pool_accounts_for_every_upload(out, federation)
 
 
 def test_federated_decider_explores_then_acts_with_its_edges_signed_weights_and_seals_uploads(

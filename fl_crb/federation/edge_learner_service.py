@@ -12,25 +12,48 @@ file and publishes the new weights (version = training steps so far, and always 
 the last version it signed in this run: a restarted service carries on from the version
 in the mailbox's state.json, saved BEFORE the weights are published). The next `train`
 reply carries them to the authority, which relays them to the terminals this edge
-manages. SIGTERM (or SIGINT) ends it after the file in hand; it then writes its summary.
-torch lives here, never in the ClientApp handlers.
+manages. SIGTERM (or SIGINT) ends it after the file in hand; it then checkpoints and
+writes its summary. torch lives here, never in the ClientApp handlers.
+
+Crash recovery (`LearnerCheckpoint`): the service checkpoints its learner (evaluation and
+target networks, RMSprop state, training steps, the run id and the version last signed)
+to the mailbox (`learner.pt`) at the end of the batch file that completes
+`checkpoint_every_steps` steps since the last one, and at SIGTERM; each checkpoint is
+written atomically and the one before it is kept (`learner.previous.pt`). A service
+started again (the federated run's `learner_supervisor` restarts one that died) resumes
+from the newest checkpoint of THIS run (same run id): its training steps and optimiser
+continue from there, losing at most the steps since it, and its version continues above
+the last one it signed (state.json). A checkpoint that cannot be read or does not fit
+(cut short, damaged, other widths) is logged as an error naming the file, listed in the
+summary (`checkpoints_refused`), and the one before it is tried; with none usable the
+learner starts from its starting weights, as on its first start. Refusing to start
+instead would only make the supervisor give up the edge's learning for the rest of the
+run, while the pool rebuilds it in a few rounds; the summary says which case ran
+(`resumed_from`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fl_crb.federation.crypto import MessageRejected
 from fl_crb.federation.host_bundle import HostBundle
 from fl_crb.federation.mailbox import EdgeMailbox, count_refusal, unframe
+from fl_crb.files import atomic_file
 from fl_crb.learn.learner_config import LearnerConfig
 from fl_crb.runtime.config import load_config
 from fl_crb.runtime.party import announce_ready, configure_logging, exit_now, write_json
+
+if TYPE_CHECKING:
+    from fl_crb.learn.edge_learner import EdgeLearner
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +87,123 @@ class EdgeServiceConfig:
     network); None: fresh initialisation."""
     poll_interval_s: float = 0.05
     """Seconds between looks at the inbox."""
+    checkpoint_every_steps: int = 20
+    """Checkpoint the learner once this many training steps were taken since the last
+    checkpoint (at the end of the batch file that reaches them); a learner killed outright
+    loses at most these steps. The default is one round's batches at the default round
+    period and slot."""
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_every_steps < 1:
+            raise ValueError(
+                f"checkpoint_every_steps must be >= 1, got {self.checkpoint_every_steps}"
+            )
+
+
+CHECKPOINT_FORMAT = "fl-crb-edge-learner-checkpoint-1"
+"""Tag written into every learner checkpoint and checked on resume."""
+
+
+class LearnerCheckpoint:
+    """An edge learner's checkpoints in its mailbox: the newest and the one before it."""
+
+    def __init__(self, mailbox: EdgeMailbox, edge: str, run_id_hex: str) -> None:
+        self.paths = (mailbox.checkpoint_path, mailbox.previous_checkpoint_path)
+        """Where to look on resume, newest first."""
+        self.edge = edge
+        self.run_id_hex = run_id_hex
+        self.refused: list[dict[str, str]] = []
+        """Checkpoints found but not used, with why: {"path", "reason"}."""
+
+    def save(self, learner: EdgeLearner, version: int) -> None:
+        """Write `learner`'s whole state as the newest checkpoint; the newest until now
+        becomes the previous one (atomic renames: a crash leaves one of the two)."""
+        import torch
+
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "run_id": self.run_id_hex,
+            "edge": self.edge,
+            "version": version,
+            "train_steps": learner.train_steps,
+            "evaluation": learner.evaluation.state_dict(),
+            "target": learner.target.state_dict(),
+            "optimizer": learner.optimizer.state_dict(),
+        }
+        newest, previous = self.paths
+        if newest.exists():
+            os.replace(newest, previous)
+        with atomic_file(newest) as file:
+            torch.save(state, file)
+
+    def resume(
+        self, fresh: Callable[[], EdgeLearner]
+    ) -> tuple[EdgeLearner, dict[str, object] | None]:
+        """The learner to go on with: `fresh()` (a new learner at its starting weights)
+        restored from the newest usable checkpoint of this run, and what it came from
+        ({"path", "train_steps", "version"}); `fresh()` itself and None without one. A
+        refused checkpoint is set aside as `<name>.refused` (kept for a look, never
+        rotated over a good one)."""
+        for path in self.paths:
+            if not path.exists():
+                continue
+            learner = fresh()
+            try:
+                saved = self._read(path)
+                if saved is None:
+                    continue  # another run's: not ours to resume
+                learner.evaluation.load_state_dict(saved["evaluation"])
+                learner.target.load_state_dict(saved["target"])
+                learner.optimizer.load_state_dict(saved["optimizer"])
+                learner.train_steps = int(saved["train_steps"])
+            except (ValueError, KeyError, TypeError, RuntimeError) as error:
+                reason = str(error).strip().splitlines()[0][:300] if str(error) else ""
+                reason = f"{type(error).__name__}: {reason}" if reason else type(error).__name__
+                aside = path.with_name(path.name + ".refused")
+                log.error(
+                    "%s: refusing learner checkpoint %s (%s); set aside as %s; going on "
+                    "from the checkpoint before it, else from the starting weights",
+                    self.edge,
+                    path,
+                    reason,
+                    aside.name,
+                )
+                os.replace(path, aside)
+                self.refused.append({"path": str(path), "reason": reason})
+                continue
+            origin = {"path": str(path), "train_steps": learner.train_steps}
+            log.info(
+                "%s: resumed from %s at %d training steps", self.edge, path, origin["train_steps"]
+            )
+            return learner, {**origin, "version": int(saved["version"])}
+        return fresh(), None
+
+    def _read(self, path: Path) -> dict | None:
+        """The checkpoint in `path` if it is this edge's in this run, None if it is another
+        run's; a `ValueError` naming the file for anything unreadable or foreign."""
+        from fl_crb.training.checkpoint import read_torch_file
+
+        saved = read_torch_file(
+            path,
+            "edge learner checkpoint",
+            "the learner goes on without it",
+        )
+        if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
+            found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
+            raise ValueError(f"{path}: format {found!r}, expected {CHECKPOINT_FORMAT!r}")
+        if saved.get("edge") != self.edge:
+            raise ValueError(
+                f"{path}: a checkpoint of edge {saved.get('edge')!r}, not {self.edge!r}"
+            )
+        if saved.get("run_id") != self.run_id_hex:
+            log.info(
+                "%s: %s belongs to run %s, not this one: not resumed",
+                self.edge,
+                path,
+                saved.get("run_id"),
+            )
+            return None
+        return saved
 
 
 class EdgeService:
@@ -85,11 +225,22 @@ class EdgeService:
         """The last signed version, the latest batch accepted, refusals: state.json."""
         self.signer = keys.weights_signer(run_id)
         self.opener = keys.batch_opener(run_id, self.state["batch_sequence"])
-        self.learner = EdgeLearner(config.edges, config.history_slots, config.learner)
+        starting_weights = None
         if config.initial_weights_path is not None:
-            weights, _ = read_weights_file(Path(config.initial_weights_path))
-            load_numpy_weights(self.learner.evaluation, weights)
-            self.learner.target.load_state_dict(self.learner.evaluation.state_dict())
+            starting_weights, _ = read_weights_file(Path(config.initial_weights_path))
+
+        def fresh() -> EdgeLearner:
+            learner = EdgeLearner(config.edges, config.history_slots, config.learner)
+            if starting_weights is not None:
+                load_numpy_weights(learner.evaluation, starting_weights)
+                learner.target.load_state_dict(learner.evaluation.state_dict())
+            return learner
+
+        self.checkpoint = LearnerCheckpoint(self.mailbox, config.name, config.run_id_hex)
+        self.learner, self.resumed_from = self.checkpoint.resume(fresh)
+        self.checkpointed_steps = self.learner.train_steps
+        """Training steps the newest checkpoint holds (or the resumed start's)."""
+        self.checkpoints_written = 0
         self.losses: list[float] = []
         self.batch_files = 0
         self.refused_files = 0
@@ -142,9 +293,17 @@ class EdgeService:
         path.unlink()
         self.batch_files += 1
         self.publish()
+        if self.learner.train_steps - self.checkpointed_steps >= self.config.checkpoint_every_steps:
+            self.save_checkpoint()
+
+    def save_checkpoint(self) -> None:
+        """Checkpoint the learner with the version last signed."""
+        self.checkpoint.save(self.learner, self.state["weights_version"])
+        self.checkpointed_steps = self.learner.train_steps
+        self.checkpoints_written += 1
 
     def serve(self) -> None:
-        """Train on whatever arrives until asked to stop."""
+        """Train on whatever arrives until asked to stop; then checkpoint what is new."""
         while not self.stopping:
             waiting = self.mailbox.waiting()
             for path in waiting:
@@ -153,17 +312,25 @@ class EdgeService:
                     break
             if not waiting:
                 time.sleep(self.config.poll_interval_s)
+        if self.learner.train_steps != self.checkpointed_steps:
+            self.save_checkpoint()
 
     def summary(self) -> dict[str, object]:
+        """The service's record: `train_steps` and `version` (the last signed) over the
+        whole run, a restart included (`resumed_from` says from which checkpoint); batch
+        files, refusals of files and losses counted by this process only."""
         recent = self.losses[-50:]
         return {
             "party": self.config.name,
             "role": "edge-learner",
-            "version": self.learner.version,
+            "version": self.state["weights_version"],
             "batch_files": self.batch_files,
             "refused_files": self.refused_files,
             "refusals": self.state["refusals"],
             "train_steps": self.learner.train_steps,
+            "resumed_from": self.resumed_from,
+            "checkpoints_refused": self.checkpoint.refused,
+            "checkpoints_written": self.checkpoints_written,
             "hidden": self.config.learner.hidden,
             "lstm_hidden": self.config.learner.lstm_hidden,
             "loss_first": self.losses[0] if self.losses else None,
@@ -186,7 +353,7 @@ def main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    announce_ready({"version": service.learner.version})
+    announce_ready({"version": service.state["weights_version"]})
     service.serve()
     write_json(config.summary_path, service.summary())
     log.info("%s: done: %s", config.name, service.summary())

@@ -16,9 +16,12 @@ an edge's learner live for the whole run. They meet in a per-node mailbox direct
       state.json                        the learner's latest signed weights version and
                                         batch sequence number, refusals (learner writes)
       weights.bin                       the learner's newest signed weights (learner publishes)
+      learner.pt, learner.previous.pt   the learner's checkpoint and the one before it
+                                        (`edge_learner_service.LearnerCheckpoint`)
 
-Every write is atomic (a temporary file in the same directory, fsync, rename), so a
-reader sees a whole file or the previous one, never a torn one. An upload leaves the
+Every write is atomic (`fl_crb.files.write_atomically`: a temporary file in the same
+directory, fsync, rename), so a reader sees a whole file or the previous one, never a
+torn one. An upload leaves the
 outbox only once the authority acknowledges it: `collect` replies with the pending
 uploads and their post ids, and a LATER `collect` carries the authority's cumulative,
 authenticated acknowledgement ("every post id up to P is processed"), which deletes
@@ -29,7 +32,8 @@ big-endian after the header's version byte, run id and edge name, read here with
 the cryptography package (`signed_weights_version`); `weights_version` reads the version
 of the bare `serialization` format inside.
 
-Only the standard library is imported: ClientApp handlers use this module.
+Only the standard library (and `fl_crb.files`, which imports nothing else) is imported:
+ClientApp handlers use this module.
 """
 
 from __future__ import annotations
@@ -38,9 +42,10 @@ import contextlib
 import json
 import os
 import struct
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+
+from fl_crb.files import write_atomically
 
 WEIGHTS_FILE = "weights.bin"
 _WEIGHTS_VERSION = struct.Struct("<BBQ")
@@ -51,22 +56,6 @@ FAULT_KINDS = ("tamper", "replay", "malformed", "impersonate")
 HANDLER_STATE = "handler.json"
 _SIGNED_HEAD = 1 + 16 + 1
 """Envelope version byte, run id and edge-name length: what precedes the edge's name."""
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the whole new one."""
-    path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
 
 
 def frame(blobs: Sequence[bytes]) -> bytes:
@@ -158,9 +147,9 @@ class TerminalMailbox:
 
     def post(self, envelope: bytes, post_id: int, next_sequence: int) -> None:
         """Put one upload in the outbox under `post_id`, then record the counters."""
-        write_atomic(self.outbox / f"{post_id:012d}.upl", envelope)
+        write_atomically(self.outbox / f"{post_id:012d}.upl", envelope)
         state = {"next_post": post_id + 1, "next_sequence": next_sequence}
-        write_atomic(self.directory / "state.json", json.dumps(state).encode())
+        write_atomically(self.directory / "state.json", json.dumps(state).encode())
 
     # -- the ClientApp handler's side --------------------------------------------------------
 
@@ -191,7 +180,7 @@ class TerminalMailbox:
     def deliver_weights(self, envelope: bytes) -> None:
         """Store a signed weights envelope the handler accepted; the terminal party checks
         it again and acts with it."""
-        write_atomic(self.weights_path, envelope)
+        write_atomically(self.weights_path, envelope)
 
     def held_weights_version(self) -> int:
         """Version of the delivered weights, −1 if none were delivered."""
@@ -210,7 +199,7 @@ class TerminalMailbox:
 
     def save_handler_state(self, state: dict) -> None:
         """Record the collect handler's state (`handler_state`'s fields)."""
-        write_atomic(self.directory / HANDLER_STATE, json.dumps(state).encode())
+        write_atomically(self.directory / HANDLER_STATE, json.dumps(state).encode())
 
 
 class EdgeMailbox:
@@ -221,10 +210,14 @@ class EdgeMailbox:
         self.inbox = self.directory / "inbox"
         self.inbox.mkdir(parents=True, exist_ok=True)
         self.weights_path = self.directory / WEIGHTS_FILE
+        self.checkpoint_path = self.directory / "learner.pt"
+        """The learner's newest checkpoint (the learner writes it)."""
+        self.previous_checkpoint_path = self.directory / "learner.previous.pt"
+        """The checkpoint before it, kept in case the newest cannot be read."""
 
     def drop_batches(self, round_number: int, data: bytes) -> None:
         """Leave a round's framed batches for the learner (handler side)."""
-        write_atomic(self.inbox / f"{round_number:08d}.bat", data)
+        write_atomically(self.inbox / f"{round_number:08d}.bat", data)
 
     def waiting(self) -> list[Path]:
         """Batch files not yet trained on, oldest round first (learner side)."""
@@ -232,7 +225,7 @@ class EdgeMailbox:
 
     def publish_weights(self, envelope: bytes) -> None:
         """Make new signed weights the ones the next `train` reply carries (learner side)."""
-        write_atomic(self.weights_path, envelope)
+        write_atomically(self.weights_path, envelope)
 
     def published_weights(self) -> bytes | None:
         """The newest published signed weights, None before the learner published any."""
@@ -250,7 +243,7 @@ class EdgeMailbox:
 
     def save_learner_state(self, state: dict) -> None:
         """Record the learner's state (`learner_state`'s fields)."""
-        write_atomic(self.directory / "state.json", json.dumps(state).encode())
+        write_atomically(self.directory / "state.json", json.dumps(state).encode())
 
 
 def parse_faults(text: str) -> dict[int, tuple[str, ...]]:

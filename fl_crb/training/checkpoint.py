@@ -144,6 +144,18 @@ def load_networks(directory: str | Path) -> list[dict]:
     )
 
 
+def read_torch_file(path: Path, what: str, way_back: str) -> object:
+    """The tensors `torch.save` wrote to `path` (read with `weights_only=True`); a file
+    that cannot be read (cut short, damaged, not a torch file) raises a `ValueError`
+    naming it, `what` it is and `way_back`, how to go on without it."""
+    try:
+        return torch.load(path, weights_only=True)
+    except DAMAGE as error:
+        raise ValueError(
+            f"{path}: the {what} cannot be read ({_reason(error)}); {way_back}"
+        ) from None
+
+
 def recovery(checkpoint: Path) -> str:
     """How to go on from the checkpoint `checkpoint` that cannot be read."""
     old = checkpoint.with_name(checkpoint.name + ".old")
@@ -175,9 +187,15 @@ def _reading(path: Path, read: Callable[[], T]) -> T:
         return read()
     except DAMAGE as error:
         raise ValueError(
-            f"{path}: the checkpoint file cannot be read ({type(error).__name__}: "
-            f"{str(error)[:200]}); {recovery(path.parent)}"
+            f"{path}: the checkpoint file cannot be read ({_reason(error)}); "
+            f"{recovery(path.parent)}"
         ) from error
+
+
+def _reason(error: BaseException) -> str:
+    """A reading error in one line: its type and the start of its message."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {first[:200]}" if first else type(error).__name__
 
 
 def _readable(directory: Path) -> Path | None:

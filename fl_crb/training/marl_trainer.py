@@ -38,7 +38,13 @@ from fl_crb.mec.metrics import RunMetrics, run_metrics
 from fl_crb.mec.params import MECParams
 from fl_crb.mec.simulator import MECSimulator
 from fl_crb.policies.evaluation import evaluate_policy
-from fl_crb.training.checkpoint import checkpoint_exists, replacing_directory, write_synced
+from fl_crb.training.checkpoint import (
+    checkpoint_exists,
+    read_torch_file,
+    recovery,
+    replacing_directory,
+    write_synced,
+)
 from fl_crb.training.config import TrainConfig, training_seed, validation_seed
 from fl_crb.training.drqn_trainer import EpisodeMetrics, EpisodeStart
 
@@ -149,6 +155,8 @@ class MarlTrainer:
                     f"{found / 'state.json'}: checkpoint has {key} = {state.get(key)!r}, "
                     f"this trainer needs {value!r}"
                 )
-        self.algorithm.load_state_dict(torch.load(found / "algorithm.pt", weights_only=True))
+        self.algorithm.load_state_dict(
+            read_torch_file(found / "algorithm.pt", "MARL algorithm state", recovery(found))
+        )
         self.algorithm.rng.bit_generator.state = state["rng"]
         self.episode = int(state["episode"])

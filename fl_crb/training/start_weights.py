@@ -96,11 +96,11 @@ def edge_weights_files(start: Start, params: MECParams, folder: Path) -> list[st
 
 
 def _export_trained_run(run: TrainedRun, params: MECParams, folder: Path) -> list[str]:
-    import torch
 
     from fl_crb.learn.qnetwork import QNetwork, weights_to_numpy
-    from fl_crb.training.checkpoint import load_networks
+    from fl_crb.training.checkpoint import load_networks, read_torch_file
     from fl_crb.training.run import read_best, read_trained_system
+    from fl_crb.training.trained_policy import best_way_back
 
     config = trained_crb_drqn(run)
     try:
@@ -109,7 +109,8 @@ def _export_trained_run(run: TrainedRun, params: MECParams, folder: Path) -> lis
         raise ValueError(f"--policy {run.describe()}: {error}") from None
     directory = Path(run.path)
     if read_best(directory) is not None:
-        states = torch.load(directory / "best.pt", weights_only=True)
+        best = directory / "best.pt"
+        states = read_torch_file(best, "best validated weights", best_way_back(best))
     else:
         states = [saved["evaluation"] for saved in load_networks(directory / "checkpoint")]
     if len(states) != params.edges:

@@ -19,10 +19,10 @@ and JODRL-PP hold one actor per trained terminal and need the trained count.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from fl_crb.learn.features import FeatureScale
 from fl_crb.learn.greedy import GreedyPolicy
@@ -31,7 +31,7 @@ from fl_crb.marl.policy import MarlPolicy
 from fl_crb.mec.params import MECParams
 from fl_crb.policies.baselines import make_baseline
 from fl_crb.policies.spec import Baseline, TrainedRun
-from fl_crb.training.checkpoint import load_networks
+from fl_crb.training.checkpoint import load_networks, read_torch_file, recovery
 from fl_crb.training.config import MARL_ALGORITHMS
 from fl_crb.training.marl_trainer import make_algorithm
 from fl_crb.training.run import read_best, read_setup, read_trained_system
@@ -55,11 +55,13 @@ def learned_policy(run_directory: str | Path, params: MECParams, terminals: int)
     else:
         group_of = np.arange(terminals)
     if read_best(directory) is not None:
-        states = torch.load(directory / "best.pt", weights_only=True)
+        source = directory / "best.pt"
+        states = read_torch_file(source, "best validated weights", best_way_back(source))
     else:
+        source = directory / "checkpoint" / "networks.pt"
         states = [saved["evaluation"] for saved in load_networks(directory / "checkpoint")]
     networks = []
-    for state in states:
+    for state in _listed(states, source):
         network = QNetwork(
             params.edges,
             params.history_slots,
@@ -67,7 +69,7 @@ def learned_policy(run_directory: str | Path, params: MECParams, terminals: int)
             config.learner.lstm_hidden,
             config.learner.terminal_code_bits,
         )
-        network.load_state_dict(state)
+        _load_into(network.load_state_dict, state, source)
         networks.append(network.requires_grad_(False))
     scale = FeatureScale.from_params(
         trained_params, trained_terminals, config.learner.terminal_code_bits
@@ -87,18 +89,53 @@ def marl_policy(run_directory: str | Path, params: MECParams, terminals: int) ->
         )
     algorithm = make_algorithm(config, params, terminals)
     if read_best(directory) is not None:
-        state = torch.load(directory / "best.pt", weights_only=True)
+        source = directory / "best.pt"
+        state = read_torch_file(source, "best validated actor", best_way_back(source))
     else:
         checkpoint = directory / "checkpoint"
         if not (checkpoint / "algorithm.pt").is_file():
             checkpoint = directory / "checkpoint.old"  # a crash between the two renames
         if not (checkpoint / "algorithm.pt").is_file():
             raise ValueError(f"{directory} holds neither best.pt nor a checkpoint to play")
-        saved = torch.load(checkpoint / "algorithm.pt", weights_only=True)
+        source = checkpoint / "algorithm.pt"
+        saved = read_torch_file(source, "checkpoint file", recovery(checkpoint))
+        saved = saved if isinstance(saved, dict) else {}
         state = {key: saved[key] for key in ("actor", "actors", "agent") if key in saved}
-    algorithm.load_actor_state(state)
+    _load_into(algorithm.load_actor_state, state, source)
     scale = FeatureScale.from_params(trained_params, trained_terminals)
     return MarlPolicy(config.algo, algorithm, scale, terminals)
+
+
+def best_way_back(best: Path) -> str:
+    """How to play a run whose `best.pt` cannot be read."""
+    return (
+        f"delete it and {best.with_name('best.json')} to play the run's last checkpoint "
+        "instead (its next validation writes them again)"
+    )
+
+
+def _listed(states: object, source: Path) -> list:
+    """The per-network states a file holds, refused with its name if it holds no list."""
+    if not isinstance(states, list | tuple):
+        raise ValueError(
+            f"{source}: expected a list of network states, got {type(states).__name__}; "
+            "it is not this program's weights file"
+        )
+    return list(states)
+
+
+def _load_into(load: Callable[[dict], object], state: object, source: Path) -> None:
+    """`load(state)`; a state that does not fit the network (missing or extra entries,
+    other shapes) is an error naming the file it came from."""
+    try:
+        load(state)  # type: ignore[arg-type]
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ValueError(
+            f"{source}: its weights do not fit the networks of this run "
+            f"({type(error).__name__}: {first[:200]}); the file is damaged or from another "
+            "run: train again, or use the run it came from"
+        ) from None
 
 
 def load_any_policy(spec: Baseline | TrainedRun, params: MECParams, terminals: int, seed: int = 0):

@@ -9,23 +9,28 @@ learner its edge's, each terminal party and SuperNode its host's. Flower runs wi
 and SuperNode authentication unless `insecure` (each node's key is registered before it
 starts, so the authority knows every node by its key).
 
-It starts one edge learner service per edge (`edge_learner_service`); then, at the same
-time, the Flower deployment (`LocalFederation`: SuperLink, one SuperNode per edge and per
-terminal, the wire meter) and the runtime's edge servers and terminal parties
-(`local_run.launch_parties`; each terminal runs as the federation's `terminal`, with its
-federated decider); once all are up, the trusted authority (a `flwr run` of the app's
-authority mode, restarted by a supervisor if it dies: the new run recovers the durable
-pool); and only once the authority serves does it give the parties their epoch. After
-`duration_s` of arrivals and the drain, it asks the authority to stop (stop file; the
-authority drains every terminal's outbox and delivers the last acknowledgements first),
-stops the learners, then the Flower processes, and writes the run folder:
+It starts one edge learner service per edge (`edge_learner_service`), kept running by a
+`learner_supervisor.LearnerSupervisor`: once they are all READY, one that dies is started
+again and resumes from its last checkpoint. Then, at the same time, the Flower deployment
+(`LocalFederation`: SuperLink, one SuperNode per edge and per terminal, the wire meter)
+and the runtime's edge servers and terminal parties (`local_run.launch_parties`; each
+terminal runs as the federation's `terminal`, with its federated decider); once all are
+up, the trusted authority (a `flwr run` of the app's authority mode, restarted by a
+supervisor if it dies: the new run recovers the durable pool); and only once the
+authority serves does it give the parties their epoch. After `duration_s` of arrivals
+and the drain, it asks the authority to stop (stop file; the authority drains every
+terminal's outbox and delivers the last acknowledgements first), stops the learners,
+then the Flower processes, and writes the run folder (the summary's "federation" section
+counts each edge learner's restarts, `learner_restarts`, and names those given up,
+`learners_given_up`, also among `failed_parties` as `<edge>-learner`):
 
     DIR/tasks.csv, summary.json, run.json, topology.yaml, logs/, parties/, config/
                             as `run-local` (summary.json gains a "federation" section;
                             run.json records the whole `FederatedRunConfig`)
     DIR/authority/          the authority's folder: pool/, rounds.jsonl, events.jsonl,
                             authority.log (rejections), accounting.jsonl, summary.json
-    DIR/mailboxes/<host>/   each node's mailbox
+    DIR/mailboxes/<host>/   each node's mailbox (an edge's holds its learner's checkpoints)
+    DIR/learners.json       each edge learner's pid and restarts (`learner_supervisor`)
     DIR/keys/               the run's keys (`fl-crb keys` layout): keys.json, ca/ (the
                             CA, in no bundle), <host>/ one bundle per host
     DIR/start-weights/      a trained run's per-edge starting weights
@@ -38,6 +43,11 @@ support, `_start_flower`) the SuperLink with the authority on the cloud host and
 SuperNode on its host; the SuperLink's certificate then names the cloud's addresses that
 placement gives (`superlink_sans`). A Mininet placement needs the run folder (mailboxes,
 the authority's folder, keys) on a file system every host shares, as Mininet hosts do.
+
+SIGINT or SIGTERM stops the run early, as `run-local`: the parties are stopped, the
+authority is asked to stop and given `INTERRUPTED_DRAIN_S` to drain the outboxes and
+write its summary, the learners checkpoint, Flower stops, and the partial tasks.csv and
+summary.json (with `interrupted`) are written before `RunInterrupted` is raised.
 """
 
 from __future__ import annotations
@@ -54,15 +64,12 @@ from fl_crb.federation.authority_config import AuthorityConfig, AuthorityTermina
 from fl_crb.federation.deploy.flower_commands import BIND_ALL
 from fl_crb.federation.deploy.launch_config import LaunchConfig, NodeSpec, Security
 from fl_crb.federation.deploy.launcher import LocalFederation
+from fl_crb.federation.deploy.learner_supervisor import LearnerSupervisor
 from fl_crb.federation.deploy.run_config import FederatedRunConfig
 from fl_crb.federation.deploy.run_support import (
     federation_summary,
-    hand_out_published_weights,
-    learner_ready,
     run_record,
-    start_learner,
     start_weights_files,
-    stop_learners,
     supervise_authority,
     wait_for_file,
 )
@@ -74,11 +81,15 @@ from fl_crb.policies.spec import absolute
 from fl_crb.runtime.config import FederatedTerminal, save_config
 from fl_crb.runtime.local_run import (
     EXIT_GRACE_S,
+    STOP_GRACE_S,
     SUMMARY_FILE,
+    RunInterrupted,
     launch_parties,
     run_spec,
+    stop_on_signals,
     stop_parties,
     summarise_run,
+    unless_stopped,
     wait_parties,
 )
 from fl_crb.runtime.party import write_json
@@ -102,6 +113,7 @@ async def run_federated(
     faults = dict(config.upload_faults)
     if unknown := sorted(set(faults) - set(hosts)):
         raise ValueError(f"upload faults name {unknown}, which are not terminals of {hosts}")
+    quorum_nodes = config.quorum.of(len(edges) + len(hosts))  # refused here if too many
     start_weights = start_weights_files(policy.start, method, params, out / "start-weights")
     for sub in ("config", "logs", "parties", "mailboxes", "authority"):
         (out / sub).mkdir(parents=True, exist_ok=True)
@@ -138,18 +150,26 @@ async def run_federated(
         if batches is None
         else batches,
         round_period_s=config.round_period_s,
+        round_deadline_s=config.round_deadline(),
         stop_path=str(out / "authority" / "stop"),
+        quorum_nodes=quorum_nodes,
         seed=local.target.seed,
         node_auth=not config.insecure,
         test_transit_faults=config.test_transit_faults,
     )
-    learners: list[asyncio.subprocess.Process] = []
+    stop = asyncio.Event()  # set by SIGINT or SIGTERM: the run stops early
+    signals: list[str] = []  # the signals received
+    learners = LearnerSupervisor(
+        out, placement, local.startup_timeout_s, stop_requested=stop.is_set
+    )
     parties: list = []
     federation: LocalFederation | None = None
     flower: asyncio.Task | None = None
     supervisor: asyncio.Task | None = None
     authority_path = out / "config" / "authority.json"
     started = time.time()
+    failed: list[str] = []
+    restarts = 0
     nodes = tuple(  # its mailbox is in each node's config; a terminal's, its bundle too
         NodeSpec(name, "edge", node_config={"mailbox": str(out / "mailboxes" / name)})
         for name in edges
@@ -159,80 +179,123 @@ async def run_federated(
         )
         for name in hosts
     )
-    try:
-        for e, edge in enumerate(edges):
-            service = EdgeServiceConfig(
-                name=edge,
-                mailbox=str(out / "mailboxes" / edge),
-                edges=params.edges,
-                history_slots=params.history_slots,
-                trajectory_length=method.trajectory_length,
-                learner=replace(method.learner, seed=local.target.seed * 1000 + e),
-                summary_path=str(out / "parties" / f"{edge}.learner.json"),
-                bundle=str(keys.bundle(edge)),
-                run_id_hex=run_id.hex(),
-                initial_weights_path=start_weights[e] if start_weights else None,
-            )
-            learners.append(await start_learner(out, service, placement))
-        # Flower starts while the parties start (both take seconds of imports); the
-        # parties' epoch waits until the authority serves, so every arrival is served.
-        flower = asyncio.create_task(
-            _start_flower(out / "flower", nodes, config, placement, cloud, keys)
+    services = [
+        EdgeServiceConfig(
+            name=edge,
+            mailbox=str(out / "mailboxes" / edge),
+            edges=params.edges,
+            history_slots=params.history_slots,
+            trajectory_length=method.trajectory_length,
+            learner=replace(method.learner, seed=local.target.seed * 1000 + e),
+            summary_path=str(out / "parties" / f"{edge}.learner.json"),
+            bundle=str(keys.bundle(edge)),
+            run_id_hex=run_id.hex(),
+            initial_weights_path=start_weights[e] if start_weights else None,
         )
-
-        async def start_authority() -> None:
-            nonlocal federation, supervisor
-            ready_by = time.time() + local.startup_timeout_s
-            for edge, learner in zip(edges, learners, strict=True):
-                await learner_ready(learner, f"{edge}-learner", out / "logs", ready_by)
-            if start_weights:  # each edge's signed version 0, before the parties' epoch
-                hand_out_published_weights(edges, managing, hosts, out / "mailboxes")
-            federation = await flower
-            meter = federation.meter.control_address
-            save_config(replace(authority, wire_meter_address=meter), authority_path)
-            run_config = {
-                "mode": "authority",
-                "authority-config": str(authority_path),
-            }
-            supervisor = asyncio.create_task(
-                supervise_authority(federation, run_config, out / "authority", config)
+        for e, edge in enumerate(edges)
+    ]
+    with stop_on_signals(stop, signals):
+        try:
+            await learners.start(services)
+            # Flower starts while the parties start (both take seconds of imports); the
+            # parties' epoch waits until the authority serves, so every arrival is served.
+            flower = asyncio.create_task(
+                _start_flower(out / "flower", nodes, config, placement, cloud, keys)
             )
-            await wait_for_file(out / "authority" / "ready.json", ready_by, supervisor)
 
-        epoch = await launch_parties(
-            out,
-            local,
-            spec,
-            [policy] * terminals,
-            placement,
-            parties,
-            federation_of,
-            start_authority,
-            terminal_module=FEDERATED_TERMINAL_MODULE,
-        )
-        write_json(out / "run.json", run_record(config, spec, epoch, placement, parties))
-        failed = await wait_parties(parties, epoch + spec.end_slot * params.slot_s + EXIT_GRACE_S)
-        (out / "authority" / "stop").touch()
-        restarts = await asyncio.wait_for(supervisor, local.startup_timeout_s)
-    except BaseException:
-        await stop_parties(parties)
-        (out / "authority" / "stop").touch()
-        if supervisor is not None:
-            supervisor.cancel()
-        if flower is not None and federation is None:
-            with contextlib.suppress(BaseException):
+            async def start_authority() -> None:
+                nonlocal federation, supervisor
+                ready_by = time.time() + local.startup_timeout_s
+                await learners.ready(ready_by)
+                learners.watch()  # from now on a learner that dies is started again
                 federation = await flower
-        raise
-    finally:
-        await stop_learners(learners)
-        if federation is not None:
-            await asyncio.to_thread(federation.stop)
-    summary = summarise_run(out, local, spec, params.slot_s, parties, failed)
+                meter = federation.meter.control_address
+                save_config(replace(authority, wire_meter_address=meter), authority_path)
+                run_config = {
+                    "mode": "authority",
+                    "authority-config": str(authority_path),
+                }
+                supervisor = asyncio.create_task(
+                    supervise_authority(federation, run_config, out / "authority", config)
+                )
+                await wait_for_file(out / "authority" / "ready.json", ready_by, supervisor)
+
+            launch = launch_parties(
+                out,
+                local,
+                spec,
+                [policy] * terminals,
+                placement,
+                parties,
+                federation_of,
+                start_authority,
+                terminal_module=FEDERATED_TERMINAL_MODULE,
+                edge_module="fl_crb.federation.edge",  # hands its learner's weights out
+                edge_mailboxes=out / "mailboxes",
+            )
+            epoch = await unless_stopped(launch, stop)
+            if epoch is not None:
+                write_json(out / "run.json", run_record(config, spec, epoch, placement, parties))
+                finish_by = epoch + spec.end_slot * params.slot_s + EXIT_GRACE_S
+                failed = await wait_parties(parties, finish_by, stop)
+            if stop.is_set():
+                await stop_parties(parties, STOP_GRACE_S)
+                failed = [party.name for party in parties if party.dead]
+            (out / "authority" / "stop").touch()
+            if supervisor is not None:
+                restarts = await _authority_end(
+                    supervisor, out / "authority", stop.is_set(), local.startup_timeout_s
+                )
+        except BaseException:
+            await stop_parties(parties)
+            (out / "authority" / "stop").touch()
+            if supervisor is not None:
+                supervisor.cancel()
+            raise
+        finally:
+            if flower is not None and federation is None:  # failed or stopped early
+                with contextlib.suppress(BaseException):
+                    federation = await flower
+            await learners.stop()
+            if federation is not None:
+                await asyncio.to_thread(federation.stop)
+    interrupted = signals[0] if signals else None
+    summary = summarise_run(out, local, spec, params.slot_s, parties, failed, interrupted)
     summary["security"] = {"tls": not config.insecure, "node_auth": not config.insecure}
-    summary["federation"] = federation_summary(out, edges, hosts, restarts, time.time() - started)
-    summary["federation"]["flower"] = federation.flower_record  # which Flower path ran
+    wall_s = time.time() - started
+    if (out / "authority" / "summary.json").exists():
+        summary["federation"] = federation_summary(out, edges, hosts, restarts, wall_s)
+    else:  # interrupted before the authority finished: nothing of it to summarise
+        summary["federation"] = {"authority_finished": False, "authority_restarts": restarts}
+    summary["federation"]["learner_restarts"] = learners.restarts
+    summary["federation"]["learners_given_up"] = learners.given_up
+    summary["failed_parties"] += [f"{edge}-learner" for edge in learners.given_up]
+    flower_record = federation.flower_record if federation is not None else None
+    summary["federation"]["flower"] = flower_record  # which Flower path ran
     write_json(out / SUMMARY_FILE, summary)
+    if interrupted is not None:
+        raise RunInterrupted(interrupted, summary)
     return summary
+
+
+INTERRUPTED_DRAIN_S = 20.0
+"""How long an interrupted run lets the authority drain the outboxes and write its
+summary before it is given up."""
+
+
+async def _authority_end(
+    supervisor: asyncio.Task, state_dir: Path, interrupted: bool, timeout_s: float
+) -> int:
+    """Wait for the authority, asked to stop, to finish its last rounds (at most
+    `timeout_s`); its restarts. An interrupted run waits at most `INTERRUPTED_DRAIN_S`,
+    then gives it up and counts the restarts its supervisor logged."""
+    if not interrupted:
+        return await asyncio.wait_for(supervisor, timeout_s)
+    with contextlib.suppress(TimeoutError):
+        return await asyncio.wait_for(asyncio.shield(supervisor), INTERRUPTED_DRAIN_S)
+    supervisor.cancel()
+    log = state_dir / "supervisor.log"
+    return len(log.read_text().splitlines()) if log.exists() else 0
 
 
 async def _start_flower(

@@ -9,9 +9,10 @@
   the SuperLink gives the run up, so the supervisor also watches the process whose pid
   the authority wrote to ready.json, and starts the next run as soon as it is gone.
 - `start_learner`, `learner_ready`, `stop_learners`: the edge learner services' processes.
-- `hand_out_published_weights`: each edge's signed version 0 to its terminals' mailboxes.
 - `terminal_summary`, `federation_summary`, `run_record`: the run folder's records, with
-  every party's refusals of weights, batches, acks, uploads and node identities.
+  every party's refusals of weights, batches, acks, uploads and node identities, each
+  node's missed rounds and reconnections, and the nodes lost at the end (`lost_nodes`)
+  with the uploads they still hold.
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-
-import numpy as np
 
 from fl_crb.federation.deploy.launch_config import FederationError
 from fl_crb.federation.deploy.launcher import LocalFederation
@@ -91,6 +90,9 @@ async def supervise_authority(
         run = asyncio.ensure_future(
             asyncio.to_thread(federation.run_app, run_config, AUTHORITY_RUN_LIMIT_S)
         )
+        # A run given up below (its ServerApp killed) or left when the supervisor is
+        # cancelled ends in its thread later; its outcome is noted, never raised unseen.
+        run.add_done_callback(lambda done: done.cancelled() or done.exception())
         gone_since = None
         while not run.done():
             pid = _authority_pid(state_dir)
@@ -154,6 +156,7 @@ async def start_learner(
             stdout=asyncio.subprocess.PIPE,
             stderr=log,
             env={**os.environ, **SINGLE_THREADED},
+            start_new_session=True,  # a Ctrl-C reaches the coordinator, which stops it
         )
 
 
@@ -216,6 +219,10 @@ def federation_summary(
         "rounds": authority["rounds"],
         "authority_restarts": restarts,
         "mean_round_exchange_s": sum(exchanges) / len(exchanges) if exchanges else None,
+        "round_deadline_s": authority.get("round_deadline_s"),
+        "quorum_nodes": authority.get("quorum_nodes"),
+        "participation": authority.get("participation", {}),
+        "lost_nodes": lost_nodes(out, authority.get("lost_nodes", {})),
         "uploads_posted": sum(t["posted"] for t in terminals.values()),
         "uploads_accepted": authority["accepted_total"],
         "uploads_rejected": rejected,
@@ -232,17 +239,24 @@ def federation_summary(
     }
 
 
-def hand_out_published_weights(
-    edges: list[str], managing_edge: np.ndarray, hosts: list[str], mailboxes: Path
-) -> None:
-    """Copy each edge's published weights (its learner signs its starting weights as
-    version 0 before it says READY) to the mailboxes of the terminals it manages, before
-    the terminals' epoch, so that a run from a trained policy acts with it from the first
-    slot instead of at random until the first round delivers weights. The terminals check
-    the edge's signature as they would a delivered copy."""
-    for d, host in enumerate(hosts):
-        edge = EdgeMailbox(mailboxes / edges[int(managing_edge[d])])
-        TerminalMailbox(mailboxes / host).deliver_weights(edge.published_weights())
+def lost_nodes(out: Path, lost: dict[str, dict]) -> dict[str, dict]:
+    """The nodes the authority did not hear from in its last round (`Authority.run`), each
+    with `uploads_held`: the sealed uploads in its terminal's outbox that the pool lacks
+    (post ids above the last one the authority accepted from it; 0 for an edge). They
+    stay there, never acknowledged; `outbox_uploads` also counts those the pool has but
+    whose acknowledgement never reached the terminal."""
+    result = {}
+    for name, reported in lost.items():
+        node = {key: value for key, value in reported.items() if key != "acknowledged_post"}
+        acknowledged = reported.get("acknowledged_post") or 0
+        if node["role"] != "terminal":
+            result[name] = {**node, "uploads_held": 0, "outbox_uploads": 0}
+            continue
+        outbox = TerminalMailbox(out / "mailboxes" / name)
+        posts = [post for post, _ in outbox.pending(outbox.backlog())]
+        held = sum(1 for post in posts if post > acknowledged)
+        result[name] = {**node, "uploads_held": held, "outbox_uploads": len(posts)}
+    return result
 
 
 def _merged(*refusals: dict) -> dict[str, dict[str, int]]:
