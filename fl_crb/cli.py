@@ -26,6 +26,7 @@ from fl_crb.commands import (
     keys,
     netcheck,
     reproduce,
+    roles,
     run_local,
     simulate,
     study,
@@ -45,6 +46,7 @@ SUBCOMMANDS = (
     run_local,
     compare_sim,
     federate,
+    roles,
     keys,
     study,
 )

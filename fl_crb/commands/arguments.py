@@ -13,6 +13,7 @@ a typo or a lost unit, and the message says why the bound is there.
 | `quantity(...)`    | a number with a unit (`fl_crb.topology.units`) in a range, as SI |
 | `SEED`, `EPISODES`, `SLOTS`, `THREADS`, `TERMINALS`, `RATE`, `DURATION`: the shared ones |
 | `out_folder`       | a path that is a folder or can become one (not an existing file) |
+| `existing_folder`  | a path that is a folder already                                  |
 """
 
 from __future__ import annotations
@@ -140,6 +141,17 @@ def out_folder(text: str) -> str:
                 f"got {shown(text)}, but {what} is a file, not a folder; give a folder "
                 "(new, or one this command wrote before)"
             )
+    return text
+
+
+def existing_folder(text: str) -> str:
+    """A `type=` function for a folder that must exist already (a key bundle)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("got an empty path; expected a folder")
+    path = Path(text)
+    if not path.is_dir():
+        what = "a file" if path.exists() else "missing"
+        raise argparse.ArgumentTypeError(f"got {shown(text)}, which is {what}; expected a folder")
     return text
 
 

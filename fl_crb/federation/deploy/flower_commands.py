@@ -15,7 +15,10 @@ Security (`Security`, from a folder made by `fl-crb keys`): with TLS, the SuperL
 its certificate and every SuperNode, ServerApp and CLI call checks it against the CA;
 with node authentication, the SuperLink accepts only registered SuperNodes, and each node
 signs its requests with its private key. The certificate must name every address
-processes dial: `check_keys` says which are missing before anything starts.
+processes dial: `check_keys` says which are missing before anything starts. The keys
+come from a whole keys folder (`keys.KeyFolder`, one machine) or from one host's bundle
+(`BundleKeys`, the role commands: the authority's for the SuperLink, a node's for its
+SuperNode).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pathlib import Path
 from fl_crb.federation import accelerators
 from fl_crb.federation.accelerators import FAST_SUPERNODE, WARM_EXECUTOR
 from fl_crb.federation.deploy.launch_config import FederationError, LaunchConfig, NodeSpec
+from fl_crb.federation.host_bundle import MANIFEST
 from fl_crb.federation.keys import KeyFolder, certificate_names
 from fl_crb.runtime.placement import LOOPBACK, Placement
 
@@ -56,6 +60,50 @@ def host_port(address: str, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
+class BundleKeys:
+    """The Flower key files of ONE host's bundle, under `KeyFolder`'s names: the
+    authority's (the SuperLink's certificate and key, every node's public key to
+    register) or a node's (its own SuperNode key). A file the bundle lacks is named by
+    `require` as missing."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @property
+    def ca_certificate(self) -> Path:
+        return self.path / "ca.crt"
+
+    @property
+    def superlink_certificate(self) -> Path:
+        return self.path / "superlink.crt"
+
+    @property
+    def superlink_key(self) -> Path:
+        return self.path / "superlink.key"
+
+    def supernode_key(self, host: str) -> Path:
+        return self.path / "supernodes" / f"{host}.key"
+
+    def supernode_public_key(self, host: str) -> Path:
+        return self.path / "supernodes" / f"{host}.pub"
+
+    def require(self, *paths: Path) -> None:
+        """FileNotFoundError naming the first missing file and which bundle holds it."""
+        for path in paths:
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"{path}: missing from the bundle {self.path}; the SuperLink's files are "
+                    "in the authority's bundle, a SuperNode's key in its own host's: copy "
+                    "DIR/<host>/ of `fl-crb keys` whole"
+                )
+
+
+def flower_keys(keys_dir: Path) -> KeyFolder | BundleKeys:
+    """A keys folder, or one host's bundle (it holds bundle.json)."""
+    path = Path(keys_dir).resolve()
+    return BundleKeys(path) if (path / MANIFEST).is_file() else KeyFolder(path)
+
+
 class FlowerCommands:
     """Command lines of one deployment's Flower processes, with its TLS and node auth."""
 
@@ -63,8 +111,8 @@ class FlowerCommands:
         self.config = config
         self.placement = placement
         security = config.security
-        self.keys = KeyFolder(Path(security.keys_dir).resolve()) if security else None
-        """The keys folder, or None when everything runs `--insecure`."""
+        self.keys = flower_keys(security.keys_dir) if security else None
+        """The keys folder (or one host's bundle), or None when everything runs `--insecure`."""
         self.tls = security is not None and security.tls
         """Whether connections to the SuperLink use TLS."""
         self.node_auth = security is not None and security.node_auth
@@ -102,7 +150,9 @@ class FlowerCommands:
         keys = self.keys
         if keys is None:
             return
-        if self.tls:
+        if self.tls and self.config.superlink_address is not None:
+            keys.require(keys.ca_certificate)  # the SuperLink's host checks its certificate
+        elif self.tls:
             keys.require(keys.ca_certificate, keys.superlink_certificate, keys.superlink_key)
             names = certificate_names(keys.superlink_certificate)
             link = self.config.superlink_host
@@ -119,8 +169,13 @@ class FlowerCommands:
                     + " ".join(f"--san {address}" for address in missing)
                 )
         if self.node_auth:
-            for node in nodes:
-                keys.require(keys.supernode_key(node.name), keys.supernode_public_key(node.name))
+            remote = self.config.superlink_address is not None
+            for node in nodes:  # the public key only where it is registered
+                keys.require(keys.supernode_key(node.name))
+                if not remote:
+                    keys.require(keys.supernode_public_key(node.name))
+            if not remote:
+                keys.require(*(keys.supernode_public_key(n) for n in self.config.admitted_nodes))
 
     def superlink(self, listen: str, port: int) -> list[str]:
         """`flower-superlink` bound to listen:port."""

@@ -103,7 +103,8 @@ class Security:
     """TLS and SuperNode authentication from a keys folder made by `fl-crb keys`."""
 
     keys_dir: Path
-    """The keys folder (`keys.KeyFolder` layout)."""
+    """The keys folder (`keys.KeyFolder` layout), or ONE host's bundle (DIR/<host>/ of
+    `fl-crb keys`, recognised by its bundle.json): what the role commands run from."""
     tls: bool = True
     """Serve and check the SuperLink's certificate on every connection to it."""
     node_auth: bool = True
@@ -160,6 +161,28 @@ class LaunchConfig:
     (with the default host that is exactly `Loopback()`)."""
     superlink_host: str = "cloud"
     """Topology host of the SuperLink, its ServerApps and every `flwr` CLI call."""
+    superlink_port: int = 0
+    """Port the SuperLink binds; 0: a free port (a real deployment fixes it, for its
+    firewall and for the nodes that dial it)."""
+    admitted_nodes: tuple[str, ...] = ()
+    """SuperNodes started elsewhere (on their own hosts, `fl-crb edge`/`terminal`) whose
+    public keys are registered as the SuperLink starts (with node authentication), so
+    that they may dial in; `nodes` may then be empty."""
+    superlink_address: str | None = None
+    """host:port of a SuperLink started elsewhere (`fl-crb authority`): start only
+    `nodes`, dialing it; no SuperLink, no wire meter, and no key registration here (the
+    SuperLink's host registered them). None: start the SuperLink here."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.superlink_port <= 65535:
+            raise ValueError(
+                f"LaunchConfig.superlink_port {self.superlink_port}: expected 0..65535"
+            )
+        if self.superlink_address is not None and (self.admitted_nodes or self.meter_wire):
+            raise ValueError(
+                "LaunchConfig.superlink_address names a SuperLink started elsewhere: it takes "
+                "no admitted_nodes (registered on its host) and no wire meter (meter_wire=False)"
+            )
 
 
 @dataclass(frozen=True)

@@ -15,14 +15,17 @@ Where: every process starts through a `Placement` (`fl_crb.runtime.placement`) o
 topology host: the SuperLink, and every `flwr` CLI call, on `superlink_host`, each
 SuperNode on its node's host. The default runs all on this machine at 127.0.0.1; the
 emulator passes a placement that starts them inside Mininet hosts. The SuperLink binds
-its host's listen address and nodes dial it at the address the placement gives for
-that pair of hosts. A SuperNode's own Runtime API (used only by its SuperExec and
-ClientApps, unencrypted) always binds 127.0.0.1 of its host. The wire meter listens on
-the SuperLink host's listen address: inside this process when the placement runs that
-host's commands unchanged (this machine), else as a process of its own on that host
-(`metering.meter_process`). Nothing here connects from this process to the SuperLink's host, so
-this process may run outside the emulated network. With node authentication each node's
-public key is registered (`flower_cli`) before the node starts.
+its host's listen address and nodes dial it at the address the placement gives for that
+pair of hosts (or, with `LaunchConfig.superlink_address`, at that address of a SuperLink
+started elsewhere: then only the SuperNodes start here; a SuperLink started with
+`admitted_nodes` registers those nodes' keys for them). A SuperNode's own Runtime API
+(used only by its SuperExec and ClientApps, unencrypted) always binds 127.0.0.1 of its
+host. The wire meter listens on the SuperLink host's listen address: inside this process
+when the placement runs that host's commands unchanged (this machine), else as a process
+of its own on that host (`metering.meter_process`). Nothing here connects from this
+process to the SuperLink's host, so this process may run outside the emulated network.
+With node authentication each node's public key is registered (`flower_cli`) before the
+node starts.
 
 Run folder layout:
 
@@ -94,8 +97,11 @@ class LocalFederation:
 
     def __init__(self, config: LaunchConfig):
         names = [node.name for node in config.nodes]
-        if not names or len(set(names)) != len(names):
-            raise ValueError(f"LaunchConfig.nodes needs distinct node names, got {names}")
+        if not (names or config.admitted_nodes) or len(set(names)) != len(names):
+            raise ValueError(
+                f"LaunchConfig.nodes needs distinct node names, got {names} (or, for a "
+                "SuperLink alone, admitted_nodes)"
+            )
         self.config = config
         self.run_dir = Path(config.run_dir).resolve()
         self.placement: Placement = config.placement or (
@@ -109,11 +115,15 @@ class LocalFederation:
         self.superlink_port = 0
         self.node_ids: dict[str, int] = {}
         """Flower node id per node name, read from each SuperNode's log once it is online."""
+        self.admitted_ids: dict[str, int] = {}
+        """Flower node id registered for each of `LaunchConfig.admitted_nodes`."""
         self.meter: WireMeter | PlacedMeter | None = None
         """The wire meter: in this process, or a process on the SuperLink's host."""
         self.processes = ProcessSet()
         """Every process started: "superlink", "meter" (when placed elsewhere), "node-<name>"
         and "node-<name>-executor" (warm ClientApps)."""
+        self.command_lines: dict[str, list[str]] = {}
+        """The command line each process of `processes` was started with, by name."""
         self._nodes: dict[str, dict] = {}
         self._runs = 0
 
@@ -129,7 +139,9 @@ class LocalFederation:
         self.stop()
 
     def start(self) -> None:
-        """Start the SuperLink, the meter and the SuperNodes; wait until all are online."""
+        """Start the SuperLink, the meter and the SuperNodes; wait until all are online.
+
+        With `LaunchConfig.superlink_address` only the SuperNodes start, dialing it."""
         for folder in ("superlink", "cli", "logs", "nodes"):
             (self.run_dir / folder).mkdir(parents=True, exist_ok=True)
         if self.commands.off_notice:
@@ -137,12 +149,18 @@ class LocalFederation:
         (self.run_dir / "flower.json").write_text(
             json.dumps(self.flower_record, indent=1), encoding="utf-8"
         )
+        if self.config.superlink_address is not None:
+            for node in self.config.nodes:
+                self._launch_node(node, register=False)
+            for node in self.config.nodes:
+                self._await_node(node)
+            return
         link = self.config.superlink_host
         listen = self.placement.listen_address(link)
         # A port free here; on another host (a fresh namespace) nothing else listens, and
         # a clash would end the SuperLink with its bind error in its log.
         here = self._runs_here(link) and listen not in BIND_ALL
-        self.superlink_port = free_port(listen if here else LOOPBACK)
+        self.superlink_port = self.config.superlink_port or free_port(listen if here else LOOPBACK)
         (self.run_dir / "cli" / "config.toml").write_text(
             self.commands.cli_config(self.superlink_port), encoding="utf-8"
         )
@@ -153,6 +171,9 @@ class LocalFederation:
         self._wait(lambda: _LISTENING in log.read_text(errors="replace"), "superlink", "its port")
         if self.config.meter_wire:
             self.meter = self._start_meter(listen)
+        for name in self.config.admitted_nodes if self.commands.node_auth else ():
+            public_key = self.commands.keys.supernode_public_key(name)
+            self.admitted_ids[name] = self.cli.register(name, public_key)
         for node in self.config.nodes:
             self._launch_node(node, register=True)
         for node in self.config.nodes:
@@ -206,7 +227,9 @@ class LocalFederation:
         link = self.config.superlink_host
         metered = self.meter is not None and node.name in self.meter.ports
         fleet_port = self.meter.ports[node.name] if metered else self.superlink_port
-        fleet = host_port(self.placement.address(link, node.placed_on), fleet_port)
+        fleet = self.config.superlink_address or host_port(
+            self.placement.address(link, node.placed_on), fleet_port
+        )
         runtime_port = free_port(LOOPBACK)
         home = self.run_dir / "nodes" / node.name
         home.mkdir(parents=True, exist_ok=True)
@@ -254,6 +277,7 @@ class LocalFederation:
         """Start `command` on `host`; a placement that prefixes the command (`mnexec -d`)
         owns its session: a new session would make mnexec fork away from us."""
         placed = self.placement.command(host, command)
+        self.command_lines[name] = placed
         log_path = self.run_dir / "logs" / f"{name}.log"
         return self.processes.spawn(
             name,
