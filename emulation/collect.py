@@ -15,11 +15,14 @@ measured. `collect` turns all of it into the tables the report draws from:
   would have sent its last bit it really reached the edge (0: the same slot). With
   unpaced uplinks this is where the emulated network departs from the model;
 - `compare`: `compare-sim` on the run's own trace (`fl_crb.runtime.compare`), with the
-  reasons for disagreement spelt out (`agreement_reasons`).
+  reasons for disagreement spelt out (`agreement_reasons`);
+- `rounds`: in a federated run, each authority round's start (seconds from the epoch)
+  and exchange time (authority/rounds.jsonl), for the timeline beside delay and faults.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +31,7 @@ import numpy as np
 
 from emulation.counters import HostCounters
 from fl_crb.runtime.compare import compare_run
-from fl_crb.runtime.local_run import TASKS_FILE
+from fl_crb.runtime.local_run import RUN_FILE, TASKS_FILE
 from fl_crb.runtime.tasklog import TaskTable, read_task_table
 
 AGREEMENT_TARGET = 0.90
@@ -49,6 +52,8 @@ class Collected:
     """`compare-sim`'s report on the run's own trace."""
     reasons: list[str]
     """Why tasks disagree with the simulator, one sentence each (empty if all agree)."""
+    rounds: list[dict[str, float]]
+    """Federated runs: per authority round, `start_s` from the epoch and `exchange_s`."""
 
 
 def collect(
@@ -69,7 +74,29 @@ def collect(
         transfer_lag=lag,
         compare=compare,
         reasons=agreement_reasons(compare, lag),
+        rounds=federation_rounds(run_dir),
     )
+
+
+def federation_rounds(run_dir: Path) -> list[dict[str, float]]:
+    """Each authority round's start from the epoch and its exchange time (none without
+    the federation)."""
+    path = run_dir / "authority" / "rounds.jsonl"
+    if not path.exists():
+        return []
+    epoch = float(json.loads((run_dir / RUN_FILE).read_text())["epoch_unix_s"])
+    rounds = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            rounds.append(
+                {
+                    "round": int(record["round"]),
+                    "start_s": round(float(record["start_unix_s"]) - epoch, 3),
+                    "exchange_s": float(record["exchange_s"]),
+                }
+            )
+    return rounds
 
 
 def weights_version(label: str) -> int | None:

@@ -16,6 +16,11 @@ on the sender's own output where TCP would see it) followed by one NFQUEUE rule.
 accept verdict ends the hook, so there is exactly one NFQUEUE rule per hook on any
 packet's path. No rule uses `--queue-bypass`: if the daemon is gone the kernel drops the
 packets rather than letting them through undelayed.
+
+A fault schedule (`emulation.faults`) edits these chains while the run goes on
+(`edit`): DROP rules at the top of a chain cut a link or partition hosts (`drop_spec`),
+and a link's loss and NFQUEUE rules (`port_rule_specs`) are replaced for a while. Its
+rules live in the same chains, so the run's teardown removes them with the rest.
 """
 
 from __future__ import annotations
@@ -51,19 +56,49 @@ def rule_lines(slot: int, bridges: list[str], rules: list[PortRule]) -> list[str
     up_chain, down_chain = chain_names(slot)
     lines = [f":{up_chain} - [0:0]", f":{down_chain} - [0:0]"]
     for rule in rules:
-        chain = up_chain if rule.direction == "up" else down_chain
-        match = f"-m physdev --physdev-{'in' if rule.direction == 'up' else 'out'} {rule.port}"
-        if rule.loss_fraction > 0:
-            probability = f"{rule.loss_fraction:.8f}"
-            lines.append(
-                f"-A {chain} {match} -m statistic --mode random --probability {probability} -j DROP"
-            )
-        if rule.queue is not None:
-            lines.append(f"-A {chain} {match} -j NFQUEUE --queue-num {rule.queue}")
+        loss, queue = port_rule_specs(slot, rule)
+        lines += [f"-A {spec}" for spec in (loss, queue) if spec is not None]
     for bridge in bridges:
         lines.append(f"-A PREROUTING -i {bridge} -j {up_chain}")
         lines.append(f"-A POSTROUTING -o {bridge} -j {down_chain}")
     return lines
+
+
+def port_rule_specs(slot: int, rule: PortRule) -> tuple[str | None, str | None]:
+    """(loss, NFQUEUE) rule specs (`CHAIN MATCH -j TARGET`, without `-A`) of `rule`, None
+    where it has none. The loss rule must come before the NFQUEUE rule in its chain."""
+    chain = chain_names(slot)[0 if rule.direction == "up" else 1]
+    match = _port_match(rule.port, rule.direction)
+    loss = None
+    if rule.loss_fraction > 0:
+        probability = f"{rule.loss_fraction:.8f}"
+        loss = f"{chain} {match} -m statistic --mode random --probability {probability} -j DROP"
+    queue = None
+    if rule.queue is not None:
+        queue = f"{chain} {match} -j NFQUEUE --queue-num {rule.queue}"
+    return loss, queue
+
+
+def drop_spec(slot: int, port: str, direction: Direction, to_port: str | None = None) -> str:
+    """A rule spec dropping every frame of `port` in `direction` (with `to_port`: only
+    frames entering the bridge at `port` and leaving it at `to_port`, matched on the way
+    out). Inserted at the top of its chain, it acts before any loss or NFQUEUE rule."""
+    if to_port is None:
+        chain = chain_names(slot)[0 if direction == "up" else 1]
+        return f"{chain} {_port_match(port, direction)} -j DROP"
+    down_chain = chain_names(slot)[1]
+    return f"{down_chain} -m physdev --physdev-in {port} --physdev-out {to_port} -j DROP"
+
+
+def edit(slot: int, lines: list[str]) -> None:
+    """Apply `-I CHAIN 1 ...`, `-A ...` and `-D ...` lines to the run's chains in one
+    atomic `iptables-restore --noflush` (all of them or none)."""
+    ours = set(chain_names(slot))
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 2 or parts[0] not in ("-I", "-A", "-D") or parts[1] not in ours:
+            raise ValueError(f"not an edit of run slot {slot}'s chains: {line!r}")
+    _restore(lines, f"change the rules of run slot {slot}")
 
 
 def install(slot: int, bridges: list[str], rules: list[PortRule]) -> None:
@@ -101,6 +136,10 @@ def slots_with_rules() -> set[int]:
             if number.isdigit():
                 slots.add(int(number))
     return slots
+
+
+def _port_match(port: str, direction: Direction) -> str:
+    return f"-m physdev --physdev-{'in' if direction == 'up' else 'out'} {port}"
 
 
 def _restore(lines: list[str], what: str) -> None:

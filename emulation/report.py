@@ -7,7 +7,9 @@
     interfaces.csv     bytes and packets per host interface over the run (kernel counters)
     terminals.csv      per terminal: tasks, offloaded, payload bytes, interface bytes
     timeline.csv       per window: tasks, delay, failure rate, weight versions
-    report.md          the report a researcher can cite, with plots/*.png
+    report.md          the report a researcher can cite, with plots/*.png (with a fault
+                       schedule: the faults on the timeline and in a table, and the
+                       accounting of tasks and uploads after them)
 
 `summary_table` is the table the command prints at the end.
 """
@@ -88,7 +90,13 @@ def write_report(out: Path, report: EmulationReport) -> None:
     figures = out / "plots"
     figures.mkdir(exist_ok=True)
     if collected.timeline:
-        plots.plot_timeline(collected.timeline, figures / "timeline.png")
+        faults = report.summary.get("faults")
+        plots.plot_timeline(
+            collected.timeline,
+            figures / "timeline.png",
+            faults if isinstance(faults, list) else [],
+            collected.rounds,
+        )
         plots.plot_weight_versions(collected.timeline, figures / "weights_version.png")
     plots.plot_bytes_per_terminal(collected.terminals, figures / "bytes_per_terminal.png")
     plots.plot_links(report.links, figures / "links.png")
@@ -139,12 +147,31 @@ def summary_rows(report: EmulationReport) -> list[tuple[str, str]]:
             f"{memory['peak_pss_mb']} MB PSS at the peak ({memory['peak_summed_rss_mb']} MB "
             f"summed RSS), {memory['peak_processes']} processes",
         ),
+        *_faults_row(s),
         ("timings", timings),
         (
             "load average",
             f"{machine['load_avg_1min_before']} → {machine['load_avg_1min_after']} "
             f"on {machine['cpus']} CPUs",
         ),
+    ]
+
+
+def _faults_row(summary: dict[str, object]) -> list[tuple[str, str]]:
+    """The fault schedule's line of the summary: faults applied, failed, and what the
+    accounting found after them (none without a schedule)."""
+    faults, books = summary.get("faults"), summary.get("accounting")
+    if not isinstance(faults, list) or not isinstance(books, dict):
+        return []
+    failed = sum(1 for f in faults if f["error"])
+    lost = books["acknowledged_uploads_lost"]
+    uploads = "no uploads" if lost is None else f"{lost} acknowledged uploads lost"
+    return [
+        (
+            "faults",
+            f"{len(faults) - failed} of {len(faults)} applied ({failed} failed); "
+            f"{books['tasks_unaccounted']} tasks unaccounted, {uploads}",
+        )
     ]
 
 
@@ -180,8 +207,23 @@ def markdown(report: EmulationReport) -> str:
         "",
         "## Delay and failure over time",
         "",
+        *(
+            [
+                "Top: the faults of the schedule, one lane each while in force (a cross: a "
+                "party killed), numbered as in the table below."
+            ]
+            if report.summary.get("faults")
+            else []
+        ),
+        *(
+            ["Bottom: the federation's rounds, each at its start, by its exchange time."]
+            if report.collected.rounds
+            else []
+        ),
+        "",
         "![timeline](plots/timeline.png)",
         "",
+        *_faults_section(report.summary),
         "## Weight versions over time",
         "",
         "The version of the weights that decided each task (the task log's `decided_by`); "
@@ -217,6 +259,7 @@ def markdown(report: EmulationReport) -> str:
         "```",
         "",
         *_federation_section(report.summary.get("federation")),
+        *_weights_age_section(report.summary),
         "## The delay daemon during the run",
         "",
         summarize_daemon(report.delay_daemon) if report.delay_daemon else "netem: no daemon.",
@@ -226,6 +269,62 @@ def markdown(report: EmulationReport) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _faults_section(summary: dict[str, object]) -> list[str]:
+    """The fault schedule's events as applied, and the accounting after them."""
+    faults, books = summary.get("faults"), summary.get("accounting")
+    if not isinstance(faults, list) or not isinstance(books, dict):
+        return []
+    lines = [
+        "## Faults",
+        "",
+        "| # | fault | target | scheduled (s) | applied (s) | undone (s) | rounds during | "
+        "effect |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for f in faults:
+        scheduled = f"{f['at_s']:g}" + (f" for {f['for_s']:g}" if f["for_s"] is not None else "")
+        undone = f["undone_s"] if f["undone_s"] is not None else f.get("restarted_s")
+        effect = f["effect"] + (f"; then {f['undo_effect']}" if f["undo_effect"] else "")
+        if f["error"]:
+            effect = f"**failed**: {f['error']}" + (f" ({effect})" if f["effect"] else "")
+        lines.append(
+            f"| {f['event']} | {f['kind']} | {f['target']} | {scheduled} | "
+            f"{_maybe(f['applied_s'])} | {_maybe(undone)} | {_rounds(f)} | "
+            f"{effect} |"
+        )
+    lost = books["acknowledged_uploads_lost"]
+    lines += [
+        "",
+        f"Accounting: {books['tasks_unaccounted']} tasks unaccounted (neither finished, "
+        "dropped at their deadline, nor counted as lost to a fault); "
+        + (
+            "no federation, so no uploads"
+            if lost is None
+            else f"{lost} of {books['acknowledged_uploads']} acknowledged uploads missing "
+            "from the authority's durable pool"
+        )
+        + "; restarts "
+        + (", ".join(f"{k} {v}" for k, v in books["restarts"].items()) or "none")
+        + "; dead parties "
+        + (", ".join(str(d["party"]) for d in books["dead_parties"]) or "none")
+        + ".",
+        "",
+    ]
+    return lines
+
+
+def _rounds(fault: dict) -> str:
+    """Rounds that ran while a timed fault was in force, and whether the authority was
+    down meanwhile (blank for kills and restarts, and without the federation)."""
+    if "rounds_during" not in fault:
+        return ""
+    return str(fault["rounds_during"]) + ("" if fault["authority_up"] else " (authority down)")
+
+
+def _maybe(value: object) -> str:
+    return "" if value is None else f"{float(value):.2f}"
 
 
 def _federation_section(federation: object) -> list[str]:
@@ -250,6 +349,59 @@ def _federation_section(federation: object) -> list[str]:
             f"| {kind} | {b['wire_up_bytes']} | {b['wire_down_bytes']} | {b['wire_requests']} | "
             f"{b['up_plaintext_bytes']} | {b['down_plaintext_bytes']} | "
             f"{b['encryption_overhead_bytes']} |"
+        )
+    return [*lines, "", *_participation_lines(federation)]
+
+
+def _participation_lines(federation: dict) -> list[str]:
+    """The nodes that missed rounds or came back (partial participation), and those lost
+    by the end with the uploads they still held."""
+    nodes = federation.get("participation") or {}
+    uneven = {
+        name: node
+        for name, node in nodes.items()
+        if node.get("missed_rounds") or node.get("reconnections")
+    }
+    lost = federation.get("lost_nodes") or {}
+    deadline = federation.get("round_deadline_s")
+    lines = [
+        f"Round deadline {_seconds(deadline)}; {len(nodes) - len(uneven)} of {len(nodes)} "
+        "nodes answered every round."
+    ]
+    if uneven:
+        lines += ["", "| node | missed rounds | reconnections | lost (uploads held) |"]
+        lines.append("|---|---|---|---|")
+        for name, node in sorted(uneven.items()):
+            held = lost[name].get("uploads_held") if name in lost else None
+            gone = "" if name not in lost else f"yes ({held if held is not None else 'n/a'})"
+            lines.append(
+                f"| {name} | {node.get('missed_rounds', 0)} | {node.get('reconnections', 0)} | "
+                f"{gone} |"
+            )
+    return [*lines, ""]
+
+
+def _weights_age_section(summary: dict) -> list[str]:
+    """How old the weights were that terminals decided with: handed out by their edge,
+    beside the version the cloud's rounds alone would have given them in the same run."""
+    direct, relayed = summary.get("weights_age"), summary.get("relayed_weights_age")
+    if not isinstance(direct, dict) or not direct.get("decisions"):
+        return []
+    rows = [("from the edge (as run)", direct), ("through the cloud's rounds only", relayed)]
+    lines = [
+        "## The weights' age at decision time",
+        "",
+        "| weights | decisions | age mean (slots) | p50 | p95 | max | versions behind mean | max |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label, age in rows:
+        if not isinstance(age, dict) or not age.get("decisions"):
+            lines.append(f"| {label} | 0 | | | | | | |")
+            continue
+        lines.append(
+            f"| {label} | {age['decisions']} | {age['age_slots_mean']:.1f} | "
+            f"{age['age_slots_p50']:g} | {age['age_slots_p95']:g} | {age['age_slots_max']} | "
+            f"{age['versions_behind_mean']:.3f} | {age['versions_behind_max']} |"
         )
     return [*lines, ""]
 

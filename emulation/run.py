@@ -21,6 +21,13 @@
    `emulation.report`);
 6. tears everything down on success, error, Ctrl-C or SIGTERM (`EmulatedNetwork`'s exit).
 
+With a fault schedule (`faults`, `emulation.faults`), a `FaultInjector` thread applies
+its events beside the data plane from the parties' epoch on, undoes them on time and,
+before the network is torn down, undoes what is still in force; summary.json then gains
+`faults` (each event: kind, target, when applied and undone, effect or error, and the
+federation's rounds that ran while it was in force) and `accounting`
+(`emulation.faults.accounting`: tasks unaccounted, acknowledged uploads lost, restarts).
+
 `EmulationConfig` composes: `run` is the data plane's whole config (a `LocalRunConfig`,
 or a `FederatedRunConfig` embedding one), beside the network's and the link check's.
 
@@ -28,7 +35,8 @@ The run folder is the data plane's (run.json, tasks.csv, summary.json, parties/,
 config/; see `fl_crb.runtime.local_run`, so `fl-crb compare-sim DIR` works on it; at the
 end run.json gains the whole `EmulationConfig` under "emulation") plus
 links.md/json, network.log, interfaces.csv, terminals.csv, timeline.csv,
-compare-sim.json, emulation.json, report.md and plots/.
+compare-sim.json, emulation.json, report.md and plots/ (and faults.json with a fault
+schedule).
 """
 
 from __future__ import annotations
@@ -50,6 +58,9 @@ from emulation.counters import (
     counters_rows,
     host_counters,
 )
+from emulation.faults.accounting import accounting
+from emulation.faults.inject import FaultInjector, FaultRecord
+from emulation.faults.schedule import FaultSchedule
 from emulation.monitor import DataPlaneThread, Progress, watch
 from emulation.network import EmulatedNetwork, NetworkConfig
 from emulation.placement import MininetPlacement
@@ -59,10 +70,13 @@ from emulation.verify import LinkVerificationError, VerifyConfig, verify_links
 from fl_crb.federation.deploy.federated_run import run_federated
 from fl_crb.federation.deploy.run_config import FederatedRunConfig
 from fl_crb.policies.spec import Federated, TrainedRun, WeightsFile
-from fl_crb.runtime.local_run import RUN_FILE, LocalRunConfig, run_local
+from fl_crb.runtime.local_run import RUN_FILE, SUMMARY_FILE, LocalRunConfig, run_local
 from fl_crb.runtime.party import write_json
 from fl_crb.runtime.placement import Placement
 
+FAULTS_FILE = "faults.json"
+"""The fault schedule's events as applied, written as soon as the data plane ends (also
+when it fails); summary.json repeats them."""
 DataPlane = Callable[[Any, Placement], Coroutine[Any, Any, dict[str, object]]]
 """A coordinator that starts every party through a placement and returns its summary."""
 DATA_PLANES: dict[type, DataPlane] = {LocalRunConfig: run_local, FederatedRunConfig: run_federated}
@@ -91,6 +105,9 @@ class EmulationConfig:
     """Open Mininet's CLI once the parties run; the run is collected after it is left."""
     notes: tuple[str, ...] = ()
     """Lines the report repeats about how the run was set up (e.g. the pre-training)."""
+    faults: FaultSchedule | None = None
+    """Timed faults to apply during the run (`fl-crb emulate --faults`), checked against
+    this run by `emulation.faults.schedule.load_fault_schedule`."""
 
     def __post_init__(self) -> None:
         parties = self.parties
@@ -153,11 +170,14 @@ def run_emulation(config: EmulationConfig) -> EmulationReport:
         config.timeline_window_slots,
     )  # fmt: skip
     timings["collect_s"] = time.monotonic() - mark
+    summary = measured["summary"]
+    if config.faults is not None:
+        summary = _record_faults(out, summary, measured["faults"], collected.rounds)
     report = EmulationReport(
         config=_config_dict(config),
         topology=topology.name,
         terminals=topology.terminal_count,
-        summary=measured["summary"],
+        summary=summary,
         links=links,
         interfaces=counters_rows(measured["delta"], measured["roles"]),
         collected=collected,
@@ -208,17 +228,26 @@ def _run_parties(net: EmulatedNetwork, config: EmulationConfig, timings: dict) -
     coordinator = DATA_PLANES[type(config.run)]
     runner = DataPlaneThread(coordinator(config.run, MininetPlacement(net)))
     progress = Progress(net, out, memory, before, net.topology.slot_s)
+    injector = FaultInjector(config.faults, net, out) if config.faults else None
     mark, wall_start = time.monotonic(), time.time()
     runner.start()
-    if config.cli:
-        _interactive(net, runner, progress)
-    watch(runner, progress, config.progress_every_s)
+    if injector is not None:
+        injector.start()
+    try:
+        if config.cli:
+            _interactive(net, runner, progress)
+        watch(runner, progress, config.progress_every_s)
+    finally:
+        faults = injector.finish() if injector is not None else []
+        if injector is not None:  # kept even if the data plane fails below
+            write_json(out / FAULTS_FILE, {"faults": [f.to_dict() for f in faults]})
     summary = runner.outcome()
     timings["run_s"] = time.monotonic() - mark
     timings["parties_start_s"] = _start_time(out, wall_start)
     delta = counter_delta(host_counters(net), before)
     return {
         "summary": summary,
+        "faults": faults,
         "delta": delta,
         "roles": {h.name: h.role for h in net.hosts()},
         "network": {
@@ -233,6 +262,36 @@ def _run_parties(net: EmulatedNetwork, config: EmulationConfig, timings: dict) -
         },
         "delay_daemon": _daemon_during(daemon_before, net.delay_daemon_load()),
     }
+
+
+def _record_faults(
+    out: Path, summary: dict[str, object], records: list[FaultRecord], rounds: list[dict]
+) -> dict[str, object]:
+    """Add the faults and the accounting to the data plane's summary and its summary.json:
+    each timed fault with the federation's rounds that ran (started, or were exchanging)
+    while it was in force, and whether the authority served throughout (not killed,
+    restarting or stopped by the schedule meanwhile)."""
+    down = [  # when the authority was killed or stopped, until it served again
+        (r.applied_s, r.restarted_s or r.undone_s or float("inf"))
+        for r in records
+        if r.target.startswith("authority") and r.applied_s is not None and not r.error
+    ]
+    faults = []
+    for record in records:
+        entry = record.to_dict()
+        if rounds and record.applied_s is not None and record.for_s is not None:
+            start = record.applied_s
+            until = record.undone_s if record.undone_s is not None else start
+            entry["rounds_during"] = sum(
+                1
+                for r in rounds
+                if r["start_s"] <= until and r["start_s"] + r["exchange_s"] >= start
+            )
+            entry["authority_up"] = not any(a <= until and b >= start for a, b in down)
+        faults.append(entry)
+    summary = {**summary, "faults": faults, "accounting": accounting(out, summary, records)}
+    write_json(out / SUMMARY_FILE, summary)
+    return summary
 
 
 def _interactive(net: EmulatedNetwork, runner: DataPlaneThread, progress: Progress) -> None:

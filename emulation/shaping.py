@@ -13,6 +13,9 @@ direction (host → switch) is shaped on the host's interface, the `down` direct
 - **loss**: always an iptables `statistic` DROP at the bridge port (see `firewall`),
   so the sender's own stack never sees the drop, as on a real network.
 
+A fault schedule (`emulation.faults`) changes a running link with `retune_script` (the
+HTB rate in place, and netem's delay) and `port_rule` (the iptables work it replaces).
+
 `choose_mechanism` decides between netem and NFQUEUE by trying netem in a throw-away
 network namespace. Jitter is a normal distribution with the topology's jitter as its
 standard deviation, both ways.
@@ -131,18 +134,33 @@ class Shaping:
     def tc_script(self, item: LinkDirection) -> list[str]:
         """tc commands (without the leading `tc`) shaping `item` on its device."""
         spec, device = item.spec, item.device
-        rate = f"{round(spec.bandwidth_bps)}bit"
-        leaf = f"pfifo limit {self.config.queue_packets}"
-        if self.mechanism == "netem" and item.delayed:
-            leaf = f"netem limit {self.config.queue_packets} delay {_us(spec.latency_s)}"
-            if spec.jitter_s > 0:
-                leaf += f" {_us(spec.jitter_s)} distribution normal"
         return [
             f"qdisc replace dev {device} root handle 1: htb default 1",
-            f"class add dev {device} parent 1: classid 1:1 htb rate {rate} ceil {rate} "
-            f"burst {HTB_BURST_BYTES} cburst {HTB_BURST_BYTES} quantum 1514",
-            f"qdisc add dev {device} parent 1:1 handle 10: {leaf}",
+            _rate_line("add", device, spec.bandwidth_bps),
+            f"qdisc add dev {device} parent 1:1 handle 10: "
+            + self._leaf(spec.latency_s, spec.jitter_s),
         ]
+
+    def retune_script(
+        self, item: LinkDirection, bandwidth_bps: float, latency_s: float
+    ) -> list[str]:
+        """tc commands giving `item` another rate (HTB class change, in place: queued
+        packets stay) and, with netem, another delay (its leaf replaced); the link keeps
+        its jitter. With NFQUEUE the delay is the delay daemon's (`delay_rule`)."""
+        lines = [_rate_line("change", item.device, bandwidth_bps)]
+        if self.mechanism == "netem":
+            leaf = self._leaf(latency_s, item.spec.jitter_s)
+            lines.append(f"qdisc replace dev {item.device} parent 1:1 handle 10: {leaf}")
+        return lines
+
+    def _leaf(self, latency_s: float, jitter_s: float) -> str:
+        """HTB's leaf qdisc: netem with the delay where netem delays, else a FIFO."""
+        if self.mechanism == "netem" and (latency_s > 0 or jitter_s > 0):
+            leaf = f"netem limit {self.config.queue_packets} delay {_us(latency_s)}"
+            if jitter_s > 0:
+                leaf += f" {_us(jitter_s)} distribution normal"
+            return leaf
+        return f"pfifo limit {self.config.queue_packets}"
 
     def host_side(self) -> list[LinkDirection]:
         """Directions shaped inside a host's namespace (`up`)."""
@@ -164,12 +182,14 @@ class Shaping:
 
     def port_rules(self) -> list[PortRule]:
         """iptables work per port and direction: loss, and the NFQUEUE hand-off."""
-        rules = []
-        for d in self.directions:
-            queue = d.queue if self.mechanism == "nfqueue" and d.delayed else None
-            if queue is not None or d.spec.loss_fraction > 0:
-                rules.append(PortRule(d.link.port, d.direction, d.spec.loss_fraction, queue))
-        return rules
+        return [rule for d in self.directions if (rule := self.port_rule(d)) is not None]
+
+    def port_rule(self, item: LinkDirection) -> PortRule | None:
+        """The iptables work of one direction (None: it needs none)."""
+        queue = item.queue if self.mechanism == "nfqueue" and item.delayed else None
+        if queue is None and item.spec.loss_fraction == 0:
+            return None
+        return PortRule(item.link.port, item.direction, item.spec.loss_fraction, queue)
 
     def needs_bridge_netfilter(self) -> bool:
         """Whether any rule must see bridged packets."""
@@ -198,6 +218,15 @@ class Shaping:
             + ", ".join(parts)
             + ", each direction"
         )
+
+
+def _rate_line(verb: str, device: str, bandwidth_bps: float) -> str:
+    """`class add|change` of HTB's one class on `device` at `bandwidth_bps`."""
+    rate = f"{round(bandwidth_bps)}bit"
+    return (
+        f"class {verb} dev {device} parent 1: classid 1:1 htb rate {rate} ceil {rate} "
+        f"burst {HTB_BURST_BYTES} cburst {HTB_BURST_BYTES} quantum 1514"
+    )
 
 
 def _us(seconds: float) -> str:

@@ -10,11 +10,17 @@ A learned policy (pre-trained, a training run folder of any network widths, or a
 weights file) runs federated: its weights start the edge learners, which go on learning
 from the terminals' trajectories, set by the federated learning flags (the same as
 `fl-crb federate`'s). With --no-federation the terminals act with the weights fixed.
+
+--faults FILE applies a fault schedule during the run (links cut or reshaped, hosts
+partitioned, parties killed, stopped or restarted; `emulation.faults.schedule` documents
+the file, topologies/faults/ has examples); summary.json and report.md then show each
+fault as applied and the accounting of tasks and uploads after them.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import sys
@@ -35,12 +41,16 @@ from fl_crb.policies.spec import Baseline, Federated, PolicySpec, TrainedRun, We
 from fl_crb.runtime.config import RunTarget
 
 if TYPE_CHECKING:
+    from emulation.faults.schedule import FaultSchedule
     from emulation.run import EmulationConfig
 
 CRB_DRQN = "crb-drqn"
 """`--policy crb-drqn`: CRB-DRQN from weights pre-trained in simulation (the default)."""
 ACCEPTS = (Baseline, TrainedRun, WeightsFile, Federated)
 """What an emulation's terminals decide with, besides `crb-drqn`."""
+LEARNER_SUPERVISOR = "fl_crb.federation.deploy.learner_supervisor"
+"""The module that restarts dead edge learners, where this version has one: a fault
+schedule may then `restart` an edge learner."""
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -108,6 +118,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     emulate.add_argument(
         "--cli", action="store_true", help="open Mininet's CLI with everything running"
     )
+    emulate.add_argument(
+        "--faults",
+        metavar="FILE",
+        help="fault schedule (YAML) to apply during the run: links down or reshaped, "
+        "partitions, parties killed, stopped or restarted (examples in topologies/faults/)",
+    )
     add_federation_arguments(emulate)
     emulate.set_defaults(run=run)
 
@@ -126,6 +142,7 @@ def configure(args: argparse.Namespace) -> EmulationConfig:
     policy = None if args.policy == CRB_DRQN else parse_policy(args.policy, ACCEPTS, live=True)
     federated = not args.no_federation and not isinstance(policy, Baseline)
     _check_flags(args, policy, federated)
+    faults = _fault_schedule(args.faults, target, federated) if args.faults else None
     policy, notes = _pretrained(args, target) if policy is None else (policy, [])
     notes = notes or [f"policy {policy.describe()} as given on the command line"]
     if federated and not isinstance(policy, Federated):
@@ -144,7 +161,22 @@ def configure(args: argparse.Namespace) -> EmulationConfig:
         )
     else:
         data_plane = parties
-    return EmulationConfig(run=data_plane, cli=args.cli, notes=tuple(notes))
+    if faults is not None:
+        notes.append(f"fault schedule {faults.name} ({args.faults}): {len(faults.events)} events")
+    return EmulationConfig(run=data_plane, cli=args.cli, notes=tuple(notes), faults=faults)
+
+
+def _fault_schedule(path: str, target: RunTarget, federated: bool) -> FaultSchedule:
+    """The schedule at `path`, checked against this run: its hosts, duration and parties
+    (the authority restarts under its supervisor; an edge learner only where the federated
+    run supervises its learners)."""
+    from emulation.faults.schedule import SUPERVISED, FaultContext, load_fault_schedule
+
+    restartable = dict(SUPERVISED)
+    if importlib.util.find_spec(LEARNER_SUPERVISOR) is not None:
+        restartable["edge-learner"] = "the federated run's learner supervisor starts it again"
+    context = FaultContext(target.topology(), target.duration_s, federated, restartable)
+    return load_fault_schedule(path, context)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -181,10 +213,40 @@ def run(args: argparse.Namespace) -> int:
     except RuntimeError as error:  # a party failed to start; the run folder has its log
         print(f"fl-crb emulate: {error}", file=sys.stderr)
         return 1
+    except TimeoutError as error:  # the data plane gave up waiting for a party
+        print(
+            f"fl-crb emulate: the data plane gave up waiting ({error or 'timed out'}); see "
+            f"{out}/logs (and {out}/authority/supervisor.log in a federated run)",
+            file=sys.stderr,
+        )
+        return 1
     print()
     print(summary_table(report))
     print(f"\nrun folder: {out} (report.md, emulation.json, tasks.csv)")
-    return 1 if report.summary["failed_parties"] else 0
+    return 1 if _unplanned_failures(report.summary) else 0
+
+
+def _unplanned_failures(summary: dict[str, object]) -> list[str]:
+    """The failed parties and lost federation nodes the fault schedule did not kill (all
+    of them without one); a lost node is printed with the uploads it still held."""
+    from fl_crb.commands.federate import lost_node_lines
+
+    failed = [str(name) for name in summary["failed_parties"]]  # type: ignore[union-attr]
+    federation = summary.get("federation") or {}
+    lost = dict(federation.get("lost_nodes") or {})  # type: ignore[union-attr]
+    faults = summary.get("faults") or []
+    killed = {
+        f["target"].split(" ", 1)[1]
+        for f in faults  # type: ignore[union-attr]
+        if f["kind"] in ("kill", "restart") and f["applied_s"] is not None and not f["error"]
+    }
+    planned = [name for name in [*failed, *lost] if name in killed]
+    if planned:
+        print(f"failed as the fault schedule meant: {', '.join(sorted(set(planned)))}")
+    unplanned_lost = {name: node for name, node in lost.items() if name not in killed}
+    for line in lost_node_lines(unplanned_lost):
+        print(line)
+    return [name for name in failed if name not in killed] + sorted(unplanned_lost)
 
 
 def _check_flags(args: argparse.Namespace, policy: PolicySpec | None, federated: bool) -> None:

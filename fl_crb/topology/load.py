@@ -76,7 +76,7 @@ _LINK_CLASSES = ("terminal-edge", "edge-cloud", "overrides")
 def load_topology(path: str | os.PathLike[str]) -> Topology:
     """Load and validate the topology file at `path`; raise `TopologyError` if unusable."""
     source = Path(path)
-    top = _Section.of(read_yaml_file(source), "", str(source), _TOP_KEYS)
+    top = Section.of(read_yaml_file(source), "", str(source), _TOP_KEYS)
     return Topology(
         name=top.string("name"),
         description=top.string("description") if top.has("description") else "",
@@ -108,7 +108,7 @@ def _join(path: str, key: str) -> str:
 
 
 @dataclass(frozen=True)
-class _Section:
+class Section:
     """A YAML mapping at a field path, whose fields are read with type and unit checks."""
 
     data: dict[str, object]
@@ -119,7 +119,7 @@ class _Section:
     """File the mapping came from."""
 
     @classmethod
-    def of(cls, value: object, path: str, origin: str, keys: Collection[str] | None) -> _Section:
+    def of(cls, value: object, path: str, origin: str, keys: Collection[str] | None) -> Section:
         """Wrap `value`, which must be a mapping whose keys are among `keys` (None: any)."""
         expected = f"a mapping with keys {', '.join(keys)}" if keys else "a mapping"
         if not isinstance(value, dict):
@@ -166,10 +166,10 @@ class _Section:
         """(key, raw value) pairs, for mappings keyed by host name."""
         return iter(self.data.items())
 
-    def section(self, key: str, keys: Collection[str] | None) -> _Section:
+    def section(self, key: str, keys: Collection[str] | None) -> Section:
         """The required mapping field `key`, holding only `keys` (None: any)."""
         expected = f"a mapping with keys {', '.join(keys)}" if keys else "a mapping"
-        return _Section.of(self.raw(key, expected), _join(self.path, key), self.origin, keys)
+        return Section.of(self.raw(key, expected), _join(self.path, key), self.origin, keys)
 
     def string(self, key: str) -> str:
         """A non-empty string field."""
@@ -221,7 +221,7 @@ class _Section:
         return int(count)
 
 
-def _edges(top: _Section) -> tuple[Edge, ...]:
+def _edges(top: Section) -> tuple[Edge, ...]:
     """The `edges` list, in order."""
     value = top.raw("edges", "a list of edges, each {name: ..., cpu: ...}")
     if not isinstance(value, list) or not value:
@@ -230,12 +230,12 @@ def _edges(top: _Section) -> tuple[Edge, ...]:
         raise top.error("edges", EDGES.problem(f"a list of {len(value)} edges"))
     edges = []
     for i, item in enumerate(value):
-        edge = _Section.of(item, f"edges[{i}]", top.origin, ("name", "cpu"))
+        edge = Section.of(item, f"edges[{i}]", top.origin, ("name", "cpu"))
         edges.append(Edge(name=edge.string("name"), cpu_hz=edge.quantity("cpu", CPU)))
     return tuple(edges)
 
 
-def _terminals(section: _Section) -> TerminalGroup:
+def _terminals(section: Section) -> TerminalGroup:
     """The `terminals` section."""
     return TerminalGroup(
         count=section.integer("count", TERMINALS),
@@ -247,7 +247,7 @@ def _terminals(section: _Section) -> TerminalGroup:
     )
 
 
-def _managed_by(section: _Section) -> tuple[str, ...] | None:
+def _managed_by(section: Section) -> tuple[str, ...] | None:
     """None for round robin, else the edge name of each terminal."""
     expected = f"{ROUND_ROBIN!r} or a list of edge names, one per terminal"
     value = section.raw("managed_by", expected)
@@ -262,7 +262,7 @@ def _managed_by(section: _Section) -> tuple[str, ...] | None:
     return tuple(value)
 
 
-def _terminal_overrides(terminals: _Section) -> dict[str, TerminalOverride]:
+def _terminal_overrides(terminals: Section) -> dict[str, TerminalOverride]:
     """`terminals.overrides`, by host name (names are checked against the count later)."""
     if not terminals.has("overrides"):
         return {}
@@ -270,12 +270,12 @@ def _terminal_overrides(terminals: _Section) -> dict[str, TerminalOverride]:
     for name, raw in terminals.section("overrides", None).items():
         path = _join(terminals.path, f"overrides.{name}")
         overrides[name] = _terminal_override(
-            _Section.of(raw, path, terminals.origin, ("cpu", "workload"))
+            Section.of(raw, path, terminals.origin, ("cpu", "workload"))
         )
     return overrides
 
 
-def _terminal_override(section: _Section) -> TerminalOverride:
+def _terminal_override(section: Section) -> TerminalOverride:
     """One terminal's override: cpu and any workload fields."""
     workload = WorkloadOverride()
     if section.has("workload"):
@@ -285,7 +285,7 @@ def _terminal_override(section: _Section) -> TerminalOverride:
     return TerminalOverride(cpu_hz=cpu_hz, workload=workload)
 
 
-def _workload_fields(section: _Section, required: bool) -> dict[str, Any]:
+def _workload_fields(section: Section, required: bool) -> dict[str, Any]:
     """The fields of a workload (all required) or a workload override (all optional)."""
     rate = section.quantity("arrival_rate", ARRIVAL_RATE) if section.has("arrival_rate") else None
     probability = (
@@ -319,7 +319,7 @@ def _workload_fields(section: _Section, required: bool) -> dict[str, Any]:
     }
 
 
-def _task_size(section: _Section) -> TaskSize:
+def _task_size(section: Section) -> TaskSize:
     """A `size` mapping; which keys it may hold depends on its distribution."""
     expected = " or ".join(repr(d) for d in _SIZE_KEYS)
     distribution = section.raw("distribution", expected)
@@ -343,14 +343,14 @@ def _task_size(section: _Section) -> TaskSize:
     return TaskSize("uniform", low, high)
 
 
-def _drop_reward(top: _Section) -> float | None:
+def _drop_reward(top: Section) -> float | None:
     """`reward.drop`, or None for the default −3·τ."""
     if not top.has("reward"):
         return None
     return top.section("reward", ("drop",)).number("drop", DROP_REWARD)
 
 
-def _network(section: _Section) -> Network:
+def _network(section: Section) -> Network:
     """The `network` section: switches, link classes and per-host link overrides."""
     switches = section.section("switches", ("access", "core"))
     links = section.section("links", _LINK_CLASSES)
@@ -363,18 +363,18 @@ def _network(section: _Section) -> Network:
     )
 
 
-def _link_overrides(links: _Section) -> dict[str, LinkOverride]:
+def _link_overrides(links: Section) -> dict[str, LinkOverride]:
     """`network.links.overrides`, by host name (names are checked against the hosts later)."""
     if not links.has("overrides"):
         return {}
     overrides = {}
     for name, raw in links.section("overrides", None).items():
-        spec = _Section.of(raw, _join(links.path, f"overrides.{name}"), links.origin, _LINK_KEYS)
+        spec = Section.of(raw, _join(links.path, f"overrides.{name}"), links.origin, _LINK_KEYS)
         overrides[name] = LinkOverride(**_link_fields(spec, required=False))
     return overrides
 
 
-def _link_fields(section: _Section, required: bool) -> dict[str, float]:
+def _link_fields(section: Section, required: bool) -> dict[str, float]:
     """The fields of a link (bandwidth and latency required) or a link override."""
     fields: dict[str, float] = {}
     if section.wanted("bandwidth", required):

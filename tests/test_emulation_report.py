@@ -1,0 +1,42 @@
+"""What the emulation report says about partial participation and the weights' age."""
+
+from emulation.report import _participation_lines, _weights_age_section
+
+
+def test_the_report_names_nodes_that_missed_rounds_and_those_lost_with_their_uploads():
+    federation = {
+        "participation": {
+            "t1": {"missed_rounds": 2, "reconnections": 1},
+            "t2": {"missed_rounds": 0, "reconnections": 0},
+            "t3": {"missed_rounds": 5, "reconnections": 0},
+        },
+        "lost_nodes": {"t3": {"uploads_held": 4}},
+        "round_deadline_s": 20.0,
+    }
+    text = "\n".join(_participation_lines(federation))
+    assert "1 of 3 nodes answered every round" in text
+    assert "| t1 | 2 | 1 |  |" in text
+    assert "| t3 | 5 | 0 | yes (4) |" in text
+    assert "| t2 |" not in text
+
+
+def test_the_report_shows_the_weights_age_from_the_edge_beside_the_cloud_path():
+    age = {
+        "decisions": 10,
+        "age_slots_mean": 19.25,
+        "age_slots_p50": 16.0,
+        "age_slots_p95": 60.0,
+        "age_slots_max": 71,
+        "versions_behind_mean": 0.086,
+        "versions_behind_max": 1,
+    }
+    relayed = {
+        **age,
+        "age_slots_mean": 55.3,
+        "versions_behind_mean": 1.56,
+        "versions_behind_max": 3,
+    }
+    text = "\n".join(_weights_age_section({"weights_age": age, "relayed_weights_age": relayed}))
+    assert "| from the edge (as run) | 10 | 19.2 | 16 | 60 | 71 | 0.086 | 1 |" in text
+    assert "| through the cloud's rounds only | 10 | 55.3 |" in text
+    assert _weights_age_section({"weights_age": {"decisions": 0}}) == []
