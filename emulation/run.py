@@ -12,7 +12,8 @@
    and the 14 Mbit/s link decides when they arrive). The coordinator is one call,
    `DATA_PLANES[type(config.run)](config.run, placement)`: a `LocalRunConfig` runs with
    `run_local`, a `FederatedRunConfig` with `run_federated` (`emulation.data_plane`:
-   the federated run, with the same placement);
+   the federated run, with the same placement), or, with `deploy_roles`, with
+   `emulation.role_deployment.run_roles` (the role commands, each confined to its host);
 4. while it runs, prints progress, samples the parties' memory and checks the delay
    daemon (`emulation.monitor`); with `cli` it opens Mininet's CLI instead, everything
    running;
@@ -65,6 +66,7 @@ from emulation.monitor import DataPlaneThread, Progress, watch
 from emulation.network import EmulatedNetwork, NetworkConfig
 from emulation.placement import MininetPlacement
 from emulation.report import EmulationReport, write_report
+from emulation.role_deployment import run_roles
 from emulation.teardown import namespace_inode, sigterm_as_interrupt
 from emulation.verify import LinkVerificationError, VerifyConfig, verify_links
 from fl_crb.federation.deploy.federated_run import run_federated
@@ -108,8 +110,20 @@ class EmulationConfig:
     faults: FaultSchedule | None = None
     """Timed faults to apply during the run (`fl-crb emulate --faults`), checked against
     this run by `emulation.faults.schedule.load_fault_schedule`."""
+    deploy_roles: bool = False
+    """Deploy the federation as a real deployment runs it (`fl-crb emulate --deploy
+    roles`): `fl-crb authority`, `edge` and `terminal` on their hosts, each confined to
+    its host's user and private state directory with its own bundle
+    (`emulation.role_deployment`), instead of one coordinator over a shared run folder."""
 
     def __post_init__(self) -> None:
+        if self.deploy_roles and not isinstance(self.run, FederatedRunConfig):
+            raise ValueError("--deploy roles deploys the federation: it needs a federated run")
+        if self.deploy_roles and self.faults is not None:
+            raise ValueError(
+                "--faults with --deploy roles: the fault injector does not find the role "
+                "commands' processes yet; run the schedule with the default deployment"
+            )
         parties = self.parties
         if parties.pace_uplink:
             raise ValueError(
@@ -143,7 +157,12 @@ def run_emulation(config: EmulationConfig) -> EmulationReport:
     load_before = os.getloadavg()[0]
     started = time.monotonic()
     try:
-        with sigterm_as_interrupt(), EmulatedNetwork(topology, config.network) as net:
+        with (
+            sigterm_as_interrupt(),
+            EmulatedNetwork(
+                topology, config.network, hosts_dir=out / "hosts" if config.deploy_roles else None
+            ) as net,
+        ):
             timings["network_build_s"] = time.monotonic() - started
             print(f"network of {topology.name} up in {timings['network_build_s']:.1f} s "
                   f"({len(net.hosts())} hosts); measuring links", flush=True)  # fmt: skip
@@ -225,7 +244,7 @@ def _run_parties(net: EmulatedNetwork, config: EmulationConfig, timings: dict) -
     memory = PartyMemory(net)
     before = host_counters(net)
     daemon_before = net.delay_daemon_load()
-    coordinator = DATA_PLANES[type(config.run)]
+    coordinator = run_roles if config.deploy_roles else DATA_PLANES[type(config.run)]
     runner = DataPlaneThread(coordinator(config.run, MininetPlacement(net)))
     progress = Progress(net, out, memory, before, net.topology.slot_s)
     injector = FaultInjector(config.faults, net, out) if config.faults else None

@@ -124,6 +124,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="fault schedule (YAML) to apply during the run: links down or reshaped, "
         "partitions, parties killed, stopped or restarted (examples in topologies/faults/)",
     )
+    emulate.add_argument(
+        "--deploy",
+        choices=("coordinator", "roles"),
+        default="coordinator",
+        help="how the federation is deployed: one coordinator over the run folder (default), "
+        "or `roles`: fl-crb authority, edge and terminal on their hosts, each as its host's "
+        "own user from its own bundle and private state directory",
+    )
     add_federation_arguments(emulate)
     emulate.set_defaults(run=run)
 
@@ -163,7 +171,12 @@ def configure(args: argparse.Namespace) -> EmulationConfig:
         data_plane = parties
     if faults is not None:
         notes.append(f"fault schedule {faults.name} ({args.faults}): {len(faults.events)} events")
-    return EmulationConfig(run=data_plane, cli=args.cli, notes=tuple(notes), faults=faults)
+    roles = args.deploy == "roles"
+    if roles:
+        notes.append("deployed as the role commands, each host confined to its own state")
+    return EmulationConfig(
+        run=data_plane, cli=args.cli, notes=tuple(notes), faults=faults, deploy_roles=roles
+    )
 
 
 def _fault_schedule(path: str, target: RunTarget, federated: bool) -> FaultSchedule:

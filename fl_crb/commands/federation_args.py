@@ -22,6 +22,8 @@ from fl_crb.federation.deploy.run_config import (
     FederatedRunConfig,
     Quorum,
 )
+from fl_crb.learn.method_config import LEARNER_FLAGS as LEARNER
+from fl_crb.learn.method_config import METHOD_FLAGS as METHOD
 from fl_crb.learn.method_config import MethodConfig
 from fl_crb.policies.spec import TrainedRun, WeightsFile
 from fl_crb.topology.units import TIME
@@ -45,30 +47,28 @@ ROUND_DEADLINE = quantity(
 BATCHES = int_in(0, 1_000_000, "training steps per round; a million is hours of work per round")
 
 LEARNER_FLAGS = (
-    ("--lr", "lr", LEARNING_RATE, "the edge learners' RMSprop learning rate (default {default})"),
-    ("--gamma", "gamma", GAMMA, "discount factor γ per decision (default {default})"),
-    ("--batch-size", "batch_trajectories", COUNT, "trajectories per training batch (default "
+    ("lr", LEARNING_RATE, "the edge learners' RMSprop learning rate (default {default})"),
+    ("gamma", GAMMA, "discount factor γ per decision (default {default})"),
+    ("batch_trajectories", COUNT, "trajectories per training batch (default {default})"),
+    ("target_update_steps", COUNT, "training steps between target-network copies (default "
      "{default})"),
-    ("--target-period", "target_update_steps", COUNT, "training steps between target-network "
-     "copies (default {default})"),
-    ("--hidden", "hidden", WIDTH_UNITS, f"width of the Q-network's dense layers {WIDTH}"),
-    ("--lstm-hidden", "lstm_hidden", WIDTH_UNITS, f"hidden size of the Q-network's LSTM {WIDTH}"),
+    ("hidden", WIDTH_UNITS, f"width of the Q-network's dense layers {WIDTH}"),
+    ("lstm_hidden", WIDTH_UNITS, f"hidden size of the Q-network's LSTM {WIDTH}"),
 )  # fmt: skip
-"""(flag, `LearnerConfig` field, type, help) of the edge learners' settings."""
+"""(`LearnerConfig` field, type, help) of the edge learners' settings; each field's flag
+is `method_config.LEARNER_FLAGS[field]`."""
 
 METHOD_FLAGS = (
-    ("--trajectory-length", "trajectory_length", COUNT, "n, transitions per trajectory (default "
-     "{default})"),
-    ("--refresh-slots", "refresh_slots", COUNT, "`tag`, slots between the terminals' checks for "
-     "new weights (default {default})"),
-    ("--pool-capacity", "pool_capacity", COUNT, "trajectories the authority's pool keeps "
+    ("trajectory_length", COUNT, "n, transitions per trajectory (default {default})"),
+    ("refresh_slots", COUNT, "`tag`, slots between the terminals' checks for new weights "
      "(default {default})"),
-    ("--pool-alpha", "pool_alpha", ALPHA, "α of the pool's familiarity sampling (default "
-     "{default})"),
-    ("--min-pool", "min_pool_trajectories", COUNT, "edges start training once the pool holds "
-     "this many trajectories (default {default})"),
+    ("pool_capacity", COUNT, "trajectories the authority's pool keeps (default {default})"),
+    ("pool_alpha", ALPHA, "α of the pool's familiarity sampling (default {default})"),
+    ("min_pool_trajectories", COUNT, "edges start training once the pool holds this many "
+     "trajectories (default {default})"),
 )  # fmt: skip
-"""(flag, `MethodConfig` field, type, help) of the method's other settings."""
+"""(`MethodConfig` field, type, help) of the method's other settings; each field's flag
+is `method_config.METHOD_FLAGS[field]`."""
 
 
 def add_federation_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,9 +76,10 @@ def add_federation_arguments(parser: argparse.ArgumentParser) -> None:
     learning = parser.add_argument_group(
         "federated learning", "CRB-DRQN's settings in a federated run (MethodConfig)"
     )
-    for flags, owner in ((LEARNER_FLAGS, DEFAULT.learner), (METHOD_FLAGS, DEFAULT)):
-        for flag, name, kind, text in flags:
-            default = getattr(owner, name)
+    tables = ((LEARNER_FLAGS, LEARNER, DEFAULT.learner), (METHOD_FLAGS, METHOD, DEFAULT))
+    for flags, flag_of, owner in tables:
+        for name, kind, text in flags:
+            flag, default = flag_of[name], getattr(owner, name)
             learning.add_argument(
                 flag,
                 type=kind,
@@ -124,7 +125,7 @@ def add_federation_arguments(parser: argparse.ArgumentParser) -> None:
 def federation_flags_given(args: argparse.Namespace) -> list[str]:
     """The federated run's flags given on the command line (for commands that refuse them
     when no federation runs)."""
-    flags = [(flag, name) for flag, name, _, _ in (*LEARNER_FLAGS, *METHOD_FLAGS)]
+    flags = [(flag, name) for name, flag in (*LEARNER.items(), *METHOD.items())]
     flags += [("--round-period", "round_period"), ("--epsilon", "epsilon")]
     flags += [("--batches-per-round", "batches_per_round")]
     flags += [("--round-deadline", "round_deadline"), ("--quorum", "quorum")]
@@ -136,14 +137,14 @@ def method_from_arguments(
 ) -> MethodConfig:
     """The method's settings: the flags given, the defaults otherwise, and the widths of
     `start` (the starting weights; None: the flags' or the defaults')."""
-    learner = {name: getattr(args, name) for _, name, _, _ in LEARNER_FLAGS}
+    learner = {name: getattr(args, name) for name, _, _ in LEARNER_FLAGS}
     if start is not None:
         from fl_crb.training.start_weights import resolve_widths
 
         learner["hidden"], learner["lstm_hidden"] = resolve_widths(
             start, learner["hidden"], learner["lstm_hidden"]
         )
-    method = {name: getattr(args, name) for _, name, _, _ in METHOD_FLAGS}
+    method = {name: getattr(args, name) for name, _, _ in METHOD_FLAGS}
     return MethodConfig(
         learner=replace(DEFAULT.learner, **_given(learner)),
         **_given(method),

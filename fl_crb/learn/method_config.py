@@ -31,6 +31,27 @@ def _method_learner() -> LearnerConfig:
     return LearnerConfig(target_update_steps=TARGET_UPDATE_STEPS)
 
 
+LEARNER_FLAGS: dict[str, str] = {
+    "lr": "--lr",
+    "gamma": "--gamma",
+    "batch_trajectories": "--batch-size",
+    "target_update_steps": "--target-period",
+    "hidden": "--hidden",
+    "lstm_hidden": "--lstm-hidden",
+}
+"""The command-line flag of each `LearnerConfig` setting a federated run takes (`fl-crb
+federate`, `emulate`, `authority`): one table for the commands that read them and the
+emulator's role deployment, which writes them."""
+METHOD_FLAGS: dict[str, str] = {
+    "trajectory_length": "--trajectory-length",
+    "refresh_slots": "--refresh-slots",
+    "pool_capacity": "--pool-capacity",
+    "pool_alpha": "--pool-alpha",
+    "min_pool_trajectories": "--min-pool",
+}
+"""The same for the `MethodConfig` settings besides the learner's."""
+
+
 @dataclass(frozen=True)
 class MethodConfig:
     """CRB-DRQN's learning settings, shared by simulated training and the federated face."""

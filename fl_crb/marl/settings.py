@@ -194,4 +194,3 @@ class AlgorithmSetup:
     """Width of the hidden layers of the actors, critics and agents."""
     seed: int
     """Run seed."""
-

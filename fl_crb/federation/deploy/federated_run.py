@@ -67,6 +67,7 @@ from fl_crb.federation.deploy.launcher import LocalFederation
 from fl_crb.federation.deploy.learner_supervisor import LearnerSupervisor
 from fl_crb.federation.deploy.run_config import FederatedRunConfig
 from fl_crb.federation.deploy.run_support import (
+    authority_end,
     federation_summary,
     run_record,
     start_weights_files,
@@ -243,9 +244,8 @@ async def run_federated(
                 failed = [party.name for party in parties if party.dead]
             (out / "authority" / "stop").touch()
             if supervisor is not None:
-                restarts = await _authority_end(
-                    supervisor, out / "authority", stop.is_set(), local.startup_timeout_s
-                )
+                wait_s = INTERRUPTED_DRAIN_S if stop.is_set() else config.drain_wait()
+                restarts = await authority_end(supervisor, out / "authority", wait_s)
         except BaseException:
             await stop_parties(parties)
             (out / "authority" / "stop").touch()
@@ -281,21 +281,6 @@ async def run_federated(
 INTERRUPTED_DRAIN_S = 20.0
 """How long an interrupted run lets the authority drain the outboxes and write its
 summary before it is given up."""
-
-
-async def _authority_end(
-    supervisor: asyncio.Task, state_dir: Path, interrupted: bool, timeout_s: float
-) -> int:
-    """Wait for the authority, asked to stop, to finish its last rounds (at most
-    `timeout_s`); its restarts. An interrupted run waits at most `INTERRUPTED_DRAIN_S`,
-    then gives it up and counts the restarts its supervisor logged."""
-    if not interrupted:
-        return await asyncio.wait_for(supervisor, timeout_s)
-    with contextlib.suppress(TimeoutError):
-        return await asyncio.wait_for(asyncio.shield(supervisor), INTERRUPTED_DRAIN_S)
-    supervisor.cancel()
-    log = state_dir / "supervisor.log"
-    return len(log.read_text().splitlines()) if log.exists() else 0
 
 
 async def _start_flower(

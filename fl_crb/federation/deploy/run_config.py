@@ -48,6 +48,8 @@ ROUND_DEADLINE_MIN_S = 20.0
 a fresh ClientApp process per message) and the emulator's at 25 terminals on two cores
 12.5-15 s; 20 s lets those through, and stays under Flower's ~45 s heartbeat expiry,
 which a dead node would otherwise cost every round."""
+DRAIN_ROUNDS = 4
+"""Rounds of the deadline the authority's last rounds may take after the stop request."""
 
 
 @dataclass(frozen=True)
@@ -164,3 +166,9 @@ class FederatedRunConfig:
         if self.round_deadline_s is not None:
             return self.round_deadline_s
         return max(ROUND_DEADLINE_PERIODS * self.round_period_s, ROUND_DEADLINE_MIN_S)
+
+    def drain_wait(self) -> float:
+        """How long the authority, asked to stop, may spend on its last rounds (draining
+        the terminals' outboxes, delivering the last acknowledgements) before it is given
+        up: a few of its rounds, at least the start-up timeout."""
+        return max(self.parties.startup_timeout_s, DRAIN_ROUNDS * self.round_deadline())

@@ -118,6 +118,23 @@ async def supervise_authority(
             log.write(f"{time.strftime('%H:%M:%S')} restart {restarts}: {reason}\n")
 
 
+async def authority_end(supervisor: asyncio.Task, state_dir: Path, wait_s: float) -> int:
+    """Wait for the authority, asked to stop, to finish its last rounds, at most `wait_s`;
+    its restarts. One that does not finish by then is given up (its supervisor cancelled,
+    a line in supervisor.log) and its restarts are counted from that log: the run's
+    results are still written, its pool is durable."""
+    try:
+        return await asyncio.wait_for(asyncio.shield(supervisor), wait_s)
+    except TimeoutError:
+        supervisor.cancel()
+    log = state_dir / "supervisor.log"
+    restarts = len(log.read_text().splitlines()) if log.exists() else 0
+    with open(log, "a", encoding="utf-8") as file:
+        stamp = time.strftime("%H:%M:%S")
+        file.write(f"{stamp} given up: its last rounds took over {wait_s:g} s\n")
+    return restarts
+
+
 def terminal_summary(out: Path, host: str) -> dict[str, object]:
     """A terminal's uploads (from its party summary) and the weight versions it acted with."""
     party = out / "parties" / f"{host}.json"

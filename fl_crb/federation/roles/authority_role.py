@@ -39,7 +39,11 @@ from fl_crb.federation.deploy.flower_commands import BIND_ALL
 from fl_crb.federation.deploy.launch_config import LaunchConfig, Security
 from fl_crb.federation.deploy.launcher import LocalFederation
 from fl_crb.federation.deploy.run_config import FederatedRunConfig
-from fl_crb.federation.deploy.run_support import start_weights_files, supervise_authority
+from fl_crb.federation.deploy.run_support import (
+    authority_end,
+    start_weights_files,
+    supervise_authority,
+)
 from fl_crb.federation.host_bundle import AuthorityKeys, HostBundle
 from fl_crb.federation.roles.authority_summary import authority_summary
 from fl_crb.federation.roles.party_processes import record_command
@@ -321,9 +325,8 @@ async def _serve(
             await asyncio.sleep(min(1.0, max(0.0, end - time.time())))
         (plan.state / "authority" / "stop").touch()
         note("run over: stopping the authority (it drains the terminals' outboxes first)")
-        restarts = await asyncio.wait_for(
-            asyncio.shield(supervisor), config.run.parties.startup_timeout_s
-        )
+        drain_s = config.run.drain_wait()
+        restarts = await authority_end(supervisor, plan.state / "authority", drain_s)
     finally:
         if not supervisor.done():
             supervisor.cancel()

@@ -1,0 +1,537 @@
+"""The emulator as the deployment test: the role commands, each on its host, from its bundle.
+
+`run_roles(config, placement)` is a data plane with the signature of `emulation.run`'s
+`DATA_PLANES` coordinators. It deploys what docs/deployment.md tells users to run on real
+machines, on the hosts of the emulated network:
+
+1. makes the keys (`create_keys`; the SuperLink's certificate names the cloud's
+   addresses as every host dials it, `superlink_sans`) into `RUN/keys` (root's, 0700),
+   and copies each host's bundle, and only its own, into that host's private state
+   directory (`MininetPlacement.state_backing_dir`), owned by the host's user; the
+   authority's inputs (the topology, a weights file or training run to start from) go
+   into the cloud's state directory, since nothing else of the run folder is its user's;
+2. starts `fl-crb authority` on the cloud host, `fl-crb edge` on each edge host and
+   `fl-crb terminal` on each terminal host, each through
+   `MininetPlacement.confined_command` (the host's own user, no capabilities), with
+   `--bundle` and `--state` under the host's state directory (`STATE/bundle`,
+   `STATE/run`), `--authority` the cloud's address as that host dials it, and the run's
+   settings on the authority's command line (`authority_arguments`); each command's
+   output goes to `RUN/logs/<host>.role.log`, a file the emulator opens;
+3. waits until every command exits: a party still running `PARTY_GRACE_S` after the
+   authority ended, or any command past the run's deadline, is stopped (SIGTERM, then
+   SIGKILL after `STOP_GRACE_S`); on an error or a cancelled run all are stopped, and
+   any process left running as a host's user is killed by its pid;
+4. reads each host's state directory and writes the run folder the emulator's collect
+   and report read (`fl_crb.runtime.local_run`'s layout):
+
+       RUN/tasks.csv, summary.json   the terminals' task logs merged (`summarise_run`);
+                                     summary.json gains "security" (the authority's),
+                                     "federation" (`federation_summary`, plus the
+                                     authority's own summary under "roles") and
+                                     "role_commands" (each host's command line, user and
+                                     exit status; `not_carried`; `leftovers_killed`:
+                                     pids of processes that outlived their command)
+       RUN/run.json                  the run's spec, the `FederatedRunConfig`, the epoch
+                                     the authority chose and the role commands
+       RUN/topology.yaml, parties/   the topology; each party's summary and task log
+       RUN/authority/                the authority's folder (rounds, events, pool, ...)
+       RUN/mailboxes/<host>/         each party's mailbox (refusals, learner state)
+       RUN/logs/<host>.role.log      each command's output; RUN/logs/<host>/ its
+                                     processes' logs (Flower's under flower/; the
+                                     cloud's also service.log and the authority's
+                                     summary.json)
+       RUN/keys/                     the keys as the operator made them
+
+Settings the role commands cannot take (the Flower polls, unpaced uplinks, real-time
+priority: the parties fetch theirs from the authority, which has no flag for them) are
+listed in the summary's "role_commands.not_carried" rather than silently dropped; test
+faults (`upload_faults`, `test_transit_faults`) are refused, since no role command can
+inject them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from emulation.placement import MininetPlacement
+from fl_crb.federation.deploy.federated_run import superlink_sans
+from fl_crb.federation.deploy.run_config import FederatedRunConfig, Quorum
+from fl_crb.federation.deploy.run_support import federation_summary
+from fl_crb.federation.keys import create_keys, plan_for_topology
+from fl_crb.learn.method_config import LEARNER_FLAGS, METHOD_FLAGS, MethodConfig
+from fl_crb.policies.spec import FEDERATED_NAME, TrainedRun, WeightsFile, absolute
+from fl_crb.runtime.config import RunSpec
+from fl_crb.runtime.local_run import (
+    EDGE_ROLE,
+    RUN_FILE,
+    SUMMARY_FILE,
+    TERMINAL_ROLE,
+    LocalRunConfig,
+    run_spec,
+    summarise_run,
+)
+from fl_crb.runtime.party import write_json
+
+AUTHORITY_ROLE = "authority"
+"""The cloud host's role command."""
+BUNDLE_DIR, RUN_DIR, INPUTS_DIR = "bundle", "run", "inputs"
+"""Inside every host's state directory: its bundle, the role command's `--state`, and
+(the cloud's) the authority's input files."""
+PARTY_GRACE_S = 90.0
+"""After the authority's command ended, how long the parties may take to send their
+reports and stop their processes before they are stopped (at once if it failed)."""
+STOP_GRACE_S = 20.0
+"""A role command asked to stop (SIGTERM: it stops its own processes first) gets this
+long before SIGKILL."""
+RUN_MARGIN_S = 180.0
+"""The run's deadline beyond its joining, arrivals and the authority's drain: the
+authority's report wait and the stops."""
+POLL_S = 0.5
+"""Seconds between looks at the role commands."""
+
+
+class RoleDeploymentError(RuntimeError):
+    """The role deployment failed; the message names the host and its log."""
+
+
+@dataclass
+class RoleCommand:
+    """One role command on one host, as started."""
+
+    host: str
+    role: str
+    """"authority", "edge" or "terminal"."""
+    argv: list[str]
+    """The role command itself (what a user types, `fl-crb` as `python -m fl_crb.cli`)."""
+    uid: int
+    """The host's user it runs as."""
+    log_path: Path
+    process: asyncio.subprocess.Process | None = None
+    stopped: bool = False
+    """Whether the emulator stopped it (past its grace, or the run failed)."""
+    exited_at: float | None = None
+
+    @property
+    def exit_code(self) -> int | None:
+        return None if self.process is None else self.process.returncode
+
+
+@dataclass
+class CollectedParty:
+    """A runtime party as `summarise_run` reads it: its name and role; it ran inside a
+    role command, so its death is its command's report, not a process here."""
+
+    name: str
+    role: str
+    dead: bool = False
+    stopped: bool = False
+
+
+async def run_roles(config: FederatedRunConfig, placement: MininetPlacement) -> dict[str, object]:
+    """Deploy the role commands on the emulated hosts, run them to their end and write the
+    run folder (see the module docstring); returns the summary."""
+    _refuse_test_faults(config)
+    _require_code_readable_by_all()
+    out = Path(config.parties.out_dir).resolve()
+    if out.exists() and any(p.name != "hosts" for p in out.iterdir()):
+        raise ValueError(f"run folder {out} is not empty; give a new folder for each run")
+    local = replace(config.parties, out_dir=str(out))
+    spec, params, terminals = run_spec(local)
+    topology = spec.topology()
+    cloud, edges = topology.cloud_host, topology.edge_names
+    hosts = topology.terminal_names[:terminals]
+    for sub in ("logs", "parties", "mailboxes"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(local.target.topology_path, out / "topology.yaml")
+    keys = out / "keys"
+    keys.mkdir(mode=0o700)
+    create_keys(
+        keys, plan_for_topology(topology, superlink_sans(placement, cloud, [*edges, *hosts]))
+    )
+    for host in (cloud, *edges, *hosts):
+        install_bundle(keys / host, placement, host)
+    inputs = install_authority_inputs(local, placement, cloud)
+    commands = [
+        _command(placement, out, cloud, AUTHORITY_ROLE, authority_arguments(config, **inputs))
+    ]
+    for host, role in [*((e, EDGE_ROLE) for e in edges), *((t, TERMINAL_ROLE) for t in hosts)]:
+        address = placement.address(cloud, host)
+        flags = party_arguments(address, local.startup_timeout_s)
+        commands.append(_command(placement, out, host, role, flags))
+    started = time.time()
+    deadline = started + _run_length_s(config, spec.end_slot * params.slot_s)
+    leftovers: list[int] = []
+    try:
+        for command in commands:
+            await _start(command, placement)
+        await _wait(
+            commands, deadline, lambda: _record_epoch(out, config, spec, commands, placement)
+        )
+    finally:
+        await _stop_all(commands)
+        leftovers = _kill_leftovers({command.uid for command in commands})
+    summary = collect_run(out, config, local, commands, placement, time.time() - started)
+    summary["role_commands"]["leftovers_killed"] = leftovers
+    write_json(out / SUMMARY_FILE, summary)
+    return summary
+
+
+def _refuse_test_faults(config: FederatedRunConfig) -> None:
+    if config.upload_faults or config.test_transit_faults:
+        raise ValueError(
+            "upload_faults and test_transit_faults are test hooks of the one-coordinator "
+            "run (fl-crb federate --local); the role commands cannot inject them"
+        )
+
+
+def _require_code_readable_by_all() -> None:
+    """The hosts' users run this Python and this code: every folder above them must let
+    any user through; RoleDeploymentError naming the first that does not."""
+    import fl_crb
+
+    code = Path(fl_crb.__file__).resolve().parent
+    for root in (code, Path(sys.prefix), Path(sys.executable).resolve().parent):
+        for folder in [root, *root.parents]:
+            if folder.is_dir() and not folder.stat().st_mode & 0o001:
+                raise RoleDeploymentError(
+                    f"{folder} is closed to other users, but every emulated host runs the "
+                    f"role commands from {root} as a user of its own: chmod o+x {folder}, "
+                    "or install fl-crb where every user can read it"
+                )
+
+
+def install_bundle(bundle: Path, placement: MininetPlacement, host: str) -> Path:
+    """Copy `bundle` (DIR/<host>/ of the keys) into `host`'s state directory as
+    STATE/bundle, owned by the host's user, folders 0700, modes kept (keys 0600); the
+    copy as the emulator sees it."""
+    target = placement.state_backing_dir(host) / BUNDLE_DIR
+    shutil.copytree(bundle, target)
+    _give_to(target, placement.net.host_uid(host))
+    target.chmod(0o700)
+    return target
+
+
+def install_authority_inputs(
+    local: LocalRunConfig, placement: MininetPlacement, cloud: str
+) -> dict[str, str | None]:
+    """Copy the topology and the starting weights (a weights file, or a training run's
+    folder) into the cloud's STATE/inputs, owned by its user; their paths as the cloud's
+    processes see them (`topology`, `start`: the --policy value, None to start fresh)."""
+    backing = placement.state_backing_dir(cloud) / INPUTS_DIR
+    seen = placement.state_dir(cloud) / INPUTS_DIR
+    backing.mkdir()
+    shutil.copyfile(local.target.topology_path, backing / "topology.yaml")
+    start = absolute(local.policy).start
+    policy = None
+    if isinstance(start, WeightsFile):
+        name = Path(start.path).name
+        shutil.copyfile(start.path, backing / name)
+        policy = f"{FEDERATED_NAME}:{seen / name}"
+    elif isinstance(start, TrainedRun):
+        name = Path(start.path).name
+        shutil.copytree(start.path, backing / name)
+        policy = f"{FEDERATED_NAME}:{seen / name}"
+    _give_to(backing, placement.net.host_uid(cloud))
+    return {"topology": str(seen / "topology.yaml"), "start": policy}
+
+
+def _give_to(root: Path, uid: int) -> None:
+    """`root` and everything under it to user and group `uid`."""
+    os.chown(root, uid, uid)
+    for directory, subdirs, files in os.walk(root):
+        for name in [*subdirs, *files]:
+            os.lchown(os.path.join(directory, name), uid, uid)
+
+
+def authority_arguments(config: FederatedRunConfig, topology: str, start: str | None) -> list[str]:
+    """`fl-crb authority`'s flags for the run `config` describes, the topology and the
+    starting weights at the paths the cloud's processes see (the bundle and state flags
+    come from `_command`)."""
+    target, method = config.parties.target, config.method
+    argv = ["--topology", topology, "--duration", _seconds(target.duration_s),
+            "--seed", str(target.seed)]  # fmt: skip
+    if target.terminals_override is not None:
+        argv += ["--terminals", str(target.terminals_override)]
+    if target.arrival_rate_override_bps is not None:
+        argv += ["--rate", f"{target.arrival_rate_override_bps!r}bps"]
+    if start is not None:
+        argv += ["--policy", start]
+    argv += _method_flags(method)
+    argv += ["--round-period", _seconds(config.round_period_s), "--quorum",
+             _quorum(config.quorum), "--epsilon", repr(config.epsilon),
+             "--start-lead", _seconds(config.parties.start_lead_s),
+             "--join-timeout", _seconds(config.parties.startup_timeout_s)]  # fmt: skip
+    if config.round_deadline_s is not None:
+        argv += ["--round-deadline", _seconds(config.round_deadline_s)]
+    if config.batches_per_round is not None:
+        argv += ["--batches-per-round", str(config.batches_per_round)]
+    if not config.accelerators:
+        argv.append("--no-accelerators")
+    if config.insecure:
+        argv.append("--insecure")
+    return argv
+
+
+def _method_flags(method: MethodConfig) -> list[str]:
+    """Every learning setting as its flag (`method_config.LEARNER_FLAGS`, `METHOD_FLAGS`),
+    so the authority's defaults never stand in for the run's."""
+    argv = []
+    for flags, owner in ((LEARNER_FLAGS, method.learner), (METHOD_FLAGS, method)):
+        for name, flag in flags.items():
+            argv += [flag, repr(getattr(owner, name))]
+    return argv
+
+
+def _seconds(value: float) -> str:
+    return f"{value!r}s"
+
+
+def _quorum(quorum: Quorum) -> str:
+    if quorum.nodes is not None:
+        return str(quorum.nodes)
+    return "all" if quorum.share == 1.0 else repr(quorum.share)
+
+
+def party_arguments(authority: str, give_up_s: float) -> list[str]:
+    """`fl-crb edge` or `fl-crb terminal`'s flags besides the bundle and the state: the
+    authority's address as this host dials it, and how long to retry it."""
+    return ["--authority", authority, "--give-up", _seconds(give_up_s)]
+
+
+def not_carried(config: FederatedRunConfig) -> list[str]:
+    """Settings of `config` the role commands cannot take (none of their flags carries
+    them; the parties fetch theirs from the authority): named, with their value."""
+    defaults = FederatedRunConfig(parties=config.parties)
+    parties = LocalRunConfig(config.parties.target, config.parties.policy, config.parties.out_dir)
+    names = []
+    for name in ("supernode_idle_poll_s", "superexec_poll_s", "max_authority_restarts"):
+        if getattr(config, name) != getattr(defaults, name):
+            names.append(f"{name}={getattr(config, name)!r}")
+    for name in ("pace_uplink", "pace_ticks_per_slot", "realtime_priority",
+                 "overrun_threshold_fraction"):  # fmt: skip
+        if getattr(config.parties, name) != getattr(parties, name):
+            names.append(f"parties.{name}={getattr(config.parties, name)!r}")
+    return names
+
+
+def _command(
+    placement: MininetPlacement, out: Path, host: str, role: str, flags: list[str]
+) -> RoleCommand:
+    state = placement.state_dir(host)
+    bundle, run = str(state / BUNDLE_DIR), str(state / RUN_DIR)
+    argv = [sys.executable, "-m", "fl_crb.cli", role, "--bundle", bundle, "--state", run, *flags]
+    return RoleCommand(
+        host, role, argv, placement.net.host_uid(host), out / "logs" / f"{host}.role.log"
+    )
+
+
+async def _start(command: RoleCommand, placement: MininetPlacement) -> None:
+    """Start `command` confined to its host, its output in its log (opened here)."""
+    with open(command.log_path, "wb") as log:
+        command.process = await asyncio.create_subprocess_exec(
+            *placement.confined_command(command.host, command.argv),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"},
+            start_new_session=True,
+        )
+
+
+def _run_length_s(config: FederatedRunConfig, arrivals_and_drain_s: float) -> float:
+    """The longest the run may take: the parties joining, the start lead, the slots, the
+    authority's drain (its startup timeout), reports and stops."""
+    parties = config.parties
+    return (
+        2 * parties.startup_timeout_s + parties.start_lead_s + arrivals_and_drain_s + (RUN_MARGIN_S)
+    )
+
+
+async def _wait(
+    commands: list[RoleCommand], deadline: float, each_poll: Callable[[], None]
+) -> None:
+    """Until every command exited, calling `each_poll` every `POLL_S`; the parties get
+    `PARTY_GRACE_S` after the authority, every command the run's `deadline`; those past
+    theirs are stopped."""
+    authority = commands[0]
+    while any(c.process and c.process.returncode is None for c in commands):
+        each_poll()
+        now = time.time()
+        for command in commands:
+            if command.exited_at is None and command.exit_code is not None:
+                command.exited_at = now
+        if authority.exit_code not in (None, 0) or (
+            authority.exited_at is not None and now > authority.exited_at + PARTY_GRACE_S
+        ):
+            await _stop_all(commands)
+            return
+        if now > deadline:
+            await _stop_all(commands)
+            return
+        await asyncio.sleep(POLL_S)
+    for command in commands:
+        if command.exited_at is None:
+            command.exited_at = time.time()
+
+
+def _record_epoch(
+    out: Path,
+    config: FederatedRunConfig,
+    spec: RunSpec,
+    commands: list[RoleCommand],
+    placement: MininetPlacement,
+) -> None:
+    """Write RUN/run.json once the authority's state holds the epoch."""
+    if (out / RUN_FILE).exists():
+        return
+    with contextlib.suppress(OSError, ValueError, KeyError):  # not yet, or half-written
+        cloud_run = json.loads(
+            (placement.state_backing_dir(commands[0].host) / RUN_DIR / RUN_FILE).read_text()
+        )
+        write_run_record(out, config, spec, cloud_run["epoch_unix_s"], commands, placement)
+
+
+async def _stop_all(commands: list[RoleCommand]) -> None:
+    """SIGTERM every running command (it stops its own processes), SIGKILL its session
+    after `STOP_GRACE_S`."""
+    running = [c for c in commands if c.process and c.process.returncode is None]
+    for command in running:
+        command.stopped = True
+        with contextlib.suppress(ProcessLookupError):
+            command.process.send_signal(signal.SIGTERM)
+    give_up = time.monotonic() + STOP_GRACE_S
+    for command in running:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(command.process.wait(), max(0.1, give_up - time.monotonic()))
+        if command.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(command.process.pid, signal.SIGKILL)
+            await command.process.wait()
+        command.exited_at = command.exited_at or time.time()
+
+
+def _kill_leftovers(uids: set[int]) -> list[int]:
+    """SIGKILL every process still running as one of the hosts' users (a role command's
+    child that outlived it); their pids."""
+    killed = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            uid = entry.stat().st_uid
+        except OSError:
+            continue
+        if uid in uids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed.append(int(entry.name))
+    return killed
+
+
+def collect_run(
+    out: Path,
+    config: FederatedRunConfig,
+    local: LocalRunConfig,
+    commands: list[RoleCommand],
+    placement: MininetPlacement,
+    wall_s: float,
+) -> dict[str, object]:
+    """Read every host's state directory and write the run folder; the summary."""
+    spec, params, _ = run_spec(local)
+    authority = commands[0]
+    cloud_state = placement.state_backing_dir(authority.host) / RUN_DIR
+    cloud_summary = _json(cloud_state / "summary.json")
+    cloud_run = _json(cloud_state / RUN_FILE)
+    if cloud_run.get("epoch_unix_s") is None:
+        raise RoleDeploymentError(
+            f"the run never started: the authority on {authority.host} chose no epoch "
+            f"(exit {authority.exit_code}); its output: {authority.log_path}\n"
+            + _tail(authority.log_path)
+        )
+    _copy_tree(cloud_state / "authority", out / "authority")
+    _copy_tree(cloud_state / "flower" / "logs", out / "logs" / authority.host / "flower")
+    for name in ("service.log", "summary.json"):  # its notes (hellos, offsets), its summary
+        if (cloud_state / name).exists():
+            shutil.copyfile(cloud_state / name, out / "logs" / authority.host / name)
+    parties = []
+    for command in commands[1:]:
+        state = placement.state_backing_dir(command.host) / RUN_DIR
+        for path in sorted((state / "party").glob("*")) if (state / "party").is_dir() else []:
+            shutil.copyfile(path, out / "parties" / path.name)
+        _copy_tree(state / "mailbox", out / "mailboxes" / command.host)
+        _copy_tree(state / "logs", out / "logs" / command.host)
+        _copy_tree(state / "flower" / "logs", out / "logs" / command.host / "flower")
+        parties.append(CollectedParty(command.host, command.role))
+    roles = role_records(commands)
+    write_run_record(out, config, spec, cloud_run["epoch_unix_s"], commands, placement)
+    failed = [c.host for c in commands if c.exit_code != 0]
+    summary = summarise_run(out, local, spec, params.slot_s, parties, failed)  # type: ignore[arg-type]
+    secure = not config.insecure  # what the authority ran with, if it wrote no summary
+    summary["security"] = cloud_summary.get("security", {"tls": secure, "node_auth": secure})
+    topology = spec.topology()
+    hosts = [p.name for p in parties if p.role == TERMINAL_ROLE]
+    if (out / "authority" / "summary.json").exists():
+        restarts = cloud_summary.get("authority_restarts") or 0
+        summary["federation"] = federation_summary(
+            out, topology.edge_names, hosts, restarts, wall_s
+        )
+    else:
+        summary["federation"] = {"authority_finished": False}
+    summary["federation"]["flower"] = cloud_summary.get("flower")
+    summary["federation"]["roles"] = {k: v for k, v in cloud_summary.items() if k != "flower"}
+    summary["role_commands"] = {**roles, "not_carried": not_carried(config)}
+    write_json(out / SUMMARY_FILE, summary)
+    return summary
+
+
+def role_records(commands: list[RoleCommand]) -> dict[str, dict[str, object]]:
+    """Each host's role command: its role, command line, user, exit status, log."""
+    return {
+        c.host: {"role": c.role, "argv": c.argv, "uid": c.uid, "exit": c.exit_code,
+                 "stopped": c.stopped, "log": str(c.log_path)}
+        for c in commands
+    }  # fmt: skip
+
+
+def write_run_record(
+    out: Path,
+    config: FederatedRunConfig,
+    spec: RunSpec,
+    epoch: float,
+    commands: list[RoleCommand],
+    placement: MininetPlacement,
+) -> None:
+    """RUN/run.json: as soon as the authority chose the epoch (the emulator's progress
+    lines then count slots), and again at the end with the commands' exits."""
+    write_json(out / RUN_FILE, {
+        "placement": f"{placement.label}-roles",
+        "run": asdict(spec),
+        "federated": asdict(config),
+        "epoch_unix_s": epoch,
+        "parties": [c.host for c in commands[1:]],
+        "role_commands": role_records(commands),
+    })  # fmt: skip
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _copy_tree(source: Path, target: Path) -> None:
+    if source.is_dir():
+        shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
+
+
+def _tail(path: Path, lines: int = 12) -> str:
+    text = path.read_text(errors="replace") if path.exists() else ""
+    return "\n".join(text.splitlines()[-lines:])
