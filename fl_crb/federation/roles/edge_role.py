@@ -58,14 +58,8 @@ async def run_edge(config: PartyRoleConfig, say=print) -> dict:
 
 async def _run(party: PartyHost, config: PartyRoleConfig, say) -> dict:
     state, host = party.state_dir, party.host
-    settings, _ = await party.fetch_settings()
-    spec = settings.run_spec(state)
+    settings, spec = await party.settings_as("edge")
     topology = spec.topology()
-    if host not in topology.edge_names:
-        raise ValueError(
-            f"{party.bundle_path}: {host} is not an edge of the run's topology "
-            f"(its edges: {topology.edge_names})"
-        )
     edge = topology.edge_names.index(host)
     params = topology.mec_params()
     weights_path = await _start_weights(party) if settings.start_weights else None

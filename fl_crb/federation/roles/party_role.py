@@ -36,6 +36,7 @@ from fl_crb.federation.roles.clock_offset import ClockOffset, flagged
 from fl_crb.federation.roles.service_client import ServiceClient, ServiceError
 from fl_crb.federation.roles.settings import FINISHED, RunProgress, RunSettings, settings_json
 from fl_crb.federation.roles.signed_requests import RequestSigner
+from fl_crb.runtime.config import RunSpec
 from fl_crb.runtime.party import write_json
 
 POLL_S = 0.5
@@ -102,6 +103,21 @@ class PartyHost:
         self.settings = settings
         self.signer = RequestSigner(self.host, settings.upload_run_id_hex, self.supernode_key)
         return settings, progress
+
+    async def settings_as(self, role: Literal["edge", "terminal"]) -> tuple[RunSettings, RunSpec]:
+        """The run's settings and spec, once this host is checked to be one of the run's
+        topology's `role`s; ValueError naming the bundle otherwise."""
+        settings, _ = await self.fetch_settings()
+        spec = settings.run_spec(self.state_dir)
+        topology = spec.topology()
+        names = topology.edge_names if role == "edge" else topology.terminal_names
+        if self.host not in names:
+            article = "an" if role == "edge" else "a"
+            raise ValueError(
+                f"{self.bundle_path}: {self.host} is not {article} {role} of the run's "
+                f"topology (its {role}s: {names})"
+            )
+        return settings, spec
 
     async def progress(self) -> RunProgress:
         return (await asyncio.to_thread(self.client.settings))[1]

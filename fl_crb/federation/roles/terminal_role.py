@@ -64,14 +64,8 @@ async def run_terminal(config: PartyRoleConfig, say=print) -> dict:
 
 async def _run(party: PartyHost, config: PartyRoleConfig, say) -> dict:
     state, host = party.state_dir, party.host
-    settings, _ = await party.fetch_settings()
-    spec = settings.run_spec(state)
+    settings, spec = await party.settings_as("terminal")
     topology = spec.topology()
-    if host not in topology.terminal_names:
-        raise ValueError(
-            f"{party.bundle_path}: {host} is not a terminal of the run's topology "
-            f"(its terminals: {topology.terminal_names})"
-        )
     edges = topology.edge_names
     say(f"terminal {host}: waiting for the edges' runtime addresses ({', '.join(edges)})")
     progress = await party.wait_for(
