@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from emulation.network import NetworkConfig
+from tests.conftest import needs_code_readable_by_all
 from tests.test_emulation_network import TOPOLOGIES, leftovers, real_network
 
 needs_mnexec = pytest.mark.skipif(
@@ -105,6 +106,7 @@ def test_the_state_path_must_be_absolute() -> None:
 
 @needs_mnexec
 @real_network
+@needs_code_readable_by_all
 def test_a_terminal_reads_only_its_own_state_directory(run_folder: Path) -> None:
     from emulation.network import EmulatedNetwork
     from emulation.placement import MininetPlacement

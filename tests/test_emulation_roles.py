@@ -38,6 +38,7 @@ from fl_crb.learn.method_config import MethodConfig
 from fl_crb.policies.spec import Federated
 from fl_crb.runtime.compare import compare_run
 from fl_crb.runtime.config import RunTarget
+from tests.conftest import needs_code_readable_by_all
 from tests.test_emulation_network import real_network
 
 TOPOLOGY = Path(__file__).resolve().parent / "roles-topology.yaml"
@@ -176,6 +177,7 @@ def _strings(value) -> list[str]:
 
 @needs_mnexec
 @real_network
+@needs_code_readable_by_all
 def test_the_emulator_runs_each_role_confined_from_its_own_bundle(run_folder: Path) -> None:
     import asyncio
 
