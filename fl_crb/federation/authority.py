@@ -7,7 +7,9 @@ the replies until `round_deadline_s`:
 - to each terminal, `query.collect` with the cumulative acknowledgement of the uploads it
   has processed, MACed for that terminal (`message_auth.AckAuthenticator`), and, if the
   terminal's managing edge published weights newer than those the terminal holds, that
-  edge's signed weights envelope, relayed byte for byte;
+  edge's signed weights envelope, relayed byte for byte, unless the terminal's own edge
+  link brought that version (it reports so in its reply): then only the version number,
+  as a notice (`relay_decision`);
 - to each edge, `query.train` with up to `batches_per_round` batches of
   `batch_trajectories` trajectories drawn from the pool by familiarity (once the pool
   holds `min_pool_trajectories`), sealed for that edge (`message_auth.BatchSealer`); the
@@ -44,7 +46,9 @@ no accepted trajectory is lost or taken twice.
 `state_dir` holds: pool/ (the durable pool), state.json (next round, acknowledgements,
 the next batch and ack sequence number of every edge and terminal, saved before the
 messages that use them leave, and each node's participation), ready.json (this
-process's pid and the node map, once it is serving), rounds.jsonl (one line per round),
+process's pid and the node map, once it is serving), rounds.jsonl (one line per round,
+with where the authority's time and CPU went), messages.jsonl (per round, each reply's
+push, pull and ClientApp times: `benchmarks/round_breakdown.py` reads them),
 events.jsonl and authority.log (rejections, errors, missing and returning nodes:
 `authority_records`), accounting.jsonl (`metering.accounting`: one line per answered
 message; a message never answered has none), summary.json (at the end, with the
@@ -69,6 +73,7 @@ from fl_crb.federation.authority_config import AuthorityConfig
 from fl_crb.federation.authority_nodes import NodeRegistry
 from fl_crb.federation.authority_records import AuthorityRecords, read_json
 from fl_crb.federation.authority_uploads import CollectedUploads, UploadIntake
+from fl_crb.federation.client_app import TIMING_KEYS
 from fl_crb.federation.exchange import ExchangeError, Reply, RoundExchange, RoundResult, Sent
 from fl_crb.federation.host_bundle import HostBundle
 from fl_crb.federation.mailbox import frame
@@ -180,9 +185,15 @@ class Authority:
         self.restarts = int(saved.get("restarts", -1)) + 1
         self.managing = {t.name: t.edge for t in config.terminals}
         self.held = dict.fromkeys(self.managing, -1)
-        """Weights version each terminal reported holding (−1: unknown or none)."""
+        """Weights version each terminal reported holding from the relay (−1: unknown or
+        none)."""
+        self.edge_link_held = dict.fromkeys(self.managing, -1)
+        """Weights version each terminal reported accepting over its edge link (−1: none):
+        such versions are not relayed again (`relay_decision`)."""
         self.edge_weights: dict[str, tuple[int, bytes, bytes]] = {}
         """Edge → its newest checked weights: (version, signed envelope, payload)."""
+        self.edge_versions_at: dict[int, dict[str, int]] = {}
+        """Round → each edge's newest version when it began (the last few rounds)."""
         self.delivered: dict[str, list[int]] = {name: [] for name in self.managing}
         self.rng = np.random.default_rng([config.seed, self.restarts, self.round_number])
         wanted = {
@@ -208,20 +219,20 @@ class Authority:
         be gone for good (a dead SuperNode would hold the restart back forever), and its
         rounds greet every node that is connected, serving it from the next round."""
         quorum = self.config.quorum() if self.restarts == 0 else 0
-        wait_s = self.config.node_wait_s
+        node_wait_s = self.config.node_wait_s
         nodes = self.registry.nodes
-        give_up = time.monotonic() + wait_s
+        give_up = time.monotonic() + node_wait_s
         while len(nodes) < quorum:
             if time.monotonic() >= give_up:
                 raise ExchangeError(
                     f"only {len(nodes)} of the {quorum} nodes the quorum needs answered "
-                    f"within {wait_s:g} s (answered: {sorted(nodes) or 'none'}; missing: "
+                    f"within {node_wait_s:g} s (answered: {sorted(nodes) or 'none'}; missing: "
                     f"{self.registry.waiting()}); check the SuperNode logs, or lower the quorum"
                 )
             online = set(self.grid.get_node_ids())
             hellos = self._hellos(online)
-            wait_s = min(START_POLL_S, self.config.round_deadline_s)
-            for reply in self.exchange.round(0, hellos, wait_s).replies:
+            poll_s = min(START_POLL_S, self.config.round_deadline_s)
+            for reply in self.exchange.round(0, hellos, poll_s).replies:
                 self.registry.greet(reply, 0)
             if not hellos:  # that round was one pull: wait before looking again
                 time.sleep(0.1)
@@ -257,6 +268,7 @@ class Authority:
         until the round's deadline; returns the outbox backlog the terminals reported."""
         self.round_number += 1
         n, config, nodes = self.round_number, self.config, self.registry.nodes
+        work = _WorkTimer()
         started = time.time()
         online = set(self.grid.get_node_ids())
         busy = self.exchange.busy()
@@ -265,13 +277,17 @@ class Authority:
             for name in self.registry.wanted
             if nodes.get(name) in online and nodes[name] not in busy
         ]
+        self.edge_versions_at[n] = {e: v for e, (v, *_) in self.edge_weights.items()}
+        self.edge_versions_at.pop(n - EDGE_LINK_GRACE_ROUNDS - 1, None)
         messages = self._hellos(online)
         messages += [self._request(name) for name in served]
         self._save_state()  # the sequence numbers just used, before their messages leave
         meter = config.wire_meter_address
         if meter and not self.wire_mark:  # this process's first round: bill from here
             self.wire_mark = read_snapshot(meter)
+        work.lap("prepare")
         result = self.exchange.round(n, messages, config.round_deadline_s)
+        work.lap("exchange")
         tally = _RoundTally()
         for reply in result.replies:
             self._take_reply(reply, tally)
@@ -279,12 +295,17 @@ class Authority:
             name = sent.context.name or f"node {sent.node}"
             tally.errors[name] = "the SuperLink did not accept the message"
             self.records.event("node-error", name, tally.errors[name], sent=n)
+        work.lap("replies")
         self.pool.add(tally.accepted, self.opener.sequences())  # durable before acknowledged
+        work.lap("pool")
         self._bill_wire(tally.answered)
         append_records(self.state_dir / "accounting.jsonl", tally.answered)
         self._count_participation(result, tally, online, busy)
         self._save_state()
-        self.records.append("rounds.jsonl", self._round_record(started, result, served, tally))
+        self.records.append("messages.jsonl", _message_timings(n, result))
+        work.lap("records")
+        record = self._round_record(started, result, served, tally)
+        self.records.append("rounds.jsonl", {**record, "authority": work.record(result)})
         return tally.backlog
 
     def _request(self, name: str) -> tuple[Message, _Request]:
@@ -298,7 +319,7 @@ class Authority:
             if sealed:
                 record.auth_overhead_bytes += batch_overhead_bytes(name)
             return self._message(name, "train", content), _Request(name, "train", record)
-        weights, record = self._weights_for(name, self.managing[name])
+        weights, notice, record = self._weights_for(name, self.managing[name])
         ack = self.ack_authenticator.authenticate(name, self.acks[name])
         faulty = self.faults.ack(n, name, ack, self.keys.terminal_public_keys[name])
         if faulty is None:  # a faulty ack replaces the genuine one
@@ -308,6 +329,7 @@ class Authority:
             "ack": faulty or ack,
             "limit": config.max_uploads_per_collect,
             "weights": weights,
+            "relay-notice": notice,
         }
         record.auth_overhead_bytes += ack_bytes(name)
         request = _Request(name, "collect", record, self.acks[name], faulty is None)
@@ -319,22 +341,29 @@ class Authority:
             records, dst_node_id=self.registry.nodes[name], message_type=f"query.{action}"
         )
 
-    def _weights_for(self, name: str, edge: str) -> tuple[bytes, MessageBytes]:
+    def _weights_for(self, name: str, edge: str) -> tuple[bytes, int, MessageBytes]:
         """The signed weights envelope to relay to terminal `name` this round (b"" when it
-        holds the newest), and its message's byte record."""
+        holds the newest, by the relay or by its edge link), the version left out because
+        its edge link delivered it (−1: none), and its message's byte record."""
         version, envelope, payload = self.edge_weights.get(edge, (-1, b"", b""))
         record = MessageBytes(self.round_number, name, "terminal", "query.collect")
         faulty = self.faults.weights(self.round_number, name, edge, envelope or None, payload)
+        before = self.edge_versions_at.get(self.round_number - EDGE_LINK_GRACE_ROUNDS, {})
+        relay = relay_decision(
+            version, before.get(edge, -1), self.held[name], self.edge_link_held[name]
+        )
+        notice = version if relay == RELAY_NOTICE else -1
         if faulty is not None:
             envelope = faulty
-        elif version > self.held[name]:
-            self.faults.remember("weights", name, envelope)
         else:
-            envelope = b""
+            if relay != RELAY_NOTHING:  # the genuine envelope it holds now, by either path
+                self.faults.remember("weights", name, envelope)
+            if relay != RELAY_WEIGHTS:
+                envelope = b""
         if envelope:
             record.down_plaintext_bytes = len(payload)
             record.auth_overhead_bytes = weights_overhead_bytes(edge)
-        return envelope, record
+        return envelope, notice, record
 
     def _sealed_batches(self, round_number: int, edge: str, batches: list[bytes]) -> bytes:
         """This round's batches for `edge`, framed and sealed for it (b"" when none)."""
@@ -402,6 +431,7 @@ class Authority:
         """Note the weights version terminal `name` holds, then open its uploads (those
         processed are acknowledged with the next round)."""
         self.held[name] = int(reply["held-version"])
+        self.edge_link_held[name] = int(reply.get("edge-link-version", -1))
         if self.held[name] >= 0 and (
             not self.delivered[name] or self.delivered[name][-1] != self.held[name]
         ):
@@ -587,6 +617,95 @@ class Authority:
             "participation": self.participation.records(),
         }
         self.records.write_json("state.json", state)
+
+
+RELAY_WEIGHTS, RELAY_NOTICE, RELAY_NOTHING = "weights", "notice", "nothing"
+"""What a terminal's collect carries of its edge's newest weights (`relay_decision`)."""
+EDGE_LINK_GRACE_ROUNDS = 2
+"""Rounds a version may take to show in a terminal's report of what its edge link
+brought before the authority relays it after all (the report is a round old, and the
+terminal's collect may have run before the edge's train that brought the version)."""
+
+
+def relay_decision(
+    published: int, published_before: int, relayed_held: int, edge_link_held: int
+) -> str:
+    """What the collect to a terminal carries of the newest version `published` by its
+    edge (−1: none yet), given the newest version the edge had published
+    `EDGE_LINK_GRACE_ROUNDS` rounds ago (`published_before`, −1: none) and the newest
+    versions the relay (`relayed_held`) and its edge link (`edge_link_held`, −1: none
+    ever) gave the terminal, as it last reported:
+
+    - RELAY_NOTHING when the relay gave it that version already;
+    - RELAY_WEIGHTS, the signed envelope, when its edge link never brought it any (there
+      is none, or it is down since the start), or has not brought a version it had
+      `EDGE_LINK_GRACE_ROUNDS` rounds to bring;
+    - RELAY_NOTICE otherwise: only the version number, as its edge link brings (or
+      brought) the weights and they are not sent twice; the number keeps the relay's
+      reference age (what a terminal fed by the relay alone would hold)."""
+    if published <= relayed_held:
+        return RELAY_NOTHING
+    if edge_link_held < 0 or edge_link_held < published_before:
+        return RELAY_WEIGHTS
+    return RELAY_NOTICE
+
+
+class _WorkTimer:
+    """Where a round's time and the authority's CPU went, phase by phase."""
+
+    def __init__(self) -> None:
+        self.wall_s: dict[str, float] = {}
+        self._wall, self._cpu_start = time.perf_counter(), time.process_time()
+
+    def lap(self, phase: str) -> None:
+        """The time since the last lap was spent in `phase`."""
+        now = time.perf_counter()
+        self.wall_s[phase] = now - self._wall
+        self._wall = now
+
+    def record(self, result: RoundResult) -> dict:
+        """The round's `authority` entry in rounds.jsonl: wall seconds per phase (the
+        exchange split into push, pulls and waiting), and this process's CPU seconds."""
+        wall = {phase: round(s, 4) for phase, s in self.wall_s.items()}
+        wall["exchange_push"] = round(result.push_s, 4)
+        wall["exchange_pull"] = round(result.pull_s, 4)
+        return {
+            "wall_s": wall,
+            "pulls": result.pulls,
+            "cpu_s": round(time.process_time() - self._cpu_start, 4),
+        }
+
+
+def _message_timings(round_number: int, result: RoundResult) -> dict:
+    """The round's line in messages.jsonl: for each reply pulled in it (to a hello, a
+    collect or a train, sent in this round or an earlier one), when the request was
+    pushed and when its reply was pulled (wall clock), the message ids the node's
+    SuperNode logs, and the times the ClientApp reported (`client_app.TIMING_KEYS`:
+    process start, handler start and end), when it did; and this round's messages still
+    unanswered."""
+    replies = []
+    for reply in result.replies:
+        sent, message = reply.sent, reply.message
+        entry = {
+            "node": sent.context.name or f"node {sent.node}",
+            "action": sent.context.action,
+            "sent_round": sent.round,
+            "message_id": sent.message_id,
+            "reply_id": message.metadata.message_id,
+            "pushed_unix_s": sent.pushed_unix_s,
+            "pulled_unix_s": reply.pulled_unix_s,
+            "error": message.has_error(),
+        }
+        action = sent.context.action
+        if not message.has_error() and action in message.content:
+            record = message.content[action]
+            entry.update({key: float(record[key]) for key in TIMING_KEYS if key in record})
+        replies.append(entry)
+    unanswered = [
+        {"node": sent.context.name or f"node {sent.node}", "message_id": sent.message_id}
+        for sent in result.unanswered
+    ]
+    return {"round": round_number, "replies": replies, "unanswered": unanswered}
 
 
 def _row(batch, index: int):

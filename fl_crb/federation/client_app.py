@@ -23,11 +23,16 @@ reply:
   uploads (`ack`: a post id in an envelope MACed for this terminal,
   `message_auth.AckVerifier`), at most how many uploads to return (`limit`), and, when
   the terminal's managing edge has newer weights than the terminal holds, that edge's
-  signed `weights` (`message_auth.WeightsVerifier`). The handler deletes the acknowledged
-  uploads from the outbox only if the ack verifies, stores the weights for the terminal
-  party only if they verify (each refusal is counted by kind and code and the rest of
-  the message is still served), and replies with the pending sealed uploads, their post
-  ids and the version of the weights the terminal now holds.
+  signed `weights` (`message_auth.WeightsVerifier`), or, when the terminal's edge link
+  brought them, only their version (`relay-notice`). The handler deletes the
+  acknowledged uploads from the outbox only if the ack verifies, stores the weights for
+  the terminal party only if they verify and are newer than what it holds by either path
+  (each refusal is counted by kind and code and the rest of the message is still
+  served), notes a notice for the party (`edge.WeightsReceipts`), and replies with the
+  pending sealed uploads, their post ids, the version of the relayed weights it holds
+  and the newest version its edge link brought (`edge-link-version`). Collect and train
+  replies also carry when the ClientApp process started and its handler ran
+  (`TIMING_KEYS`).
 - `query.train` (edges): carries familiarity-sampled `batches`, sealed for this edge, for
   its learner; the handler drops the envelope in the edge's mailbox inbox (the learner
   opens it, `edge_learner_service`) and replies with the signed weights the learner
@@ -47,6 +52,7 @@ from pathlib import Path
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
+from fl_crb.federation.edge import WeightsReceipts
 from fl_crb.federation.mailbox import (
     EdgeMailbox,
     TerminalMailbox,
@@ -105,6 +111,7 @@ def collect(message: Message, context: Context) -> Message:
     from fl_crb.federation.crypto import MessageRejected
     from fl_crb.federation.host_bundle import HostBundle
 
+    handler_unix_s = time.time()
     request = message.content["collect"]
     mailbox = TerminalMailbox(node_mailbox(context))
     keys = HostBundle.load(str(context.node_config["bundle"]), role="terminal").terminal()
@@ -117,9 +124,13 @@ def collect(message: Message, context: Context) -> Message:
         state["ack_sequence"], state["ack"] = ack.sequence, ack.ack
     except MessageRejected as error:  # keep the uploads: they go again until a true ack
         count_refusal(state["refusals"], error.kind, error.code)
+    receipts = WeightsReceipts(node_mailbox(context))
+    if int(request.get("relay-notice", -1)) >= 0:  # its edge link brought them already
+        receipts.note_relay_notice(int(request["relay-notice"]))
     envelope = bytes(request["weights"])
     if envelope:  # newer weights of the managing edge: leave them for the terminal party
-        weights = keys.weights_verifier(run_id, state["weights_version"])
+        held = max(state["weights_version"], receipts.edge_link_version())  # by either path
+        weights = keys.weights_verifier(run_id, held)
         try:
             state["weights_version"] = weights.verify(envelope).version
             mailbox.deliver_weights(envelope)
@@ -132,15 +143,17 @@ def collect(message: Message, context: Context) -> Message:
             "uploads": frame([data for _, data in pending]),
             "post-ids": frame([str(post).encode() for post, _ in pending]),
             "held-version": mailbox.held_weights_version(),
+            "edge-link-version": receipts.edge_link_version(),
             "backlog": mailbox.backlog() - len(pending),
         }
     )
-    return Message(RecordDict({"collect": reply}), reply_to=message)
+    return Message(RecordDict({"collect": _timed(reply, handler_unix_s)}), reply_to=message)
 
 
 @client_app.query("train")
 def train(message: Message, context: Context) -> Message:
     """Edge: leave the sealed batches for the learner, reply with its newest signed weights."""
+    handler_unix_s = time.time()
     request = message.content["train"]
     mailbox = EdgeMailbox(node_mailbox(context))
     sealed = bytes(request["batches"])
@@ -154,7 +167,21 @@ def train(message: Message, context: Context) -> Message:
             "backlog": len(mailbox.waiting()),
         }
     )
-    return Message(RecordDict({"train": reply}), reply_to=message)
+    return Message(RecordDict({"train": _timed(reply, handler_unix_s)}), reply_to=message)
+
+
+TIMING_KEYS = ("process-start-unix-s", "handler-unix-s", "handler-end-unix-s")
+"""The timestamps a collect or train reply carries (wall clock, seconds since the epoch):
+when its ClientApp process started, when the handler began and when it finished."""
+
+
+def _timed(reply: ConfigRecord, handler_unix_s: float) -> ConfigRecord:
+    """`reply` with its `TIMING_KEYS`, for the authority's per-message timings
+    (`benchmarks/round_breakdown.py`); in the reply's own record, as every record is one
+    more object for the authority to pull from the SuperLink."""
+    stamps = (_process_start_unix_s(), handler_unix_s, time.time())
+    reply.update(dict(zip(TIMING_KEYS, stamps, strict=True)))
+    return reply
 
 
 def _process_start_unix_s() -> float:

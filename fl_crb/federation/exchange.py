@@ -14,7 +14,11 @@ each message, the time from its push to the pull that returned its reply.
   round is returned then, with the round its request was sent in, so it is never taken
   for a reply to the current round. A node with a message in flight is sent nothing
   new (`busy`): Flower's SuperNode handles one message at a time, and a stopped node
-  would otherwise find a queue of stale requests when it comes back.
+  would otherwise find a queue of stale requests when it comes back. Its pushes and
+  pulls go to the SuperLink `SUPERLINK_REQUESTS` at a time, each with a share of the
+  messages: Flower's Grid sends one request per object of each message (and pulls the
+  replies one after the other), so on a busy machine, where each request waits for the
+  SuperLink to be scheduled, one serial batch of a round's 29 messages took 10-15 s.
 
 `wait_for_nodes` waits until the expected SuperNodes are connected (the probe mode).
 What the authority makes of the rounds a node missed is `participation`'s (and who a
@@ -24,7 +28,8 @@ node is, `authority_nodes`').
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -130,6 +135,11 @@ class Sent(Generic[Context]):
     """`time.perf_counter()` at its push."""
     context: Context
     """What its sender needs to read its reply (the node's name, what it was offered)."""
+    pushed_unix_s: float = 0.0
+    """Wall-clock time at its push (seconds since the epoch), to line it up with what the
+    node logs (`benchmarks/round_breakdown.py`)."""
+    message_id: str = ""
+    """The id the SuperLink gave it (the node's SuperNode logs it when it pulls it)."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +151,8 @@ class Reply(Generic[Context]):
     """The reply: content, or a Flower error (`has_error()`)."""
     latency_s: float
     """Seconds from the request's push to the pull that returned this reply."""
+    pulled_unix_s: float = 0.0
+    """Wall-clock time when the pull that returned it came back."""
 
 
 @dataclass
@@ -160,17 +172,70 @@ class RoundResult(Generic[Context]):
     """Seconds from the push to the last of this round's replies, or to the deadline."""
     pulls: int = 0
     """Number of `pull_messages` calls made."""
+    pull_s: float = 0.0
+    """Seconds spent inside `pull_messages` (the rest of `total_s` is push and sleeps)."""
+
+
+SUPERLINK_REQUESTS = 4
+"""Pushes or pulls a `RoundExchange` has in flight to the SuperLink at once."""
+POLL_BACKOFF_MAX_S = 0.2
+"""Longest pause between pulls that bring nothing (the pause doubles from the poll
+interval after each empty pull, and falls back to it when a pull brings a reply)."""
+MESSAGES_PER_REQUEST_MIN = 4
+"""Fewest messages (or message ids) worth a request of their own."""
+
+
+def _shares(items: list, requests: int) -> list[list]:
+    """`items` dealt round-robin into at most `requests` shares of at least
+    `MESSAGES_PER_REQUEST_MIN` (one share for few): item i lands in share i % len(shares),
+    at position i // len(shares)."""
+    count = max(1, min(requests, len(items) // MESSAGES_PER_REQUEST_MIN))
+    return [items[first::count] for first in range(count)]
 
 
 class RoundExchange(Generic[Context]):
     """Messages in flight across rounds, each round waiting for its own until a deadline."""
 
-    def __init__(self, grid: Grid, poll_interval_s: float):
+    def __init__(
+        self, grid: Grid, poll_interval_s: float, superlink_requests: int = SUPERLINK_REQUESTS
+    ):
         if poll_interval_s <= 0:
             raise ValueError(f"RoundExchange needs poll_interval_s > 0, got {poll_interval_s}")
+        if superlink_requests < 1:
+            raise ValueError(
+                f"RoundExchange needs superlink_requests >= 1, got {superlink_requests}"
+            )
         self.grid, self.poll_interval_s = grid, poll_interval_s
+        self.superlink_requests = superlink_requests
         self.in_flight: dict[str, Sent[Context]] = {}
         """Message id → the message, until its reply (or Flower's error) is pulled."""
+        self._requests = ThreadPoolExecutor(superlink_requests, "superlink-request")
+
+    def _each_share(self, call: Callable[[list], list], items: list) -> list[list]:
+        """`call` on each share of `items` (`_shares`), at the same time; their results in
+        the shares' order."""
+        shares = _shares(items, self.superlink_requests)
+        if len(shares) == 1:
+            return [list(call(shares[0]))]
+        return [list(found) for found in self._requests.map(call, shares)]
+
+    def _push(self, messages: list[Message]) -> list[str]:
+        """Each message's id as the SuperLink gave it ("" for one it did not accept)."""
+        if not messages:
+            return []
+        results = self._each_share(self.grid.push_messages, messages)
+        ids = [""] * len(messages)
+        for first, share_ids in enumerate(results):  # share `first` holds first::count
+            for position, message_id in enumerate(share_ids):  # a share refused: no ids
+                ids[first + position * len(results)] = message_id or ""
+        return ids
+
+    def _pull(self) -> list[Message]:
+        """The replies the SuperLink holds for messages in flight."""
+        if not self.in_flight:
+            return []
+        pulled = self._each_share(self.grid.pull_messages, list(self.in_flight))
+        return [message for share in pulled for message in share]
 
     def busy(self) -> dict[int, Sent[Context]]:
         """Node id → its message in flight (send such a node nothing new)."""
@@ -193,34 +258,39 @@ class RoundExchange(Generic[Context]):
                 f"got nodes {nodes} with {sorted(self.busy())} in flight"
             )
         result: RoundResult[Context] = RoundResult()
-        start = time.perf_counter()
-        ids = (
-            list(self.grid.push_messages([message for message, _ in messages])) if messages else []
-        )
+        start, start_unix_s = time.perf_counter(), time.time()
+        ids = self._push([message for message, _ in messages])
         result.push_s = time.perf_counter() - start
-        ids += [""] * (len(messages) - len(ids))  # a push refused as a whole
         ours = set()
         for message_id, (message, context) in zip(ids, messages, strict=True):
-            sent = Sent(message.metadata.dst_node_id, round_number, start, context)
+            node = message.metadata.dst_node_id
+            sent = Sent(node, round_number, start, context, start_unix_s, message_id)
             if not message_id:
                 result.refused.append(sent)
                 continue
             self.in_flight[message_id] = sent
             ours.add(message_id)
         deadline = start + deadline_s
+        pause_s = self.poll_interval_s
         while True:
-            pulled = list(self.grid.pull_messages(list(self.in_flight))) if self.in_flight else []
+            before_pull = time.perf_counter()
+            pulled = self._pull()
             result.pulls += 1
-            now = time.perf_counter()
+            now, now_unix_s = time.perf_counter(), time.time()
+            result.pull_s += now - before_pull
             for message in pulled:
                 message_id = message.metadata.reply_to_message_id
                 sent = self.in_flight.pop(message_id, None)
                 if sent is not None:
-                    result.replies.append(Reply(sent, message, now - sent.pushed_at))
+                    latency_s = now - sent.pushed_at
+                    result.replies.append(Reply(sent, message, latency_s, now_unix_s))
                     ours.discard(message_id)
             if not ours or now >= deadline:
                 break
-            time.sleep(min(self.poll_interval_s, max(deadline - now, 0.0)))
+            # replies come: look again soon; none: look less often (a SuperLink serving
+            # many nodes answers every pull, empty or not, in its turn)
+            pause_s = self.poll_interval_s if pulled else min(2 * pause_s, POLL_BACKOFF_MAX_S)
+            time.sleep(min(pause_s, max(deadline - now, 0.0)))
         result.unanswered = [self.in_flight[message_id] for message_id in ours]
         result.total_s = time.perf_counter() - start
         return result

@@ -20,10 +20,13 @@ Weights reach it by two paths, and it takes the newest version from either:
   terminal's own connection as soon as the edge learner publishes it, and the newest one
   as soon as the terminal connects (`fl_crb.federation.edge`); the runtime's terminal
   party hands each whole blob to `weights_arrived`, which checks it at once;
-- **the relay through the cloud** (the Flower path, kept for terminals whose edge link is
-  down and as the measured reference): the authority carries the edge's weights from its
-  `train` reply to the terminal's `collect` message, whose handler (`client_app`) leaves
-  them in the mailbox, about two rounds after they were published.
+- **the relay through the cloud** (the Flower path, for terminals whose edge link is
+  down): the authority carries the edge's weights from its `train` reply to the
+  terminal's `collect` message, whose handler (`client_app`) leaves them in the mailbox,
+  about two rounds after they were published. Each version the edge link brought is
+  noted in the mailbox (`edge.WeightsReceipts`) and reported by the handler, so the
+  authority does not send it again: it sends only its number (a notice), which still
+  counts for the relay's reference age below.
 
 It acts only with weights signed by its own managing edge, each version newer than the
 last (`message_auth.WeightsVerifier`; for the relayed copy, checked again here after the
@@ -56,6 +59,7 @@ import sys
 from pathlib import Path
 
 from fl_crb.federation.crypto import UploadSealer
+from fl_crb.federation.edge import WeightsReceipts
 from fl_crb.federation.host_bundle import HostBundle
 from fl_crb.federation.mailbox import (
     TerminalMailbox,
@@ -114,7 +118,11 @@ class FederatedDecider:
         self._published: dict[int, int] = {}
         """Slot each version was published in, as its edge said with the blob."""
         self._relayed_version = -1
-        """The newest version the relay has delivered to the mailbox."""
+        """The newest version the relay has delivered to the mailbox, or announced in its
+        place because the edge link brought it (`edge.WeightsReceipts`)."""
+        self._receipts = WeightsReceipts(federation.mailbox)
+        self._edge_link_version = -1
+        """The newest version accepted over the edge link (noted for the collect handler)."""
         self._relayed_acting = -1
         """The version a terminal fed only by the relay would act with now."""
         self.versions_loaded: list[int] = []
@@ -134,7 +142,11 @@ class FederatedDecider:
         """A whole blob from edge `edge` over its connection: check it now, act with it
         from the next check (`decide`)."""
         if self._accept(blob, EDGE_LINK, f"weights from edge{edge + 1}"):
-            self._published.setdefault(signed_weights_version(blob), published_slot)
+            version = signed_weights_version(blob)
+            self._published.setdefault(version, published_slot)
+            if version > self._edge_link_version:  # the authority need not relay it
+                self._edge_link_version = version
+                self._receipts.note_edge_link(version)
 
     def _accept(self, blob: bytes, path: str, source: str) -> bool:
         """Check a blob; keep it as the weights to act with next if it verifies. Whether
@@ -158,7 +170,10 @@ class FederatedDecider:
         """Look at the relayed weights in the mailbox if the file changed: note their
         version (the reference path) and take them if newer than any checked. A version
         the edge link brought already is no news; any other is checked, and refused (and
-        counted) if forged, another edge's, or not newer than those held (a replay)."""
+        counted) if forged, another edge's, or not newer than those held (a replay). A
+        version the authority left out because the edge link brought it counts for the
+        reference path too (its notice)."""
+        self._relayed_version = max(self._relayed_version, self._receipts.relay_notice_version())
         path = self._mailbox.weights_path
         try:
             stat = os.stat(path)

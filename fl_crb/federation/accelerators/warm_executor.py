@@ -20,18 +20,88 @@ It relies on Flower's executor interface (`flwr.supercore.superexec.executor`) a
 `accelerators.SUPPORTED_FLOWER` (the launcher does not start it then: the SuperNode runs
 with its stock SuperExec). Tasks other than ClientApps (none on a SuperNode)
 are started as usual by subprocess.
+
+Woken, not only polling: the SuperExec asks its SuperNode for a task every
+`FLWR_SUPEREXEC_TASK_POLL_INTERVAL` seconds (a message waited half of that on average
+before its ClientApp started). This executor writes its pid to `WAKE_PID_FILE` in its
+FLWR_HOME (the SuperNode's too) and sleeps between polls in `sigtimedwait` for
+`WAKE_SIGNAL`, which the `fast_supernode` sends it as soon as it has stored a message
+(`wake`), so the ClientApp starts at once; the poll remains as the fallback.
 """
 
 from __future__ import annotations
 
+import gc
 import importlib
+import inspect
 import os
+import signal
 import sys
+from pathlib import Path
 
 from fl_crb.federation.accelerators import WARM_EXECUTOR, require_supported
 
-PRELOADED_MODULES = ("flwr.supernode.runtime.run_clientapp", "fl_crb.federation.client_app")
-"""Imported once in the parent so forked ClientApps start without importing them."""
+PRELOADED_MODULES = (
+    "flwr.supernode.runtime.run_clientapp",
+    "fl_crb.federation.client_app",
+    "fl_crb.federation.host_bundle",
+)
+"""Imported once in the parent so forked ClientApps start without importing them (the
+handlers import the key bundle's modules, and with them the cryptography library, only
+when a terminal's `collect` needs them)."""
+
+
+WAKE_SIGNAL = signal.SIGUSR1
+"""What the SuperNode sends its warm executor when a task is waiting."""
+WAKE_PID_FILE = "warm-executor.pid"
+"""In FLWR_HOME: the pid of the executor serving that home's SuperNode."""
+MODULE = "fl_crb.federation.accelerators.warm_executor"
+
+
+class _WakeableTime:
+    """Stands in for `run_superexec`'s `time`: its sleep between task polls ends early when
+    `WAKE_SIGNAL` comes (blocked in this process, taken by `sigtimedwait`)."""
+
+    def __getattr__(self, name: str):
+        import time
+
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        signal.sigtimedwait([WAKE_SIGNAL], seconds)
+
+
+def all_threads_block(signum: int) -> bool:
+    """Whether every thread of this process blocks `signum` (/proc/self/task/*/status). A
+    thread that does not would take the wake-up signal, whose default action ends the
+    process: an executor publishes its pid only when none does."""
+    bit = 1 << (signum - 1)
+    try:
+        for status in Path("/proc/self/task").glob("*/status"):
+            for line in status.read_text().splitlines():
+                if line.startswith("SigBlk:") and not int(line.split()[1], 16) & bit:
+                    return False
+    except OSError:
+        return False
+    return True
+
+
+def wake(flwr_home: Path) -> bool:
+    """Wake the warm executor serving `flwr_home` (the SuperNode's side); False when
+    there is none (no pid file, or its pid is not a warm executor: never signalled)."""
+    try:
+        pid = int((flwr_home / WAKE_PID_FILE).read_text())
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return False
+    if MODULE.encode() not in command:  # a stale file: that pid is someone else now
+        return False
+    try:
+        os.kill(pid, WAKE_SIGNAL)
+    except OSError:
+        return False
+    return True
 
 
 def _fork_executor_class():
@@ -60,6 +130,7 @@ def _fork_executor_class():
             if child == 0:
                 status = 1
                 try:
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, [WAKE_SIGNAL])
                     exit_handler.registered_exit_handlers.clear()  # the parent's, not ours
                     run_clientapp(
                         runtime_api_address=spec.runtime_api_address,
@@ -94,10 +165,21 @@ def _fork_executor_class():
 
 
 def install() -> None:
-    """Make `run_superexec` use the fork executor; preload what ClientApps import."""
+    """Make `run_superexec` use the fork executor and sleep until woken or its poll is
+    due; preload what ClientApps import; publish this pid for the SuperNode's wake-ups."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, [WAKE_SIGNAL])  # before Flower starts threads
     require_supported(WARM_EXECUTOR)
     from flwr.supercore.constant import ExecutorType
     from flwr.supercore.superexec import run_superexec
+    from flwr.supercore.utils import get_flwr_home
+
+    if "time.sleep(task_poll_interval)" not in inspect.getsource(run_superexec):
+        raise RuntimeError("flwr's SuperExec loop no longer sleeps its task poll: patch refused")
+    run_superexec.time = _WakeableTime()
+    home = get_flwr_home()
+    home.mkdir(parents=True, exist_ok=True)
+    if all_threads_block(WAKE_SIGNAL):  # else a wake-up would kill this process
+        (home / WAKE_PID_FILE).write_text(str(os.getpid()))
 
     stock = run_superexec.get_executor
     fork_executor = _fork_executor_class()
@@ -110,10 +192,12 @@ def install() -> None:
     run_superexec.get_executor = get_executor
     for module in PRELOADED_MODULES:
         importlib.import_module(module)
+    gc.freeze()  # what is loaded now, children never collect: fewer pages copied per fork
 
 
 def main() -> None:
     """`flower-superexec` with the fork executor; same arguments."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, [WAKE_SIGNAL])  # first: no thread may take it
     install()
     from flwr.supercore.cli.flower_superexec import flower_superexec
 
