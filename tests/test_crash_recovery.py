@@ -4,10 +4,11 @@ Fast tests: an edge learner service checkpoints and resumes (in process), refuse
 checkpoint by name and falls back; the learner supervisor restarts a real learner process
 killed with SIGKILL; a damaged `best.pt` is a one-line error naming it.
 
-Real federated runs (Flower SuperLink and SuperNodes, the authority as `flwr run`, edge
-learners, terminal parties; tiny topology): one run in which a terminal, an edge learner
-and the authority are each killed with SIGKILL (its three tests check one fault each), and
-one run stopped by SIGTERM that still writes its partial run folder.
+Real federated runs (Flower SuperLink and SuperNodes with TLS and node authentication,
+the authority as `flwr run`, edge learners, terminal parties; tiny topology): one run in
+which a terminal, an edge learner, a terminal's SuperNode, the authority and the
+SuperLink are each killed with SIGKILL (its five tests check one fault each), and one
+run stopped by SIGTERM that still writes its partial run folder.
 """
 
 from __future__ import annotations
@@ -383,15 +384,25 @@ def _in_thread(run) -> tuple[threading.Thread, dict]:
     return thread, result
 
 
+def _flower_pids(out: Path) -> dict[str, int]:
+    """The pid of each SuperNode (by node name) online now, and of the SuperLink."""
+    nodes = json.loads((out / "flower" / "nodes.json").read_text())
+    pids = {name: node["pid"] for name, node in nodes.items()}
+    return pids | {"superlink": json.loads((out / "flower" / "superlink.json").read_text())["pid"]}
+
+
 @pytest.fixture(scope="module")
 def crashed_run(tmp_path_factory) -> dict:
     """One federated run on tiny in which, once rounds run, terminal t3's party, edge1's
-    learner and the authority are each killed with SIGKILL, one after the other."""
+    learner, t1's SuperNode, the authority and then the SuperLink are each killed with
+    SIGKILL, one after the other (the SuperLink once the authority and t1's SuperNode are
+    back). The moments of the kills are kept in kills.json beside the run folder."""
     import torch
 
     out = tmp_path_factory.mktemp("crashes") / "run"
-    thread, result = _in_thread(lambda: asyncio.run(run_federated(_config(out, 25.0))))
+    thread, result = _in_thread(lambda: asyncio.run(run_federated(_config(out, 40.0))))
     seen: dict = {"out": out, "result": result}
+    kills: dict[str, float] = {}
     try:
         # A mailbox object makes its folder: make it only once the run has (the run refuses
         # a folder that is not empty).
@@ -409,6 +420,12 @@ def crashed_run(tmp_path_factory) -> dict:
         saved = torch.load(edge1.checkpoint_path, weights_only=True)  # what it resumes from
         seen["edge1_checkpoint_steps"] = saved["train_steps"]
 
+        t1 = TerminalMailbox(out / "mailboxes" / "t1")
+        seen["t1_node"] = json.loads((out / "flower" / "nodes.json").read_text())["t1"]
+        os.kill(seen["t1_node"]["pid"], signal.SIGKILL)
+        kills["supernode t1"] = time.time()
+        seen["t1_posted_at_node_kill"] = t1.load_state()["next_sequence"] - 1
+
         commit = out / "authority" / "pool" / "commit.json"
         _wait_until(
             lambda: commit.exists() and json.loads(commit.read_text())["accepted_total"] >= 4,
@@ -417,18 +434,30 @@ def crashed_run(tmp_path_factory) -> dict:
         )
         seen["accepted_at_kill"] = json.loads(commit.read_text())["accepted_total"]
         os.kill(json.loads((out / "authority" / "ready.json").read_text())["pid"], signal.SIGKILL)
+        kills["authority"] = time.time()
+
+        ready = out / "authority" / "ready.json"
+        _wait_until(lambda: json.loads(ready.read_text())["restarts"] == 1, 120, "the authority")
+        _wait_until(
+            lambda: _flower_pids(out)["t1"] != seen["t1_node"]["pid"], 120, "t1's SuperNode"
+        )
+        seen["accepted_at_superlink_kill"] = json.loads(commit.read_text())["accepted_total"]
+        os.kill(_flower_pids(out)["superlink"], signal.SIGKILL)
+        kills["superlink"] = time.time()
     finally:
         thread.join(timeout=600)
+        (out.parent / "kills.json").write_text(json.dumps(kills))
     assert not thread.is_alive(), "the run did not end"
     assert "error" not in result, result.get("error")
     seen["summary"] = result["summary"]
+    seen["kills"] = kills
     return seen
 
 
 def test_a_killed_authority_restarts_and_loses_no_acknowledged_upload(crashed_run):
     out, summary = crashed_run["out"], crashed_run["summary"]
     federation = summary["federation"]
-    assert federation["authority_restarts"] == 1
+    assert federation["authority_restarts"] == 2  # killed, then its run ended with the SuperLink
     assert federation["uploads_accepted"] >= crashed_run["accepted_at_kill"] >= 4
     # Every upload a terminal posted is in the pool exactly once: the authority's replay
     # guard holds each terminal's last sequence number, the outboxes are empty (every
@@ -443,7 +472,50 @@ def test_a_killed_authority_restarts_and_loses_no_acknowledged_upload(crashed_ru
     assert federation["uploads_rejected"] == {}
     for outbox in (out / "mailboxes").glob("t*/outbox"):
         assert not list(outbox.glob("*.upl")), f"{outbox} still holds uploads"
-    assert "restart 1:" in (out / "authority" / "supervisor.log").read_text()
+    restarts = (out / "authority" / "supervisor.log").read_text().splitlines()
+    assert "restart 1: its ServerApp process" in restarts[0]
+    assert "restart 2: the SuperLink died, and the run with it" in restarts[1]
+
+
+def test_a_killed_supernode_restarts_under_its_node_id_and_its_terminals_uploads_go_on(
+    crashed_run,
+):
+    out, summary = crashed_run["out"], crashed_run["summary"]
+    federation = summary["federation"]
+    others = dict.fromkeys(("t2", "t3", "t4", "edge1", "edge2"), 1)  # with the SuperLink
+    assert federation["supernode_restarts"] == {"t1": 2, **others}
+    assert federation["flower_given_up"] == {}
+    nodes = json.loads((out / "flower" / "nodes.json").read_text())
+    assert nodes["t1"]["node_id"] == crashed_run["t1_node"]["node_id"]  # its registered id
+    assert nodes["t1"]["pid"] != crashed_run["t1_node"]["pid"]
+    log = (out / "flower" / "logs" / "flower-supervisor.log").read_text()
+    assert "t1: restart 1: it was killed by SIGKILL; online again as node" in log
+    # t1 went on posting after its SuperNode died, and every upload it posted is in the pool
+    authority = json.loads((out / "authority" / "summary.json").read_text())
+    posted = TerminalMailbox(out / "mailboxes" / "t1").load_state()["next_sequence"] - 1
+    assert posted > crashed_run["t1_posted_at_node_kill"]
+    assert authority["sequences"]["t1"] == posted
+    assert "t1" not in federation["lost_nodes"]
+
+
+def test_a_killed_superlink_restarts_on_its_state_and_rounds_go_on_losing_nothing(crashed_run):
+    out, summary = crashed_run["out"], crashed_run["summary"]
+    federation = summary["federation"]
+    assert federation["superlink_restarts"] == 1
+    log = (out / "flower" / "logs" / "flower-supervisor.log").read_text()
+    assert "superlink: restart 1: it was killed by SIGKILL; serving again;" in log
+    for node, number in (("t1", 2), ("t2", 1), ("t3", 1), ("t4", 1), ("edge1", 1), ("edge2", 1)):
+        # each was cut off (Flower 1.42's SuperNode gives up after a TLS connection closed
+        # mid-request), killed and started again under its registered id
+        assert f"{node}: restart {number}: it was cut off by the SuperLink's restart" in log
+    rounds = [json.loads(row) for row in (out / "authority" / "rounds.jsonl").open()]
+    after = [r for r in rounds if r["start_unix_s"] > crashed_run["kills"]["superlink"]]
+    assert after and {r["restart"] for r in after} == {2}  # the run the SuperLink restart began
+    assert sum(r["accepted"] for r in after) > 0  # its rounds took new uploads
+    assert federation["uploads_accepted"] > crashed_run["accepted_at_superlink_kill"]
+    served = set().union(*(r["served"] for r in after))
+    assert served == {"t1", "t2", "t3", "t4", "edge1", "edge2"}  # every SuperNode came back
+    assert summary["failed_parties"] == ["t3"]  # nothing of Flower was given up
 
 
 def test_a_killed_edge_learner_restarts_from_its_last_checkpoint(crashed_run):

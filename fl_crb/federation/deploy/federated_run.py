@@ -22,7 +22,11 @@ and the drain, it asks the authority to stop (stop file; the authority drains ev
 terminal's outbox and delivers the last acknowledgements first), stops the learners,
 then the Flower processes, and writes the run folder (the summary's "federation" section
 counts each edge learner's restarts, `learner_restarts`, and names those given up,
-`learners_given_up`, also among `failed_parties` as `<edge>-learner`):
+`learners_given_up`, also among `failed_parties` as `<edge>-learner`; likewise the
+SuperLink's and each SuperNode's restarts, `superlink_restarts` and
+`supernode_restarts`, with those given up in `flower_given_up` and among
+`failed_parties` as `superlink` or `<host>-supernode`: the Flower deployment's
+`flower_supervisor` starts a dead one again, the SuperLink on its state file):
 
     DIR/tasks.csv, summary.json, run.json, topology.yaml, logs/, parties/, config/
                             as `run-local` (summary.json gains a "federation" section;
@@ -62,6 +66,7 @@ from pathlib import Path
 
 from fl_crb.federation.authority_config import AuthorityConfig, AuthorityTerminal
 from fl_crb.federation.deploy.flower_commands import BIND_ALL
+from fl_crb.federation.deploy.flower_supervisor import SUPERLINK, flower_supervision
 from fl_crb.federation.deploy.launch_config import LaunchConfig, NodeSpec, Security
 from fl_crb.federation.deploy.launcher import LocalFederation
 from fl_crb.federation.deploy.learner_supervisor import LearnerSupervisor
@@ -270,6 +275,12 @@ async def run_federated(
     summary["federation"]["learner_restarts"] = learners.restarts
     summary["federation"]["learners_given_up"] = learners.given_up
     summary["failed_parties"] += [f"{edge}-learner" for edge in learners.given_up]
+    flower_restarts = flower_supervision(federation)
+    summary["federation"].update(flower_restarts)
+    summary["failed_parties"] += [
+        "superlink" if name == SUPERLINK else f"{name}-supernode"
+        for name in flower_restarts["flower_given_up"]
+    ]
     flower_record = federation.flower_record if federation is not None else None
     summary["federation"]["flower"] = flower_record  # which Flower path ran
     write_json(out / SUMMARY_FILE, summary)
@@ -313,6 +324,8 @@ async def _start_flower(
         accelerators=config.accelerators,
         meter_wire=True,
         startup_timeout_s=config.parties.startup_timeout_s,
+        max_restarts=config.max_flower_restarts,
+        durable_state=True,  # a restarted SuperLink knows its registered nodes
         **placed,
     )
     federation = LocalFederation(launch)

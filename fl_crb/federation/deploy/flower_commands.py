@@ -177,8 +177,9 @@ class FlowerCommands:
             if not remote:
                 keys.require(*(keys.supernode_public_key(n) for n in self.config.admitted_nodes))
 
-    def superlink(self, listen: str, port: int) -> list[str]:
-        """`flower-superlink` bound to listen:port."""
+    def superlink(self, listen: str, port: int, database: Path | None = None) -> list[str]:
+        """`flower-superlink` bound to listen:port, its state in the SQLite file
+        `database` (None: in memory)."""
         command = [flower_executable("flower-superlink")]
         if self.tls:
             keys = self.keys
@@ -201,6 +202,7 @@ class FlowerCommands:
             "--port",
             str(port),
             "--disable-runtime-dependency-installation",
+            *(["--database", str(database)] if database is not None else []),
         ]
 
     def supernode(self, node: NodeSpec, fleet: str, runtime_port: int) -> list[str]:

@@ -172,6 +172,15 @@ class LaunchConfig:
     """host:port of a SuperLink started elsewhere (`fl-crb authority`): start only
     `nodes`, dialing it; no SuperLink, no wire meter, and no key registration here (the
     SuperLink's host registered them). None: start the SuperLink here."""
+    max_restarts: int = 0
+    """How many times the SuperLink and each SuperNode that dies is started again with
+    its command line (`flower_supervisor`); 0: nothing restarts them. A restarted
+    SuperLink needs `durable_state` to know its nodes again."""
+    durable_state: bool = False
+    """The SuperLink keeps its state (registered nodes, runs, messages) in
+    superlink/state.db instead of in memory, so that it outlives the process: a
+    restarted in-memory SuperLink has forgotten every registered key and refuses every
+    node."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.superlink_port <= 65535:
@@ -183,6 +192,8 @@ class LaunchConfig:
                 "LaunchConfig.superlink_address names a SuperLink started elsewhere: it takes "
                 "no admitted_nodes (registered on its host) and no wire meter (meter_wire=False)"
             )
+        if self.max_restarts < 0:
+            raise ValueError(f"LaunchConfig.max_restarts {self.max_restarts}: expected >= 0")
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,12 @@ Run folder layout:
     cli/            FLWR_HOME of the `flwr` CLI: config.toml names the SuperLink as "local"
     app/            the Flower app project (`write_app_project`) unless one is given
     logs/           one log per process and per `flwr run`
-    nodes.json      node name → role, host, Flower node id, ports
+    nodes.json      node name → role, host, Flower node id, ports, pid of the SuperNode
+                    process online with that id (rewritten when one comes back online)
+    superlink.json  pid and port of the SuperLink process serving (rewritten on restart)
+    superlink/state.db  the SuperLink's state, with `durable_state` (else in memory)
+    logs/<name>.<n>.log the log of the n-th process of a restarted SuperLink or node
+    logs/flower-supervisor.log  one line per restart (`flower_supervisor`)
     flower.json     which Flower path runs: version, accelerators (`flower_record`)
 
 Speed: the SuperExec's task poll is set through FLWR_SUPEREXEC_TASK_POLL_INTERVAL
@@ -45,13 +50,23 @@ instead of started as fresh interpreters. Both only where `LaunchConfig.accelera
 allows them and the installed Flower is the one they patch; otherwise stock Flower runs
 and `start` logs one line saying which are off and why. `flower.json` in the run folder
 (`flower_record`) says which path ran.
+
+Restarts: with `LaunchConfig.max_restarts`, a `flower_supervisor.FlowerSupervisor`
+watches the SuperLink and every SuperNode once all are online, and starts one that died
+again with its very command line (`restart_superlink`, `restart_node`; a node's warm
+executor is started anew beside it). `serving` is clear while the SuperLink is down.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import re
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -59,8 +74,10 @@ from fl_crb.federation.accelerators import WARM_EXECUTOR
 from fl_crb.federation.deploy.app_project import write_app_project
 from fl_crb.federation.deploy.flower_cli import FlowerCli
 from fl_crb.federation.deploy.flower_commands import BIND_ALL, FlowerCommands, host_port
+from fl_crb.federation.deploy.flower_supervisor import FlowerSupervisor
 from fl_crb.federation.deploy.launch_config import AppRun, FederationError, LaunchConfig, NodeSpec
-from fl_crb.federation.deploy.processes import ProcessSet, free_port
+from fl_crb.federation.deploy.node_session import MODULE as NODE_SESSION_MODULE
+from fl_crb.federation.deploy.processes import ProcessSet, free_port, run_once
 from fl_crb.federation.metering.meter_process import PlacedMeter, meter_command, parse_ready
 from fl_crb.federation.metering.wire_meter import WireMeter
 from fl_crb.runtime.placement import LOOPBACK, Loopback, Placement
@@ -68,6 +85,13 @@ from fl_crb.runtime.placement import LOOPBACK, Loopback, Placement
 _NODE_ID = re.compile(r"SuperNode ID: (\d+)")
 _LISTENING = "Uvicorn running on"
 """The SuperLink's log line once its port is bound."""
+ACTIVATION_REFUSED = "Failed to activate SuperNode"
+"""A SuperNode's last words when the SuperLink refuses to activate its registered node:
+Flower 1.42 activates a node only once it counts the node's earlier session offline."""
+ACTIVATION_RETRY_S = 1.0
+"""Wait between attempts to start a SuperNode whose activation the SuperLink refused."""
+SESSION_END_TIMEOUT_S = 30.0
+"""How long ending a dead SuperNode's session at the SuperLink may take (`node_session`)."""
 _LOG = logging.getLogger(__name__)
 
 
@@ -125,7 +149,14 @@ class LocalFederation:
         self.command_lines: dict[str, list[str]] = {}
         """The command line each process of `processes` was started with, by name."""
         self._nodes: dict[str, dict] = {}
+        self._specs: dict[str, NodeSpec] = {}
         self._runs = 0
+        self.serving = threading.Event()
+        """Set while the SuperLink serves (started here, online, not being restarted)."""
+        self.supervisor: FlowerSupervisor | None = None
+        """Restarts the SuperLink and the SuperNodes that die (`LaunchConfig.max_restarts`)."""
+        self._stopping = threading.Event()
+        self._records_lock = threading.Lock()
 
     def __enter__(self) -> LocalFederation:
         try:
@@ -164,11 +195,13 @@ class LocalFederation:
         (self.run_dir / "cli" / "config.toml").write_text(
             self.commands.cli_config(self.superlink_port), encoding="utf-8"
         )
-        superlink = self.commands.superlink(listen, self.superlink_port)
+        database = self.run_dir / "superlink" / "state.db" if self.config.durable_state else None
+        superlink = self.commands.superlink(listen, self.superlink_port, database)
         self._spawn("superlink", link, superlink, self.run_dir / "superlink")
         log = self.run_dir / "logs" / "superlink.log"
         # Its own log, not a connection: this process may not reach the SuperLink's host.
         self._wait(lambda: _LISTENING in log.read_text(errors="replace"), "superlink", "its port")
+        self._record_superlink()
         if self.config.meter_wire:
             self.meter = self._start_meter(listen)
         for name in self.config.admitted_nodes if self.commands.node_auth else ():
@@ -178,6 +211,10 @@ class LocalFederation:
             self._launch_node(node, register=True)
         for node in self.config.nodes:
             self._await_node(node)
+        self.serving.set()
+        if self.config.max_restarts:
+            self.supervisor = FlowerSupervisor(self, self.config.max_restarts)
+            self.supervisor.start()
 
     @property
     def flower_record(self) -> dict[str, object]:
@@ -242,6 +279,7 @@ class LocalFederation:
         if WARM_EXECUTOR in self.commands.accelerators:
             executor = self.commands.warm_executor(runtime_port, node_pid)
             self._spawn(f"node-{node.name}-executor", node.placed_on, executor, home)
+        self._specs[node.name] = node
         self._nodes[node.name] = {
             "role": node.role,
             "host": node.placed_on,
@@ -268,10 +306,109 @@ class LocalFederation:
             )
         self.node_ids[node.name] = node_id
         self._nodes[node.name]["node_id"] = node_id
-        (self.run_dir / "nodes.json").write_text(
-            json.dumps(self._nodes, indent=1), encoding="utf-8"
-        )
+        self._nodes[node.name]["pid"] = self.processes.pid(f"node-{node.name}")
+        self._write_record("nodes.json", self._nodes)
         return node_id
+
+    def superlink_serving(self) -> bool:
+        """Whether the SuperLink started here serves: its process runs, not restarting."""
+        return self.serving.is_set() and self.processes.exit_status("superlink") is None
+
+    def restart_superlink(self) -> None:
+        """Start the SuperLink, which has exited, again with its command line; return once
+        its port is bound. `serving` is clear meanwhile."""
+        self.serving.clear()
+        self.processes.restart("superlink", self._set_log_aside("superlink"))
+        log = self.run_dir / "logs" / "superlink.log"
+        self._wait(lambda: _LISTENING in log.read_text(errors="replace"), "superlink", "its port")
+        self._record_superlink()
+        self.serving.set()
+
+    def _record_superlink(self) -> None:
+        """superlink.json: the pid and port of the SuperLink process serving now."""
+        record = {"pid": self.processes.pid("superlink"), "port": self.superlink_port}
+        self._write_record("superlink.json", record)
+
+    def _write_record(self, name: str, record: dict) -> None:
+        """Write run_dir/`name` as JSON whole (a temporary file, then a rename: readers,
+        such as a fault injector, never see half of it; restarts write from threads)."""
+        with self._records_lock:
+            temporary = self.run_dir / f".{name}.tmp"
+            temporary.write_text(json.dumps(record, indent=1), encoding="utf-8")
+            os.replace(temporary, self.run_dir / name)
+
+    def restart_node(self, name: str, patience_s: float) -> int:
+        """Start the SuperNode `name`, which has exited, again with its command line (and
+        a new warm executor beside it); its Flower node id once it is online again.
+
+        Flower refuses to activate a registered node while it still counts the node's
+        earlier session online, which lasts up to `HEARTBEAT_PATIENCE` heartbeat
+        intervals (60 s in 1.42) after the dead process's last heartbeat: with node
+        authentication, on the Flower whose internal client `node_session` uses (where the
+        accelerators run), that session is ended first, signed with the node's key;
+        otherwise (Flower as shipped), or should the SuperLink still refuse, the node is
+        started again every `ACTIVATION_RETRY_S` until `patience_s` has passed (its log
+        holds the last attempt only). `FederationError` if it is not online by then or
+        fails otherwise."""
+        node, executor = self._specs[name], f"node-{name}-executor"
+        if executor in self.processes.names():
+            self.processes.stop([executor], self.config.stop_timeout_s)
+        log = self._set_log_aside(f"node-{name}")
+        if self.commands.node_auth and self.commands.accelerators:  # Flower internals
+            self._end_session(node)
+        give_up = time.monotonic() + patience_s
+        while True:
+            pid = self.processes.restart(f"node-{name}", log)
+            if WARM_EXECUTOR in self.commands.accelerators:
+                runtime_port = self._nodes[name]["runtime_port"]
+                command = self.commands.warm_executor(runtime_port, pid)
+                self._spawn(executor, node.placed_on, command, self.run_dir / "nodes" / name)
+            try:
+                return self._await_node(node)
+            except FederationError:
+                refused = ACTIVATION_REFUSED in log.read_text(errors="replace")
+                if not refused or time.monotonic() + ACTIVATION_RETRY_S > give_up:
+                    raise
+            if executor in self.processes.names():
+                self.processes.stop([executor], self.config.stop_timeout_s)
+            time.sleep(ACTIVATION_RETRY_S)
+
+    def restart_executor(self, name: str) -> None:
+        """Start the warm executor of the SuperNode `name`, which has exited while its
+        node runs, again beside it: without it, the node stores its messages and never
+        runs their ClientApps."""
+        executor = f"node-{name}-executor"
+        self.processes.stop([executor], self.config.stop_timeout_s)
+        runtime_port = self._nodes[name]["runtime_port"]
+        command = self.commands.warm_executor(runtime_port, self.processes.pid(f"node-{name}"))
+        self._spawn(executor, self._specs[name].placed_on, command, self.run_dir / "nodes" / name)
+
+    def _end_session(self, node: NodeSpec) -> None:
+        """End the dead node's session at the SuperLink (`node_session`, on its host, with
+        its key), so that its new process is activated at once; if that fails, the
+        restart waits for the session to expire instead (its line in the node's log)."""
+        keys = self.commands.keys
+        command = [sys.executable, "-m", NODE_SESSION_MODULE]
+        command += ["--superlink", self._nodes[node.name]["fleet_address"]]
+        command += ["--root-certificates", str(keys.ca_certificate)] if self.commands.tls else []
+        command += ["--auth-supernode-private-key", str(keys.supernode_key(node.name))]
+        command += ["--node-id", str(self.node_ids[node.name])]
+        placed = self.placement.command(node.placed_on, command)
+        log = self.run_dir / "logs" / f"node-{node.name}.session.log"
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            environment = self.commands.environment(self.run_dir / "nodes" / node.name)
+            run_once(placed, environment, SESSION_END_TIMEOUT_S, log, placed == command)
+
+    def _set_log_aside(self, name: str) -> Path:
+        """Move logs/<name>.log to logs/<name>.<n>.log (the n-th process's, first free n)
+        and return the path of the log the next process writes."""
+        log = self.run_dir / "logs" / f"{name}.log"
+        number = 1
+        while (aside := log.with_name(f"{name}.{number}.log")).exists():
+            number += 1
+        if log.exists():
+            log.rename(aside)
+        return log
 
     def _spawn(self, name: str, host: str, command: list[str], flwr_home: Path) -> int:
         """Start `command` on `host`; a placement that prefixes the command (`mnexec -d`)
@@ -291,6 +428,8 @@ class LocalFederation:
     def _wait(self, ready, name: str, what: str) -> None:
         deadline = time.monotonic() + self.config.startup_timeout_s
         while not ready():
+            if self._stopping.is_set():
+                raise FederationError(f"{name}: the deployment is stopping")
             if (status := self.processes.exit_status(name)) is not None:
                 raise FederationError(
                     f"{name} exited with status {status} while waiting for {what}; "
@@ -303,12 +442,19 @@ class LocalFederation:
                 )
             time.sleep(0.05)
 
-    def run_app(self, run_config: dict, timeout_s: float, app_dir: Path | None = None) -> AppRun:
-        """`flwr run` the app with `run_config` overrides and wait for the run to end."""
+    def run_app(
+        self,
+        run_config: dict,
+        timeout_s: float,
+        app_dir: Path | None = None,
+        standby_next: bool = False,
+    ) -> AppRun:
+        """`flwr run` the app with `run_config` overrides and wait for the run to end;
+        with `standby_next`, the next such `flwr run` stands by meanwhile (`flower_cli`)."""
         self._runs += 1
         if app_dir is None:
             app_dir = write_app_project(self.run_dir / "app")
-        return self.cli.run(app_dir, run_config, timeout_s, self._runs)
+        return self.cli.run(app_dir, run_config, timeout_s, self._runs, standby_next)
 
     def probe(self, plan: str, rounds: int, timeout_s: float = 600.0) -> dict:
         """Flower's bare message round trip: run the app's probe mode, return its result.
@@ -331,8 +477,13 @@ class LocalFederation:
         return {**json.loads(result_path.read_text(encoding="utf-8")), "run": run}
 
     def stop(self) -> None:
-        """Stop the SuperNodes, the meter, then the SuperLink (SIGTERM, then SIGKILL)."""
+        """Stop the supervisor, the SuperNodes, the meter, then the SuperLink (SIGTERM,
+        then SIGKILL)."""
         timeout_s = self.config.stop_timeout_s
+        self._stopping.set()
+        if self.supervisor is not None:
+            self.supervisor.stop()
+        self.cli.close()
         self.processes.stop([n for n in self.processes.names() if n.startswith("node-")], timeout_s)
         if isinstance(self.meter, WireMeter):
             self.meter.stop()

@@ -8,8 +8,10 @@ signalled through its group if it leads one by the time it is stopped, else alon
 Flower detaches some of its children (the SuperLink's SuperExec starts a new session and
 only watches its parent's pid), so before stopping, every descendant is noted from /proc,
 and any still alive 2 s after its ancestors are gone is killed by pid. Only processes
-this object started, and their descendants, are ever signalled. One-shot commands (the
-`flwr` CLI) run through `run_once`, which likewise kills their whole group on timeout.
+this object started, and their descendants, are ever signalled. A process that exited
+can be started again with the very same command (`ProcessSet.restart`), as a supervisor
+does. One-shot commands (the `flwr` CLI) run through `run_once`, which likewise kills
+their whole group on timeout.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ class ProcessSet:
     def __init__(self) -> None:
         self._processes: dict[str, subprocess.Popen] = {}
         self._new_session: dict[str, bool] = {}
+        self._started_as: dict[str, tuple[list[str], Path, dict[str, str]]] = {}
+        """Each process's command, working folder and environment, for `restart`."""
 
     def spawn(
         self,
@@ -44,17 +48,22 @@ class ProcessSet:
         `new_session=False` leaves making a session to the command itself."""
         if name in self._processes:
             raise ValueError(f"a process named {name!r} is already running")
-        with open(log_path, "wb") as log:
-            self._processes[name] = subprocess.Popen(
-                command,
-                cwd=cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=new_session,
-            )
+        self._processes[name] = _popen(command, cwd, env, log_path, new_session)
         self._new_session[name] = new_session
+        self._started_as[name] = (command, cwd, env)
+        return self._processes[name].pid
+
+    def restart(self, name: str, log_path: Path) -> int:
+        """Start `name`, which has exited, again with the same command, folder and
+        environment, its output now in `log_path`; its new pid."""
+        process = self._processes[name]
+        if process.poll() is None:
+            raise ValueError(
+                f"{name!r} (pid {process.pid}) still runs; only an exited one restarts"
+            )
+        command, cwd, env = self._started_as[name]
+        # replaced in one step: other threads may ask for its status meanwhile
+        self._processes[name] = _popen(command, cwd, env, log_path, self._new_session[name])
         return self._processes[name].pid
 
     def names(self) -> list[str]:
@@ -69,11 +78,22 @@ class ProcessSet:
         """`name`'s exit status, or None while it runs."""
         return self._processes[name].poll()
 
+    def kill(self, name: str) -> None:
+        """SIGKILL `name` (its group, when it leads one) and reap it; it stays known, so
+        that it can `restart`."""
+        process = self._processes[name]
+        with contextlib.suppress(ProcessLookupError):
+            leads = self._new_session[name] or os.getpgid(process.pid) == process.pid
+            (os.killpg if leads else os.kill)(process.pid, signal.SIGKILL)
+        process.wait()
+
     def stop(self, names: list[str], timeout_s: float) -> None:
         """SIGTERM the groups of `names`, SIGKILL them after `timeout_s`, reap descendants."""
         running = {name: self._processes.pop(name) for name in names if name in self._processes}
         below = {child for process in running.values() for child in descendants(process.pid)}
         leads = {name: self._new_session.pop(name) for name in running}
+        for name in running:
+            self._started_as.pop(name, None)
         for name, process in running.items():
             if process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -92,6 +112,22 @@ class ProcessSet:
         for pid in left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _popen(
+    command: list[str], cwd: Path, env: dict[str, str], log_path: Path, new_session: bool
+) -> subprocess.Popen:
+    """Start `command` with stdout and stderr in `log_path` (truncated), no stdin."""
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=new_session,
+        )
 
 
 def run_once(
@@ -117,19 +153,30 @@ def run_once(
         process = subprocess.Popen(
             command, env=env, stdin=subprocess.DEVNULL, start_new_session=new_session, **streams
         )
-        try:
-            stdout, stderr = process.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            group = descendants(process.pid)
-            leads = False
-            with contextlib.suppress(ProcessLookupError):
-                leads = new_session or os.getpgid(process.pid) == process.pid
-                (os.killpg if leads else os.kill)(process.pid, signal.SIGKILL)
-            process.communicate()
-            if leads:
-                _wait_until_gone(group, GROUP_EXIT_WAIT_S)
-            raise
-    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+        return finish_once(process, timeout_s, new_session)
+
+
+def finish_once(
+    process: subprocess.Popen,
+    timeout_s: float,
+    new_session: bool = True,
+    stdin_data: bytes | None = None,
+) -> subprocess.CompletedProcess:
+    """Wait for a one-shot `process` (sending it `stdin_data`) and return its status and
+    output; on timeout kill its whole process group (as `run_once`)."""
+    try:
+        stdout, stderr = process.communicate(stdin_data, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        group = descendants(process.pid)
+        leads = False
+        with contextlib.suppress(ProcessLookupError):
+            leads = new_session or os.getpgid(process.pid) == process.pid
+            (os.killpg if leads else os.kill)(process.pid, signal.SIGKILL)
+        process.communicate()
+        if leads:
+            _wait_until_gone(group, GROUP_EXIT_WAIT_S)
+        raise
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 GROUP_EXIT_WAIT_S = 5.0

@@ -130,6 +130,9 @@ class FederatedRunConfig:
     Uploads and batches stay sealed, weights signed and acks authenticated."""
     max_authority_restarts: int = 3
     """How often the supervisor starts a dead authority again before giving up."""
+    max_flower_restarts: int = 3
+    """How often the SuperLink and each SuperNode that dies is started again before it is
+    given up (`flower_supervisor`); the SuperLink keeps its state in a file for that."""
     supernode_idle_poll_s: float = 0.25
     """The SuperNodes' idle poll (`LaunchConfig`); Flower's own is a fixed 3 s."""
     superexec_poll_s: float = 0.25
@@ -158,6 +161,9 @@ class FederatedRunConfig:
                 raise ValueError(f"{what} must be > 0 s, got {getattr(self, name)!r}")
         if not 0 <= self.epsilon <= 1:
             raise ValueError(f"epsilon must lie in [0, 1], got {self.epsilon!r}")
+        for name in ("max_authority_restarts", "max_flower_restarts"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.batches_per_round is not None and self.batches_per_round < 0:
             raise ValueError(f"batches per round must be >= 0, got {self.batches_per_round}")
 

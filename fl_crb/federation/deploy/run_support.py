@@ -7,7 +7,10 @@
   A new run recovers the durable pool, the replay guard and the acknowledgements from the
   authority's folder. A ServerApp killed outright leaves its `flwr run` streaming until
   the SuperLink gives the run up, so the supervisor also watches the process whose pid
-  the authority wrote to ready.json, and starts the next run as soon as it is gone.
+  the authority wrote to ready.json, and starts the next run as soon as it is gone. A
+  SuperLink that dies ends the authority's run with it; the next run starts once the
+  SuperLink serves again (`LocalFederation.serving`, its own supervisor restarts it) and
+  the old ServerApp process is gone (two authorities never share the pool).
 - `start_learner`, `learner_ready`, `stop_learners`: the edge learner services' processes.
 - `terminal_summary`, `federation_summary`, `run_record`: the run folder's records, with
   every party's refusals of weights, batches, acks, uploads and node identities, each
@@ -44,8 +47,17 @@ from fl_crb.runtime.placement import Placement
 AUTHORITY_RUN_LIMIT_S = 24 * 3600.0
 """`flwr run` of the authority is given up after this long (the run ends it far sooner)."""
 EXIT_REPORT_GRACE_S = 10.0
-"""After the authority's process is gone, how long its `flwr run` may take to report the
-run's end (a normal end reports within about a second) before the run counts as dead."""
+"""After the authority, asked to stop, has ended its process, how long its `flwr run` may
+take to report the run's end (a normal end reports within about a second)."""
+DEATH_REPORT_GRACE_S = 2.0
+"""After the authority's process is gone while the run goes on, how long its `flwr run`
+may take to report the run's end (with the ServerApp's exception, if it raised one)
+before the run counts as dead and the next one starts: a killed ServerApp's run is
+never reported until the SuperLink gives it up, and every second here is a second
+without rounds."""
+OLD_SERVERAPP_EXIT_S = 15.0
+"""How long the next run waits for the previous ServerApp process to be gone (it exits
+with its SuperExec when the SuperLink dies, within a second or so) before starting."""
 
 
 def start_weights_files(
@@ -87,8 +99,11 @@ async def supervise_authority(
     restarts = 0
     while True:
         previous = _authority_pid(state_dir)
-        run = asyncio.ensure_future(
-            asyncio.to_thread(federation.run_app, run_config, AUTHORITY_RUN_LIMIT_S)
+        if restarts:
+            await _until_next_run_may_start(federation, previous, config)
+        superlink_restarts = _superlink_restarts(federation)
+        run = asyncio.ensure_future(  # the next run stands by, ready to be submitted
+            asyncio.to_thread(federation.run_app, run_config, AUTHORITY_RUN_LIMIT_S, None, True)
         )
         # A run given up below (its ServerApp killed) or left when the supervisor is
         # cancelled ends in its thread later; its outcome is noted, never raised unseen.
@@ -98,9 +113,11 @@ async def supervise_authority(
             pid = _authority_pid(state_dir)
             if gone_since is None and pid is not None and pid != previous and not alive(pid):
                 gone_since = time.monotonic()
-            if gone_since is not None and time.monotonic() - gone_since > EXIT_REPORT_GRACE_S:
+            stopping = (state_dir / "stop").exists()
+            grace_s = EXIT_REPORT_GRACE_S if stopping else DEATH_REPORT_GRACE_S
+            if gone_since is not None and time.monotonic() - gone_since > grace_s:
                 break  # killed: its flwr run may stream on for a while; start the next
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.1)
         if run.done():
             try:
                 outcome = run.result()
@@ -111,11 +128,39 @@ async def supervise_authority(
             reason = getattr(outcome, "details", None) or str(outcome)
         else:
             reason = f"its ServerApp process {_authority_pid(state_dir)} is gone"
+        if _superlink_restarts(federation) != superlink_restarts or not (
+            federation.superlink_serving()
+        ):
+            reason = f"the SuperLink died, and the run with it ({reason})"
         if restarts >= config.max_authority_restarts:
             raise RuntimeError(f"the authority failed {restarts + 1} times; last: {reason}")
         restarts += 1
         with open(state_dir / "supervisor.log", "a", encoding="utf-8") as log:
             log.write(f"{time.strftime('%H:%M:%S')} restart {restarts}: {reason}\n")
+
+
+def _superlink_restarts(federation: LocalFederation) -> int:
+    supervisor = federation.supervisor
+    return supervisor.restarts.get("superlink", 0) if supervisor is not None else 0
+
+
+async def _until_next_run_may_start(
+    federation: LocalFederation, previous_pid: int | None, config
+) -> None:
+    """Wait until the previous ServerApp process is gone and the SuperLink serves; a
+    SuperLink that is not back within the parties' start-up timeout fails the run."""
+    give_up = time.monotonic() + OLD_SERVERAPP_EXIT_S
+    while previous_pid is not None and alive(previous_pid) and time.monotonic() < give_up:
+        await asyncio.sleep(0.05)
+    timeout_s = config.parties.startup_timeout_s
+    give_up = time.monotonic() + timeout_s
+    while not federation.superlink_serving():
+        if time.monotonic() > give_up:
+            raise RuntimeError(
+                f"the SuperLink did not serve again within {timeout_s:g} s; the authority cannot "
+                f"run (see {federation.run_dir / 'logs'})"
+            )
+        await asyncio.sleep(0.05)
 
 
 async def authority_end(supervisor: asyncio.Task, state_dir: Path, wait_s: float) -> int:

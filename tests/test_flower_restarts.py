@@ -1,0 +1,116 @@
+"""The pieces of the Flower restarts that need no SuperLink: a process started again with its
+very command line, the SuperLink's state file on its command line, the limits, the run
+summary's account, and ending a node's session when the SuperLink cannot be reached.
+
+The restarts themselves, with real Flower processes, are in tests/test_crash_recovery.py
+(one federated run in which a SuperNode and the SuperLink are killed).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fl_crb.federation.deploy.flower_commands import FlowerCommands
+from fl_crb.federation.deploy.flower_supervisor import _exit_reason, flower_supervision
+from fl_crb.federation.deploy.launch_config import LaunchConfig, NodeSpec
+from fl_crb.federation.deploy.node_session import main as node_session
+from fl_crb.federation.deploy.processes import ProcessSet
+from fl_crb.federation.deploy.run_config import FederatedRunConfig, federated_parties
+from fl_crb.federation.keys import KeyFolder, create_keys, plan_for_topology
+from fl_crb.runtime.config import RunTarget
+from fl_crb.runtime.placement import Loopback
+
+TINY = str(Path(__file__).parent.parent / "topologies" / "tiny.yaml")
+
+
+def _exited(processes: ProcessSet, name: str) -> int:
+    deadline = time.monotonic() + 10
+    while (status := processes.exit_status(name)) is None:
+        assert time.monotonic() < deadline, f"{name} did not exit"
+        time.sleep(0.01)
+    return status
+
+
+def test_a_process_restarts_with_its_command_folder_and_environment(tmp_path):
+    processes = ProcessSet()
+    script = "import os, sys; print(os.getcwd(), os.environ['MARK'], sys.argv[1]); sys.exit(3)"
+    command = [sys.executable, "-c", script, "first"]
+    environment = {**os.environ, "MARK": "kept"}
+    first = processes.spawn("p", command, tmp_path, environment, tmp_path / "p.log")
+    assert _exited(processes, "p") == 3
+    again = processes.restart("p", tmp_path / "p.again.log")
+    assert again != first and _exited(processes, "p") == 3
+    assert (tmp_path / "p.again.log").read_text() == f"{tmp_path} kept first\n"
+    processes.stop(["p"], 1.0)
+
+
+def test_a_running_process_is_not_restarted(tmp_path):
+    processes = ProcessSet()
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    pid = processes.spawn("p", sleeper, tmp_path, dict(os.environ), tmp_path / "p.log")
+    with pytest.raises(ValueError, match=rf"'p' \(pid {pid}\) still runs"):
+        processes.restart("p", tmp_path / "p.log")
+    os.kill(pid, signal.SIGKILL)
+    assert _exited(processes, "p") == -signal.SIGKILL
+    assert _exit_reason(processes.exit_status("p")) == "was killed by SIGKILL"
+    processes.restart("p", tmp_path / "p.log")
+    processes.stop(["p"], 1.0)
+    assert processes.names() == []
+
+
+def test_exit_reasons_name_the_signal_or_the_status():
+    assert _exit_reason(-signal.SIGTERM) == "was killed by SIGTERM"
+    assert _exit_reason(1) == "exited with status 1"
+
+
+def test_the_superlink_keeps_its_state_in_a_file_only_when_asked(tmp_path):
+    commands = FlowerCommands(LaunchConfig(tmp_path, (NodeSpec("t1", "terminal"),)), Loopback())
+    assert "--database" not in commands.superlink("127.0.0.1", 9092)
+    database = tmp_path / "superlink" / "state.db"
+    assert commands.superlink("127.0.0.1", 9092, database)[-2:] == ["--database", str(database)]
+
+
+def test_negative_restart_limits_are_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"LaunchConfig.max_restarts -1: expected >= 0"):
+        LaunchConfig(tmp_path, (NodeSpec("t1", "terminal"),), max_restarts=-1)
+    parties = federated_parties(RunTarget(TINY, 5.0), str(tmp_path / "run"))
+    with pytest.raises(ValueError, match=r"max_flower_restarts must be >= 0, got -2"):
+        FederatedRunConfig(parties, max_flower_restarts=-2)
+
+
+def test_a_run_without_flower_counts_no_flower_restarts():
+    assert flower_supervision(None) == {
+        "superlink_restarts": 0,
+        "supernode_restarts": {},
+        "flower_given_up": {},
+    }
+
+
+def test_ending_a_session_at_an_unreachable_superlink_is_one_line(tmp_path, capsys):
+    from fl_crb.topology import load_topology
+
+    create_keys(tmp_path / "keys", plan_for_topology(load_topology(TINY), []))
+    keys = KeyFolder(tmp_path / "keys")
+    arguments = ["--superlink", "127.0.0.1:9", "--root-certificates", str(keys.ca_certificate)]
+    arguments += ["--auth-supernode-private-key", str(keys.supernode_key("t1")), "--node-id", "7"]
+    assert node_session(arguments) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        "node_session: the SuperLink at 127.0.0.1:9 is unreachable"
+    )
+
+
+@pytest.mark.parametrize(("told", "runs"), [(b"go\n", True), (b"", False)])
+def test_a_standby_flwr_call_runs_only_when_told(told, runs):
+    import subprocess
+
+    command = [sys.executable, "-m", "fl_crb.federation.deploy.standby_cli", "--version"]
+    done = subprocess.run(command, input=told, capture_output=True, timeout=120)
+    assert done.returncode == 0
+    assert (b"Flower version" in done.stdout) == runs, done.stdout + done.stderr
