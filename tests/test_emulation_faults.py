@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -97,9 +98,36 @@ def test_acknowledged_uploads_missing_from_the_durable_pool_are_counted(tmp_path
     assert books["acknowledged_uploads"] == 12
     assert books["acknowledged_uploads_lost"] == 2
     assert books["acknowledged_uploads_lost_by_terminal"] == {"t3": 2}
-    assert books["restarts"] == {"authority": 1}
+    assert books["restarts"] == {"authority": 1, "superlink": 0}
     assert books["restarts_seen"] == {"authority cloud": 1}
     assert books["dead_parties"] == [{"party": "t3", "killed_by_event": 0}]
+
+
+def test_deaths_and_restarts_are_credited_to_the_data_plane_party_the_schedule_named(
+    tmp_path: Path,
+) -> None:
+    """An edge's server and learner share a host: the server's death is its own kill's,
+    and the coordinator's restarts are named as the schedule names the parties."""
+    from emulation.faults.accounting import accounting
+    from emulation.faults.inject import FaultRecord
+
+    summary = {
+        "tasks_unaccounted": 0,
+        "dead_parties": [{"party": "edge4", "role": "edge"}],
+        "restarts": {"t10": 1, "edge1": 1},
+        "restarted_deaths": [{"party": "t10", "role": "terminal"}],
+    }
+    records = [
+        FaultRecord(16, "kill", "edge-server edge4", 100.0, None, applied_s=100.0),
+        FaultRecord(18, "kill", "edge-learner edge4", 108.0, None, applied_s=108.0),
+        FaultRecord(8, "restart", "terminal t10", 33.0, None, 33.0, restarted_s=33.3),
+        FaultRecord(10, "restart", "edge-server edge1", 50.0, None, 50.1, restarted_s=50.2),
+    ]
+    books = accounting(tmp_path, summary, records)
+    assert books["dead_parties"] == [{"party": "edge4", "killed_by_event": 16}]
+    assert books["restarts"] == {"terminal t10": 1, "edge-server edge1": 1}
+    assert books["restarts_seen"] == {"terminal t10": 1, "edge-server edge1": 1}
+    assert books["acknowledged_uploads_lost"] is None  # no federation
 
 
 def test_a_run_without_its_pool_record_says_why_uploads_are_not_accounted(tmp_path: Path):
@@ -181,16 +209,19 @@ def test_a_short_emulation_applies_its_schedule_and_accounts_for_every_task(
     tmp_path: Path, checked_slots
 ) -> None:
     """tiny.yaml, round-robin, 12 s, with tiny-blips.yaml: a link cut, a link narrowed, a
-    terminal stopped, an edge link slowed and lossy, a partition, a terminal killed."""
+    terminal stopped, an edge link slowed and lossy, a partition, a terminal killed, and a
+    terminal and an edge server restarted by the data plane's coordinator (which
+    supervises the hosts the schedule restarts, as `fl-crb emulate --faults` has it)."""
     from emulation.run import EmulationConfig, run_emulation
     from emulation.verify import VerifyConfig
 
     target = RunTarget(TINY, 12.0)
     schedule = load_fault_schedule(BLIPS, FaultContext(target.topology(), 12.0, federated=False))
     out = tmp_path / "run"
+    parties = emulation_parties(target, Baseline("round-robin"), str(out))
     report = run_emulation(
         EmulationConfig(
-            run=emulation_parties(target, Baseline("round-robin"), str(out)),
+            run=replace(parties, supervised=schedule.supervised_hosts),
             verify=VerifyConfig(transfer_s=1, omit_s=1),
             progress_every_s=60.0,
             faults=schedule,
@@ -199,8 +230,8 @@ def test_a_short_emulation_applies_its_schedule_and_accounts_for_every_task(
     summary = json.loads((out / "summary.json").read_text())
     assert summary["faults"] == report.summary["faults"]
     faults = {f["event"]: f for f in summary["faults"]}
-    assert [faults[i]["kind"] for i in range(6)] == [
-        "link-down", "shape", "stop", "shape", "partition", "kill"
+    assert [faults[i]["kind"] for i in range(8)] == [
+        "link-down", "shape", "stop", "shape", "partition", "kill", "restart", "restart"
     ]  # fmt: skip
     for fault in faults.values():
         assert fault["error"] is None, fault
@@ -214,6 +245,10 @@ def test_a_short_emulation_applies_its_schedule_and_accounts_for_every_task(
     assert "latency 20ms → 40ms" in faults[3]["effect"] and "loss 0% → 2%" in faults[3]["effect"]
     assert faults[4]["effect"].startswith("t1 cut from the other hosts")
     assert faults[5]["effect"].startswith("SIGKILL to the terminal on t1")
+    for index, what in ((6, "the terminal on t3"), (7, "the edge-server on edge1")):
+        assert faults[index]["effect"].startswith(f"SIGKILL to {what}")
+        assert faults[index]["undo_effect"].startswith("started again by its supervisor")
+        assert faults[index]["restarted_s"] > faults[index]["applied_s"]
 
     accounting = summary["accounting"]
     assert accounting["tasks_unaccounted"] == 0
@@ -221,6 +256,21 @@ def test_a_short_emulation_applies_its_schedule_and_accounts_for_every_task(
     assert accounting["dead_parties"] == [{"party": "t1", "killed_by_event": 5}]
     assert [d["party"] for d in summary["dead_parties"]] == ["t1"]
     assert summary["tasks"] > 0
+    restarted = {"terminal t3": 1, "edge-server edge1": 1}
+    assert accounting["restarts"] == restarted == accounting["restarts_seen"]
+    assert summary["restarts"] == {"t3": 1, "edge1": 1}
+    deaths = {d["party"]: d for d in summary["restarted_deaths"]}
+    assert set(deaths) == {"t3", "edge1"}
+    assert all(
+        d["exit"] == "signal SIGKILL" and d["restart_error"] is None for d in deaths.values()
+    )
+    t3 = json.loads((out / "parties" / "t3.json").read_text())
+    assert t3["restart"] == 1 and t3["first_slot"] > deaths["t3"]["at_slot"]
+    edge1 = json.loads((out / "parties" / "edge1.json").read_text())
+    assert edge1["restart"] == 1 and edge1["first_slot"] > deaths["edge1"]["at_slot"]
+    for name in ("t2", "t4"):  # alive throughout: they came back to the restarted edge1
+        terminal = json.loads((out / "parties" / f"{name}.json").read_text())
+        assert terminal["reconnections_by_edge"][0] >= 1
 
     markdown = (out / "report.md").read_text()
     assert "## Faults" in markdown and "0 tasks unaccounted" in markdown

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from emulation.faults.schedule import (
+    NOT_RESTARTED_IN_ROLES,
     SUPERVISED,
     FaultContext,
     FaultScheduleError,
@@ -43,18 +44,20 @@ def test_the_shipped_tiny_schedule_reads_in_time_order():
         ("link-down", "link t2", 2.0, 3.0),
         ("shape", "link t3", 3.0, 4.0),
         ("stop", "terminal t4", 4.0, 3.0),
+        ("restart", "terminal t3", 5.0, None),
         ("shape", "link edge2", 6.0, 3.0),
+        ("restart", "edge-server edge1", 7.0, None),
         ("partition", "partition t1", 8.0, 2.0),
         ("kill", "terminal t1", 10.0, None),
     ]
-    narrowed, slowed = schedule.events[1], schedule.events[3]
+    assert schedule.supervised_hosts == ("t3", "edge1")
+    narrowed, slowed = schedule.events[1], schedule.events[4]
     assert (narrowed.bandwidth_bps, narrowed.latency_s, narrowed.loss_fraction) == (2e6, None, None)
     assert (slowed.bandwidth_bps, slowed.latency_s, slowed.loss_fraction) == (None, 0.04, 0.02)
 
 
 def test_the_chaos_schedule_does_every_kind_of_fault_on_four_edge():
-    restartable = {**SUPERVISED, "edge-learner": "its supervisor"}
-    context = FaultContext(FOUR_EDGE, 120.0, federated=True, restartable=restartable)
+    context = FaultContext(FOUR_EDGE, 120.0, federated=True)
     schedule = load_fault_schedule(ROOT / "topologies" / "faults" / "four-edge-chaos.yaml", context)
     actions = {e.action for e in schedule.events}
     assert actions == {"link-down", "shape", "partition", "kill", "stop", "restart"}
@@ -65,8 +68,9 @@ def test_the_chaos_schedule_does_every_kind_of_fault_on_four_edge():
     assert any(e.bandwidth_bps for e in shapes) and any(e.latency_s for e in shapes)
     assert any(e.loss_fraction for e in shapes)
     assert {e.party for e in schedule.events if e.action == "restart"} == {
-        "authority", "edge-learner"
+        "authority", "edge-learner", "terminal", "edge-server", "supernode"
     }  # fmt: skip
+    assert schedule.supervised_hosts == ("t10", "edge1")
     assert all(e.end_s <= 120.0 for e in schedule.events)
 
 
@@ -115,10 +119,8 @@ def test_cloud_parties_need_no_host(tmp_path):
         ("  - {at: 1s, do: kill, party: terminal, host: edge1}", "events[0].host", "'edge1'"),
         ("  - {at: 1s, do: kill, party: termnal, host: t1}", "events[0].party", "did you mean"),
         ("  - {at: 1s, do: kill, party: authority}", "events[0].party", "federation"),
-        ("  - {at: 1s, do: restart, party: terminal, host: t1}", "events[0].party",
-         "cannot restart a terminal"),
-        ("  - {at: 1s, do: restart, party: edge-server, host: edge1}", "events[0].party",
-         "cannot restart a edge-server"),
+        ("  - {at: 1s, do: restart, party: terminal, host: t1}\n"
+         "  - {at: 5s, do: kill, party: terminal, host: t1}", "events[1]", "events[0] restarts"),
         ("  - {at: 1s, for: 1s, do: kill, party: terminal, host: t1}", "events[0].for",
          "unknown key"),
         ("  - [1s, kill]", "events[0]", "a mapping"),
@@ -132,13 +134,39 @@ def test_bad_events_are_refused_naming_file_and_field(tmp_path, events, field, w
     assert words in str(error)
 
 
+def test_terminals_and_edge_servers_restart_under_the_coordinator_not_in_a_role_deployment(
+    tmp_path,
+):
+    text = (
+        "name: x\nevents:\n  - {at: 1s, do: restart, party: terminal, host: t2}\n"
+        "  - {at: 2s, do: restart, party: edge-server, host: edge1}\n"
+        "  - {at: 3s, do: kill, party: terminal, host: t3}\n"
+        "  - {at: 4s, do: restart, party: terminal, host: t2}\n"
+    )
+    schedule = _load(tmp_path, text)
+    assert [e.action for e in schedule.events] == ["restart", "restart", "kill", "restart"]
+    assert schedule.supervised_hosts == ("t2", "edge1")  # t3 is killed for good
+    roles = {k: v for k, v in SUPERVISED.items() if k not in NOT_RESTARTED_IN_ROLES}
+    role_deployment = FaultContext(TINY, 12.0, federated=False, restartable=roles)
+    error = _refused(tmp_path, text, role_deployment)
+    assert error.path == "events[0].party"
+    assert "cannot restart a terminal: in a role deployment" in str(error)
+
+
 def test_restart_of_federation_parties_needs_the_federation_and_a_supervisor(tmp_path):
     text = "name: x\nevents:\n  - {at: 1s, do: restart, party: edge-learner, host: edge1}\n"
-    assert "cannot restart a edge-learner" in str(_refused(tmp_path, text, FEDERATED))
-    supervised = FaultContext(TINY, 60.0, True, {**SUPERVISED, "edge-learner": "its supervisor"})
-    assert _load(tmp_path, text, supervised).events[0].party == "edge-learner"
+    assert _load(tmp_path, text, FEDERATED).events[0].party == "edge-learner"
+    unfederated = FaultContext(TINY, 60.0, federated=False)
+    assert "a party of the federation, but this run has none" in str(
+        _refused(tmp_path, text, unfederated)
+    )
     superlink = "name: x\nevents:\n  - {at: 1s, do: restart, party: superlink}\n"
-    assert "cannot restart a superlink" in str(_refused(tmp_path, superlink, FEDERATED))
+    assert _load(tmp_path, superlink, FEDERATED).events[0].party == "superlink"
+    roles = {k: v for k, v in SUPERVISED.items() if k not in NOT_RESTARTED_IN_ROLES}
+    role_deployment = FaultContext(TINY, 60.0, True, roles)
+    assert "`fl-crb authority` starts the SuperLink once" in str(
+        _refused(tmp_path, superlink, role_deployment)
+    )
 
 
 @pytest.mark.parametrize(

@@ -496,7 +496,7 @@ def test_a_terminal_started_after_the_epoch_joins_at_the_slot_under_way(tmp_path
             edge = EdgeConfig(spec, e, Address("127.0.0.1", 0), str(tmp_path / f"e{e}.json"))
             servers.append(EdgeServer(edge))
         ports = [await server.listen() for server in servers]
-        clock = SlotClock(time.time() - 1.0, servers[0].params.slot_s)  # 10 slots ago
+        clock = SlotClock(time.time() - 1.5, servers[0].params.slot_s)  # 15 slots ago
         runs = [asyncio.create_task(server.run(clock)) for server in servers]
         config = TerminalConfig(
             spec,
@@ -518,6 +518,15 @@ def test_a_terminal_started_after_the_epoch_joins_at_the_slot_under_way(tmp_path
         return summary, party.tasks
 
     summary, tasks = asyncio.run(scenario())
-    assert 10 <= summary["first_slot"] < 30
+    assert 15 <= summary["first_slot"] < 29  # its workload's tasks: slots 11, 29, 30, 31
     assert tasks and all(task.arrival_slot >= summary["first_slot"] for task in tasks)
     assert summary["unresolved"] == 0
+    # Its task ids are the tasks' places in its workload, so they stay unique (and rise,
+    # as the edges require) across a restart: the first is that of the slot it began at.
+    from fl_crb.runtime.terminal import terminal_workload
+
+    params, terminals = spec.model()
+    workload = terminal_workload(params.per_terminal(terminals), 0, spec.arrival_slots, 0)
+    arrivals = list(np.flatnonzero(workload > 0))
+    assert [task.task_id for task in tasks] == [arrivals.index(t.arrival_slot) for t in tasks]
+    assert tasks[0].task_id == sum(slot < summary["first_slot"] for slot in arrivals) > 0

@@ -15,9 +15,11 @@
   sequence and the last refused post was acknowledged without being kept. Must be 0.
   None in a run without the federation (no uploads);
 - `restarts`: each supervised party's restarts as the data plane counted them
-  (`authority`, and each edge learner's where the run counts them), and
-  `restarts_seen` as the fault injector saw them happen;
-- `dead_parties`: the parties the data plane reported dead, and which fault killed each.
+  (`authority`, each edge learner's where the run counts them, and each terminal's and
+  edge server's the coordinator supervised: `terminal t2`, `edge-server edge1`, from the
+  summary's `restarts`), and `restarts_seen` as the fault injector saw them happen;
+- `dead_parties`: the parties the data plane reported dead, and which fault killed each
+  (the kill of that party, not of another party on its host).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def accounting(
             lost = {name: entry["lost"] for name, entry in per_terminal.items() if entry["lost"]}
             acknowledged = sum(entry["acknowledged"] for entry in per_terminal.values())
     killers = {
-        r.target.split(" ", 1)[1]: r.event
+        r.target: r.event
         for r in records
         if r.kind in ("kill", "restart") and r.applied_s is not None and r.error is None
     }
@@ -57,14 +59,14 @@ def accounting(
         "acknowledged_uploads_lost": None if lost is None else sum(lost.values()),
         "acknowledged_uploads_lost_by_terminal": lost,
         **({"uploads_not_accounted_because": problem} if problem else {}),
-        "restarts": _restarts(federation),
+        "restarts": _restarts(federation) | _data_plane_restarts(summary, records),
         "restarts_seen": {
             r.target: sum(1 for s in records if s.target == r.target and s.restarted_s)
             for r in records
             if r.kind == "restart"
         },
         "dead_parties": [
-            {"party": d["party"], "killed_by_event": killers.get(d["party"])}
+            {"party": d["party"], "killed_by_event": killers.get(_fault_target(d))}
             for d in dead
             if isinstance(d, dict)
         ],
@@ -98,12 +100,44 @@ def acknowledged_uploads(run_dir: Path, terminals: list[str]) -> dict[str, dict[
     return result
 
 
+def _fault_target(death: dict) -> str:
+    """How a schedule names the data-plane party that died (`edge-server edge4`, not the
+    `edge-learner edge4` on the same host)."""
+    kind = "edge-server" if death.get("role") == "edge" else "terminal"
+    return f"{kind} {death['party']}"
+
+
+def _data_plane_restarts(
+    summary: dict[str, object], records: list[FaultRecord]
+) -> dict[str, object]:
+    """The terminals' and edge servers' restarts as their coordinator counted them, each
+    named as the schedule names it (`terminal t2`); the coordinator supervises the hosts
+    the schedule restarts."""
+    counted = summary.get("restarts")
+    if not isinstance(counted, dict):
+        return {}
+    kinds = {
+        str(death["party"]): "edge-server" if death.get("role") == "edge" else "terminal"
+        for death in summary.get("restarted_deaths") or []
+        if isinstance(death, dict)
+    }
+    for record in records:
+        kind, _, host = record.target.partition(" ")
+        if record.kind in ("kill", "stop", "restart") and kind in ("terminal", "edge-server"):
+            kinds[host] = kind
+    return {f"{kinds.get(name, 'party')} {name}": count for name, count in counted.items()}
+
+
 def _restarts(federation: object) -> dict[str, object]:
     """The supervised parties' restarts as the data plane counted them."""
     if not isinstance(federation, dict):
         return {}
-    restarts: dict[str, object] = {"authority": federation.get("authority_restarts", 0)}
-    learners = federation.get("learner_restarts")
-    if isinstance(learners, dict):
-        restarts |= {f"edge-learner {edge}": count for edge, count in learners.items()}
+    restarts: dict[str, object] = {
+        "authority": federation.get("authority_restarts", 0),
+        "superlink": federation.get("superlink_restarts", 0),
+    }
+    for key, kind in (("learner_restarts", "edge-learner"), ("supernode_restarts", "supernode")):
+        counted = federation.get(key)
+        if isinstance(counted, dict):
+            restarts |= {f"{kind} {host}": count for host, count in counted.items()}
     return restarts

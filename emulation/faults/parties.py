@@ -17,7 +17,10 @@ and no other host can match), by its command line:
   `authority/ready.json` each time it (re)starts.
 
 `kill` is SIGKILL; `stop` is SIGSTOP, undone by SIGCONT; `restart` is SIGKILL followed by
-a watch for the party's new process, which its supervisor starts.
+a watch for the party's new process, which its supervisor starts (the authority's
+supervisor, the learner supervisor, or for a terminal or edge server the data plane's
+coordinator, `fl_crb.runtime.party_supervisor`: the same command line, so it is found the
+same way).
 """
 
 from __future__ import annotations

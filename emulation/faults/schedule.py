@@ -29,8 +29,12 @@ The file:
   the set takes the terminals it routes with it).
 - `kill` sends SIGKILL to a party; `stop` sends SIGSTOP, and SIGCONT after `for`;
   `restart` kills the party and expects its supervisor to start it again, so it is
-  refused for a party nothing restarts (`FaultContext.restartable`: the authority, and
-  the edge learners where the federated run supervises them). Parties:
+  refused for a party nothing restarts (`FaultContext.restartable`: the authority, the
+  edge learners where the federated run supervises them, and the data plane's terminals
+  and edge servers, which the coordinator supervises for the hosts the schedule restarts,
+  `FaultSchedule.supervised_hosts`). A host whose terminal or edge server is restarted
+  is supervised the whole run, so a `kill` of that same party would be undone by its
+  supervisor: it is refused (kill another host's, or restart it). Parties:
   `terminal`, `edge-server` (the runtime's edge server), and in a federated run
   `edge-learner`, `supernode` (on an edge or terminal host), `authority` and `superlink`
   (on the cloud, no `host` needed).
@@ -67,16 +71,29 @@ FEDERATION_PARTIES = frozenset({"edge-learner", "supernode", "authority", "super
 """Parties that exist only when the federation runs."""
 CLOUD_PARTIES = frozenset({"authority", "superlink"})
 """Parties on the cloud host: an event names no host for them."""
-SUPERVISED = {"authority": "the federated run's authority supervisor starts it again"}
-"""Parties something restarts, and what; `restart` is refused for the others."""
-NOT_RESTARTED = {
-    "terminal": "a terminal party is started once by the data plane's coordinator",
-    "edge-server": "an edge server is started once by the data plane's coordinator",
-    "edge-learner": "the federated run starts each edge learner once",
-    "supernode": "the Flower launcher starts each SuperNode once",
-    "superlink": "the Flower launcher starts the SuperLink once",
+DATA_PLANE_SUPERVISED = {
+    "terminal": "the data plane's coordinator starts it again (its party supervisor)",
+    "edge-server": "the data plane's coordinator starts it again (its party supervisor)",
 }
-"""Why `restart` is refused for each party nothing restarts."""
+"""The data plane's parties its coordinator restarts, for the hosts a schedule restarts
+(`fl_crb.runtime.party_supervisor`)."""
+SUPERVISED = {
+    "authority": "the federated run's authority supervisor starts it again",
+    "edge-learner": "the federated run's learner supervisor starts it again",
+    "supernode": "the Flower supervisor starts it again under its registered node id "
+    "(its old session ended first)",
+    "superlink": "the Flower supervisor starts it again on its state file and restarts its "
+    "SuperNodes; the authority's supervisor starts a new run",
+    **DATA_PLANE_SUPERVISED,
+}
+"""Parties something restarts in the coordinator's deployment, and what."""
+NOT_RESTARTED_IN_ROLES = {
+    "terminal": "in a role deployment each terminal command starts its party once",
+    "edge-server": "in a role deployment each edge command starts its edge server once",
+    "supernode": "in a role deployment each edge or terminal command starts its SuperNode once",
+    "superlink": "in a role deployment `fl-crb authority` starts the SuperLink once",
+}
+"""Why `restart` is refused in a role deployment (`--deploy roles`) for these parties."""
 MAX_EVENTS = 500
 """Events in one file: each applies and undoes iptables, tc or signals within the run; a
 few hundred already change the network more than once a second in a 2-minute run."""
@@ -161,6 +178,17 @@ class FaultSchedule:
     source: str
     """The file it came from."""
 
+    @property
+    def supervised_hosts(self) -> tuple[str, ...]:
+        """Hosts whose terminal or edge server the schedule restarts: the data plane's
+        coordinator must supervise them (`LocalRunConfig.supervised`)."""
+        hosts = [
+            e.host
+            for e in self.events
+            if e.action == "restart" and e.party in DATA_PLANE_SUPERVISED and e.host
+        ]
+        return tuple(dict.fromkeys(hosts))
+
 
 def load_fault_schedule(path: str | os.PathLike[str], context: FaultContext) -> FaultSchedule:
     """Read and check the schedule at `path` for the run `context` describes."""
@@ -179,6 +207,7 @@ def load_fault_schedule(path: str | os.PathLike[str], context: FaultContext) -> 
             for i, raw in enumerate(raw_events)
         ]
         _check_overlaps(events, origin)
+        _check_kills_of_supervised(events, origin)
         return FaultSchedule(
             name=top.string("name"),
             description=top.string("description") if top.has("description") else "",
@@ -306,7 +335,7 @@ def _party(section: Section, action: str, context: FaultContext) -> tuple[PartyK
             "policy or --no-federation); use terminal or edge-server",
         )
     if action == "restart" and party not in context.restartable:
-        why = NOT_RESTARTED.get(party, "nothing restarts it in this run")
+        why = NOT_RESTARTED_IN_ROLES.get(party, "nothing restarts it in this run")
         raise section.error(
             "party",
             f"cannot restart a {party}: {why}, and nothing starts it again; use kill or stop "
@@ -348,6 +377,24 @@ def _check_overlaps(events: list[FaultEvent], origin: str) -> None:
                 f"{earlier.end_s:g}s",
             )
         seen[key] = event
+
+
+def _check_kills_of_supervised(events: list[FaultEvent], origin: str) -> None:
+    """Refuse a kill of a terminal or edge server the schedule also restarts: its host is
+    supervised for the whole run, so the kill would be a restart too."""
+    restarted = {
+        e.target: e for e in events if e.action == "restart" and e.party in DATA_PLANE_SUPERVISED
+    }
+    for event in events:
+        other = restarted.get(event.target)
+        if event.action == "kill" and other is not None:
+            raise FaultScheduleError(
+                origin,
+                f"events[{event.index}]",
+                f"kill of the {event.target}, which events[{other.index}] restarts: its "
+                "coordinator supervises it for the whole run, so it would be started again "
+                "after this kill too; use restart, or kill another host's",
+            )
 
 
 def _kind(value: object) -> str:

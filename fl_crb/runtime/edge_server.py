@@ -30,7 +30,9 @@ tasks here: the queued ones are computed and the ones in transit dropped at thei
 deadline, as the model would, and every resolved task is appended to the edge's own
 record (`EDGE.outcomes.jsonl`, `fl_crb.runtime.tasklog.EdgeOutcomeWriter`), which stays
 whatever became of the terminal. A terminal may connect again (after its connection
-broke); an edge started late (restarted on its port) begins at the current slot.
+broke, or started again after it died: its task ids go on rising); an edge started late
+(restarted on its port by its coordinator, `fl_crb.runtime.party_supervisor`, which keeps
+the port in the edge's config) begins at the current slot and appends to its record.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from fl_crb.runtime.party import (
     await_start,
     configure_logging,
     enter_realtime,
+    restart_number,
     write_json,
 )
 from fl_crb.runtime.protocol import (
@@ -482,6 +485,9 @@ class EdgeServer:
 
 async def _main(config: EdgeConfig, sources: WeightsSourceFactory | None) -> None:
     server = EdgeServer(config, None if sources is None else sources(config))
+    restart = restart_number()
+    if restart:
+        log.warning("%s: started again (restart %d) on its port", server.name, restart)
     port = await server.listen()
     announce_ready({"port": port})
     enter_realtime(config.run.realtime_priority)
@@ -490,7 +496,7 @@ async def _main(config: EdgeConfig, sources: WeightsSourceFactory | None) -> Non
         summary = await server.run(SlotClock(epoch, server.params.slot_s))
     finally:
         server.records.close()
-    write_json(config.summary_path, summary)
+    write_json(config.summary_path, {**summary, "restart": restart})
     log.info("%s: done: %s", server.name, summary)
 
 

@@ -10,6 +10,12 @@ The coordinator picks the epoch only once every party is READY (connected and
 listening), a little in the future, so that all of them start slot 0 together. Log
 lines go to standard error, which the coordinator keeps as the party's log file. Between
 READY and START a party takes real-time scheduling if the run asks for it.
+
+A party the coordinator starts again after it died (`fl_crb.runtime.party_supervisor`)
+goes through the same handshake, with the run's own epoch: it begins at the slot under
+way. Its environment says it is a restart (`RESTART_ENV`, read by `restart_number`), so
+it does not wait for what a first start may take for granted (a terminal does not insist
+on reaching every edge before READY: an edge may be dead or restarting too).
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ from pathlib import Path
 
 READY = "READY"
 START = "START"
+RESTART_ENV = "FL_CRB_PARTY_RESTART"
+"""Environment variable the coordinator sets to N when it starts a party for the N-th
+time again during a run (unset on the first start)."""
 
 
 def configure_logging(party: str) -> None:
@@ -40,6 +49,18 @@ def announce_ready(facts: dict[str, object]) -> None:
     """Tell the coordinator this party is ready, with the facts it needs (e.g. the port)."""
     sys.stdout.write(f"{READY} {json.dumps(facts)}\n")
     sys.stdout.flush()
+
+
+def restart_number() -> int:
+    """0 on a party's first start; N when the coordinator started it again the N-th time."""
+    text = os.environ.get(RESTART_ENV, "0")
+    try:
+        number = int(text)
+    except ValueError:
+        raise ValueError(f"{RESTART_ENV}={text!r}; expected a restart number >= 0") from None
+    if number < 0:
+        raise ValueError(f"{RESTART_ENV}={text!r}; expected a restart number >= 0")
+    return number
 
 
 def enter_realtime(priority: int | None) -> None:

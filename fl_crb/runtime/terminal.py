@@ -22,6 +22,13 @@ counted as `weights_ignored`. Each blob's version, the slot its edge saw it publ
 and the slot it arrived here are kept for the summary (`weights_received`), and each
 decision's `WeightsAge` goes to the task log.
 
+A task's id is its index in the terminal's workload (the n-th task drawn has id n − 1),
+so ids rise with arrival and stay unique across a restart: a terminal started again
+after it died (`fl_crb.runtime.party_supervisor`) begins at the slot under way, appends to
+the same task log, and its first task's id is above every id its earlier life used (the
+edges require rising ids). A restarted terminal does not wait for every edge before READY:
+those it cannot reach at once are reconnected to in the background, as if lost.
+
 Local tasks resolve here (finished, or dropped at the end of their deadline slot);
 offloaded tasks resolve when the edge's OUTCOME arrives. Every task goes to the task log
 as it arrives and again as it resolves, each line flushed at once (`TaskLogWriter`), so
@@ -62,6 +69,7 @@ from fl_crb.runtime.party import (
     configure_logging,
     enter_realtime,
     exit_now,
+    restart_number,
     write_json,
 )
 from fl_crb.runtime.protocol import (
@@ -96,6 +104,9 @@ RECONNECT_FIRST_S = 0.5
 """Wait before the first reconnection attempt to a lost edge; doubled after each failure."""
 RECONNECT_MAX_S = 8.0
 """Longest wait between reconnection attempts."""
+RESTART_CONNECT_S = 3.0
+"""How long a restarted terminal tries to reach each edge before READY; an edge it cannot
+reach by then is reconnected to in the background."""
 
 
 def terminal_workload(arrays: TerminalArrays, terminal: int, slots: int, seed: int) -> np.ndarray:
@@ -152,6 +163,9 @@ class TerminalParty:
         self.weights_ignored = 0
         """Whole blobs received while the decider takes none."""
         self.tasks: list[LiveTask] = []
+        """This life's tasks in arrival order; `tasks[i]` has id `first_task_id + i`."""
+        self.first_task_id = 0
+        """The id of the first task of the slot it began at (0 unless it started late)."""
         self.task_log = TaskLogWriter(config.task_log_path)
         self._awaiting: dict[int, LiveTask] = {}
         """Offloaded tasks whose OUTCOME has not arrived."""
@@ -180,21 +194,38 @@ class TerminalParty:
 
     # ------------------------------------------------------------------ start-up
 
-    async def connect(self) -> None:
-        """Connect to every edge server (retrying while they start) and say HELLO."""
+    async def connect(self, every_edge: bool = True) -> None:
+        """Connect to every edge server (retrying while they start) and say HELLO.
+
+        `every_edge` False (a restarted terminal): an edge not reached within
+        `RESTART_CONNECT_S` is reconnected to in the background instead of failing."""
+        timeout_s = self.config.connect_timeout_s if every_edge else RESTART_CONNECT_S
         for edge in range(self.edges):
-            give_up = time.time() + self.config.connect_timeout_s
+            give_up = time.time() + timeout_s
             while True:
                 try:
-                    connection = await self._open(edge, self.config.connect_timeout_s)
+                    connection = await self._open(edge, timeout_s)
                     break
-                except OSError as error:
+                except (OSError, ConnectionError, ProtocolError) as error:
+                    if every_edge and not isinstance(error, OSError):
+                        raise
                     if time.time() > give_up:
-                        raise ConnectionError(
-                            f"{self.name}: cannot reach {self._peer(edge)}: {error}"
-                        ) from None
+                        if every_edge:
+                            raise ConnectionError(
+                                f"{self.name}: cannot reach {self._peer(edge)}: {error}"
+                            ) from None
+                        connection = None
+                        break
                     await asyncio.sleep(0.1)
-            self._attach(edge, connection)
+            if connection is None:
+                log.warning(
+                    "%s: %s unreachable at restart; reconnecting in the background",
+                    self.name,
+                    self._peer(edge),
+                )
+                self._reconnecting[edge] = asyncio.create_task(self._reconnect(edge))
+            else:
+                self._attach(edge, connection)
 
     def _peer(self, edge: int) -> str:
         address = self.config.edges[edge]
@@ -263,6 +294,7 @@ class TerminalParty:
         timer = SlotTimer(clock, self.config.run.overrun_threshold_s)
         self._running = True
         self.first_slot = max(0, clock.now_slot())
+        self.first_task_id = int(np.searchsorted(self._arrival_slots, self.first_slot))
         slot = self._next_busy_slot(self.first_slot)
         while slot < self.config.run.end_slot:
             await clock.sleep_until(clock.boundary(slot))
@@ -310,7 +342,7 @@ class TerminalParty:
         observation = self.board.observe(
             slot, size_bits, self.local.wait_slots(slot), self.uplink.wait_slots(slot)
         )
-        task_id = len(self.tasks)
+        task_id = self.first_task_id + len(self.tasks)
         action = self.decider.decide(observation, slot, task_id)
         age = None if self.weights_sink is None else self.weights_sink.weights_age(slot)
         if not 0 <= action <= self.edges:
@@ -365,7 +397,12 @@ class TerminalParty:
     # ------------------------------------------------------------------ outcomes
 
     def _task(self, queued: QueuedTask) -> LiveTask:
-        return self.tasks[queued.task_id]
+        return self.tasks[queued.task_id - self.first_task_id]
+
+    def _logged(self, task_id: int) -> LiveTask | None:
+        """This life's task of that id, if it has one."""
+        index = task_id - self.first_task_id
+        return self.tasks[index] if 0 <= index < len(self.tasks) else None
 
     def _resolve(self, record: LiveTask, slot: int, dropped: bool, where: str) -> None:
         if record.resolved:
@@ -457,11 +494,16 @@ class TerminalParty:
 
     def _outcome(self, edge: int, connection: FramedConnection, outcome: Outcome) -> None:
         record = self._awaiting.get(outcome.task_id)
-        if record is None and outcome.task_id < len(self.tasks):
-            earlier = self.tasks[outcome.task_id]
-            if earlier.resolved and earlier.where == EDGE_LOST and earlier.action == edge + 1:
-                self.late_outcomes += 1  # given up on with its edge's old connection
-                return
+        earlier = self._logged(outcome.task_id)
+        if (
+            record is None
+            and earlier is not None
+            and earlier.resolved
+            and earlier.where == EDGE_LOST
+            and earlier.action == edge + 1
+        ):
+            self.late_outcomes += 1  # given up on with its edge's old connection
+            return
         if record is None or record.action != edge + 1:
             raise ProtocolError(
                 connection.peer, f"OUTCOME for task {outcome.task_id}, not pending at this edge"
@@ -513,7 +555,10 @@ class TerminalParty:
 
 async def _main(config: TerminalConfig, deciders: DeciderFactory) -> None:
     party = TerminalParty(config, deciders)
-    await party.connect()
+    restart = restart_number()
+    if restart:
+        log.warning("%s: started again (restart %d) during the run", party.name, restart)
+    await party.connect(every_edge=not restart)
     announce_ready({"terminal": config.terminal})
     enter_realtime(config.run.realtime_priority)
     epoch = await await_start()
@@ -521,7 +566,7 @@ async def _main(config: TerminalConfig, deciders: DeciderFactory) -> None:
         summary = await party.run(SlotClock(epoch, party.slot_s))
     finally:
         party.task_log.close(party.tasks)  # each task's final state
-    write_json(config.summary_path, summary)
+    write_json(config.summary_path, {**summary, "restart": restart})
     log.info("%s: done: %s", party.name, summary)
 
 
