@@ -18,6 +18,8 @@ measured. `collect` turns all of it into the tables the report draws from:
   reasons for disagreement spelt out (`agreement_reasons`);
 - `rounds`: in a federated run, each authority round's start (seconds from the epoch)
   and exchange time (authority/rounds.jsonl), for the timeline beside delay and faults.
+
+`cut_by_interrupt` counts, in a run a signal stopped, the tasks the stop cut off.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import numpy as np
 from emulation.counters import HostCounters
 from fl_crb.runtime.compare import compare_run
 from fl_crb.runtime.local_run import RUN_FILE, TASKS_FILE
-from fl_crb.runtime.tasklog import TaskTable, read_task_table
+from fl_crb.runtime.tasklog import FAULT_LOST, TaskTable, read_task_table
 
 AGREEMENT_TARGET = 0.90
 """Share of tasks that should agree with the simulator within one slot."""
@@ -76,6 +78,18 @@ def collect(
         reasons=agreement_reasons(compare, lag),
         rounds=federation_rounds(run_dir),
     )
+
+
+def cut_by_interrupt(table: TaskTable, deadline_slots: np.ndarray, ran_until: np.ndarray) -> int:
+    """Tasks a stop cut off: unresolved, not lost to a fault, and due (their arrival slot
+    plus their terminal's deadline, `deadline_slots[terminal]`) at or after the last slot
+    their terminal ran (`ran_until[terminal]`: the slot of the signal, or earlier for a
+    terminal the fault schedule had frozen until then). An unresolved task due earlier
+    should have been dropped at its deadline while its terminal still ran, so it stays
+    unaccounted."""
+    due = table.arrival_slot + deadline_slots[table.terminal]
+    unresolved = (table.resolve_slot < 0) & ~np.isin(table.where, FAULT_LOST)
+    return int((unresolved & (due >= ran_until[table.terminal])).sum())
 
 
 def federation_rounds(run_dir: Path) -> list[dict[str, float]]:

@@ -9,29 +9,41 @@ them while a run goes on costs the parties nothing:
   link, after the HTB shaper of its `up` direction; its `rx` what the link delivered.
 - every process living in a host's namespace other than the host's shell belongs to the
   run (edge servers, terminals, and in the federated face the Flower processes); the
-  sum of their proportional set sizes (PSS) is the run's memory. `check_memory` refuses, before
-  anything starts, a run whose learned-policy terminals would not fit in memory.
+  sum of their proportional set sizes (PSS) is the run's memory, in total and per role
+  (cloud, edge, terminal). `check_memory` refuses, before anything starts, a run whose
+  parties would not fit in memory, planned with the PSS per host the emulator measured.
 """
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from emulation.teardown import namespace_inode, namespace_members
-from fl_crb.policies.spec import Baseline, PolicySpec
+from emulation.teardown import namespace_inode, namespace_membership
+from fl_crb.policies.spec import Baseline, Federated, PolicySpec
 from fl_crb.runtime.memory import read_memory
 
 if TYPE_CHECKING:
     from emulation.network import EmulatedNetwork
+    from fl_crb.topology.model import Topology
 
 
-AGENT_TERMINAL_RSS_BYTES = 160 * 2**20
-"""Resident memory of one CRB-DRQN terminal host: its party (numpy forward pass, ~44 MB
-measured) and, federated, its Flower SuperNode with its warm ClientApp parent (~100 MB;
-13.5 GB peak for the 127 processes of a 25-terminal four-edge run)."""
+HOST_PSS_MB: dict[str, dict[str, float]] = {
+    "federated": {"cloud": 400.0, "edge": 470.0, "terminal": 250.0},
+    "learned": {"cloud": 0.0, "edge": 30.0, "terminal": 30.0},
+    "baseline": {"cloud": 0.0, "edge": 30.0, "terminal": 30.0},
+}
+"""PSS per host of each role, by policy kind, as the emulator measured it
+(`memory.pss_by_role.<role>.pss_per_host_mb` of emulation.json), rounded up. Measured
+2026-12-06 with `fl-crb emulate --topology topologies/tiny.yaml --duration 30s`
+(federated: cloud 390 MB for SuperLink, authority and its ServerApp; edge 467 MB for
+edge server, learner, SuperNode and ClientApp; terminal 244 MB for party, SuperNode and
+ClientApp), the same with `--no-federation` (learned: terminal 25.7, edge 23.4) and with
+`--policy round-robin` (baseline: terminal 25.1, edge 23.3). A four-edge federated run
+(25 terminals) took 7.7 GB against the 8.5 GB these plan: more sharers, smaller shares."""
 
 
 @dataclass(frozen=True)
@@ -102,44 +114,103 @@ class PartyMemory:
     size: a page shared by n processes counts 1/n to each), so that the total is what the
     parties really occupy; the sum of their RSS, which counts every shared page (Python,
     torch, a forked ClientApp's parent's pages) once per process, is kept beside it only to
-    show the difference."""
+    show the difference. Each process is charged to the role of the host it lives in
+    (cloud, edge, terminal), so the run's memory is also known per role and per host."""
 
     def __init__(self, net: EmulatedNetwork) -> None:
-        hosts = [net.host(h.name) for h in net.hosts()]
-        self._inodes = {namespace_inode(host.pid) for host in hosts}
-        self._shells = {host.pid for host in hosts} | {os.getpid()}
+        hosts = net.hosts()
+        self._role_of_inode = {namespace_inode(net.host(h.name).pid): h.role for h in hosts}
+        self._hosts_by_role = Counter(h.role for h in hosts)
+        self._shells = {net.host(h.name).pid for h in hosts} | {os.getpid()}
         self.peak_pss_bytes = 0
         """Largest PSS total seen so far."""
         self.peak_summed_rss_bytes = 0
         """Largest sum of RSS seen so far (for comparison only: it over-counts)."""
         self.peak_processes = 0
         """Most processes seen at once."""
+        self.peak_pss_bytes_by_role: dict[str, int] = dict.fromkeys(self._hosts_by_role, 0)
+        """Each role's largest PSS total seen so far (its own peak, not at the run's peak)."""
+        self.peak_processes_by_role: dict[str, int] = dict.fromkeys(self._hosts_by_role, 0)
+        """Each role's most processes seen at once."""
 
     def sample(self) -> tuple[int, int]:
         """(processes, their PSS in bytes) now; updates the peaks."""
-        pids = [pid for pid in namespace_members(self._inodes) if pid not in self._shells]
-        memories = [m for m in map(read_memory, pids) if m is not None]
-        pss = sum(m.pss_bytes for m in memories)
+        members = namespace_membership(set(self._role_of_inode))
+        pss_by_role: Counter[str] = Counter()
+        processes_by_role: Counter[str] = Counter()
+        summed_rss = 0
+        for pid, inode in members.items():
+            memory = None if pid in self._shells else read_memory(pid)
+            if memory is None:  # a host's shell, or gone meanwhile
+                continue
+            role = self._role_of_inode[inode]
+            pss_by_role[role] += memory.pss_bytes
+            processes_by_role[role] += 1
+            summed_rss += memory.rss_bytes
+        pss, processes = sum(pss_by_role.values()), sum(processes_by_role.values())
         self.peak_pss_bytes = max(self.peak_pss_bytes, pss)
-        self.peak_summed_rss_bytes = max(
-            self.peak_summed_rss_bytes, sum(m.rss_bytes for m in memories)
-        )
-        self.peak_processes = max(self.peak_processes, len(memories))
-        return len(memories), pss
+        self.peak_summed_rss_bytes = max(self.peak_summed_rss_bytes, summed_rss)
+        self.peak_processes = max(self.peak_processes, processes)
+        for role in self._hosts_by_role:
+            self.peak_pss_bytes_by_role[role] = max(
+                self.peak_pss_bytes_by_role[role], pss_by_role[role]
+            )
+            self.peak_processes_by_role[role] = max(
+                self.peak_processes_by_role[role], processes_by_role[role]
+            )
+        return processes, pss
+
+    def figures(self) -> dict[str, object]:
+        """The peaks in MB, in total and per role (with each role's hosts and its PSS per
+        host, the figure `check_memory` plans with), for summary.json and the report."""
+        return {
+            "peak_pss_mb": _mb(self.peak_pss_bytes),
+            "peak_summed_rss_mb": _mb(self.peak_summed_rss_bytes),
+            "peak_processes": self.peak_processes,
+            "pss_by_role": {
+                role: {
+                    "hosts": hosts,
+                    "peak_pss_mb": _mb(self.peak_pss_bytes_by_role[role]),
+                    "pss_per_host_mb": _mb(self.peak_pss_bytes_by_role[role] / hosts),
+                    "peak_processes": self.peak_processes_by_role[role],
+                }
+                for role, hosts in sorted(self._hosts_by_role.items())
+            },
+        }
 
 
-def check_memory(policy: PolicySpec, terminals: int) -> None:
-    """Refuse a run whose learned-policy terminals cannot fit in the available memory."""
-    if isinstance(policy, Baseline):
-        return
-    needed = terminals * AGENT_TERMINAL_RSS_BYTES
+def _mb(size_bytes: float) -> float:
+    return round(size_bytes / 2**20, 1)
+
+
+def policy_kind(policy: PolicySpec) -> str:
+    """What a policy makes the hosts run: "federated" (Flower on every host, learners on the
+    edges), "learned" (terminals acting with a Q-network) or "baseline"."""
+    if isinstance(policy, Federated):
+        return "federated"
+    return "baseline" if isinstance(policy, Baseline) else "learned"
+
+
+def planned_memory_bytes(policy: PolicySpec, topology: Topology) -> int:
+    """What a run's parties are expected to occupy (PSS), from `HOST_PSS_MB`."""
+    per_host = HOST_PSS_MB[policy_kind(policy)]
+    hosts = {"cloud": 1, "edge": len(topology.edges), "terminal": topology.terminal_count}
+    return int(sum(count * per_host[role] for role, count in hosts.items()) * 2**20)
+
+
+def check_memory(policy: PolicySpec, topology: Topology) -> None:
+    """Refuse, before anything starts, a run whose parties would not fit in the memory
+    available now (MemAvailable), planned with each role's measured PSS per host."""
+    needed = planned_memory_bytes(policy, topology)
     available = _available_memory_bytes()
     if available is not None and needed > available:
+        per_host = HOST_PSS_MB[policy_kind(policy)]
         raise ValueError(
-            f"policy {policy.describe()}: {terminals} CRB-DRQN terminals need about "
-            f"{needed / 2**30:.1f} GiB (party and SuperNode, ~{AGENT_TERMINAL_RSS_BYTES >> 20} "
-            f"MiB each), but {available / 2**30:.1f} GiB are available; use fewer terminals "
-            "or a baseline policy"
+            f"policy {policy.describe()}: {topology.terminal_count} terminals and "
+            f"{len(topology.edges)} edges need about {needed / 2**30:.1f} GiB (measured per "
+            f"host: terminal {per_host['terminal']:.0f} MB, edge {per_host['edge']:.0f} MB, "
+            f"cloud {per_host['cloud']:.0f} MB PSS), but {available / 2**30:.1f} GiB are "
+            "available; use fewer terminals or a lighter policy"
         )
 
 

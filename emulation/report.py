@@ -9,7 +9,8 @@
     timeline.csv       per window: tasks, delay, failure rate, weight versions
     report.md          the report a researcher can cite, with plots/*.png (with a fault
                        schedule: the faults on the timeline and in a table, and the
-                       accounting of tasks and uploads after them)
+                       accounting of tasks and uploads after them; a run a signal
+                       stopped says so at the top: which signal, when, what it cut off)
 
 `summary_table` is the table the command prints at the end.
 """
@@ -189,6 +190,7 @@ def markdown(report: EmulationReport) -> str:
         f"# Emulation of `{report.topology}`: {report.terminals} terminals, "
         f"{report.summary['policy']}",
         "",
+        *_interrupted_lines(report.summary),
         *(f"- {note}" for note in report.notes),
         "",
         "## Summary",
@@ -271,6 +273,23 @@ def markdown(report: EmulationReport) -> str:
     return "\n".join(lines)
 
 
+def _interrupted_lines(summary: dict[str, object]) -> list[str]:
+    """The top of the report of a run a signal stopped: which, when, and what that leaves
+    out (nothing for a run that ran to its end)."""
+    at = summary.get("interrupted_at")
+    if not isinstance(at, dict):
+        return []
+    return [
+        f"**Interrupted by {summary['interrupted_by']}** {at['run_s']:.1f} s into the run "
+        f"(slot {at['slot']} of {at['end_slot']}): the parties were stopped and everything "
+        "below covers the part that ran. "
+        f"{summary['tasks_cut_by_interrupt']} tasks were cut off unresolved (their deadline "
+        "had not passed when the signal came); the arrivals after the stop never happened, "
+        "and compare-sim counts them as missing tasks.",
+        "",
+    ]
+
+
 def _faults_section(summary: dict[str, object]) -> list[str]:
     """The fault schedule's events as applied, and the accounting after them."""
     faults, books = summary.get("faults"), summary.get("accounting")
@@ -331,6 +350,15 @@ def _federation_section(federation: object) -> list[str]:
     """Rounds, uploads, weight versions and bytes per message type of a federated run."""
     if not isinstance(federation, dict):
         return []
+    if "rounds" not in federation:  # stopped before the authority wrote its summary
+        return [
+            "## The federation",
+            "",
+            "The authority did not finish (the run was stopped before it wrote its summary): "
+            f"no federation figures; authority restarts "
+            f"{federation.get('authority_restarts', 'n/a')}.",
+            "",
+        ]
     lines = [
         "## The federation",
         "",

@@ -112,12 +112,18 @@ def namespace_inode(pid: int) -> int:
 
 def namespace_members(inodes: set[int]) -> list[int]:
     """Pids of the processes living in one of the network namespaces `inodes`."""
-    found = []
+    return list(namespace_membership(inodes))
+
+
+def namespace_membership(inodes: set[int]) -> dict[int, int]:
+    """pid -> namespace inode of the processes living in one of the namespaces `inodes`."""
+    found = {}
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             with contextlib.suppress(OSError):
-                if namespace_inode(int(entry.name)) in inodes:
-                    found.append(int(entry.name))
+                inode = namespace_inode(int(entry.name))
+                if inode in inodes:
+                    found[int(entry.name)] = inode
     return found
 
 

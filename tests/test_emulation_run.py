@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from emulation.collect import agreement_reasons, timeline, transfer_lag, weights_version
-from emulation.counters import check_memory, read_net_dev
+from emulation.counters import check_memory, planned_memory_bytes, read_net_dev
 from emulation.data_plane import emulated_federation, emulation_parties
 from emulation.pretrain import PretrainConfig, cache_key, pretrained_weights
 from fl_crb.learn.method_config import MethodConfig
@@ -107,10 +107,20 @@ def test_interface_counters_come_from_the_namespace_of_a_pid() -> None:
     assert all(c.rx_bytes >= 0 and c.tx_packets >= 0 for c in counters.values())
 
 
-def test_learned_terminals_beyond_the_memory_are_refused() -> None:
-    check_memory(Baseline("round-robin"), 10**6)  # baseline parties are small: never refused
-    with pytest.raises(ValueError, match=r"crb-drqn:weights.npz: 10000 CRB-DRQN terminals need"):
-        check_memory(WeightsFile("weights.npz"), 10_000)
+def test_runs_beyond_the_memory_are_refused_with_each_roles_measured_figure() -> None:
+    four_edge = load_topology(TOPOLOGIES / "four-edge.yaml")
+    check_memory(Baseline("round-robin"), four_edge)
+    check_memory(Federated(WeightsFile("weights.npz")), four_edge)  # the paper's setting fits
+    crowded = four_edge.with_overrides(terminals=10_000)
+    expected = planned_memory_bytes(Federated(), crowded)
+    assert expected == (400 + 4 * 470 + 10_000 * 250) * 2**20  # each role's hosts counted
+    assert planned_memory_bytes(Baseline("random"), crowded) < expected
+    with pytest.raises(
+        ValueError,
+        match=r"crb-drqn:weights.npz: 10000 terminals and 4 edges need about .* GiB "
+        r"\(measured per host: terminal 30 MB, edge 30 MB, cloud 0 MB PSS\)",
+    ):
+        check_memory(WeightsFile("weights.npz"), crowded)
 
 
 def test_pretrained_weights_are_trained_once_then_reused(tmp_path: Path) -> None:
@@ -177,6 +187,21 @@ def test_the_run_folder_holds_the_report(emulated) -> None:
     assert memory["peak_processes"] == 6 and memory["peak_pss_mb"] > 50
     # Six Python parties share their interpreter's pages: PSS counts them once, RSS six times.
     assert memory["peak_summed_rss_mb"] > memory["peak_pss_mb"]
+    by_role = memory["pss_by_role"]  # each process charged to its host's role
+    assert {role: r["hosts"] for role, r in by_role.items()} == {
+        "cloud": 1,
+        "edge": 2,
+        "terminal": 4,
+    }
+    assert {role: r["peak_processes"] for role, r in by_role.items()} == {
+        "cloud": 0,
+        "edge": 2,
+        "terminal": 4,
+    }
+    assert by_role["terminal"]["pss_per_host_mb"] == pytest.approx(
+        by_role["terminal"]["peak_pss_mb"] / 4, abs=0.1
+    )
+    assert sum(r["peak_pss_mb"] for r in by_role.values()) >= memory["peak_pss_mb"] - 0.2
     text = (out / "report.md").read_text()
     for heading in ("Links: measured vs configured", "Delay and failure over time",
                     "Weight versions", "Bytes per terminal", "compare-sim"):  # fmt: skip

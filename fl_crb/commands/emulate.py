@@ -15,21 +15,32 @@ from the terminals' trajectories, set by the federated learning flags (the same 
 partitioned, parties killed, stopped or restarted; `emulation.faults.schedule` documents
 the file, topologies/faults/ has examples); summary.json and report.md then show each
 fault as applied and the accounting of tasks and uploads after them.
+
+Ctrl-C or SIGTERM while the parties run stops them as the coordinators of `fl-crb
+run-local` and `fl-crb federate` do, and the partial run is still collected and reported
+(summary.json and report.md say it was interrupted, by which signal and when); the
+command then prints one line and exits 130 (SIGINT) or 143 (SIGTERM). A second signal
+aborts the writing; the network is torn down in every case.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import os
+import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fl_crb.commands import arguments
-from fl_crb.commands.common import add_topology_arguments, run_target_arguments
+from fl_crb.commands.common import (
+    add_topology_arguments,
+    report_interrupted,
+    run_target_arguments,
+)
 from fl_crb.commands.federation_args import (
     add_federation_arguments,
     federation_flags_given,
@@ -48,9 +59,6 @@ CRB_DRQN = "crb-drqn"
 """`--policy crb-drqn`: CRB-DRQN from weights pre-trained in simulation (the default)."""
 ACCEPTS = (Baseline, TrainedRun, WeightsFile, Federated)
 """What an emulation's terminals decide with, besides `crb-drqn`."""
-LEARNER_SUPERVISOR = "fl_crb.federation.deploy.learner_supervisor"
-"""The module that restarts dead edge learners, where this version has one: a fault
-schedule may then `restart` an edge learner."""
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -150,13 +158,16 @@ def configure(args: argparse.Namespace) -> EmulationConfig:
     policy = None if args.policy == CRB_DRQN else parse_policy(args.policy, ACCEPTS, live=True)
     federated = not args.no_federation and not isinstance(policy, Baseline)
     _check_flags(args, policy, federated)
-    faults = _fault_schedule(args.faults, target, federated) if args.faults else None
+    roles = args.deploy == "roles"
+    faults = _fault_schedule(args.faults, target, federated, roles) if args.faults else None
     policy, notes = _pretrained(args, target) if policy is None else (policy, [])
     notes = notes or [f"policy {policy.describe()} as given on the command line"]
     if federated and not isinstance(policy, Federated):
         policy = Federated(policy)
     out = args.out or f"runs/emulate/{Path(args.topology).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     parties = emulation_parties(target, policy, out, args.realtime or None)
+    if faults is not None:  # the data plane's coordinator restarts what the schedule does
+        parties = replace(parties, supervised=faults.supervised_hosts)
     if federated:
         method = method_from_arguments(args, policy.start)
         accelerators = not args.no_accelerators
@@ -171,7 +182,6 @@ def configure(args: argparse.Namespace) -> EmulationConfig:
         data_plane = parties
     if faults is not None:
         notes.append(f"fault schedule {faults.name} ({args.faults}): {len(faults.events)} events")
-    roles = args.deploy == "roles"
     if roles:
         notes.append("deployed as the role commands, each host confined to its own state")
     return EmulationConfig(
@@ -179,15 +189,21 @@ def configure(args: argparse.Namespace) -> EmulationConfig:
     )
 
 
-def _fault_schedule(path: str, target: RunTarget, federated: bool) -> FaultSchedule:
+def _fault_schedule(path: str, target: RunTarget, federated: bool, roles: bool) -> FaultSchedule:
     """The schedule at `path`, checked against this run: its hosts, duration and parties
-    (the authority restarts under its supervisor; an edge learner only where the federated
-    run supervises its learners)."""
-    from emulation.faults.schedule import SUPERVISED, FaultContext, load_fault_schedule
+    (every party restarts under its supervisor in the coordinator's deployment; in a role
+    deployment only the authority and the edge learners do, see
+    `schedule.NOT_RESTARTED_IN_ROLES`)."""
+    from emulation.faults.schedule import (
+        NOT_RESTARTED_IN_ROLES,
+        SUPERVISED,
+        FaultContext,
+        load_fault_schedule,
+    )
 
     restartable = dict(SUPERVISED)
-    if importlib.util.find_spec(LEARNER_SUPERVISOR) is not None:
-        restartable["edge-learner"] = "the federated run's learner supervisor starts it again"
+    if roles:
+        restartable = {k: v for k, v in restartable.items() if k not in NOT_RESTARTED_IN_ROLES}
     context = FaultContext(target.topology(), target.duration_s, federated, restartable)
     return load_fault_schedule(path, context)
 
@@ -197,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
     from emulation.firewall import FirewallError
     from emulation.network import NetworkBuildError
     from emulation.report import summary_table
-    from emulation.run import run_emulation
+    from emulation.run import EmulationInterrupted, run_emulation
     from emulation.teardown import TeardownError
     from emulation.verify import LinkVerificationError
 
@@ -214,9 +230,16 @@ def run(args: argparse.Namespace) -> int:
     out = config.parties.out_dir
     try:
         report = run_emulation(config)
-    except KeyboardInterrupt:
+    except EmulationInterrupted as stopped:
+        print(
+            f"fl-crb emulate: interrupted by {stopped.interruption.signal_name} before the "
+            "parties' run could be written; the network is torn down",
+            file=sys.stderr,
+        )
+        return stopped.interruption.exit_status
+    except KeyboardInterrupt as error:  # before the parties ran, or a second signal
         print("\nfl-crb emulate: interrupted; the network is torn down", file=sys.stderr)
-        return 130
+        return 128 + _signal_number(error)
     except LinkVerificationError as error:
         print(f"fl-crb emulate: {error}\n(the table is in {out}/links.md)", file=sys.stderr)
         return 1
@@ -233,10 +256,23 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    if report.summary.get("interrupted"):
+        return report_interrupted(
+            "emulate", str(report.summary["interrupted_by"]), report.summary, out
+        )
     print()
     print(summary_table(report))
     print(f"\nrun folder: {out} (report.md, emulation.json, tasks.csv)")
     return 1 if _unplanned_failures(report.summary) else 0
+
+
+def _signal_number(interrupt: KeyboardInterrupt) -> int:
+    """The signal behind a KeyboardInterrupt: SIGTERM where `emulation.teardown`'s
+    `sigterm_as_interrupt` (or the emulator's second-signal abort) raised it, else
+    SIGINT."""
+    return (
+        signal.SIGTERM if interrupt.args == (f"signal {signal.SIGTERM.value}",) else signal.SIGINT
+    )
 
 
 def _unplanned_failures(summary: dict[str, object]) -> list[str]:
