@@ -11,20 +11,22 @@ test`) checks that the `terminal` install profile works there and how it behaves
 3. the terminal profile installed into a venv in it, `pip install '/opt/fl-crb-src[terminal]'`
    from a copy of this checkout, every dependency an aarch64 wheel from the registry;
    torch must be absent;
-4. a live run of `--duration` seconds: the edge servers (and, in federated mode, the
-   edge learners, the Flower SuperLink and SuperNodes and the authority) run natively
-   here; the terminal party runs inside the arm64 root under emulation (`chroot`, same
-   network namespace: everyone talks over 127.0.0.1). The run folder lives in a
-   directory bind-mounted at the same path inside the root, so config, log, mailbox
-   and key paths are the same for both sides;
+4. a live run of `--duration` seconds, everyone on 127.0.0.1 (the root shares this
+   network namespace). Federated mode (the default) runs the role commands as
+   docs/deployment.md has users run them, TLS and SuperNode authentication on:
+   `fl-crb keys`, then `fl-crb authority` and one `fl-crb edge` per edge natively, each
+   from its own bundle copied into its own state folder, and `fl-crb terminal` for t1
+   inside the arm64 root: the terminal profile's own command, whose party and SuperNode
+   run under emulation. The state folders live in a directory bind-mounted at the same
+   path inside the root. Modes `weights-file` (CRB-DRQN from a weights file that the
+   script replaces half way, so the terminal must reload it) and `round-robin` (a
+   baseline terminal) run the runtime's local coordinator with t1's party in the root;
 5. the terminal's decision latency under emulation (`terminal_footprint.py
    --latency-only` inside the root: an upper bound for a real board).
 
-Modes (`--mode`): `federated` (the default): federated CRB-DRQN, trajectories sealed and
-uploaded to the authority, weights delivered to the terminal's mailbox by its SuperNode
-(the SuperNode itself runs natively: the Flower processes cannot start through a
-placement yet); `weights-file`: CRB-DRQN from a weights file that the script replaces
-half way, so the terminal must reload it; `round-robin`: a baseline terminal.
+Where it cannot run it says why and exits 2 (`why_not_here`): not root, no way to
+install qemu-user-static and debootstrap, or a kernel (or container) that does not let
+binfmt_misc be mounted or qemu-aarch64 registered.
 
 It prints installed size, the terminal's peak resident memory (of the qemu process: the
 emulator's own memory included, an upper bound), decision latency, and whether
@@ -40,16 +42,17 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import NoReturn
 
 from terminal_footprint import PeakRss, random_weights
 
-from fl_crb.learn.method_config import MethodConfig
 from fl_crb.learn.weights_file import read_weights_file, save_weights_file
 from fl_crb.policies.spec import Baseline, WeightsFile
 from fl_crb.runtime.config import RunTarget
@@ -77,10 +80,21 @@ def run(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(argv, check=True, **kwargs)
 
 
+def why_not_here(reason: str) -> NoReturn:
+    """Stop: the check cannot run on this machine, and why (exit status 2)."""
+    print(f"aarch64_terminal.py cannot run here: {reason}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _attempt(argv: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, check=False)
+
+
 def ensure_host_tools() -> None:
-    """debootstrap and qemu-aarch64 with binfmt; apt-get installs what is missing."""
+    """debootstrap and qemu-aarch64 with binfmt; apt-get installs what is missing. Where
+    that cannot be done, `why_not_here`."""
     if os.geteuid() != 0:
-        raise SystemExit("aarch64_terminal.py needs root (debootstrap, mount, chroot)")
+        why_not_here("it needs root (debootstrap, mount, chroot)")
     missing = [
         p
         for p, f in [
@@ -92,16 +106,29 @@ def ensure_host_tools() -> None:
     ]
     if missing:
         log(f"installing Debian packages {missing}")
-        run(["apt-get", "update", "-q"])
-        run(["apt-get", "install", "-y", "-q", *missing])
+        for argv in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", *missing]):
+            done = _attempt(argv)
+            if done.returncode != 0:
+                why_not_here(
+                    f"{missing} are not installed and `{' '.join(argv)}` failed "
+                    f"({done.returncode}): {done.stderr.strip()[-300:]}"
+                )
     binfmt = Path("/proc/sys/fs/binfmt_misc")
     if not (binfmt / "register").exists():
-        run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(binfmt)])
+        done = _attempt(["mount", "-t", "binfmt_misc", "binfmt_misc", str(binfmt)])
+        if done.returncode != 0:
+            why_not_here(
+                f"binfmt_misc cannot be mounted on {binfmt} ({done.stderr.strip()}): this "
+                "kernel or container does not let qemu-aarch64 be registered, so arm64 "
+                "programs cannot run in a chroot"
+            )
     if not (binfmt / "qemu-aarch64").exists():
-        run(["update-binfmts", "--enable", "qemu-aarch64"])
+        done = _attempt(["update-binfmts", "--enable", "qemu-aarch64"])
+        if done.returncode != 0:
+            why_not_here(f"qemu-aarch64 cannot be registered with binfmt_misc: {done.stderr}")
     flags = (binfmt / "qemu-aarch64").read_text()
     if "enabled" not in flags or "F" not in flags.split("flags:")[1].split()[0]:
-        raise SystemExit(f"qemu-aarch64 binfmt is not enabled with the F flag:\n{flags}")
+        why_not_here(f"qemu-aarch64 binfmt is not enabled with the F flag:\n{flags}")
 
 
 def build_root(root: Path) -> float:
@@ -246,9 +273,14 @@ def run_emulated(args, root: Path, work: Path) -> dict:
     out = work / "run"
     placement = EmulatedTerminals(root, load_topology(topology).terminal_names)
     rate_bps = args.rate_mbps * 1e6
-    with PeakRss(str(out / "config" / "t1.json"), period_s=0.5) as rss:
+    marker = (
+        work / "t1" / "config" / "t1.json"
+        if args.mode == "federated"
+        else out / "config" / "t1.json"
+    )
+    with PeakRss(str(marker), period_s=0.5) as rss:
         if args.mode == "federated":
-            result = run_federated_mode(args, topology, out, placement, rate_bps)
+            result = run_federated_mode(args, topology, work, root, rate_bps)
         else:
             result = run_local_mode(args, topology, out, placement, rate_bps, work)
     result["terminal_peak_rss_mb"] = round(rss.peak_mb, 1)
@@ -290,31 +322,82 @@ def run_local_mode(args, topology, out, placement, rate_bps, work) -> dict:
     return result
 
 
-def run_federated_mode(args, topology, out, placement, rate_bps) -> dict:
+def run_federated_mode(args, topology: Path, work: Path, root: Path, rate_bps: float) -> dict:
+    """The role commands as on real machines, TLS and node authentication on: `fl-crb
+    keys`, `fl-crb authority` and `fl-crb edge` natively, each from its own bundle copied
+    into its own state folder, and `fl-crb terminal` for t1 inside the arm64 root (the
+    terminal profile's own `fl-crb`: its party and its SuperNode run under qemu)."""
+    edges = load_topology(topology).edge_names
+    keys = work / "keys"
+    run([sys.executable, "-m", "fl_crb.cli", "keys", "--topology", str(topology),
+         "--out", str(keys)], capture_output=True)  # fmt: skip
+    states = {host: work / host for host in ("cloud", *edges, "t1")}
+    for host, state in states.items():
+        state.mkdir()
+        shutil.copytree(keys / host, state / "bundle")
+    cloud = states["cloud"]
+    authority = _role(cloud, [
+        sys.executable, "-m", "fl_crb.cli", "authority", "--bundle", str(cloud / "bundle"),
+        "--state", str(cloud), "--topology", str(topology), "--duration", f"{args.duration}s",
+        "--terminals", "1", "--rate", f"{rate_bps}bps", "--listen", LOOPBACK, "--port", "0",
+        "--superlink-port", "0", "--min-pool", "4", "--join-timeout", "900s",
+    ])  # fmt: skip
+    processes = {"cloud": authority}
     try:
-        from fl_crb.federation.deploy.federated_run import run_federated
-        from fl_crb.federation.deploy.run_config import FederatedRunConfig, federated_parties
-    except ImportError as error:
-        raise SystemExit(
-            f"federated mode needs fl_crb.federation.deploy.federated_run: {error}"
-        ) from None
-    target = RunTarget(str(topology), args.duration, 1, rate_bps)
-    parties = federated_parties(target, str(out), startup_timeout_s=600.0)
-    config = FederatedRunConfig(parties, method=MethodConfig(min_pool_trajectories=4))
-    summary = asyncio.run(run_federated(config, placement))
-    federation = summary["federation"]
-    party = json.loads((out / "parties" / "t1.json").read_text())
+        port = _service_port(cloud.with_suffix(".err"), authority)
+        party = ["--authority", f"{LOOPBACK}:{port}", "--give-up", "900s"]
+        for edge in edges:
+            state = states[edge]
+            processes[edge] = _role(state, [
+                sys.executable, "-m", "fl_crb.cli", "edge", "--bundle", str(state / "bundle"),
+                "--state", str(state), "--runtime-port", "0", *party,
+            ])  # fmt: skip
+        terminal = states["t1"]
+        processes["t1"] = _role(terminal, in_root(root, [
+            f"{VENV}/bin/fl-crb", "terminal", "--bundle", str(terminal / "bundle"),
+            "--state", str(terminal), *party,
+        ]))  # fmt: skip
+        give_up = time.time() + args.duration + 1800
+        codes = {h: p.wait(timeout=max(1.0, give_up - time.time())) for h, p in processes.items()}
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=60)
+    if any(codes.values()):
+        tails = {h: states[h].with_suffix(".err").read_text()[-600:] for h, c in codes.items() if c}
+        raise RuntimeError(f"role commands failed, exit codes {codes}; their last lines: {tails}")
+    summary = json.loads((cloud / "summary.json").read_text())
+    report = json.loads((terminal / "summary.json").read_text())
     return {
-        "summary": _short(summary),
-        "terminal": party,
+        "summary": {k: summary.get(k) for k in ("security", "rounds", "tasks", "completed")},
+        "terminal": report,
         "flowed": {
-            "uploads_posted": federation["uploads_posted"],
-            "uploads_accepted_by_authority": federation["uploads_accepted"],
-            "uploads_rejected": federation["uploads_rejected"],
-            "weights_versions_received": party.get("weights_versions_loaded", []),
-            "edge_versions": federation["edge_versions"],
+            "uploads_posted": summary["uploads_posted"],
+            "uploads_accepted_by_authority": summary["uploads_accepted"],
+            "uploads_rejected": summary["uploads_rejected"],
+            "weights_versions_received": report["terminal"].get("weights_versions_loaded", []),
+            "tasks_by_decider": report["tasks_by_decider"],
         },
     }
+
+
+def _role(state: Path, argv: list[str]) -> subprocess.Popen:
+    """A role command, its output in STATE.err."""
+    log_file = open(state.with_suffix(".err"), "wb")  # noqa: SIM115 (closed with the process)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(argv, stdout=log_file, stderr=log_file, env=env)
+
+
+def _service_port(err: Path, authority: subprocess.Popen) -> int:
+    """The run service's port, as the authority says it."""
+    give_up = time.monotonic() + 300
+    while time.monotonic() < give_up and authority.poll() is None:
+        found = re.search(r"run service https://127\.0\.0\.1:(\d+)", err.read_text())
+        if found:
+            return int(found.group(1))
+        time.sleep(0.2)
+    raise RuntimeError(f"the authority never said where it serves:\n{err.read_text()[-2000:]}")
 
 
 def _short(summary: dict) -> dict:

@@ -18,7 +18,9 @@ it at `state_dir(h)` (one fixed path, the same on every host) and the emulator r
 `command` runs as root: it sees its own state directory and not the other hosts' backing
 folders, but root can get around mounts. A process started by `confined_command` runs as
 the host's own unprivileged user, with no capabilities: it reads and writes its host's
-state directory and cannot reach another host's, by any path.
+state directory and cannot reach another host's, by any path. Given a real-time priority,
+it may also take SCHED_FIFO (`realtime_grant`): by an RLIMIT_RTPRIO where the emulator
+can raise it, else by CAP_SYS_NICE alone, which changes scheduling and reads no file.
 
 Servers bind to every address of their host (`0.0.0.0` inside the namespace holds only
 that host's interfaces): an edge is reached by terminals on the access net and by the
@@ -35,6 +37,26 @@ if TYPE_CHECKING:
 
 ANY_ADDRESS = "0.0.0.0"
 """Bind address of servers: all interfaces of the host's own namespace."""
+RLIMIT_RTPRIO, SYS_NICE = "RLIMIT_RTPRIO", "sys_nice"
+"""How a confined process is let take SCHED_FIFO (`realtime_grant`)."""
+CAP_SYS_RESOURCE_BIT = 24
+"""CAP_SYS_RESOURCE's bit in /proc/self/status's CapEff (linux/capability.h)."""
+
+
+def realtime_grant() -> str:
+    """How `confined_command` lets a host's user take SCHED_FIFO: `RLIMIT_RTPRIO` (an
+    RLIMIT_RTPRIO raised to the priority, as limits.conf's `rtprio` does on a real
+    machine; no capability) when the emulator may raise resource limits
+    (CAP_SYS_RESOURCE), else `SYS_NICE`: the one capability CAP_SYS_NICE, ambient, which
+    lets the host's processes change any process's scheduling but reads no file. Measured
+    in a container without CAP_SYS_RESOURCE: `prlimit --rtprio` fails ("Operation not
+    permitted"); with ambient CAP_SYS_NICE a confined process takes SCHED_FIFO 5 and
+    still cannot read root's files."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            effective = int(line.split()[1], 16)
+            return RLIMIT_RTPRIO if effective >> CAP_SYS_RESOURCE_BIT & 1 else SYS_NICE
+    return SYS_NICE
 
 
 class MininetPlacement:
@@ -52,16 +74,26 @@ class MininetPlacement:
         pid = self.net.host(host).pid
         return ["mnexec", "-a", str(pid), *argv]
 
-    def confined_command(self, host: str, argv: list[str]) -> list[str]:
+    def confined_command(
+        self, host: str, argv: list[str], realtime_priority: int | None = None
+    ) -> list[str]:
         """`argv` run in host `host`'s namespaces as the host's own user
         (`net.host_uid`), with no supplementary groups, no capabilities and no way to
         gain any (setuid binaries included), and HOME set to the host's state directory.
-        `setpriv` and `env` exec in place, so the process keeps the pid the caller sees."""
+        `realtime_priority`: it may also take SCHED_FIFO up to that priority
+        (`realtime_grant`). `prlimit`, `setpriv` and `env` exec in place, so the process
+        keeps the pid the caller sees."""
         uid = self.net.host_uid(host)
+        caps = ["--inh-caps=-all", "--bounding-set=-all"]
+        limit: list[str] = []
+        if realtime_priority is not None and realtime_grant() == RLIMIT_RTPRIO:
+            limit = ["prlimit", f"--rtprio={realtime_priority}:{realtime_priority}"]
+        elif realtime_priority is not None:
+            caps = [f"--inh-caps=-all,+{SYS_NICE}", f"--ambient-caps=+{SYS_NICE}",
+                    f"--bounding-set=-all,+{SYS_NICE}"]  # fmt: skip
         return self.command(host, [
-            "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
-            "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs",
-            "env", f"HOME={self.state_dir(host)}", *argv,
+            *limit, "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+            *caps, "--no-new-privs", "env", f"HOME={self.state_dir(host)}", *argv,
         ])  # fmt: skip
 
     def state_dir(self, host: str) -> Path:

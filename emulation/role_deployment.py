@@ -42,11 +42,27 @@ machines, on the hosts of the emulated network:
                                      summary.json)
        RUN/keys/                     the keys as the operator made them
 
-Settings the role commands cannot take (the Flower polls, unpaced uplinks, real-time
-priority: the parties fetch theirs from the authority, which has no flag for them) are
-listed in the summary's "role_commands.not_carried" rather than silently dropped; test
-faults (`upload_faults`, `test_transit_faults`) are refused, since no role command can
-inject them.
+The authority's command line carries every setting of the run the parties need, the
+emulation's Flower polls, unpaced uplinks and real-time priority included; it serves
+them to the parties. Those it has no flag for (the authority's restarts, the overrun
+threshold) are listed in the summary's "role_commands.not_carried" rather than silently
+dropped. With a real-time priority, the edges' and terminals' commands may take
+SCHED_FIFO up to it (`MininetPlacement.confined_command`; "role_commands.realtime" says
+how: RLIMIT_RTPRIO, or CAP_SYS_NICE where the emulator may not raise resource limits).
+Test faults (`upload_faults`, `test_transit_faults`) are refused, since no role command
+can inject them.
+
+The code the hosts' users run may sit under a folder closed to them (a `mktemp -d`
+clone): each host's mount namespace opens it (`host_state.code_exposure_commands`).
+
+Stopping on request: `run_roles` installs SIGINT and SIGTERM handlers on its event loop
+(`local_run.stop_on_signals`: `loop.add_signal_handler`, which the emulator's
+`SignalRelay` takes over when the coordinator runs in a worker thread; elsewhere than the
+main thread without a relay, none is installed). A signal stops every role command
+(SIGTERM: each stops its processes, which write their task logs and summaries), the run
+folder is written from what the hosts left, and `RunInterrupted(signal, summary)` is
+raised; a signal before the authority chose the epoch leaves no partial run
+(`asyncio.CancelledError`).
 """
 
 from __future__ import annotations
@@ -63,7 +79,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from emulation.placement import MininetPlacement
+from emulation.host_state import code_roots
+from emulation.placement import MininetPlacement, realtime_grant
 from fl_crb.federation.deploy.federated_run import superlink_sans
 from fl_crb.federation.deploy.run_config import FederatedRunConfig, Quorum
 from fl_crb.federation.deploy.run_support import federation_summary
@@ -77,7 +94,9 @@ from fl_crb.runtime.local_run import (
     SUMMARY_FILE,
     TERMINAL_ROLE,
     LocalRunConfig,
+    RunInterrupted,
     run_spec,
+    stop_on_signals,
     summarise_run,
 )
 from fl_crb.runtime.party import write_json
@@ -98,6 +117,15 @@ RUN_MARGIN_S = 180.0
 authority's report wait and the stops."""
 POLL_S = 0.5
 """Seconds between looks at the role commands."""
+ROLE_START_LEAD_S = 10.0
+"""The least start lead of a role deployment: the parties that said hello before the
+quorum was complete learn the epoch by polling the run service (over TLS, on hosts busy
+starting 30 parties at once), not at once through a pipe as a coordinator's parties; a
+party that learns it late starts at the slot under way, without the tasks before."""
+JOIN_TIMEOUTS = 2
+"""The authority waits this many start-up timeouts for the parties' hellos: each party
+starts its processes (up to a start-up timeout) only once it reached the authority, and
+a whole topology's start on one machine took 171 s of a coordinator's 180 (four-edge)."""
 
 
 class RoleDeploymentError(RuntimeError):
@@ -116,6 +144,8 @@ class RoleCommand:
     uid: int
     """The host's user it runs as."""
     log_path: Path
+    realtime_priority: int | None = None
+    """The SCHED_FIFO priority its processes may take (`confined_command`); None: none."""
     process: asyncio.subprocess.Process | None = None
     stopped: bool = False
     """Whether the emulator stopped it (past its grace, or the run failed)."""
@@ -142,6 +172,8 @@ async def run_roles(config: FederatedRunConfig, placement: MininetPlacement) -> 
     run folder (see the module docstring); returns the summary."""
     _refuse_test_faults(config)
     _require_code_readable_by_all()
+    lead_s = max(config.parties.start_lead_s, ROLE_START_LEAD_S)
+    config = replace(config, parties=replace(config.parties, start_lead_s=lead_s))
     out = Path(config.parties.out_dir).resolve()
     if out.exists() and any(p.name != "hosts" for p in out.iterdir()):
         raise ValueError(f"run folder {out} is not empty; give a new folder for each run")
@@ -167,22 +199,36 @@ async def run_roles(config: FederatedRunConfig, placement: MininetPlacement) -> 
     for host, role in [*((e, EDGE_ROLE) for e in edges), *((t, TERMINAL_ROLE) for t in hosts)]:
         address = placement.address(cloud, host)
         flags = party_arguments(address, local.startup_timeout_s)
-        commands.append(_command(placement, out, host, role, flags))
+        commands.append(
+            _command(placement, out, host, role, flags, config.parties.realtime_priority)
+        )
     started = time.time()
     deadline = started + _run_length_s(config, spec.end_slot * params.slot_s)
     leftovers: list[int] = []
+    stop, received = asyncio.Event(), []
     try:
-        for command in commands:
-            await _start(command, placement)
-        await _wait(
-            commands, deadline, lambda: _record_epoch(out, config, spec, commands, placement)
-        )
+        with stop_on_signals(stop, received):
+            for command in commands:
+                await _start(command, placement)
+            await _wait(
+                commands,
+                deadline,
+                lambda: _record_epoch(out, config, spec, commands, placement),
+                stop,
+            )
     finally:
         await _stop_all(commands)
         leftovers = _kill_leftovers({command.uid for command in commands})
-    summary = collect_run(out, config, local, commands, placement, time.time() - started)
+    interrupted = received[0] if received else None
+    if interrupted is not None and not (out / RUN_FILE).exists():
+        raise asyncio.CancelledError(f"{interrupted} before the run's epoch: no partial run")
+    summary = collect_run(
+        out, config, local, commands, placement, time.time() - started, interrupted
+    )
     summary["role_commands"]["leftovers_killed"] = leftovers
     write_json(out / SUMMARY_FILE, summary)
+    if interrupted is not None:
+        raise RunInterrupted(interrupted, summary)
     return summary
 
 
@@ -195,19 +241,17 @@ def _refuse_test_faults(config: FederatedRunConfig) -> None:
 
 
 def _require_code_readable_by_all() -> None:
-    """The hosts' users run this Python and this code: every folder above them must let
-    any user through; RoleDeploymentError naming the first that does not."""
-    import fl_crb
-
-    code = Path(fl_crb.__file__).resolve().parent
-    for root in (code, Path(sys.prefix), Path(sys.executable).resolve().parent):
-        for folder in [root, *root.parents]:
-            if folder.is_dir() and not folder.stat().st_mode & 0o001:
-                raise RoleDeploymentError(
-                    f"{folder} is closed to other users, but every emulated host runs the "
-                    f"role commands from {root} as a user of its own: chmod o+x {folder}, "
-                    "or install fl-crb where every user can read it"
-                )
+    """The hosts' users run this Python and this code (`host_state.code_roots`): a closed
+    folder above them is opened inside each host (`code_exposure_commands`), but each of
+    the folders themselves must let any user in; RoleDeploymentError naming the first that
+    does not."""
+    for root in code_roots():
+        if root.is_dir() and root.stat().st_mode & 0o005 != 0o005:
+            raise RoleDeploymentError(
+                f"{root} is closed to other users, but every emulated host runs the role "
+                f"commands from it as a user of its own: chmod o+rx {root}, or install "
+                "fl-crb where every user can read it"
+            )
 
 
 def install_bundle(bundle: Path, placement: MininetPlacement, host: str) -> Path:
@@ -258,6 +302,7 @@ def authority_arguments(config: FederatedRunConfig, topology: str, start: str | 
     starting weights at the paths the cloud's processes see (the bundle and state flags
     come from `_command`)."""
     target, method = config.parties.target, config.method
+    join_s = JOIN_TIMEOUTS * config.parties.startup_timeout_s
     argv = ["--topology", topology, "--duration", _seconds(target.duration_s),
             "--seed", str(target.seed)]  # fmt: skip
     if target.terminals_override is not None:
@@ -270,11 +315,18 @@ def authority_arguments(config: FederatedRunConfig, topology: str, start: str | 
     argv += ["--round-period", _seconds(config.round_period_s), "--quorum",
              _quorum(config.quorum), "--epsilon", repr(config.epsilon),
              "--start-lead", _seconds(config.parties.start_lead_s),
-             "--join-timeout", _seconds(config.parties.startup_timeout_s)]  # fmt: skip
+             "--join-timeout", _seconds(join_s)]  # fmt: skip
     if config.round_deadline_s is not None:
         argv += ["--round-deadline", _seconds(config.round_deadline_s)]
     if config.batches_per_round is not None:
         argv += ["--batches-per-round", str(config.batches_per_round)]
+    argv += ["--supernode-poll", _seconds(config.supernode_idle_poll_s),
+             "--superexec-poll", _seconds(config.superexec_poll_s),
+             "--pace-ticks", str(config.parties.pace_ticks_per_slot)]  # fmt: skip
+    if not config.parties.pace_uplink:
+        argv.append("--no-pacing")
+    if config.parties.realtime_priority is not None:
+        argv += ["--realtime", str(config.parties.realtime_priority)]
     if not config.accelerators:
         argv.append("--no-accelerators")
     if config.insecure:
@@ -309,37 +361,41 @@ def party_arguments(authority: str, give_up_s: float) -> list[str]:
 
 
 def not_carried(config: FederatedRunConfig) -> list[str]:
-    """Settings of `config` the role commands cannot take (none of their flags carries
-    them; the parties fetch theirs from the authority): named, with their value."""
+    """Settings of `config` the role commands cannot take (no flag of `fl-crb authority`
+    carries them; the parties fetch theirs from the authority): named, with their value,
+    where they differ from the authority's default."""
     defaults = FederatedRunConfig(parties=config.parties)
     parties = LocalRunConfig(config.parties.target, config.parties.policy, config.parties.out_dir)
     names = []
-    for name in ("supernode_idle_poll_s", "superexec_poll_s", "max_authority_restarts"):
-        if getattr(config, name) != getattr(defaults, name):
-            names.append(f"{name}={getattr(config, name)!r}")
-    for name in ("pace_uplink", "pace_ticks_per_slot", "realtime_priority",
-                 "overrun_threshold_fraction"):  # fmt: skip
-        if getattr(config.parties, name) != getattr(parties, name):
-            names.append(f"parties.{name}={getattr(config.parties, name)!r}")
+    if config.max_authority_restarts != defaults.max_authority_restarts:
+        names.append(f"max_authority_restarts={config.max_authority_restarts!r}")
+    if config.parties.overrun_threshold_fraction != parties.overrun_threshold_fraction:
+        names.append(
+            f"parties.overrun_threshold_fraction={config.parties.overrun_threshold_fraction!r}"
+        )
     return names
 
 
 def _command(
-    placement: MininetPlacement, out: Path, host: str, role: str, flags: list[str]
+    placement: MininetPlacement,
+    out: Path,
+    host: str,
+    role: str,
+    flags: list[str],
+    realtime_priority: int | None = None,
 ) -> RoleCommand:
     state = placement.state_dir(host)
     bundle, run = str(state / BUNDLE_DIR), str(state / RUN_DIR)
     argv = [sys.executable, "-m", "fl_crb.cli", role, "--bundle", bundle, "--state", run, *flags]
-    return RoleCommand(
-        host, role, argv, placement.net.host_uid(host), out / "logs" / f"{host}.role.log"
-    )
+    log = out / "logs" / f"{host}.role.log"
+    return RoleCommand(host, role, argv, placement.net.host_uid(host), log, realtime_priority)
 
 
 async def _start(command: RoleCommand, placement: MininetPlacement) -> None:
     """Start `command` confined to its host, its output in its log (opened here)."""
     with open(command.log_path, "wb") as log:
         command.process = await asyncio.create_subprocess_exec(
-            *placement.confined_command(command.host, command.argv),
+            *placement.confined_command(command.host, command.argv, command.realtime_priority),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -349,23 +405,28 @@ async def _start(command: RoleCommand, placement: MininetPlacement) -> None:
 
 
 def _run_length_s(config: FederatedRunConfig, arrivals_and_drain_s: float) -> float:
-    """The longest the run may take: the parties joining, the start lead, the slots, the
-    authority's drain (its startup timeout), reports and stops."""
+    """The longest the run may take: the authority's start and the parties' hellos, the
+    start lead, the slots, the authority's drain, reports and stops."""
     parties = config.parties
-    return (
-        2 * parties.startup_timeout_s + parties.start_lead_s + arrivals_and_drain_s + (RUN_MARGIN_S)
-    )
+    joining_s = (1 + JOIN_TIMEOUTS) * parties.startup_timeout_s  # the authority's, the hellos
+    return joining_s + parties.start_lead_s + arrivals_and_drain_s + RUN_MARGIN_S
 
 
 async def _wait(
-    commands: list[RoleCommand], deadline: float, each_poll: Callable[[], None]
+    commands: list[RoleCommand],
+    deadline: float,
+    each_poll: Callable[[], None],
+    stop: asyncio.Event,
 ) -> None:
     """Until every command exited, calling `each_poll` every `POLL_S`; the parties get
     `PARTY_GRACE_S` after the authority, every command the run's `deadline`; those past
-    theirs are stopped."""
+    theirs, and all once `stop` is set, are stopped."""
     authority = commands[0]
     while any(c.process and c.process.returncode is None for c in commands):
         each_poll()
+        if stop.is_set():
+            await _stop_all(commands)
+            return
         now = time.time()
         for command in commands:
             if command.exited_at is None and command.exit_code is not None:
@@ -445,8 +506,11 @@ def collect_run(
     commands: list[RoleCommand],
     placement: MininetPlacement,
     wall_s: float,
+    interrupted: str | None = None,
 ) -> dict[str, object]:
-    """Read every host's state directory and write the run folder; the summary."""
+    """Read every host's state directory and write the run folder; the summary.
+    `interrupted`: the signal that stopped the run (the commands stopped for it are not
+    failures)."""
     spec, params, _ = run_spec(local)
     authority = commands[0]
     cloud_state = placement.state_backing_dir(authority.host) / RUN_DIR
@@ -474,8 +538,8 @@ def collect_run(
         parties.append(CollectedParty(command.host, command.role))
     roles = role_records(commands)
     write_run_record(out, config, spec, cloud_run["epoch_unix_s"], commands, placement)
-    failed = [c.host for c in commands if c.exit_code != 0]
-    summary = summarise_run(out, local, spec, params.slot_s, parties, failed)  # type: ignore[arg-type]
+    failed = [c.host for c in commands if c.exit_code != 0 and not (interrupted and c.stopped)]
+    summary = summarise_run(out, local, spec, params.slot_s, parties, failed, interrupted)  # type: ignore[arg-type]
     secure = not config.insecure  # what the authority ran with, if it wrote no summary
     summary["security"] = cloud_summary.get("security", {"tls": secure, "node_auth": secure})
     topology = spec.topology()
@@ -489,7 +553,8 @@ def collect_run(
         summary["federation"] = {"authority_finished": False}
     summary["federation"]["flower"] = cloud_summary.get("flower")
     summary["federation"]["roles"] = {k: v for k, v in cloud_summary.items() if k != "flower"}
-    summary["role_commands"] = {**roles, "not_carried": not_carried(config)}
+    grant = None if config.parties.realtime_priority is None else realtime_grant()
+    summary["role_commands"] = {**roles, "not_carried": not_carried(config), "realtime": grant}
     write_json(out / SUMMARY_FILE, summary)
     return summary
 

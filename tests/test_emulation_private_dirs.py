@@ -23,7 +23,6 @@ from pathlib import Path
 import pytest
 
 from emulation.network import NetworkConfig
-from tests.conftest import needs_code_readable_by_all
 from tests.test_emulation_network import TOPOLOGIES, leftovers, real_network
 
 needs_mnexec = pytest.mark.skipif(
@@ -106,7 +105,6 @@ def test_the_state_path_must_be_absolute() -> None:
 
 @needs_mnexec
 @real_network
-@needs_code_readable_by_all
 def test_a_terminal_reads_only_its_own_state_directory(run_folder: Path) -> None:
     from emulation.network import EmulatedNetwork
     from emulation.placement import MininetPlacement
@@ -187,3 +185,80 @@ def test_a_state_path_inside_the_hosts_folder_is_refused(run_folder: Path) -> No
     )
     with pytest.raises(NetworkBuildError, match="must not contain each other"), net:
         pass
+
+
+CLOSED_PROBE = r"""
+import json, os, subprocess, sys
+clone, state, hosts_dir, secret = sys.argv[1:5]
+def read(path):
+    try:
+        with open(path) as file:
+            return file.read().strip()
+    except OSError as error:
+        return type(error).__name__
+tool = subprocess.run([os.path.join(clone, ".venv", "bin", "tool")], capture_output=True,
+                      text=True, env={"PYTHONPATH": clone})
+print(json.dumps({
+    "uid": os.getuid(),
+    "tool": tool.stdout.strip() or tool.stderr.strip()[-300:],
+    "own": read(os.path.join(state, "own.txt")),
+    "hosts_dir_listing": os.listdir(hosts_dir),
+    "secret": read(secret),
+    "writes_code": subprocess.run(["touch", os.path.join(clone, "new")]).returncode == 0,
+}))
+"""
+TOOL = """import sys
+import package_of_the_clone
+print(sys.prefix, package_of_the_clone.WHERE)
+"""
+
+
+@pytest.mark.root
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
+def test_code_under_a_closed_folder_runs_as_a_hosts_user(run_folder: Path) -> None:
+    """A checkout in a `mktemp -d` folder (0700), its venv inside: a host's user runs the
+    venv's console script (its `#!` names the venv's Python by the closed path) importing
+    the checkout's package, reads its own state, and sees neither the hosts' folder nor
+    the closed folder's other files; the code is read-only to it."""
+    import os
+
+    from emulation.host_state import HostStateDirs
+
+    closed = Path(tempfile.mkdtemp(prefix="fl-crb-closed-"))  # 0700, as mktemp -d makes it
+    try:
+        clone = closed / "clone"
+        (clone / "package_of_the_clone").mkdir(parents=True)
+        (clone / "package_of_the_clone" / "__init__.py").write_text("WHERE = 'clone'\n")
+        (closed / "secret.txt").write_text("not for the hosts\n")
+        run([sys.base_prefix + "/bin/python3", "-m", "venv", "--without-pip", str(clone / ".venv")])
+        tool = clone / ".venv" / "bin" / "tool"
+        tool.write_text(f"#!{clone / '.venv' / 'bin' / 'python'}\n{TOOL}")
+        tool.chmod(0o755)
+        hosts_dir = clone / "runs" / "r" / "hosts"
+        dirs = HostStateDirs(
+            999, ["h1"], run_folder / "state", hosts_dir, run_folder,
+            code=[clone, clone / ".venv", Path(sys.base_prefix)],
+        )  # fmt: skip
+        dirs.create()
+        (hosts_dir / "h1" / "own.txt").write_text("h1's own\n")
+        uid = dirs.uid("h1")
+        os.chown(hosts_dir / "h1" / "own.txt", uid, uid)
+        confined = (
+            f"setpriv --reuid={uid} --regid={uid} --clear-groups --inh-caps=-all "
+            f"--bounding-set=-all --no-new-privs {sys.base_prefix}/bin/python3 -c "
+            f"'{CLOSED_PROBE}' {clone} {run_folder / 'state'} {hosts_dir} {closed / 'secret.txt'}"
+        )
+        script = "\n".join([*dirs.mount_commands("h1"), confined])
+        probe = run(["unshare", "--mount", "--propagation", "private", "sh", "-ec", script])
+        seen = json.loads(probe.stdout)
+        assert seen == {
+            "uid": uid,
+            "tool": f"{clone / '.venv'} clone",
+            "own": "h1's own",
+            "hosts_dir_listing": [],
+            "secret": "FileNotFoundError",
+            "writes_code": False,
+        }
+        assert our_mounts(closed) == []  # nothing mounted in the root namespace
+    finally:
+        shutil.rmtree(closed)

@@ -15,6 +15,7 @@ every config a host recorded lies in that host's own state directory or the code
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -31,14 +32,14 @@ import pytest
 
 from emulation.collect import federation_rounds
 from emulation.data_plane import emulated_federation, emulation_parties
-from emulation.role_deployment import authority_arguments
+from emulation.role_deployment import authority_arguments, not_carried
 from fl_crb.commands.federation_args import method_from_arguments, round_settings
+from fl_crb.commands.roles import authority_run_config
 from fl_crb.federation.deploy.run_config import FederatedRunConfig, Quorum, federated_parties
 from fl_crb.learn.method_config import MethodConfig
 from fl_crb.policies.spec import Federated
 from fl_crb.runtime.compare import compare_run
 from fl_crb.runtime.config import RunTarget
-from tests.conftest import needs_code_readable_by_all
 from tests.test_emulation_network import real_network
 
 TOPOLOGY = Path(__file__).resolve().parent / "roles-topology.yaml"
@@ -63,8 +64,13 @@ def test_the_authority_command_line_carries_the_run_settings(tmp_path: Path) -> 
         learner=replace(method.learner, lr=3e-4, hidden=48),
     )
     target = RunTarget(str(TOPOLOGY), 6.5, terminals_override=2, arrival_rate_override_bps=3e6)
+    state = str(tmp_path / "s")
+    parties = federated_parties(
+        target, state, start_lead_s=2.5, pace_uplink=False, pace_ticks_per_slot=6,
+        realtime_priority=5,
+    )  # fmt: skip
     config = FederatedRunConfig(
-        federated_parties(target, str(tmp_path), start_lead_s=2.5),
+        parties,
         method=method,
         round_period_s=1.5,
         round_deadline_s=25.0,
@@ -72,11 +78,15 @@ def test_the_authority_command_line_carries_the_run_settings(tmp_path: Path) -> 
         epsilon=0.2,
         batches_per_round=3,
         accelerators=False,
+        supernode_idle_poll_s=1.0,
+        superexec_poll_s=0.5,
     )
     flags = authority_arguments(config, topology=str(TOPOLOGY), start=None)
     args = build_parser().parse_args(
-        ["authority", "--bundle", str(tmp_path), "--state", str(tmp_path / "s"), *flags]
+        ["authority", "--bundle", str(tmp_path), "--state", state, *flags]
     )
+    assert authority_run_config(args) == config  # the whole run, as the authority takes it
+    assert not_carried(config) == []
     assert run_target_arguments(args) == target
     assert method_from_arguments(args, None) == method
     assert round_settings(args) == {
@@ -88,6 +98,21 @@ def test_the_authority_command_line_carries_the_run_settings(tmp_path: Path) -> 
     }
     assert args.start_lead == 2.5 and args.no_accelerators and not args.insecure
     assert args.policy is None
+
+
+def test_settings_the_authority_has_no_flag_for_are_named() -> None:
+    parties = federated_parties(
+        RunTarget(str(TOPOLOGY), 2.0), "out", overrun_threshold_fraction=0.5
+    )
+    config = FederatedRunConfig(parties, max_authority_restarts=1)
+    assert not_carried(config) == [
+        "max_authority_restarts=1",
+        "parties.overrun_threshold_fraction=0.5",
+    ]
+    assert (
+        not_carried(FederatedRunConfig(federated_parties(RunTarget(str(TOPOLOGY), 2.0), "out")))
+        == []
+    )
 
 
 def test_test_faults_are_refused_naming_them(tmp_path: Path) -> None:
@@ -142,6 +167,8 @@ class HostProcesses:
         self.host_of = {namespace_inode(net.host(h.name).pid): h.name for h in net.hosts()}
         self.seen: dict[int, tuple[str, int, str]] = {}
         """pid → (host, uid, command line)."""
+        self.realtime: set[int] = set()
+        """pids seen running with SCHED_FIFO."""
 
     def sample(self) -> None:
         for entry in Path("/proc").iterdir():
@@ -155,9 +182,12 @@ class HostProcesses:
                 continue
             if host is None or not argv[0]:
                 continue
-            if Path(argv[0].decode()).name in ("mnexec", "setpriv", "env"):
+            if Path(argv[0].decode()).name in ("mnexec", "prlimit", "setpriv", "env"):
                 continue  # the exec chain of `confined_command`, before its user switch
             self.seen[int(entry.name)] = (host, uid, b" ".join(argv).decode(errors="replace"))
+            with contextlib.suppress(OSError):
+                if os.sched_getscheduler(int(entry.name)) == os.SCHED_FIFO:
+                    self.realtime.add(int(entry.name))
 
     def pid_on(self, host: str, needle: str) -> int | None:
         return next(
@@ -177,12 +207,11 @@ def _strings(value) -> list[str]:
 
 @needs_mnexec
 @real_network
-@needs_code_readable_by_all
 def test_the_emulator_runs_each_role_confined_from_its_own_bundle(run_folder: Path) -> None:
     import asyncio
 
     from emulation.network import EmulatedNetwork
-    from emulation.placement import MininetPlacement
+    from emulation.placement import MininetPlacement, realtime_grant
     from emulation.role_deployment import RUN_DIR, run_roles
     from fl_crb.topology import load_topology
 
@@ -228,6 +257,8 @@ def test_the_emulator_runs_each_role_confined_from_its_own_bundle(run_folder: Pa
 
     roles = summary["role_commands"]
     assert {h: roles[h]["exit"] for h in uids} == dict.fromkeys(uids, 0), logs
+    assert roles["not_carried"] == []  # the emulation's polls, pacing and priority reached all
+    assert roles["realtime"] == realtime_grant()
     assert roles["leftovers_killed"] == []  # each command stopped its own processes
     assert summary["security"] == {"tls": True, "node_auth": True}
     federation = summary["federation"]
@@ -251,6 +282,9 @@ def test_the_emulator_runs_each_role_confined_from_its_own_bundle(run_folder: Pa
     assert processes.pid_on("t1", "--auth-supernode-private-key"), processes.seen
     foreign = [(pid, h, u, line) for pid, (h, u, line) in processes.seen.items() if u != uids[h]]
     assert foreign == []
+    # the runtime parties, and only they, took the emulation's real-time priority
+    fifo = {processes.seen[pid][2].split(" -m ")[-1].split()[0] for pid in processes.realtime}
+    assert fifo == {"fl_crb.federation.edge", "fl_crb.federation.terminal"}, fifo
     # and no host reached the cloud's private keys
     assert probe is not None, "the SuperLink was never seen running"
     assert probe["uid"] == uids["t1"] and probe["tried"] >= 3

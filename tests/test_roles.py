@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -169,8 +170,13 @@ def test_the_measured_offset_on_one_clock_is_within_half_the_delay(keys, service
 # -- settings and signed requests -------------------------------------------------------------
 
 
+def _first_signer(keys: Path, host: str = "t1") -> RequestSigner:
+    """A party's signer before it knows the run (its first request for the settings)."""
+    return RequestSigner(host, None, keys / host / "supernodes" / f"{host}.key")
+
+
 def test_settings_travel_whole_with_the_topology_text(keys, service, tmp_path):
-    settings, progress = _client(keys, service).settings()
+    settings, progress = _client(keys, service).settings(_first_signer(keys))
     assert settings == service.settings
     assert progress.phase == "waiting" and progress.epoch_unix_s is None
     folder = tmp_path / "party"
@@ -185,6 +191,29 @@ def test_settings_with_a_bad_field_are_refused_naming_it(tmp_path):
     body["settings"]["epsilon"] = "high"
     with pytest.raises(ValueError, match="epsilon"):
         parse_settings(body, "settings from test")
+
+
+def test_settings_go_only_to_a_party_of_the_run_by_a_signed_request(keys, service):
+    client = _client(keys, service)
+    with pytest.raises(ServiceError, match=r"no GET /settings; POST /settings, signed"):
+        client._request("GET", "/settings")
+    with pytest.raises(ServiceError, match="its signature does not verify"):
+        client._request("POST", "/settings", b'{"host": "t1"}', {SIGNATURE_HEADER: "AAAA"})
+    with pytest.raises(ServiceError, match="does not verify with t1's SuperNode key"):
+        client.settings(_signer(keys, "t1", key_of="t2"))
+    with pytest.raises(ServiceError, match="claims host 't9'"):
+        client.settings(RequestSigner("t9", None, keys / "t1" / "supernodes" / "t1.key"))
+    with pytest.raises(ServiceError, match="is for run 'cd"):
+        client.settings(RequestSigner("t1", "cd" * 16, keys / "t1" / "supernodes" / "t1.key"))
+    data, signature = _signer(keys, "t1").sign({"kind": "settings"})
+    client._request("POST", "/settings", data, {SIGNATURE_HEADER: signature})
+    with pytest.raises(ServiceError, match="replays nonce"):
+        client._request("POST", "/settings", data, {SIGNATURE_HEADER: signature})
+    assert service.refusals == {
+        "bad-signature": 2, "unknown-host": 1, "other-run": 1, "replay": 1,
+    }  # fmt: skip
+    with pytest.raises(ServiceError, match="is for run None"):  # a null run id: settings only
+        client.signed("/hello", {"role": "terminal", "clock": CLOCK}, _first_signer(keys))
 
 
 def test_a_bad_signature_is_refused_naming_the_peer(keys, service):
@@ -225,7 +254,7 @@ def test_the_epoch_is_chosen_at_the_quorum_and_a_late_party_gets_the_same(keys, 
     assert before + 30.0 <= epoch <= time.time() + 30.0  # the lead, on the authority's clock
     assert service.progress.phase == RUNNING and service.started.is_set()
     assert _hello(keys, service, "t2") == {"epoch_unix_s": epoch}
-    _, progress = _client(keys, service).settings()
+    _, progress = _client(keys, service).settings(_signer(keys, "t1"))
     assert progress.epoch_unix_s == epoch
     assert progress.hellos == ("edge1", "t1", "t2")
     assert {e: (a.host, a.port) for e, a in progress.edge_addresses().items()} == {
@@ -264,7 +293,7 @@ def test_an_unreachable_authority_is_retried_then_named(keys, tmp_path):
     said: list[str] = []
     client = ServiceClient("127.0.0.1:1", keys / "t1" / "ca.crt", said.append, give_up_s=1.2)
     with pytest.raises(ServiceError, match="stayed unreachable"):
-        client.settings()
+        client.settings(_first_signer(keys))
     assert said and all("authority at 127.0.0.1:1 unreachable" in line for line in said)
 
 
@@ -277,9 +306,23 @@ def test_a_certificate_for_another_address_is_refused_with_the_fix(keys, tmp_pat
     try:  # 127.0.0.2 reaches this host, but the certificate names 127.0.0.1 and localhost
         client = ServiceClient(f"127.0.0.2:{server.port}", keys / "t1" / "ca.crt", print, 1)
         with pytest.raises(ServiceError, match=r"--san 127\.0\.0\.2"):
-            client.settings()
+            client.settings(_first_signer(keys))
     finally:
         server.stop()
+
+
+def test_the_authority_serves_the_parties_polls_pacing_and_priority(keys, tmp_path):
+    parties = federated_parties(
+        RunTarget(str(TOPOLOGY), 2.0), str(tmp_path / "cloud"), pace_uplink=False,
+        pace_ticks_per_slot=2, realtime_priority=5,
+    )  # fmt: skip
+    run = FederatedRunConfig(parties, supernode_idle_poll_s=1.0, superexec_poll_s=0.5)
+    settings = plan_run(AuthorityRoleConfig(run, keys / "cloud")).settings
+    assert (
+        settings.run.realtime_priority == 5
+    )  # each party checks it may take it, not the authority
+    assert (settings.pace_uplink, settings.pace_ticks_per_slot) == (False, 2)
+    assert (settings.supernode_idle_poll_s, settings.superexec_poll_s) == (1.0, 0.5)
 
 
 def test_a_run_from_a_weights_file_serves_each_edge_its_learners_start(keys, tmp_path):
@@ -383,7 +426,8 @@ def _strings(value) -> list[str]:
 def test_authority_edge_and_terminals_run_each_from_its_own_bundle_and_state(tmp_path):
     """tests/roles-topology.yaml (edge1; t1, t2) with TLS and node authentication: four
     `fl-crb` processes, each given only its own bundle (copied into its own state
-    folder), meet through the run service, run 8 s of arrivals and report."""
+    folder), meet through the run service, run 8 s of arrivals and report. The edge's
+    learner, killed once the run started, is started again by `fl-crb edge`."""
     keys = tmp_path / "keys"
     made = subprocess.run(
         [sys.executable, "-m", "fl_crb.cli", "keys", "--topology", str(TOPOLOGY),
@@ -414,6 +458,7 @@ def test_authority_edge_and_terminals_run_each_from_its_own_bundle_and_state(tmp
                 state, role, "--bundle", str(state / "bundle"), "--state", str(state),
                 "--authority", f"127.0.0.1:{port}", "--give-up", "60s", *extra,
             )  # fmt: skip
+        killed = _kill_the_learner_once_running(states["edge1"], "edge1")
         codes = {host: process.wait(timeout=300) for host, process in processes.items()}
     finally:
         for process in processes.values():
@@ -440,6 +485,10 @@ def test_authority_edge_and_terminals_run_each_from_its_own_bundle_and_state(tmp
         logged = states[host] / "party" / f"{host}.tasks.jsonl"
         assert logged.read_text().count("\n") >= report["terminal"]["tasks"]
     assert summary["parties"]["edge1"]["edge_server"]["tasks_received"] > 0
+    edge = summary["parties"]["edge1"]
+    assert edge["learner_restarts"] == 1 and edge["learner_given_up"] is None, edge
+    restarted = json.loads((states["edge1"] / "learners.json").read_text())["edge1"]
+    assert restarted["pid"] != killed and restarted["ready"], restarted
 
     # Nothing was given a path outside its own state folder: every path in every config
     # and command line under tmp_path lies in the host's own folder; the authority's
@@ -456,6 +505,26 @@ def test_authority_edge_and_terminals_run_each_from_its_own_bundle_and_state(tmp
             assert not any(str(TOPOLOGY) in s for s in strings), host
         assert json.loads((state / "bundle" / "bundle.json").read_text())["host"] == host
     print(f"role run wall time {wall_s:.1f} s")
+
+
+def _kill_the_learner_once_running(state: Path, edge: str) -> int:
+    """SIGKILL `edge`'s learner once the edge passed the epoch on and the learner said
+    READY (STATE/learners.json); its pid."""
+    give_up = time.monotonic() + 200
+    while time.monotonic() < give_up:
+        try:
+            learner = json.loads((state / "learners.json").read_text())[edge]
+        except (OSError, ValueError, KeyError):  # not yet, or half-written
+            learner = None
+        if (
+            learner
+            and learner["ready"]
+            and f"edge {edge}: epoch" in state.with_suffix(".err").read_text()
+        ):
+            os.kill(learner["pid"], signal.SIGKILL)
+            return learner["pid"]
+        time.sleep(0.2)
+    raise AssertionError(f"{edge}'s learner never ran: {state.with_suffix('.err').read_text()}")
 
 
 def test_sigterm_stops_the_authority_with_one_line_and_leaves_no_process(tmp_path, keys):
@@ -519,3 +588,32 @@ def test_ctrl_c_stops_a_terminal_waiting_for_an_unreachable_authority(tmp_path, 
         "fl-crb terminal: stopped by SIGINT; its processes are stopped"
     )
     assert "Traceback" not in text
+
+
+@pytest.mark.root
+@pytest.mark.skipif(
+    not (shutil.which("setpriv") and shutil.which("unshare")), reason="needs util-linux"
+)
+def test_a_party_knows_whether_it_may_take_the_runs_realtime_priority(tmp_path):
+    """A user with no capability and no RLIMIT_RTPRIO may not (its command would stop
+    with the fix); with CAP_SYS_NICE alone, as the emulator grants it, it may. (In a
+    mount namespace of its own with the code opened as the emulator opens it to its
+    hosts' users, for a checkout under a closed folder.)"""
+    from emulation.host_state import code_exposure_commands, code_roots
+
+    opened = " && ".join(["true", *code_exposure_commands(code_roots(), tmp_path)])
+    check = "from fl_crb.federation.roles.party_role import may_take_realtime as m; print(m(5))"
+    user = ["setpriv", "--reuid=1700999998", "--regid=1700999998", "--clear-groups"]
+    plain = [*user, "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
+    nice = [*user, "--inh-caps=-all,+sys_nice", "--ambient-caps=+sys_nice",
+            "--bounding-set=-all,+sys_nice", "--no-new-privs"]  # fmt: skip
+    answers = []
+    for confined in (plain, nice):
+        argv = shlex.join([*confined, sys.executable, "-c", check])
+        done = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-ec", f"{opened}; {argv}"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        answers.append(done.stdout.strip())
+    assert answers == ["False", "True"]

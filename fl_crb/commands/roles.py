@@ -26,6 +26,7 @@ from fl_crb.commands.federation_args import (
     round_settings,
 )
 from fl_crb.commands.policy_arg import parse_policy, policy_help
+from fl_crb.federation.deploy.run_config import FederatedRunConfig
 from fl_crb.topology.units import TIME
 
 PORT = arguments.int_in(0, 65535, "TCP ports run from 1 to 65535; 0 picks a free one")
@@ -34,6 +35,7 @@ LEAD = arguments.quantity(TIME, 0, 3600, "a start lead over an hour is a lost un
 WAIT = arguments.quantity(
     TIME, 0, 7 * 24 * 3600, "a wait of more than a week is a lost unit", low_open=True
 )
+POLL = arguments.quantity(TIME, 0, 60, "a poll of over a minute is a lost unit", low_open=True)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -114,8 +116,50 @@ def _register_authority(commands: argparse._SubParsersAction) -> None:
         help="Flower without TLS and SuperNode authentication (the run "
         "service keeps TLS and signed hellos)",
     )
+    _add_party_settings_arguments(parser)
     add_federation_arguments(parser)
     parser.set_defaults(run=run_authority_command)
+
+
+def _add_party_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """The authority's flags for settings it serves to every party (`RunSettings`)."""
+    parties = parser.add_argument_group(
+        "every party's settings", "served to the edges and terminals with the run's settings"
+    )
+    parties.add_argument(
+        "--no-pacing",
+        action="store_true",
+        help="terminals do not pace their uplinks at the link rate (only when something "
+        "else shapes the links, such as an emulated network)",
+    )
+    parties.add_argument(
+        "--pace-ticks",
+        type=arguments.PACE_TICKS,
+        default=4,
+        help="steps per slot of a paced uplink (default 4)",
+    )
+    parties.add_argument(
+        "--realtime",
+        type=arguments.REALTIME_PRIORITY,
+        metavar="PRIORITY",
+        help="the runtime parties run with SCHED_FIFO at this priority (1-99); every edge "
+        "and terminal host must allow it (root, CAP_SYS_NICE, or an RLIMIT_RTPRIO of at "
+        "least PRIORITY), or its command stops with the fix",
+    )
+    parties.add_argument(
+        "--supernode-poll",
+        type=POLL,
+        default=f"{FederatedRunConfig.supernode_idle_poll_s!r}s",
+        help="the SuperNodes' idle poll, with a unit (default "
+        f"{FederatedRunConfig.supernode_idle_poll_s:g}s; Flower's own is a fixed 3s)",
+    )
+    parties.add_argument(
+        "--superexec-poll",
+        type=POLL,
+        default=f"{FederatedRunConfig.superexec_poll_s!r}s",
+        help="the SuperExecs' task poll, with a unit (default "
+        f"{FederatedRunConfig.superexec_poll_s:g}s)",
+    )
 
 
 def _register_party(commands: argparse._SubParsersAction, role: str) -> None:
@@ -174,20 +218,37 @@ def _authority(text: str) -> str:
     return text
 
 
-def run_authority_command(args: argparse.Namespace) -> int:
-    from fl_crb.federation.deploy.run_config import FederatedRunConfig, federated_parties
-    from fl_crb.federation.roles.authority_role import AuthorityRoleConfig, run_authority
+def authority_run_config(args: argparse.Namespace) -> FederatedRunConfig:
+    """The run `fl-crb authority`'s flags describe (its parties' folder: --state)."""
+    from fl_crb.federation.deploy.run_config import federated_parties
     from fl_crb.policies.spec import Federated
 
     policy = Federated() if args.policy is None else parse_policy(args.policy, ACCEPTS)
     start = policy.start if isinstance(policy, Federated) else policy
-    run = FederatedRunConfig(
-        parties=federated_parties(run_target_arguments(args), args.state, start),
+    parties = federated_parties(
+        run_target_arguments(args),
+        args.state,
+        start,
+        pace_uplink=not args.no_pacing,
+        pace_ticks_per_slot=args.pace_ticks,
+        realtime_priority=args.realtime,
+        start_lead_s=args.start_lead,
+    )
+    return FederatedRunConfig(
+        parties=parties,
         method=method_from_arguments(args, start),
         accelerators=not args.no_accelerators,
         insecure=args.insecure,
+        supernode_idle_poll_s=args.supernode_poll,
+        superexec_poll_s=args.superexec_poll,
         **round_settings(args),
     )
+
+
+def run_authority_command(args: argparse.Namespace) -> int:
+    from fl_crb.federation.roles.authority_role import AuthorityRoleConfig, run_authority
+
+    run = authority_run_config(args)
     if run.insecure:
         print(INSECURE_WARNING, file=sys.stderr)
     config = AuthorityRoleConfig(

@@ -193,7 +193,10 @@ def plan_run(config: AuthorityRoleConfig) -> AuthorityPlan:
     bundle = Path(config.bundle).resolve()
     keys = HostBundle.load(bundle, role="authority").authority()
     local = replace(run.parties, out_dir=str(state))
-    spec, params, terminals = run_spec(local)
+    # the authority runs no runtime party: each edge and terminal checks that it may take
+    # the parties' real-time priority (`party_role.may_take_realtime`), not this host
+    spec, params, terminals = run_spec(replace(local, realtime_priority=None))
+    spec = replace(spec, realtime_priority=local.realtime_priority)
     topology = spec.topology()
     edges, hosts = topology.edge_names, topology.terminal_names[:terminals]
     _check_bundle(bundle, keys.host, topology.cloud_host, [*edges, *hosts], keys)

@@ -7,7 +7,11 @@ service (`edge_learner_service`) and the runtime edge server (on `--listen`:
 key) → measure its clock offset and say hello with the address terminals reach its edge
 server at → pass the epoch to the edge server → when the edge server is done, keep the
 learner and the SuperNode up until the authority finishes its last rounds → stop them →
-report (the edge server's and the learner's summaries).
+report (the edge server's and the learner's summaries, the learner's restarts).
+
+The learner is supervised (`LearnerSupervisor`): one that dies during the run is started
+again from its last checkpoint in S/mailbox, at most `MAX_LEARNER_RESTARTS` times
+(S/learners.json, S/logs/learner-supervisor.log).
 
 The edge server is the federation's (`fl_crb.federation.edge`: the runtime's edge server
 handing the learner's signed weights to the terminals it manages as they are published);
@@ -23,7 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from fl_crb.federation.deploy.launch_config import NodeSpec
-from fl_crb.federation.deploy.run_support import learner_ready, start_learner, stop_learners
+from fl_crb.federation.deploy.learner_supervisor import LearnerSupervisor
 from fl_crb.federation.edge import MODULE as FEDERATED_EDGE_MODULE
 from fl_crb.federation.edge_learner_service import EdgeServiceConfig
 from fl_crb.federation.roles.party_processes import (
@@ -82,10 +86,11 @@ async def _run(party: PartyHost, config: PartyRoleConfig, say) -> dict:
         summary_path=str(state / "party" / f"{host}.json"),
         federation=FederatedEdge(mailbox=str(state / "mailbox")),
     )
-    learners: list[asyncio.subprocess.Process] = []
+    learner = LearnerSupervisor(state, Loopback(), settings.startup_timeout_s)
     server = federation = None
+    status, finished = None, False
     try:
-        learners.append(await start_learner(state, service, Loopback()))
+        await learner.start([service])
         record_command(
             state,
             f"{host}-learner",
@@ -101,8 +106,8 @@ async def _run(party: PartyHost, config: PartyRoleConfig, say) -> dict:
         node = NodeSpec(host, "edge", node_config={"mailbox": str(state / "mailbox")})
         launch = supernode_launch(state, node, settings, party.client.host, party.bundle_path)
         federation = await start_supernode(state, launch)
-        ready_by = time.time() + settings.startup_timeout_s
-        await learner_ready(learners[0], f"{host}-learner", state / "logs", ready_by)
+        await learner.ready(time.time() + settings.startup_timeout_s)
+        learner.watch()  # a learner that dies is started again from its checkpoint
         advertised = config.advertise or party.client.local_address or config.listen
         say(
             f"edge {host}: runtime server on {config.listen}:{port} (terminals reach it at "
@@ -122,7 +127,7 @@ async def _run(party: PartyHost, config: PartyRoleConfig, say) -> dict:
     finally:
         if server is not None:
             await stop_party(server)
-        await stop_learners(learners)
+        await learner.stop()
         if federation is not None:
             await asyncio.to_thread(federation.stop)
     edge_summary = read_json(state / "party" / f"{host}.json")
@@ -133,6 +138,8 @@ async def _run(party: PartyHost, config: PartyRoleConfig, say) -> dict:
         "edge_server": {k: edge_summary[k] for k in EDGE_REPORT if k in edge_summary},
         "learner": {k: learner_summary[k] for k in LEARNER_REPORT if k in learner_summary},
         "learner_refusals": learner_summary.get("refusals", {}),
+        "learner_restarts": learner.restarts.get(host, 0),
+        "learner_given_up": learner.given_up.get(host),
     }
     await party.report(report)
     return report

@@ -25,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,7 +42,11 @@ from fl_crb.runtime.config import RunSpec
 from fl_crb.runtime.party import write_json
 
 POLL_S = 0.5
-"""Seconds between looks at the run's progress (the epoch, the edges, the end)."""
+"""Seconds between looks at the run's progress before the run (the edges, the epoch)."""
+FINISH_POLL_S = 2.0
+"""Seconds between looks for the end of the run: nothing waits on it but this party's
+stop, and every look costs the authority's host a TLS handshake and a signature check
+while it drains its last rounds."""
 FINISH_WAIT_S = 600.0
 """After its runtime party ends, how long a party waits for the authority to finish its
 last rounds (its SuperNode stays up meanwhile) before it stops anyway."""
@@ -83,7 +89,8 @@ class PartyHost:
         self.client = ServiceClient(
             config.authority, self.bundle.ca_certificate, self.note, config.give_up_s
         )
-        self.signer: RequestSigner | None = None
+        self.signer = RequestSigner(self.host, None, self.supernode_key)
+        """Signs this party's requests; for the run's id once the settings gave it."""
         self.settings: RunSettings | None = None
         self.offset: ClockOffset | None = None
 
@@ -98,7 +105,7 @@ class PartyHost:
     async def fetch_settings(self) -> tuple[RunSettings, RunProgress]:
         """The run's settings (kept in S/settings.json); the signer for this run."""
         self.note(f"fetching the run's settings from {self.client.address}")
-        settings, progress = await asyncio.to_thread(self.client.settings)
+        settings, progress = await asyncio.to_thread(self.client.settings, self.signer)
         write_json(self.state_dir / "settings.json", settings_json(settings, progress))
         self.settings = settings
         self.signer = RequestSigner(self.host, settings.upload_run_id_hex, self.supernode_key)
@@ -117,26 +124,39 @@ class PartyHost:
                 f"{self.bundle_path}: {self.host} is not {article} {role} of the run's "
                 f"topology (its {role}s: {names})"
             )
+        priority = spec.realtime_priority
+        if priority is not None and not may_take_realtime(priority):
+            raise ValueError(
+                f"{self.host}: the run's parties take real-time priority {priority} (the "
+                "authority's --realtime), which this user may not: run this command as "
+                f"root, or raise its RLIMIT_RTPRIO to {priority} (limits.conf `rtprio`, "
+                f"`prlimit --rtprio={priority}`), or start the authority without --realtime"
+            )
         return settings, spec
 
     async def progress(self) -> RunProgress:
-        return (await asyncio.to_thread(self.client.settings))[1]
+        return (await asyncio.to_thread(self.client.settings, self.signer))[1]
 
     async def wait_for(
-        self, ready: Callable[[RunProgress], bool], what: str, timeout_s: float
+        self,
+        ready: Callable[[RunProgress], bool],
+        what: str,
+        timeout_s: float,
+        poll_s: float = POLL_S,
     ) -> RunProgress:
-        """Poll the run's progress until `ready`; RuntimeError naming `what` after timeout."""
+        """Poll the run's progress every `poll_s` until `ready`; RuntimeError naming
+        `what` after timeout."""
         give_up = time.monotonic() + timeout_s
         while not ready(progress := await self.progress()):
             if time.monotonic() > give_up:
                 raise RuntimeError(f"{self.host}: no {what} from the authority in {timeout_s:g} s")
-            await asyncio.sleep(POLL_S)
+            await asyncio.sleep(poll_s)
         return progress
 
     async def hello(self, extra: dict | None = None) -> float:
         """Measure the clock offset, say hello (signed); the epoch, once chosen."""
         self.offset = await asyncio.to_thread(self.client.clock_offset)
-        assert self.settings is not None and self.signer is not None
+        assert self.settings is not None
         if flagged(self.offset.offset_s, self.settings.slot_s):
             self.note(
                 f"WARNING: this clock is {self.offset.offset_s * 1e3:+.1f} ms off the "
@@ -163,7 +183,9 @@ class PartyHost:
         """Wait until the authority is done with its last rounds; False if it stays
         unreachable or unfinished for `FINISH_WAIT_S`."""
         try:
-            await self.wait_for(lambda p: p.phase == FINISHED, "end of the run", FINISH_WAIT_S)
+            await self.wait_for(
+                lambda p: p.phase == FINISHED, "end of the run", FINISH_WAIT_S, FINISH_POLL_S
+            )
         except (RuntimeError, ServiceError) as error:
             self.note(f"stopping without the authority's end of run: {error}")
             return False
@@ -171,7 +193,6 @@ class PartyHost:
 
     async def report(self, report: dict) -> None:
         """Write S/summary.json and send the report to the authority (signed)."""
-        assert self.signer is not None
         summary = {"host": self.host, "role": self.config.role, **report}
         summary["flower"] = read_json(self.state_dir / "flower" / "flower.json")  # which path ran
         if self.offset is not None:
@@ -182,6 +203,25 @@ class PartyHost:
             await asyncio.to_thread(self.client.signed, "/report", body, self.signer)
         except ServiceError as error:
             self.note(f"report not delivered ({error}); it is in S/summary.json")
+
+
+CAP_SYS_NICE_BIT = 23
+"""CAP_SYS_NICE's bit in /proc/self/status's CapEff (linux/capability.h)."""
+
+
+def may_take_realtime(priority: int) -> bool:
+    """Whether this process's children may take SCHED_FIFO at `priority`: root,
+    CAP_SYS_NICE, or an RLIMIT_RTPRIO of at least `priority`."""
+    if os.geteuid() == 0:
+        return True
+    limit = resource.getrlimit(resource.RLIMIT_RTPRIO)[0]
+    if limit == resource.RLIM_INFINITY or limit >= priority:
+        return True
+    status = Path("/proc/self/status")
+    for line in status.read_text().splitlines() if status.exists() else []:
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> CAP_SYS_NICE_BIT & 1)
+    return False
 
 
 def read_json(path: Path) -> dict:

@@ -5,8 +5,9 @@ The parties of a role deployment reach the authority's host here before anything
 authority's bundle, which name the addresses the parties dial; they check it against
 ca.crt of their own bundle):
 
-    GET  /settings   the run's `RunSettings` and its `RunProgress` (edges' addresses,
-                     the epoch once chosen, the phase): anyone may read them
+    POST /settings   signed (`signed_requests`; the first may carry a null run id: the
+                     party learns it here): the run's `RunSettings` and its
+                     `RunProgress` (edges' addresses, the epoch once chosen, the phase)
     POST /time       {"received_unix_s": t2, "answered_unix_s": t3} for the party's
                      clock offset (`clock_offset`); unsigned, cheap, on a kept-alive
                      connection so that the TLS handshake is not in the measurement
@@ -97,7 +98,8 @@ class RunService:
 
     # -- the endpoints' work ------------------------------------------------------------
 
-    def settings_body(self) -> dict:
+    def settings_body(self, body: dict | None = None, peer: str = "") -> dict:
+        """The settings and the progress (for a verified request `body` from `peer`)."""
         with self._lock:
             return settings_json(self.settings, self.progress)
 
@@ -222,10 +224,7 @@ class _Handler(BaseHTTPRequestHandler):
         return f"{self.client_address[0]}:{self.client_address[1]}"
 
     def do_GET(self) -> None:
-        if self.path != "/settings":
-            self._json(404, {"error": f"no {self.path}; GET /settings"})
-            return
-        self._json(200, self.server.service.settings_body())
+        self._json(404, {"error": f"no GET {self.path}; POST /settings, signed"})
 
     def do_POST(self) -> None:
         received = time.time()
@@ -238,13 +237,23 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, {"received_unix_s": received}, stamp="answered_unix_s")
             return
         service = self.server.service
-        handlers = {"/hello": service.hello, "/report": service.report, "/weights": service.weights}
+        handlers = {
+            "/settings": service.settings_body,
+            "/hello": service.hello,
+            "/report": service.report,
+            "/weights": service.weights,
+        }
         handler = handlers.get(self.path)
         if handler is None:
-            self._json(404, {"error": f"no {self.path}; POST /time, /hello, /report, /weights"})
+            self._json(
+                404, {"error": f"no {self.path}; POST /settings, /time, /hello, /report, /weights"}
+            )
             return
+        signature = self.headers.get(SIGNATURE_HEADER, "")
         try:
-            body = service.verifier.verify(data, self.headers.get(SIGNATURE_HEADER, ""), self.peer)
+            body = service.verifier.verify(
+                data, signature, self.peer, any_run=self.path == "/settings"
+            )
             result = handler(body, self.peer)
         except RequestRefused as error:
             service.refuse(error)

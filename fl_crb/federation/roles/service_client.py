@@ -144,9 +144,9 @@ class ServiceClient:
 
     # -- the calls ------------------------------------------------------------------------
 
-    def settings(self) -> tuple[RunSettings, RunProgress]:
-        """GET /settings, retried while unreachable."""
-        body = self._retrying("settings", lambda: self._request("GET", "/settings"))
+    def settings(self, signer: RequestSigner) -> tuple[RunSettings, RunProgress]:
+        """POST /settings signed by `signer`, retried while unreachable."""
+        body = self.signed("/settings", {"kind": "settings"}, signer)
         try:
             return parse_settings(json.loads(body), f"settings from {self.address}")
         except json.JSONDecodeError as error:

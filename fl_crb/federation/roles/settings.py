@@ -4,7 +4,7 @@
 TEXT, which each party writes into its own state directory), the method's settings,
 the federated settings the parties need, the Flower settings of their SuperNodes.
 `RunProgress` changes as the run goes: each edge's runtime address as the edge said in
-its hello, the epoch once chosen, the phase. Both travel as JSON (GET /settings) and are
+its hello, the epoch once chosen, the phase. Both travel as JSON (POST /settings) and are
 checked field by field on arrival (`fl_crb.runtime.config.config_from_dict`).
 """
 
@@ -100,12 +100,12 @@ class RunProgress:
 
 
 def settings_json(settings: RunSettings, progress: RunProgress) -> dict:
-    """The body of GET /settings."""
+    """The answer to POST /settings."""
     return {"settings": dataclasses.asdict(settings), "progress": dataclasses.asdict(progress)}
 
 
 def parse_settings(body: object, origin: str) -> tuple[RunSettings, RunProgress]:
-    """The settings and progress of a GET /settings body; ValueError naming `origin` and
+    """The settings and progress of a POST /settings answer; ValueError naming `origin` and
     the field for anything missing or mistyped."""
     if not isinstance(body, dict):
         raise ValueError(f"{origin}: expected an object with settings and progress")

@@ -7,7 +7,9 @@ request's body is canonical JSON naming the party's `host`, the run's id and a f
 `nonce`; the signature (ECDSA with SHA-384 over those exact bytes, base64) travels in the
 `SIGNATURE_HEADER`. The authority refuses, with a `RequestRefused` naming the peer: a
 host its bundle does not know, a signature that does not verify with that host's key, a
-request for another run, and a nonce it has seen (a replay).
+request for another run, and a nonce it has seen (a replay). A party's first request for
+the run's settings cannot name the run, whose id comes with them: it carries a null run
+id, which the verifier takes only where the caller allows it (`any_run`).
 """
 
 from __future__ import annotations
@@ -46,7 +48,9 @@ def canonical(body: dict) -> bytes:
 class RequestSigner:
     """Signs a party's requests with its SuperNode key."""
 
-    def __init__(self, host: str, run_id_hex: str, key_path: Path) -> None:
+    def __init__(self, host: str, run_id_hex: str | None, key_path: Path) -> None:
+        """`run_id_hex` None: this party does not know the run yet (its first request
+        for the settings)."""
         key = load_ssh_private_key(Path(key_path).read_bytes(), password=None)
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise ValueError(f"{key_path}: expected an ECDSA SuperNode key")
@@ -70,8 +74,9 @@ class RequestVerifier:
         self._nonces: set[str] = set()
         self._lock = threading.Lock()
 
-    def verify(self, data: bytes, signature: str, peer: str) -> dict:
-        """The request's body if it is genuine; `RequestRefused` naming `peer` otherwise."""
+    def verify(self, data: bytes, signature: str, peer: str, any_run: bool = False) -> dict:
+        """The request's body if it is genuine; `RequestRefused` naming `peer` otherwise.
+        `any_run`: a null run id passes too (a party asking for the settings first)."""
         try:
             body = json.loads(data)
             host = body["host"]
@@ -98,7 +103,7 @@ class RequestVerifier:
                 f"request from {peer} claiming host {host!r}: its signature does not verify "
                 f"with {host}'s SuperNode key",
             ) from None
-        if body.get("run_id") != self.run_id_hex:
+        if body.get("run_id") != self.run_id_hex and not (any_run and body.get("run_id") is None):
             raise RequestRefused(
                 "other-run",
                 409,
