@@ -148,6 +148,7 @@ def summary_rows(report: EmulationReport) -> list[tuple[str, str]]:
             f"{memory['peak_pss_mb']} MB PSS at the peak ({memory['peak_summed_rss_mb']} MB "
             f"summed RSS), {memory['peak_processes']} processes",
         ),
+        *_memory_by_role_row(memory),
         *_faults_row(s),
         ("timings", timings),
         (
@@ -156,6 +157,19 @@ def summary_rows(report: EmulationReport) -> list[tuple[str, str]]:
             f"on {machine['cpus']} CPUs",
         ),
     ]
+
+
+def _memory_by_role_row(memory: dict) -> list[tuple[str, str]]:
+    """Each role's own peak PSS and its share per host (absent in runs before it was kept)."""
+    by_role = memory.get("pss_by_role")
+    if not by_role:
+        return []
+    parts = [
+        f"{role} {r['peak_pss_mb']:.0f} MB ({r['hosts']} × {r['pss_per_host_mb']:.0f} MB)"
+        for role, r in by_role.items()
+        if r["peak_processes"]
+    ]
+    return [("memory by role", ", ".join(parts) + " PSS, each role at its own peak")]
 
 
 def _faults_row(summary: dict[str, object]) -> list[tuple[str, str]]:

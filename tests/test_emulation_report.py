@@ -1,6 +1,7 @@
-"""What the emulation report says about partial participation and the weights' age."""
+"""What the emulation report says about partial participation, the weights' age and the
+parties' memory."""
 
-from emulation.report import _participation_lines, _weights_age_section
+from emulation.report import _memory_by_role_row, _participation_lines, _weights_age_section
 
 
 def test_the_report_names_nodes_that_missed_rounds_and_those_lost_with_their_uploads():
@@ -40,3 +41,28 @@ def test_the_report_shows_the_weights_age_from_the_edge_beside_the_cloud_path():
     assert "| from the edge (as run) | 10 | 19.2 | 16 | 60 | 71 | 0.086 | 1 |" in text
     assert "| through the cloud's rounds only | 10 | 55.3 |" in text
     assert _weights_age_section({"weights_age": {"decisions": 0}}) == []
+
+
+def test_the_report_gives_each_roles_memory_and_its_share_per_host():
+    memory = {
+        "pss_by_role": {
+            "cloud": {"hosts": 1, "peak_pss_mb": 0.0, "pss_per_host_mb": 0.0, "peak_processes": 0},
+            "edge": {
+                "hosts": 2,
+                "peak_pss_mb": 933.0,
+                "pss_per_host_mb": 466.5,
+                "peak_processes": 10,
+            },
+            "terminal": {
+                "hosts": 4,
+                "peak_pss_mb": 974.8,
+                "pss_per_host_mb": 243.7,
+                "peak_processes": 15,
+            },
+        }
+    }
+    [(label, text)] = _memory_by_role_row(memory)
+    assert label == "memory by role"
+    assert text.startswith("edge 933 MB (2 × 466 MB), terminal 975 MB (4 × 244 MB) PSS")
+    assert "cloud" not in text  # a role with no process (a baseline's cloud) is left out
+    assert _memory_by_role_row({"peak_pss_mb": 1.0}) == []  # a run from before it was kept
