@@ -153,14 +153,17 @@ class HostStateDirs:
 
 
 def code_roots() -> list[Path]:
-    """The folders every host's processes run code from: the one holding the `fl_crb`
-    package (the checkout of an editable install, or site-packages), the Python
-    environment (`sys.prefix`: its interpreter, console scripts, packages) and the
-    Python it is made from (`sys.base_prefix`)."""
+    """The folders every host's processes run code from: the project's packages (`fl_crb`
+    and `emulation`: a checkout's folders under an editable install, whose finder maps
+    each package to its folder; or site-packages' own), the Python environment
+    (`sys.prefix`: its interpreter, console scripts, packages) and the Python it is made
+    from (`sys.base_prefix`). The packages, not the checkout: a `mktemp -d` clone is
+    itself the closed folder, which only its children bound back can open."""
+    import emulation
     import fl_crb
 
-    package_parent = Path(fl_crb.__file__).resolve().parent.parent
-    return [package_parent, Path(sys.prefix), Path(sys.base_prefix)]
+    packages = [Path(package.__file__).resolve().parent for package in (fl_crb, emulation)]
+    return [*packages, Path(sys.prefix), Path(sys.base_prefix)]
 
 
 def closed_ancestor(folder: Path) -> Path | None:

@@ -275,8 +275,12 @@ class EmulatedNetwork:
         """The hosts' private state directories, recorded in the slot's state before any
         exists (so cleanup finds them after a kill); the mounts come with `_configure_hosts`."""
         try:
+            # The hosts' own users run code only in a role deployment (which gives the
+            # hosts' folder); the coordinator's parties run as root from the run folder,
+            # which may lie in the very closed folder opening the code would cover.
+            code = None if self.hosts_dir is not None else []
             dirs = HostStateDirs(plan.slot, list(plan.hosts), self.config.host_state_dir,
-                                 self.hosts_dir, self.config.state_dir)  # fmt: skip
+                                 self.hosts_dir, self.config.state_dir, code)  # fmt: skip
         except HostStateError as error:
             raise NetworkBuildError(str(error)) from None
         self._host_dirs, self.hosts_dir = dirs, dirs.hosts_dir
