@@ -305,6 +305,9 @@ def test_sigint_during_training_is_one_line_exit_130_and_the_run_resumes(tmp_pat
         text=True,
         env=env,
         cwd=ROOT,
+        # as a terminal's Ctrl-C finds it: a suite started in the background by a
+        # non-interactive shell hands its children SIGINT ignored, and Python keeps that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 60
