@@ -364,12 +364,13 @@ def _federation_section(federation: object) -> list[str]:
     """Rounds, uploads, weight versions and bytes per message type of a federated run."""
     if not isinstance(federation, dict):
         return []
-    if "rounds" not in federation:  # stopped before the authority wrote its summary
+    if "rounds" not in federation:  # given up or stopped before it wrote its summary
         return [
             "## The federation",
             "",
-            "The authority did not finish (the run was stopped before it wrote its summary): "
-            f"no federation figures; authority restarts "
+            "The authority did not finish (given up, see authority/supervisor.log, or the "
+            "run was stopped before it wrote its summary): no federation figures; "
+            "authority restarts "
             f"{federation.get('authority_restarts', 'n/a')}.",
             "",
         ]

@@ -352,6 +352,7 @@ def _config(out: Path, duration_s: float) -> FederatedRunConfig:
         federated_parties(target, str(out)),
         method=MethodConfig(min_pool_trajectories=4),
         round_period_s=1.0,
+        durable_superlink=True,  # the SuperLink is killed
     )
 
 

@@ -86,8 +86,9 @@ def test_a_federation_stopped_before_its_authority_finished_is_reported_as_such(
 
     lines = _federation_section({"authority_finished": False, "authority_restarts": 1})
     assert lines[2] == (
-        "The authority did not finish (the run was stopped before it wrote its summary): "
-        "no federation figures; authority restarts 1."
+        "The authority did not finish (given up, see authority/supervisor.log, or the run "
+        "was stopped before it wrote its summary): no federation figures; authority "
+        "restarts 1."
     )
 
 

@@ -71,7 +71,16 @@ def test_the_chaos_schedule_does_every_kind_of_fault_on_four_edge():
         "authority", "edge-learner", "terminal", "edge-server", "supernode"
     }  # fmt: skip
     assert schedule.supervised_hosts == ("t10", "edge1")
+    assert not schedule.ends_superlink  # only stops it: its state may stay in memory
     assert all(e.end_s <= 120.0 for e in schedule.events)
+
+
+@pytest.mark.parametrize(("action", "ends"), [("kill", True), ("restart", True), ("stop", False)])
+def test_a_schedule_that_ends_the_superlink_asks_for_its_state_in_a_file(tmp_path, action, ends):
+    context = FaultContext(FOUR_EDGE, 120.0, federated=True)
+    duration = ", for: 2s" if action == "stop" else ""
+    text = f"name: x\nevents:\n  - {{at: 5s, do: {action}, party: superlink{duration}}}\n"
+    assert _load(tmp_path, text, context).ends_superlink is ends
 
 
 def test_cloud_parties_need_no_host(tmp_path):

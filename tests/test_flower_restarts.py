@@ -1,6 +1,7 @@
-"""The pieces of the Flower restarts that need no SuperLink: a process started again with its
-very command line, the SuperLink's state file on its command line, the limits, the run
-summary's account, and ending a node's session when the SuperLink cannot be reached.
+"""The pieces of the Flower restarts that need no federated run: a process started again
+with its very command line, the SuperLink's state file on its command line, the limits,
+the run summary's account, ending a node's session when the SuperLink cannot be reached,
+and a SuperLink with its state in memory given up when it dies.
 
 The restarts themselves, with real Flower processes, are in tests/test_crash_recovery.py
 (one federated run in which a SuperNode and the SuperLink are killed).
@@ -114,3 +115,29 @@ def test_a_standby_flwr_call_runs_only_when_told(told, runs):
     done = subprocess.run(command, input=told, capture_output=True, timeout=120)
     assert done.returncode == 0
     assert (b"Flower version" in done.stdout) == runs, done.stdout + done.stderr
+
+
+def test_a_killed_superlink_whose_state_was_in_memory_is_given_up_not_restarted(tmp_path):
+    """Real Flower: without `durable_state` a new SuperLink would refuse every node, so the
+    supervisor gives the dead one up at once, saying why."""
+    from fl_crb.federation.deploy.flower_supervisor import MEMORY_ONLY
+    from fl_crb.federation.deploy.launcher import LocalFederation
+
+    federation = LocalFederation(
+        LaunchConfig(tmp_path, (NodeSpec("t1", "terminal"),), max_restarts=2)
+    )
+    federation.start()
+    try:
+        os.kill(federation.processes.pid("superlink"), signal.SIGKILL)
+        supervisor = federation.supervisor
+        deadline = time.monotonic() + 20
+        while "superlink" not in supervisor.given_up:
+            assert time.monotonic() < deadline, "the dead SuperLink was not given up"
+            time.sleep(0.1)
+        assert supervisor.given_up["superlink"] == f"it was killed by SIGKILL; {MEMORY_ONLY}"
+        assert supervisor.restarts["superlink"] == 0
+        assert f"superlink: given up: it was killed by SIGKILL; {MEMORY_ONLY}" in (
+            supervisor.log_path.read_text()
+        )
+    finally:
+        federation.stop()

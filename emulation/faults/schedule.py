@@ -189,6 +189,12 @@ class FaultSchedule:
         ]
         return tuple(dict.fromkeys(hosts))
 
+    @property
+    def ends_superlink(self) -> bool:
+        """Whether the schedule kills or restarts the SuperLink: the run must then keep
+        the SuperLink's state in a file (`FederatedRunConfig.durable_superlink`)."""
+        return any(e.party == "superlink" and e.action in ("kill", "restart") for e in self.events)
+
 
 def load_fault_schedule(path: str | os.PathLike[str], context: FaultContext) -> FaultSchedule:
     """Read and check the schedule at `path` for the run `context` describes."""

@@ -176,6 +176,7 @@ def configure(args: argparse.Namespace) -> EmulationConfig:
             method=method,
             accelerators=accelerators,
             insecure=args.insecure,
+            durable_superlink=faults is not None and faults.ends_superlink,
             **round_settings(args),
         )
     else:

@@ -111,6 +111,13 @@ def run(args: argparse.Namespace) -> int:
     except RunInterrupted as stop:
         return report_interrupted("federate", stop.signal_name, stop.summary, args.out)
     federation = summary["federation"]
+    if not federation["authority_finished"]:
+        print(
+            f"fl-crb federate: the authority did not finish its run (see "
+            f"{args.out}/authority/supervisor.log); the parties' tasks are in {args.out}",
+            file=sys.stderr,
+        )
+        return 1
     brief = {
         key: summary[key]
         for key in (

@@ -270,8 +270,10 @@ async def run_federated(
     wall_s = time.time() - started
     if (out / "authority" / "summary.json").exists():
         summary["federation"] = federation_summary(out, edges, hosts, restarts, wall_s)
-    else:  # interrupted before the authority finished: nothing of it to summarise
+    else:  # given up, or interrupted before it finished: nothing of it to summarise
         summary["federation"] = {"authority_finished": False, "authority_restarts": restarts}
+        if interrupted is None:
+            summary["failed_parties"].append("authority")
     summary["federation"]["learner_restarts"] = learners.restarts
     summary["federation"]["learners_given_up"] = learners.given_up
     summary["failed_parties"] += [f"{edge}-learner" for edge in learners.given_up]
@@ -325,7 +327,7 @@ async def _start_flower(
         meter_wire=True,
         startup_timeout_s=config.parties.startup_timeout_s,
         max_restarts=config.max_flower_restarts,
-        durable_state=True,  # a restarted SuperLink knows its registered nodes
+        durable_state=config.durable_superlink,
         **placed,
     )
     federation = LocalFederation(launch)

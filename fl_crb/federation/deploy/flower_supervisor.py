@@ -24,7 +24,8 @@ What Flower 1.42 does on such a restart, and what that asks of the deployment:
   get a new node id at once, but not the old one's name: Flower keeps a key for its
   first node id even after that node is unregistered.
 - A SuperLink keeps its registered nodes only with `LaunchConfig.durable_state` (its
-  state in an SQLite file); in memory, a restarted SuperLink refuses every node. The
+  state in an SQLite file); in memory, a restarted SuperLink would refuse every node,
+  so one without it is given up at once (`MEMORY_ONLY`). The
   runs it was serving end: the SuperExec and the ServerApps watch their parent and exit
   with it, and the restarted SuperLink marks those runs finished:failed. Starting a new
   run (the authority's supervisor does, `run_support.supervise_authority`, waiting for
@@ -58,6 +59,10 @@ if TYPE_CHECKING:
     from fl_crb.federation.deploy.launcher import LocalFederation
 
 SUPERLINK = "superlink"
+MEMORY_ONLY = (
+    "its state was in memory, so a new SuperLink would refuse every node (durable state is off)"
+)
+"""Why a SuperLink without `LaunchConfig.durable_state` is not restarted."""
 """The SuperLink's name among the supervised parties (SuperNodes go by their node names)."""
 NODE_SESSION_EXPIRY_S = HEARTBEAT_PATIENCE * HEARTBEAT_DEFAULT_INTERVAL
 """How long, at most, the SuperLink counts a dead SuperNode's session online after its
@@ -154,6 +159,9 @@ class FlowerSupervisor:
             if self.restarts[party] >= self.max_restarts:
                 plural = "" if self.max_restarts == 1 else "s"
                 self._given_up(party, f"it {reason} after {self.max_restarts} restart{plural}")
+                return
+            if party == SUPERLINK and not self.federation.config.durable_state:
+                self._given_up(party, f"it {reason}; {MEMORY_ONLY}")
                 return
             if kill_first:
                 self.federation.processes.kill(self.processes[party])

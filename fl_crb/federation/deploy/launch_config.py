@@ -174,8 +174,8 @@ class LaunchConfig:
     SuperLink's host registered them). None: start the SuperLink here."""
     max_restarts: int = 0
     """How many times the SuperLink and each SuperNode that dies is started again with
-    its command line (`flower_supervisor`); 0: nothing restarts them. A restarted
-    SuperLink needs `durable_state` to know its nodes again."""
+    its command line (`flower_supervisor`); 0: nothing restarts them. A SuperLink
+    is restarted only with `durable_state` (else it would not know its nodes again)."""
     durable_state: bool = False
     """The SuperLink keeps its state (registered nodes, runs, messages) in
     superlink/state.db instead of in memory, so that it outlives the process: a

@@ -132,7 +132,15 @@ class FederatedRunConfig:
     """How often the supervisor starts a dead authority again before giving up."""
     max_flower_restarts: int = 3
     """How often the SuperLink and each SuperNode that dies is started again before it is
-    given up (`flower_supervisor`); the SuperLink keeps its state in a file for that."""
+    given up (`flower_supervisor`); the SuperLink only with `durable_superlink`."""
+    durable_superlink: bool = False
+    """Keep the SuperLink's state in an SQLite file (`LaunchConfig.durable_state`) so that
+    a restarted SuperLink knows its registered nodes; False: in memory, and a SuperLink
+    that dies is given up. Off by default because the file costs rounds under load:
+    Flower waits 5 s for SQLite's write lock and then fails the Fleet request ("database
+    is locked"), which at four-edge on 2 busy cores ended the authority's run after 3
+    rounds. The emulator turns it on for a fault schedule that kills or restarts the
+    SuperLink."""
     supernode_idle_poll_s: float = 0.25
     """The SuperNodes' idle poll (`LaunchConfig`); Flower's own is a fixed 3 s."""
     superexec_poll_s: float = 0.25

@@ -278,6 +278,7 @@ def federation_summary(
     by_party |= {host: terminal["refusals"] for host, terminal in terminals.items()}
     exchanges = [r["exchange_s"] for r in rounds]
     return {
+        "authority_finished": True,
         "rounds": authority["rounds"],
         "authority_restarts": restarts,
         "mean_round_exchange_s": sum(exchanges) / len(exchanges) if exchanges else None,
