@@ -14,7 +14,10 @@
  *
  * Usage: delayd [--seed N] [--parent PID] [--realtime PRIO] QUEUE:DELAY_NS:JITTER_NS ...
  * Prints "ready" on stdout once every queue is bound, one JSON line of statistics on
- * SIGUSR1 and at exit; exits on SIGTERM/SIGINT, or when the parent PID dies.
+ * SIGUSR1 and at exit; exits on SIGTERM/SIGINT, or when the parent process exits. It
+ * watches that process through a pidfd: PR_SET_PDEATHSIG would fire when the *thread*
+ * that started delayd ends, and the emulator starts a fault's daemon from a worker thread
+ * that ends before the fault does (it is the fallback only on kernels before 5.3).
  * Build: gcc -O2 -o delayd delayd.c -lnetfilter_queue -lnfnetlink -lm
  */
 #define _GNU_SOURCE
@@ -33,6 +36,7 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -245,19 +249,28 @@ static void bind_queues(struct nfq_handle *h) {
     }
 }
 
-static void set_options(int argc, char **argv, int *first_queue) {
-    long parent = 0, realtime = 0;
+/* A descriptor that polls readable once process `parent` has exited; -1 for none. */
+static int watch_parent(long parent) {
+    if (parent <= 0) return -1;
+    int watched = (int)syscall(SYS_pidfd_open, (pid_t)parent, 0);
+    if (watched < 0) { /* kernel before 5.3: die with the thread that started us */
+        fprintf(stderr, "delayd: warning: no pidfd (%s); following the parent thread "
+                        "instead\n", strerror(errno));
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+    }
+    if (getppid() != parent) exit(1); /* it had died already */
+    return watched;
+}
+
+static void set_options(int argc, char **argv, int *first_queue, long *parent) {
+    long realtime = 0;
     rng_state = (uint64_t)clock_ns(CLOCK_REALTIME);
     int i = 1;
     for (; i + 1 < argc && strncmp(argv[i], "--", 2) == 0; i += 2) {
         if (strcmp(argv[i], "--seed") == 0) rng_state = strtoull(argv[i + 1], NULL, 10);
-        else if (strcmp(argv[i], "--parent") == 0) parent = strtol(argv[i + 1], NULL, 10);
+        else if (strcmp(argv[i], "--parent") == 0) *parent = strtol(argv[i + 1], NULL, 10);
         else if (strcmp(argv[i], "--realtime") == 0) realtime = strtol(argv[i + 1], NULL, 10);
         else { fprintf(stderr, "delayd: unknown option '%s'\n", argv[i]); exit(2); }
-    }
-    if (parent > 0) { /* die with the supervisor, even if it is killed */
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (getppid() != parent) exit(1);
     }
     if (realtime > 0) {
         struct sched_param sp = {.sched_priority = (int)realtime};
@@ -270,7 +283,9 @@ static void set_options(int argc, char **argv, int *first_queue) {
 
 int main(int argc, char **argv) {
     int first;
-    set_options(argc, argv, &first);
+    long parent = 0;
+    set_options(argc, argv, &first, &parent);
+    int parent_fd = watch_parent(parent); /* die with the supervisor, even if it is killed */
     queue_count = (size_t)(argc - first);
     if (queue_count == 0) {
         fprintf(stderr, "usage: delayd [--seed N] [--parent PID] [--realtime PRIO] "
@@ -313,8 +328,11 @@ int main(int argc, char **argv) {
             timeout = (struct timespec){left / 1000000000, left % 1000000000};
             wait = &timeout;
         }
-        struct pollfd pfds[2] = {{.fd = fd, .events = POLLIN}, {.fd = signals, .events = POLLIN}};
-        if (ppoll(pfds, 2, wait, NULL) <= 0) continue;
+        struct pollfd pfds[3] = {{.fd = fd, .events = POLLIN},
+                                 {.fd = signals, .events = POLLIN},
+                                 {.fd = parent_fd, .events = POLLIN}}; /* -1: ignored */
+        if (ppoll(pfds, 3, wait, NULL) <= 0) continue;
+        if (pfds[2].revents) stop = 1; /* the parent exited */
         struct signalfd_siginfo info;
         while (read(signals, &info, sizeof info) == (ssize_t)sizeof info) {
             if (info.ssi_signo == SIGUSR1) print_stats();

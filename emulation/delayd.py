@@ -9,7 +9,8 @@ watchdog then reports the death loudly through `on_exit` instead of letting a ru
 with a dead network.
 
 The daemon runs in its own session (a terminal's Ctrl-C reaches the emulator, which
-tears down in order, not the daemon) and dies with its parent (`PR_SET_PDEATHSIG`).
+tears down in order, not the daemon) and exits with the process that started it (it
+watches that process through a pidfd, so a worker thread that started it may end first).
 """
 
 from __future__ import annotations
