@@ -9,6 +9,7 @@ The restarts themselves, with real Flower processes, are in tests/test_crash_rec
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -119,8 +120,10 @@ def test_a_standby_flwr_call_runs_only_when_told(told, runs):
 
 def test_a_killed_superlink_whose_state_was_in_memory_is_given_up_not_restarted(tmp_path):
     """Real Flower: without `durable_state` a new SuperLink would refuse every node, so the
-    supervisor gives the dead one up at once, saying why."""
+    supervisor gives the dead one up at once, saying why. The SuperLink's session got its
+    larger CPU share (root) or says it kept the default one."""
     from fl_crb.federation.deploy.flower_supervisor import MEMORY_ONLY
+    from fl_crb.federation.deploy.launch_config import SUPERLINK_SESSION_NICE
     from fl_crb.federation.deploy.launcher import LocalFederation
 
     federation = LocalFederation(
@@ -128,6 +131,13 @@ def test_a_killed_superlink_whose_state_was_in_memory_is_given_up_not_restarted(
     )
     federation.start()
     try:
+        record = json.loads((tmp_path / "superlink.json").read_text())
+        if os.geteuid() == 0:
+            assert record["session_nice"] == SUPERLINK_SESSION_NICE
+            autogroup = Path(f"/proc/{record['pid']}/autogroup").read_text()
+            assert autogroup.endswith(f"nice {SUPERLINK_SESSION_NICE}\n")
+        else:
+            assert record["session_nice"] == 0
         os.kill(federation.processes.pid("superlink"), signal.SIGKILL)
         supervisor = federation.supervisor
         deadline = time.monotonic() + 20

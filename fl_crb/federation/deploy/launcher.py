@@ -77,7 +77,12 @@ from fl_crb.federation.deploy.flower_commands import BIND_ALL, FlowerCommands, h
 from fl_crb.federation.deploy.flower_supervisor import FlowerSupervisor
 from fl_crb.federation.deploy.launch_config import AppRun, FederationError, LaunchConfig, NodeSpec
 from fl_crb.federation.deploy.node_session import MODULE as NODE_SESSION_MODULE
-from fl_crb.federation.deploy.processes import ProcessSet, free_port, run_once
+from fl_crb.federation.deploy.processes import (
+    ProcessSet,
+    free_port,
+    run_once,
+    set_session_share,
+)
 from fl_crb.federation.metering.meter_process import PlacedMeter, meter_command, parse_ready
 from fl_crb.federation.metering.wire_meter import WireMeter
 from fl_crb.runtime.placement import LOOPBACK, Loopback, Placement
@@ -325,8 +330,16 @@ class LocalFederation:
         self.serving.set()
 
     def _record_superlink(self) -> None:
-        """superlink.json: the pid and port of the SuperLink process serving now."""
-        record = {"pid": self.processes.pid("superlink"), "port": self.superlink_port}
+        """superlink.json: the pid and port of the SuperLink process serving now, and
+        the CPU share of its session (`LaunchConfig.superlink_session_nice`; where not
+        permitted, one log line and the run goes on without)."""
+        pid, nice = self.processes.pid("superlink"), self.config.superlink_session_nice
+        record: dict[str, object] = {"pid": pid, "port": self.superlink_port}
+        if nice:
+            refused = set_session_share(pid, nice)
+            if refused is not None:
+                _LOG.info("the SuperLink's session keeps its CPU share: %s", refused)
+            record["session_nice"] = nice if refused is None else 0
         self._write_record("superlink.json", record)
 
     def _write_record(self, name: str, record: dict) -> None:

@@ -114,6 +114,24 @@ class ProcessSet:
                 os.kill(pid, signal.SIGKILL)
 
 
+def set_session_share(pid: int, nice: int) -> str | None:
+    """Give the session of process `pid` the CPU weight of nice value `nice`; None if it
+    took, else why not (one line).
+
+    Linux's autogroups (`kernel.sched_autogroup_enabled`, on in Debian's and Raspberry Pi
+    OS's kernels) share the CPU between sessions first and between a session's processes
+    only second, and every process here runs in a session of its own: a process's own
+    nice value then matters only against its own session. `/proc/PID/autogroup` sets the
+    whole session's nice value; a negative one needs root (CAP_SYS_NICE)."""
+    try:
+        Path(f"/proc/{pid}/autogroup").write_text(f"{nice}\n")
+    except FileNotFoundError:
+        return "this kernel has no autogroups (or the process is gone)"
+    except OSError as error:  # EACCES, EPERM: no CAP_SYS_NICE for a negative value
+        return f"not permitted ({error.strerror})"
+    return None
+
+
 def _popen(
     command: list[str], cwd: Path, env: dict[str, str], log_path: Path, new_session: bool
 ) -> subprocess.Popen:
