@@ -157,8 +157,9 @@ class LaunchConfig:
     startup_timeout_s: float = 60.0
     """How long to wait for the SuperLink port and every SuperNode's registration."""
     superlink_session_nice: int = SUPERLINK_SESSION_NICE
-    """Nice value of the SuperLink's session (`processes.set_session_share`), set where
-    permitted (root), at start and at every restart; 0: leave it. Every message of every
+    """Nice value of the SuperLink's session and of the wire meter's in front of it
+    (`processes.set_session_share`), set where permitted (root), at start and at every
+    restart; 0: leave them. Every message of every
     node passes through the SuperLink's single event loop, while the kernel shares a busy
     machine's CPU equally between sessions: at four-edge on 2 cores, among some 60 of
     them. Measured with `fl-crb emulate --topology topologies/four-edge.yaml`, the same

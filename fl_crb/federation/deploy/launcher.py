@@ -239,6 +239,7 @@ class LocalFederation:
             return meter
         command = meter_command(upstream, self.superlink_port, listen, names)
         self._spawn("meter", link, command, self.run_dir / "superlink")
+        self._favour("meter")
         log = self.run_dir / "logs" / "meter.log"
         self._wait(lambda: parse_ready(log.read_text(errors="replace")), "meter", "its ports")
         return parse_ready(log.read_text(errors="replace"))
@@ -331,16 +332,23 @@ class LocalFederation:
 
     def _record_superlink(self) -> None:
         """superlink.json: the pid and port of the SuperLink process serving now, and
-        the CPU share of its session (`LaunchConfig.superlink_session_nice`; where not
-        permitted, one log line and the run goes on without)."""
-        pid, nice = self.processes.pid("superlink"), self.config.superlink_session_nice
-        record: dict[str, object] = {"pid": pid, "port": self.superlink_port}
-        if nice:
-            refused = set_session_share(pid, nice)
-            if refused is not None:
-                _LOG.info("the SuperLink's session keeps its CPU share: %s", refused)
-            record["session_nice"] = nice if refused is None else 0
+        its session's nice value (`_favour`)."""
+        record = {
+            "pid": self.processes.pid("superlink"),
+            "port": self.superlink_port,
+            "session_nice": self._favour("superlink"),
+        }
         self._write_record("superlink.json", record)
+
+    def _favour(self, name: str) -> int:
+        """Give process `name`'s session `LaunchConfig.superlink_session_nice`, for the
+        SuperLink and the wire meter that relays its every request; the nice value it
+        has now (0 where not permitted: one log line, and the run goes on without)."""
+        nice = self.config.superlink_session_nice
+        refused = set_session_share(self.processes.pid(name), nice) if nice else None
+        if refused is not None:
+            _LOG.info("the %s's session keeps its CPU share: %s", name, refused)
+        return 0 if refused is not None else nice
 
     def _write_record(self, name: str, record: dict) -> None:
         """Write run_dir/`name` as JSON whole (a temporary file, then a rename: readers,
