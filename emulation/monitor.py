@@ -8,6 +8,14 @@ receiving Ctrl-C (a signal only ever interrupts the main thread). `cancel` asks 
 coroutine to stop from any thread; the coordinator then kills its parties and re-raises,
 and the emulator tears the network down.
 
+`interrupt(signum)` instead hands a signal the main thread received to the coordinator's
+own handler, so it stops as it does in the main thread of `fl-crb run-local` or `fl-crb
+federate` (`fl_crb.runtime.local_run.stop_on_signals`: its parties stopped in order, their
+task logs and summaries written, its partial run folder written). The coordinator adds
+that handler with `loop.add_signal_handler`, which asyncio allows in the main thread only;
+the thread's loop (`_SignalKeepingLoop`) keeps such handlers instead of installing them,
+and `interrupt` schedules the kept one on the loop.
+
 `Progress` prints one line every few seconds: the slot the run is in (from the epoch in
 the run folder's run.json, once the parties have started), the processes and memory of
 the parties, the bytes the terminals' interfaces have sent, and the delay daemon's
@@ -19,10 +27,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import sys
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -34,13 +43,42 @@ MEMORY_EVERY_S = 2.0
 """How often the parties' memory is sampled for its peak (besides each progress line)."""
 
 
+class _SignalKeepingLoop(asyncio.SelectorEventLoop):
+    """An event loop for a worker thread whose signal handlers are kept, not installed
+    (asyncio installs them in the main thread only): `schedule_handler` runs one when the
+    main thread passes its signal on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._kept_handlers: dict[int, tuple[Callable[..., object], tuple[object, ...]]] = {}
+
+    def add_signal_handler(self, sig: int, callback: Callable[..., object], *args: object) -> None:
+        self._kept_handlers[signal.Signals(sig)] = (callback, args)
+
+    def remove_signal_handler(self, sig: int) -> bool:
+        return self._kept_handlers.pop(signal.Signals(sig), None) is not None
+
+    def schedule_handler(self, sig: int) -> bool:
+        """Schedule the handler kept for `sig` on this loop (from any thread); False if
+        none is kept or the loop has closed."""
+        kept = self._kept_handlers.get(sig)
+        if kept is None or self.is_closed():
+            return False
+        callback, args = kept
+        try:
+            self.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # the loop closed meanwhile
+            return False
+        return True
+
+
 class DataPlaneThread(threading.Thread):
     """Runs one coroutine to completion on its own event loop."""
 
     def __init__(self, coroutine: Coroutine[Any, Any, dict[str, object]]) -> None:
         super().__init__(name="data-plane", daemon=True)
         self._coroutine = coroutine
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: _SignalKeepingLoop | None = None
         self._task: asyncio.Task | None = None
         self._ready = threading.Event()
         self.summary: dict[str, object] | None = None
@@ -49,7 +87,7 @@ class DataPlaneThread(threading.Thread):
         """What it raised, if it did."""
 
     def run(self) -> None:
-        loop = asyncio.new_event_loop()
+        loop = _SignalKeepingLoop()
         self._loop = loop
         try:
             self._task = loop.create_task(self._coroutine)
@@ -69,6 +107,13 @@ class DataPlaneThread(threading.Thread):
             # RuntimeError: the loop closed meanwhile, nothing is left to cancel
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(task.cancel)
+
+    def interrupt(self, signum: int) -> bool:
+        """Run the coroutine's handler for `signum` on its loop (from any thread); False if
+        it has none now (not yet added, already removed, or a coordinator that never adds
+        one): the caller then stops it another way (`cancel`)."""
+        loop = self._loop
+        return loop is not None and loop.schedule_handler(signum)
 
     def outcome(self) -> dict[str, object]:
         """The summary, once the thread has ended; re-raises the coroutine's error."""

@@ -22,18 +22,10 @@
    `emulation.report`);
 6. tears everything down on success, error, Ctrl-C or SIGTERM (`EmulatedNetwork`'s exit).
 
-Ctrl-C or SIGTERM while the parties run stops the run as `fl-crb run-local` and `fl-crb
-federate` stop on a signal: the main thread hands the signal to the coordinator's own
-handler (`emulation.data_plane.SignalRelay`), which stops the parties, lets them write
-their task logs and summaries and writes the partial run folder (`RunInterrupted`); the
-emulator then tears the network down and collects and reports that part like a whole
-run. summary.json and report.md say it was interrupted (`interrupted_at`: the signal, its
-Unix time, seconds and slot into the run), and count the tasks the stop cut off, those
-still unresolved whose deadline had not passed when the signal came, apart from the
-unaccounted ones (`tasks_cut_by_interrupt`; `tasks_unaccounted` leaves them out). A
-second signal while the parties stop aborts at once (`KeyboardInterrupt`), the network
-still torn down. A signal before the parties' epoch, or to a coordinator that installs
-no handler (it is cancelled instead), leaves no partial run: `EmulationInterrupted`.
+Ctrl-C or SIGTERM while the parties run stops them as `fl-crb run-local` and `fl-crb
+federate` stop on a signal, and the partial run is collected and reported like a whole
+one, marked interrupted; before the parties' epoch it leaves none (`EmulationInterrupted`).
+`emulation.interruption` says how.
 
 With a fault schedule (`faults`, `emulation.faults`), a `FaultInjector` thread applies
 its events beside the data plane from the parties' epoch on, undoes them on time and,
@@ -55,23 +47,16 @@ schedule).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
-import math
 import os
-import signal
-import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from emulation.collect import collect, cut_by_interrupt
+from emulation.collect import collect
 from emulation.counters import (
     PartyMemory,
     check_memory,
@@ -79,10 +64,15 @@ from emulation.counters import (
     counters_rows,
     host_counters,
 )
-from emulation.data_plane import SignalRelay
 from emulation.faults.accounting import accounting
 from emulation.faults.inject import FaultInjector, FaultRecord
 from emulation.faults.schedule import FaultSchedule
+from emulation.interruption import (
+    EmulationInterrupted,
+    data_plane_summary,
+    record_interruption,
+    stopping_on_signals,
+)
 from emulation.monitor import DataPlaneThread, Progress, watch
 from emulation.network import EmulatedNetwork, NetworkConfig
 from emulation.placement import MininetPlacement
@@ -96,15 +86,11 @@ from fl_crb.policies.spec import Federated, TrainedRun, WeightsFile
 from fl_crb.runtime.local_run import (
     RUN_FILE,
     SUMMARY_FILE,
-    TASKS_FILE,
     LocalRunConfig,
-    RunInterrupted,
     run_local,
 )
 from fl_crb.runtime.party import write_json
 from fl_crb.runtime.placement import Placement
-from fl_crb.runtime.tasklog import read_task_table
-from fl_crb.topology import Topology
 
 FAULTS_FILE = "faults.json"
 """The fault schedule's events as applied, written as soon as the data plane ends (also
@@ -115,31 +101,6 @@ DATA_PLANES: dict[type, DataPlane] = {LocalRunConfig: run_local, FederatedRunCon
 """Coordinators by the type of the data plane's config: a `LocalRunConfig` is the runtime's
 data plane (edge servers and terminals, with fixed weights for CRB-DRQN); a
 `FederatedRunConfig` adds the federation around the same parties (`emulation.data_plane`)."""
-
-
-@dataclass(frozen=True)
-class Interruption:
-    """The signal that stopped an emulation's parties, and when."""
-
-    signal_name: str
-    """SIGINT or SIGTERM."""
-    unix_s: float
-    """When the emulator received it."""
-
-    @property
-    def exit_status(self) -> int:
-        """The command's exit status for it (128 + the signal's number)."""
-        return 128 + signal.Signals[self.signal_name].value
-
-
-class EmulationInterrupted(Exception):
-    """A signal stopped the emulation before its data plane had a partial run to write
-    (before the parties' epoch, or a coordinator that could only be cancelled); the
-    network is torn down."""
-
-    def __init__(self, interruption: Interruption) -> None:
-        self.interruption = interruption
-        super().__init__(f"emulation interrupted by {interruption.signal_name}")
 
 
 @dataclass(frozen=True)
@@ -246,7 +207,7 @@ def run_emulation(config: EmulationConfig) -> EmulationReport:
     timings["collect_s"] = time.monotonic() - mark
     summary = measured["summary"]
     if measured["interruption"] is not None:
-        summary = _record_interruption(
+        summary = record_interruption(
             out, summary, measured["interruption"], topology, measured["faults"]
         )
     if config.faults is not None:
@@ -305,8 +266,7 @@ def _run_parties(net: EmulatedNetwork, config: EmulationConfig, timings: dict) -
     before = host_counters(net)
     daemon_before = net.delay_daemon_load()
     coordinator = run_roles if config.deploy_roles else DATA_PLANES[type(config.run)]
-    relay = SignalRelay()
-    runner = DataPlaneThread(relay.run(coordinator(config.run, MininetPlacement(net))))
+    runner = DataPlaneThread(coordinator(config.run, MininetPlacement(net)))
     progress = Progress(net, out, memory, before, net.topology.slot_s)
     injector = FaultInjector(config.faults, net, out) if config.faults else None
     mark, wall_start = time.monotonic(), time.time()
@@ -316,13 +276,13 @@ def _run_parties(net: EmulatedNetwork, config: EmulationConfig, timings: dict) -
     try:
         if config.cli:
             _interactive(net, runner, progress)
-        with _stopping_on_signals(relay, runner, injector) as received:
+        with stopping_on_signals(runner, injector) as received:
             watch(runner, progress, config.progress_every_s)
     finally:
         faults = injector.finish() if injector is not None else []
         if injector is not None:  # kept even if the data plane fails below
             write_json(out / FAULTS_FILE, {"faults": [f.to_dict() for f in faults]})
-    summary = _outcome(runner, received)
+    summary = data_plane_summary(runner, received)
     interruption = received[0] if received else None
     if interruption is not None and not (out / RUN_FILE).is_file():  # before the epoch
         raise EmulationInterrupted(interruption)
@@ -343,106 +303,6 @@ def _run_parties(net: EmulatedNetwork, config: EmulationConfig, timings: dict) -
         "memory": memory.figures(),
         "delay_daemon": _daemon_during(daemon_before, net.delay_daemon_load()),
     }
-
-
-@contextlib.contextmanager
-def _stopping_on_signals(
-    relay: SignalRelay, runner: DataPlaneThread, injector: FaultInjector | None
-) -> Iterator[list[Interruption]]:
-    """While inside, the first SIGINT or SIGTERM is noted in the list yielded and stops
-    the run from a thread of its own (not in the handler, which may interrupt anything):
-    the fault injector first, undoing what is in force (a party it stopped could not
-    stop, nor a terminal cut off report its tasks), then the data plane, handed the
-    signal through `relay` to its coordinator's own handler (it stops its parties and
-    writes its partial run) or, with none, cancelled. A second signal raises
-    KeyboardInterrupt: the emulator aborts the stop and tears down at once."""
-    received: list[Interruption] = []
-    requested = threading.Event()
-
-    def stop_the_run() -> None:
-        requested.wait()
-        if not received:  # the run ended by itself
-            return
-        if injector is not None:
-            injector.finish()
-        if not relay.deliver(signal.Signals[received[0].signal_name]):
-            runner.cancel()
-
-    def handle(signum: int, frame: object) -> None:
-        if received:
-            raise KeyboardInterrupt(f"signal {signum}")
-        name = signal.Signals(signum).name
-        received.append(Interruption(name, time.time()))
-        # os.write: a signal handler must not re-enter a print the main thread is in
-        os.write(1, f"\n{name}: stopping the parties to write the partial run "
-                    "(again to abort)\n".encode())  # fmt: skip
-        requested.set()
-
-    stopper = threading.Thread(target=stop_the_run, name="emulation-stop", daemon=True)
-    stopper.start()
-    signals = (signal.SIGINT, signal.SIGTERM)
-    previous = {signum: signal.signal(signum, handle) for signum in signals}
-    try:
-        yield received
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        requested.set()
-        stopper.join()
-
-
-def _outcome(runner: DataPlaneThread, received: list[Interruption]) -> dict[str, object]:
-    """The data plane's summary, the partial one if a signal stopped it; a cancelled
-    coordinator (no partial run) is `EmulationInterrupted`."""
-    try:
-        return runner.outcome()
-    except RunInterrupted as stopped:
-        return stopped.summary
-    except asyncio.CancelledError:
-        if not received:
-            raise
-        raise EmulationInterrupted(received[0]) from None
-
-
-def _record_interruption(
-    out: Path,
-    summary: dict[str, object],
-    interruption: Interruption,
-    topology: Topology,
-    faults: list[FaultRecord],
-) -> dict[str, object]:
-    """Mark the summary (and summary.json) interrupted: the signal, when it came (Unix
-    time, seconds and slot from the epoch), and the tasks it cut off, which
-    `tasks_unaccounted` then leaves out (see the module docstring). A terminal the fault
-    schedule had stopped (SIGSTOP) until the signal last ran when it was stopped."""
-    run = json.loads((out / RUN_FILE).read_text())
-    slot_s = float(summary["slot_s"])  # type: ignore[arg-type]
-    run_s = interruption.unix_s - float(run["epoch_unix_s"])
-    slot = max(0, math.floor(run_s / slot_s))
-    ran_until = np.full(topology.terminal_count, slot)
-    for fault in faults:
-        party, _, host = fault.target.partition(" ")
-        frozen_until_stop = fault.undone_s is None or fault.undone_s >= run_s
-        if fault.kind == "stop" and party == "terminal" and fault.applied_s and frozen_until_stop:
-            index = topology.terminal_names.index(host)
-            ran_until[index] = min(ran_until[index], math.floor(fault.applied_s / slot_s))
-    deadlines = topology.mec_params().per_terminal(topology.terminal_count).deadline_slots
-    cut = cut_by_interrupt(read_task_table(out / TASKS_FILE), deadlines, ran_until)
-    summary = {
-        **summary,
-        "interrupted": True,
-        "interrupted_by": interruption.signal_name,
-        "interrupted_at": {
-            "unix_s": round(interruption.unix_s, 3),
-            "run_s": round(run_s, 3),
-            "slot": slot,
-            "end_slot": int(run["run"]["end_slot"]),
-        },
-        "tasks_cut_by_interrupt": cut,
-        "tasks_unaccounted": int(summary["tasks_unaccounted"]) - cut,  # type: ignore[call-overload]
-    }
-    write_json(out / SUMMARY_FILE, summary)
-    return summary
 
 
 def _record_faults(

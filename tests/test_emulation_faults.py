@@ -19,7 +19,8 @@ from emulation.faults.schedule import FaultContext, load_fault_schedule
 from fl_crb.policies.spec import Baseline
 from fl_crb.runtime.config import RunTarget
 from fl_crb.topology import load_topology
-from tests.test_emulation_network import checked_slots, leftovers, real_network, remember
+from tests.emulation_checks import run_leftovers
+from tests.test_emulation_network import checked_slots, real_network, remember
 
 __all__ = ["checked_slots"]  # the fixture, used by name
 
@@ -275,8 +276,7 @@ def test_a_short_emulation_applies_its_schedule_and_accounts_for_every_task(
     markdown = (out / "report.md").read_text()
     assert "## Faults" in markdown and "0 tasks unaccounted" in markdown
     assert (out / "plots" / "timeline.png").is_file()
-    inodes = set(report.network["host_namespaces"].values())
-    assert leftovers(report.network["run_slot"], inodes) == []
+    assert run_leftovers(report.network) == []
 
 
 def test_an_emulation_fails_for_a_lost_node_the_schedule_did_not_kill(capsys):

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from emulation.collect import cut_by_interrupt
-from emulation.data_plane import SignalRelay
 from emulation.monitor import DataPlaneThread
 from fl_crb.runtime.local_run import stop_on_signals
 from fl_crb.runtime.tasklog import EDGE_LOST, TaskTable
-from tests.test_emulation_network import leftovers, real_network
+from tests.emulation_checks import run_leftovers
+from tests.test_emulation_network import real_network
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -32,16 +32,15 @@ async def _coordinator_waiting_for_its_stop() -> list[str]:
 
 
 def test_a_signal_reaches_the_handler_of_a_coordinator_in_a_worker_thread() -> None:
-    relay = SignalRelay()
-    runner = DataPlaneThread(relay.run(_coordinator_waiting_for_its_stop()))
+    runner = DataPlaneThread(_coordinator_waiting_for_its_stop())
     runner.start()
     give_up = time.monotonic() + 10
-    while not relay.deliver(signal.SIGTERM):  # False until the coordinator installed it
-        assert time.monotonic() < give_up, "the coordinator never installed its handler"
+    while not runner.interrupt(signal.SIGTERM):  # False until the coordinator added it
+        assert time.monotonic() < give_up, "the coordinator never added its handler"
         time.sleep(0.01)
     runner.join(10)
     assert runner.outcome() == ["SIGTERM"]
-    assert not relay.deliver(signal.SIGINT), "its handlers are gone with it"
+    assert not runner.interrupt(signal.SIGINT), "its handlers are gone with it"
 
 
 def test_a_coordinator_without_a_handler_is_not_reached() -> None:
@@ -49,12 +48,11 @@ def test_a_coordinator_without_a_handler_is_not_reached() -> None:
         await asyncio.sleep(0)
         return {}
 
-    relay = SignalRelay()
-    assert not relay.deliver(signal.SIGINT)
-    runner = DataPlaneThread(relay.run(coordinator()))
+    runner = DataPlaneThread(coordinator())
+    assert not runner.interrupt(signal.SIGINT)
     runner.start()
     runner.join(10)
-    assert runner.outcome() == {} and not relay.deliver(signal.SIGINT)
+    assert runner.outcome() == {} and not runner.interrupt(signal.SIGINT)
 
 
 def _tasks(*rows: tuple[int, int, int, str]) -> TaskTable:
@@ -150,7 +148,7 @@ def test_an_interrupted_emulation_writes_its_partial_run_and_leaves_nothing(
     assert "## Faults" in report
 
     network = json.loads((out / "emulation.json").read_text())["network"]
-    assert leftovers(network["run_slot"], set(network["host_namespaces"].values())) == []
+    assert run_leftovers(network) == []
 
 
 def _epoch(out: Path, process: subprocess.Popen, give_up_s: float) -> float:

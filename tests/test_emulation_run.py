@@ -25,6 +25,7 @@ from fl_crb.policies.spec import Baseline, Federated, WeightsFile
 from fl_crb.runtime.config import RunTarget
 from fl_crb.runtime.tasklog import read_task_table
 from fl_crb.topology import load_topology
+from tests.emulation_checks import run_leftovers
 from tests.test_emulation_network import leftovers, real_network
 
 TOPOLOGIES = Path(__file__).resolve().parent.parent / "topologies"
@@ -236,9 +237,7 @@ def test_interfaces_carry_more_than_the_task_bytes(emulated) -> None:
 @real_network
 def test_the_emulation_leaves_nothing_behind(emulated) -> None:
     report, _ = emulated
-    network = report.network
-    inodes = set(network["host_namespaces"].values())
-    assert leftovers(network["run_slot"], inodes) == []
+    assert run_leftovers(report.network) == []
 
 
 @real_network
@@ -291,8 +290,7 @@ def test_federated_emulation_fills_the_pool_and_brings_weights_to_terminals(
     }
     assert len(versions) == load_topology(TINY).terminal_count
     assert all(max(v) > 0 for v in versions.values()), f"trained weights reached {versions}"
-    network = report.network
-    assert leftovers(network["run_slot"], set(network["host_namespaces"].values())) == []
+    assert run_leftovers(report.network) == []
 
 
 def _labels_by_terminal(table) -> dict[int, set[str]]:
@@ -348,7 +346,7 @@ def test_sigterm_mid_run_stops_the_parties_and_tears_down(tmp_path: Path) -> Non
         if run.poll() is None:
             run.kill()
             run.wait()
-    assert run.returncode == 130, output
-    assert "interrupted; the network is torn down" in output
+    assert run.returncode == 128 + signal.SIGTERM, output
+    assert "fl-crb emulate: interrupted by SIGTERM; the partial run (" in output
     assert leftovers(state.slot, set(state.host_namespaces.values())) == []
-    assert not (out / "emulation.json").exists()
+    assert json.loads((out / "summary.json").read_text())["interrupted_by"] == "SIGTERM"
