@@ -57,8 +57,8 @@ clone): each host's mount namespace opens it (`host_state.code_exposure_commands
 
 Stopping on request: `run_roles` installs SIGINT and SIGTERM handlers on its event loop
 (`local_run.stop_on_signals`: `loop.add_signal_handler`, which the emulator's
-`SignalRelay` takes over when the coordinator runs in a worker thread; elsewhere than the
-main thread without a relay, none is installed). A signal stops every role command
+`DataPlaneThread` loop keeps and hands the main thread's signals to, `emulation.monitor`;
+elsewhere than the main thread, none is installed). A signal stops every role command
 (SIGTERM: each stops its processes, which write their task logs and summaries), the run
 folder is written from what the hosts left, and `RunInterrupted(signal, summary)` is
 raised; a signal before the authority chose the epoch leaves no partial run
@@ -85,6 +85,7 @@ from fl_crb.federation.deploy.federated_run import superlink_sans
 from fl_crb.federation.deploy.run_config import FederatedRunConfig, Quorum
 from fl_crb.federation.deploy.run_support import federation_summary
 from fl_crb.federation.keys import create_keys, plan_for_topology
+from fl_crb.federation.roles.authority_role import READY_TIMEOUTS
 from fl_crb.learn.method_config import LEARNER_FLAGS, METHOD_FLAGS, MethodConfig
 from fl_crb.policies.spec import FEDERATED_NAME, TrainedRun, WeightsFile, absolute
 from fl_crb.runtime.config import RunSpec
@@ -118,8 +119,8 @@ authority's report wait and the stops."""
 POLL_S = 0.5
 """Seconds between looks at the role commands."""
 ROLE_START_LEAD_S = 10.0
-"""The least start lead of a role deployment: the parties that said hello before the
-quorum was complete learn the epoch by polling the run service (over TLS, on hosts busy
+"""The least start lead of a role deployment: the parties learn the epoch, chosen once
+the authority's rounds serve, by polling the run service (over TLS, on hosts busy
 starting 30 parties at once), not at once through a pipe as a coordinator's parties; a
 party that learns it late starts at the slot under way, without the tasks before."""
 JOIN_TIMEOUTS = 2
@@ -198,7 +199,7 @@ async def run_roles(config: FederatedRunConfig, placement: MininetPlacement) -> 
     ]
     for host, role in [*((e, EDGE_ROLE) for e in edges), *((t, TERMINAL_ROLE) for t in hosts)]:
         address = placement.address(cloud, host)
-        flags = party_arguments(address, local.startup_timeout_s)
+        flags = party_arguments(address, _party_wait_s(local.startup_timeout_s))
         commands.append(
             _command(placement, out, host, role, flags, config.parties.realtime_priority)
         )
@@ -354,6 +355,13 @@ def _quorum(quorum: Quorum) -> str:
     return "all" if quorum.share == 1.0 else repr(quorum.share)
 
 
+def _party_wait_s(startup_timeout_s: float) -> float:
+    """How long a party waits for the authority (`--give-up`): to be reachable, and, once
+    it said hello, for the epoch, which comes once the last party of the start quorum
+    said hello (`JOIN_TIMEOUTS`) and the authority's rounds serve (`READY_TIMEOUTS`)."""
+    return (JOIN_TIMEOUTS + READY_TIMEOUTS) * startup_timeout_s
+
+
 def party_arguments(authority: str, give_up_s: float) -> list[str]:
     """`fl-crb edge` or `fl-crb terminal`'s flags besides the bundle and the state: the
     authority's address as this host dials it, and how long to retry it."""
@@ -408,7 +416,8 @@ def _run_length_s(config: FederatedRunConfig, arrivals_and_drain_s: float) -> fl
     """The longest the run may take: the authority's start and the parties' hellos, the
     start lead, the slots, the authority's drain, reports and stops."""
     parties = config.parties
-    joining_s = (1 + JOIN_TIMEOUTS) * parties.startup_timeout_s  # the authority's, the hellos
+    # the authority's start, the hellos, its rounds' start
+    joining_s = (1 + JOIN_TIMEOUTS + READY_TIMEOUTS) * parties.startup_timeout_s
     return joining_s + parties.start_lead_s + arrivals_and_drain_s + RUN_MARGIN_S
 
 

@@ -40,6 +40,7 @@ from fl_crb.learn.method_config import MethodConfig
 from fl_crb.policies.spec import Federated
 from fl_crb.runtime.compare import compare_run
 from fl_crb.runtime.config import RunTarget
+from tests.host_records import recorded_strings
 from tests.test_emulation_network import real_network
 
 TOPOLOGY = Path(__file__).resolve().parent / "roles-topology.yaml"
@@ -195,16 +196,6 @@ class HostProcesses:
         )
 
 
-def _strings(value) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for v in value.values() for s in _strings(v)]
-    if isinstance(value, list):
-        return [s for v in value for s in _strings(v)]
-    return []
-
-
 @needs_mnexec
 @real_network
 def test_the_emulator_runs_each_role_confined_from_its_own_bundle(run_folder: Path) -> None:
@@ -248,7 +239,7 @@ def test_the_emulator_runs_each_role_confined_from_its_own_bundle(run_folder: Pa
             runner.join(0.5)
         state = {h.name: net.state_backing_dir(h.name) / RUN_DIR for h in net.hosts()}
         uids = {h.name: net.host_uid(h.name) for h in net.hosts()}
-        recorded = _recorded_strings(state)
+        recorded = {host: recorded_strings(folder) for host, folder in state.items()}
     wall_s = time.monotonic() - started
     if "error" in outcome:
         raise outcome["error"]
@@ -324,14 +315,3 @@ def _probe_from_t1(placement, out: Path, cloud_pid: int) -> dict:
     )  # fmt: skip
     assert probe.returncode == 0, probe.stderr
     return json.loads(probe.stdout)
-
-
-def _recorded_strings(state: dict[str, Path]) -> dict[str, list[str]]:
-    """Every string of every host's processes.json and config/*.json."""
-    recorded = {}
-    for host, folder in state.items():
-        files = [folder / "processes.json", *sorted((folder / "config").glob("*.json"))]
-        recorded[host] = [
-            s for path in files if path.exists() for s in _strings(json.loads(path.read_text()))
-        ]
-    return recorded

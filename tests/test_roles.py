@@ -2,14 +2,17 @@
 
 Fast tests drive the run service over real HTTPS on loopback, with bundles made by
 `create_keys`: signed hellos (a bad signature, an unknown host, a replay refused, each
-naming the peer), the epoch chosen at the start quorum and handed to late parties too,
-the edges' runtime addresses served to the terminals, and the NTP-style clock offset.
+naming the peer), the epoch chosen once the start quorum said hello (the parties that
+never did named) and handed to late parties too, the edges' runtime addresses served
+to the terminals, the authority's SuperLink state in memory, and the NTP-style clock
+offset.
 The end-to-end test starts the three commands as separate processes with real Flower
 (TLS and node authentication), each with only its own bundle and its own state folder.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -31,7 +34,11 @@ from fl_crb.federation.deploy.launcher import LocalFederation
 from fl_crb.federation.deploy.run_config import FederatedRunConfig, federated_parties
 from fl_crb.federation.host_bundle import HostBundle
 from fl_crb.federation.keys import create_keys, plan_for_topology
-from fl_crb.federation.roles.authority_role import AuthorityRoleConfig, plan_run
+from fl_crb.federation.roles.authority_role import (
+    AuthorityRoleConfig,
+    plan_run,
+    wait_for_start_quorum,
+)
 from fl_crb.federation.roles.clock_offset import TimeSample, best_offset, flagged
 from fl_crb.federation.roles.run_service import RunServer, RunService
 from fl_crb.federation.roles.service_client import ServiceClient, ServiceError, parse_authority
@@ -55,6 +62,7 @@ from fl_crb.runtime.config import RunTarget
 from fl_crb.runtime.local_run import LocalRunConfig, run_spec
 from fl_crb.runtime.placement import Loopback
 from fl_crb.topology import load_topology
+from tests.host_records import recorded_strings
 
 TOPOLOGY = Path(__file__).resolve().parent / "roles-topology.yaml"
 """One edge (edge1) and two terminals (t1, t2); the cloud host is "cloud"."""
@@ -244,15 +252,24 @@ def test_a_replayed_request_and_a_wrong_role_are_refused(keys, service):
     assert service.refusals == {"wrong-role": 1, "replay": 1}
 
 
-def test_the_epoch_is_chosen_at_the_quorum_and_a_late_party_gets_the_same(keys, service):
-    before = time.time()
+def test_the_epoch_is_chosen_once_the_quorum_said_hello_and_a_late_party_gets_the_same(
+    keys, service
+):
     first = _hello(keys, service, "edge1", runtime={"host": "127.0.0.1", "port": 40001})
     assert first == {"epoch_unix_s": None}
-    assert service.progress.phase == "waiting"
-    second = _hello(keys, service, "t1")
-    epoch = second["epoch_unix_s"]
+    assert service.progress.phase == "waiting" and not service.quorum_reached.is_set()
+    with pytest.raises(RuntimeError, match=r"after the start quorum \(2\) said hello; 1 did"):
+        service.start()
+    # the quorum said hello: the authority's rounds start, the epoch waits until they serve
+    assert _hello(keys, service, "t1") == {"epoch_unix_s": None}
+    assert service.quorum_reached.is_set() and service.progress.epoch_unix_s is None
+    before = time.time()
+    epoch = service.start()
     assert before + 30.0 <= epoch <= time.time() + 30.0  # the lead, on the authority's clock
-    assert service.progress.phase == RUNNING and service.started.is_set()
+    assert service.progress.phase == RUNNING and service.progress.epoch_unix_s == epoch
+    with pytest.raises(RuntimeError, match="chosen once"):
+        service.start()
+    assert _hello(keys, service, "t1") == {"epoch_unix_s": epoch}  # a party polling for it
     assert _hello(keys, service, "t2") == {"epoch_unix_s": epoch}
     _, progress = _client(keys, service).settings(_signer(keys, "t1"))
     assert progress.epoch_unix_s == epoch
@@ -323,6 +340,28 @@ def test_the_authority_serves_the_parties_polls_pacing_and_priority(keys, tmp_pa
     )  # each party checks it may take it, not the authority
     assert (settings.pace_uplink, settings.pace_ticks_per_slot) == (False, 2)
     assert (settings.supernode_idle_poll_s, settings.superexec_poll_s) == (1.0, 0.5)
+
+
+def test_the_authoritys_superlink_keeps_its_state_in_memory(keys, tmp_path):
+    """As the coordinator's (unless a fault schedule ends it): an on-disk state made Flower
+    fail Fleet requests under load ("database is locked"), and nothing restarts it here."""
+    run = FederatedRunConfig(federated_parties(RunTarget(str(TOPOLOGY), 2.0), str(tmp_path)))
+    launch = plan_run(AuthorityRoleConfig(run, keys / "cloud")).launch
+    assert not launch.durable_state and launch.max_restarts == 0
+    argv = FlowerCommands(launch, Loopback()).superlink("127.0.0.1", 9301)
+    assert "--database" not in argv  # Flower's default: its state in memory
+
+
+def test_the_authority_names_the_parties_that_never_said_hello(keys, service):
+    _hello(keys, service, "edge1", runtime={"host": "127.0.0.1", "port": 40001})
+    with pytest.raises(RuntimeError) as refused:
+        asyncio.run(wait_for_start_quorum(service, 0.3, service.notes.append))
+    assert str(refused.value).startswith(
+        "only 1 of the start quorum 2 said hello within 0.3 s; never came: t1, t2 ("
+    )
+    _hello(keys, service, "t2")
+    asyncio.run(wait_for_start_quorum(service, 0.3, service.notes.append))
+    assert service.notes[-1] == "start quorum: 2 of 3 said hello; starting the authority's rounds"
 
 
 def test_a_run_from_a_weights_file_serves_each_edge_its_learners_start(keys, tmp_path):
@@ -413,16 +452,6 @@ def _service_port(err: Path, authority: subprocess.Popen) -> int:
     raise AssertionError(f"the authority never said where it serves:\n{err.read_text()}")
 
 
-def _strings(value) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for v in value.values() for s in _strings(v)]
-    if isinstance(value, list):
-        return [s for v in value for s in _strings(v)]
-    return []
-
-
 def test_authority_edge_and_terminals_run_each_from_its_own_bundle_and_state(tmp_path):
     """tests/roles-topology.yaml (edge1; t1, t2) with TLS and node authentication: four
     `fl-crb` processes, each given only its own bundle (copied into its own state
@@ -494,10 +523,7 @@ def test_authority_edge_and_terminals_run_each_from_its_own_bundle_and_state(tmp
     # and command line under tmp_path lies in the host's own folder; the authority's
     # topology file reached the parties as text only.
     for host, state in states.items():
-        files = [state / "processes.json", *sorted((state / "config").glob("*.json"))]
-        strings = [
-            s for path in files if path.exists() for s in _strings(json.loads(path.read_text()))
-        ]
+        strings = recorded_strings(state)
         assert strings, f"{host} recorded no configs or command lines"
         foreign = [s for s in strings if str(tmp_path) in s and str(state) not in s]
         assert foreign == [], f"{host} was given another host's path: {foreign}"

@@ -14,6 +14,10 @@ a typo or a lost unit, and the message says why the bound is there.
 | `SEED`, `EPISODES`, `SLOTS`, `THREADS`, `TERMINALS`, `RATE`, `DURATION`: the shared ones |
 | `out_folder`       | a path that is a folder or can become one (not an existing file) |
 | `existing_folder`  | a path that is a folder already                                  |
+
+`add_party_pacing_arguments` adds the runtime parties' pacing and scheduling flags
+(`--no-pacing`, `--pace-ticks`, `--realtime`) to `run-local` and to `authority`, which
+serves them to every party.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+from fl_crb.runtime.local_run import LocalRunConfig
 from fl_crb.topology import limits
 from fl_crb.topology.units import (
     BANDWIDTH,
@@ -183,7 +188,7 @@ DURATION = quantity(
     low_open=True,
 )
 REALTIME_PRIORITY = int_in(1, 99, "SCHED_FIFO priorities run from 1 to 99")
-"""`run-local --realtime`."""
+"""`run-local --realtime`, `authority --realtime`."""
 EMULATION_PRIORITY = int_in(0, 99, "SCHED_FIFO priorities run from 1 to 99; 0 is normal scheduling")
 """`emulate --realtime`."""
 PACE_TICKS = int_in(
@@ -192,4 +197,34 @@ PACE_TICKS = int_in(
     "steps per slot of a paced uplink: 1000 steps of a 100ms slot are 0.1ms apart, finer "
     "than asyncio's timers keep",
 )
-"""`run-local --pace-ticks`."""
+"""`run-local --pace-ticks`, `authority --pace-ticks`."""
+
+
+def add_party_pacing_arguments(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, realtime_needs: str
+) -> None:
+    """`--no-pacing`, `--pace-ticks` and `--realtime`: how the runtime parties pace their
+    uplinks and whether they run with SCHED_FIFO (`LocalRunConfig.pace_uplink`,
+    `pace_ticks_per_slot`, `realtime_priority`); `realtime_needs` says what taking the
+    priority needs where the parties run."""
+    parser.add_argument(
+        "--no-pacing",
+        action="store_true",
+        help="terminals do not pace their uplinks at the link rate (only when something "
+        "else shapes the links, such as an emulated network)",
+    )
+    ticks = LocalRunConfig.pace_ticks_per_slot
+    parser.add_argument(
+        "--pace-ticks",
+        type=PACE_TICKS,
+        default=ticks,
+        help=f"steps per slot of a paced uplink (default {ticks})",
+    )
+    parser.add_argument(
+        "--realtime",
+        type=REALTIME_PRIORITY,
+        metavar="PRIORITY",
+        help="the runtime parties run with SCHED_FIFO at this priority (1-99) so that other "
+        f"programs on their hosts do not delay their slots; {realtime_needs}; keep it below "
+        "a network emulator's own real-time daemons",
+    )

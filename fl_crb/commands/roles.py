@@ -97,7 +97,8 @@ def _register_authority(commands: argparse._SubParsersAction) -> None:
         "--start-lead",
         type=LEAD,
         default="5s",
-        help="the epoch is this far after the last hello of the --quorum (default 5s)",
+        help="the epoch is this far after the authority's rounds serve, which they do once "
+        "the --quorum of parties said hello (default 5s)",
     )
     parser.add_argument(
         "--join-timeout",
@@ -126,25 +127,10 @@ def _add_party_settings_arguments(parser: argparse.ArgumentParser) -> None:
     parties = parser.add_argument_group(
         "every party's settings", "served to the edges and terminals with the run's settings"
     )
-    parties.add_argument(
-        "--no-pacing",
-        action="store_true",
-        help="terminals do not pace their uplinks at the link rate (only when something "
-        "else shapes the links, such as an emulated network)",
-    )
-    parties.add_argument(
-        "--pace-ticks",
-        type=arguments.PACE_TICKS,
-        default=4,
-        help="steps per slot of a paced uplink (default 4)",
-    )
-    parties.add_argument(
-        "--realtime",
-        type=arguments.REALTIME_PRIORITY,
-        metavar="PRIORITY",
-        help="the runtime parties run with SCHED_FIFO at this priority (1-99); every edge "
-        "and terminal host must allow it (root, CAP_SYS_NICE, or an RLIMIT_RTPRIO of at "
-        "least PRIORITY), or its command stops with the fix",
+    arguments.add_party_pacing_arguments(
+        parties,
+        "every edge and terminal host must allow it (root, CAP_SYS_NICE, or an "
+        "RLIMIT_RTPRIO of at least PRIORITY), or its command stops with the fix",
     )
     parties.add_argument(
         "--supernode-poll",

@@ -40,25 +40,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     run_local.add_argument("--out", type=arguments.out_folder, required=True, help="new run folder")
     run_local.add_argument("--seed", type=arguments.SEED, default=0)
-    run_local.add_argument(
-        "--no-pacing",
-        action="store_true",
-        help="do not pace uplinks at the link rate (only when something else shapes the link)",
-    )
-    run_local.add_argument(
-        "--pace-ticks",
-        type=arguments.PACE_TICKS,
-        default=4,
-        help="steps per slot of a paced uplink (default 4)",
-    )
-    run_local.add_argument(
-        "--realtime",
-        type=arguments.REALTIME_PRIORITY,
-        metavar="PRIORITY",
-        help="parties run with SCHED_FIFO at this priority (1-99, needs root) so that other "
-        "programs on the host do not delay their slots; keep it below a network "
-        "emulator's own real-time daemons",
-    )
+    arguments.add_party_pacing_arguments(run_local, "it needs root")
     run_local.set_defaults(run=run)
 
 

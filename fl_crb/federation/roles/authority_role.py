@@ -4,12 +4,24 @@ Steps: load the authority's bundle and check it against the topology → plan th
 (its `RunSpec`, the federation's run id, the learners' starting weights if the run
 starts from trained ones) → start the SuperLink alone (TLS with the bundle's
 certificate, every node's public key registered) → start the run service
-(`run_service`) → start the authority (`flwr run` of the app in authority mode,
-supervised: `run_support.supervise_authority`) → wait for the start quorum's hellos, which
-fix the epoch → wait until the run's last slot and the parties' exit grace → stop the
-authority (stop file: it drains every terminal's outbox first) → tell the parties the run
-is finished and wait for their reports → stop the service and the SuperLink → write
-S/summary.json (`authority_summary`).
+(`run_service`) → wait for the start quorum's hellos (a party says hello once its
+SuperNode is online) → start the authority (`flwr run` of the app in authority mode,
+supervised: `run_support.supervise_authority`) and wait until it serves (its ready.json:
+the quorum's nodes answered its own hellos) → choose the epoch (`RunService.start`) →
+wait until the run's last slot and the parties' exit grace → stop the authority (stop
+file: it drains every terminal's outbox first) → tell the parties the run is finished
+and wait for their reports → stop the service and the SuperLink → write S/summary.json
+(`authority_summary`).
+
+The authority starts only once the quorum's SuperNodes are online, and the epoch comes
+only once it serves, as in the one-coordinator run (`federated_run`, whose Flower
+deployment waits for every SuperNode before the authority, and whose parties get their
+epoch once it serves): a ServerApp started before its nodes greets each as it connects,
+one at a time, on a machine still busy starting the parties, and every arrival before
+it serves would wait for its rounds. The SuperLink keeps its state in memory
+(`LaunchConfig.durable_state` off), as the coordinator's does unless a fault schedule ends
+it: the on-disk state made Flower fail Fleet requests under load ("database is
+locked"), and nothing here restarts the SuperLink.
 
 State directory S:
 
@@ -43,6 +55,7 @@ from fl_crb.federation.deploy.run_support import (
     authority_end,
     start_weights_files,
     supervise_authority,
+    wait_for_file,
 )
 from fl_crb.federation.host_bundle import AuthorityKeys, HostBundle
 from fl_crb.federation.roles.authority_summary import authority_summary
@@ -56,6 +69,10 @@ from fl_crb.runtime.local_run import run_spec
 from fl_crb.runtime.party import write_json
 from fl_crb.runtime.placement import LOOPBACK
 
+READY_TIMEOUTS = 2
+"""Once the start quorum said hello, the authority is given this many start-up timeouts
+to serve: its ServerApp's wait for its quorum's answers (one start-up timeout, then it
+fails naming the nodes missing) and a restarted ServerApp's start."""
 STOP_AFTER_END_S = 3.0
 """After the run's last slot, how long the authority waits (the terminals' last outcomes
 and uploads) before it asks the authority to stop."""
@@ -77,9 +94,10 @@ class AuthorityRoleConfig:
     superlink_port: int = 9301
     """The SuperLink's port (0: a free port)."""
     start_lead_s: float = 5.0
-    """The epoch is this far after the quorum's last hello."""
+    """The epoch is this far after the authority's rounds serve (the start quorum said
+    hello before)."""
     join_timeout_s: float = 600.0
-    """How long to wait for the start quorum."""
+    """How long to wait for the start quorum's hellos."""
     report_wait_s: float = 60.0
     """After the run, how long to wait for the parties' reports."""
 
@@ -257,7 +275,7 @@ def plan_run(config: AuthorityRoleConfig) -> AuthorityPlan:
         round_deadline_s=run.round_deadline(),
         stop_path=str(state / "authority" / "stop"),
         quorum_nodes=quorum,
-        node_wait_s=config.join_timeout_s,
+        node_wait_s=local.startup_timeout_s,  # its quorum's SuperNodes are online by then
         seed=local.target.seed,
         node_auth=not run.insecure,
     )
@@ -308,12 +326,17 @@ async def _serve(
     note,
 ) -> int:
     """Run the authority (supervised) through the run; its restarts."""
+    await wait_for_start_quorum(service, config.join_timeout_s, note)
     run_config = {"mode": "authority", "authority-config": str(plan.authority_path)}
     supervisor = asyncio.create_task(
         supervise_authority(federation, run_config, plan.state / "authority", config.run)
     )
     try:
-        epoch = await _epoch(service, supervisor, config.join_timeout_s)
+        ready_s = READY_TIMEOUTS * config.run.parties.startup_timeout_s
+        await wait_for_file(
+            plan.state / "authority" / "ready.json", time.time() + ready_s, supervisor
+        )
+        epoch = service.start()
         spec, slot_s = plan.spec, plan.settings.slot_s
         note(
             f"epoch {epoch:.3f}: {spec.arrival_slots} slots of arrivals, {spec.end_slot} in "
@@ -358,22 +381,24 @@ def _check_bundle(
         )
 
 
-async def _epoch(service: RunService, supervisor: asyncio.Task, timeout_s: float) -> float:
-    """The epoch, once the start quorum said hello; RuntimeError naming who is missing."""
+async def wait_for_start_quorum(service: RunService, timeout_s: float, note) -> None:
+    """Wait until the start quorum said hello; RuntimeError naming the parties that never
+    did, and where to look, after `timeout_s`."""
     give_up = time.monotonic() + timeout_s
-    while not service.started.is_set():
-        if supervisor.done():
-            supervisor.result()
-            raise RuntimeError("the authority ended before the run started")
+    while not service.quorum_reached.is_set():
         if time.monotonic() > give_up:
             missing = sorted(set(service.roles) - set(service.progress.hellos))
             raise RuntimeError(
-                f"only {len(service.progress.hellos)} of the start quorum {service.quorum} said "
-                f"hello within {timeout_s:g} s; missing: {', '.join(missing)}"
+                f"only {len(service.progress.hellos)} of the start quorum {service.quorum} "
+                f"said hello within {timeout_s:g} s; never came: {', '.join(missing)} (see "
+                "their `fl-crb edge` / `fl-crb terminal` output; a party says hello once its "
+                "SuperNode is online), or lower --quorum"
             )
         await asyncio.sleep(0.1)
-    assert service.progress.epoch_unix_s is not None
-    return service.progress.epoch_unix_s
+    note(
+        f"start quorum: {len(service.progress.hellos)} of {len(service.roles)} said hello; "
+        "starting the authority's rounds"
+    )
 
 
 async def _reports(service: RunService, wait_s: float, note) -> None:

@@ -18,9 +18,11 @@ ca.crt of their own bundle):
 
 A signed request that does not verify, names a host the authority's bundle does not
 know, or a role other than the host's is refused (HTTP 4xx with the reason), counted by
-code and logged with the peer's address. Once `quorum` hosts said hello, the epoch is
-chosen `start_lead_s` ahead on the authority's clock; a party that says hello later gets
-the same epoch.
+code and logged with the peer's address. Once `quorum` hosts said hello,
+`quorum_reached` is set; the authority then starts its rounds and, once they serve,
+calls `start`, which chooses the epoch `start_lead_s` ahead on the authority's clock
+(the parties poll their progress for it); a party that says hello later gets the same
+epoch.
 """
 
 from __future__ import annotations
@@ -92,8 +94,8 @@ class RunService:
         """Refused requests by code."""
         self.refused: list[str] = []
         """Each refusal's message (naming the peer)."""
-        self.started = threading.Event()
-        """Set once the epoch is chosen."""
+        self.quorum_reached = threading.Event()
+        """Set once `quorum` parties said hello."""
         self._lock = threading.Lock()
 
     # -- the endpoints' work ------------------------------------------------------------
@@ -104,7 +106,7 @@ class RunService:
             return settings_json(self.settings, self.progress)
 
     def hello(self, body: dict, peer: str) -> dict:
-        """Record a verified hello; the epoch (None until the quorum said hello)."""
+        """Record a verified hello; the epoch (None until `start` chose it)."""
         host, role = body["host"], body.get("role")
         if role != self.roles.get(host):
             raise RequestRefused(
@@ -128,11 +130,8 @@ class RunService:
                 hellos = (*hellos, host)
             phase, epoch = self.progress.phase, self.progress.epoch_unix_s
             self.progress = RunProgress(phase, epoch, edges, hellos)
-            if self.progress.epoch_unix_s is None and len(hellos) >= self.quorum:
-                epoch = time.time() + self.start_lead_s
-                self.progress = RunProgress(RUNNING, epoch, edges, hellos)
-                self.started.set()
-            epoch = self.progress.epoch_unix_s
+            if len(hellos) >= self.quorum:
+                self.quorum_reached.set()
         where = f" at {runtime.host}:{runtime.port}" if runtime else ""
         late = " (after the epoch)" if epoch is not None and first and time.time() > epoch else ""
         mark = " FLAGGED" if flagged(offset.offset_s, self.settings.slot_s) else ""
@@ -142,6 +141,20 @@ class RunService:
             f"{len(self.progress.hellos)}/{len(self.roles)} said hello"
         )
         return {"epoch_unix_s": epoch}
+
+    def start(self) -> float:
+        """Choose the epoch, `start_lead_s` from now (once the start quorum said hello and
+        the authority's rounds serve); the epoch. Called once."""
+        with self._lock:
+            if not self.quorum_reached.is_set() or self.progress.epoch_unix_s is not None:
+                raise RuntimeError(
+                    f"the epoch is chosen once, after the start quorum ({self.quorum}) said "
+                    f"hello; {len(self.progress.hellos)} did, epoch {self.progress.epoch_unix_s}"
+                )
+            p = self.progress
+            epoch = time.time() + self.start_lead_s
+            self.progress = RunProgress(RUNNING, epoch, p.edges, p.hellos)
+        return epoch
 
     def report(self, body: dict, peer: str) -> dict:
         """Keep a party's end-of-run report."""
