@@ -1,7 +1,8 @@
 """The pieces of the Flower restarts that need no federated run: a process started again
 with its very command line, the SuperLink's state file on its command line, the limits,
 the run summary's account, ending a node's session when the SuperLink cannot be reached,
-and a SuperLink with its state in memory given up when it dies.
+a SuperLink with its state in memory given up when it dies, and (slow: it waits out
+Flower's 60 s session) a SuperNode restarted on stock Flower, without `node_session`.
 
 The restarts themselves, with real Flower processes, are in tests/test_crash_recovery.py
 (one federated run in which a SuperNode and the SuperLink are killed).
@@ -149,5 +150,43 @@ def test_a_killed_superlink_whose_state_was_in_memory_is_given_up_not_restarted(
         assert f"superlink: given up: it was killed by SIGKILL; {MEMORY_ONLY}" in (
             supervisor.log_path.read_text()
         )
+    finally:
+        federation.stop()
+
+
+@pytest.mark.slow
+def test_a_killed_supernode_on_stock_flower_is_back_under_its_node_id_once_its_session_ends(
+    tmp_path,
+):
+    """Real Flower as shipped (no accelerators, so no `node_session` to end the dead
+    node's session), TLS and node authentication: the SuperLink refuses the node until it
+    counts the old session offline (up to 60 s), and the supervisor keeps trying until
+    then; the node comes back under its registered node id."""
+    from fl_crb.federation.deploy.launch_config import Security
+    from fl_crb.federation.deploy.launcher import LocalFederation
+    from fl_crb.topology import load_topology
+
+    create_keys(tmp_path / "keys", plan_for_topology(load_topology(TINY), []))
+    config = LaunchConfig(
+        tmp_path / "run",
+        (NodeSpec("t1", "terminal"),),
+        security=Security(tmp_path / "keys"),
+        accelerators=False,
+        max_restarts=1,
+    )
+    federation = LocalFederation(config)
+    federation.start()
+    try:
+        node_id = federation.node_ids["t1"]
+        os.kill(federation.processes.pid("node-t1"), signal.SIGKILL)
+        supervisor, log = federation.supervisor, federation.supervisor.log_path
+        deadline = time.monotonic() + 150
+        while not (log.exists() and "restart 1" in log.read_text()):
+            assert not supervisor.given_up, supervisor.given_up
+            assert time.monotonic() < deadline, "t1's SuperNode did not come back"
+            time.sleep(0.5)
+        back = f"t1: restart 1: it was killed by SIGKILL; online again as node {node_id}"
+        assert back in log.read_text()
+        assert federation.node_ids["t1"] == node_id
     finally:
         federation.stop()
