@@ -31,8 +31,15 @@ if TYPE_CHECKING:
     from fl_crb.topology.model import Topology
 
 
+RELAY_TERMINAL_PSS_MB = 30.0
+"""PSS of a terminal host in the relay uplink (`--uplink relay`): its party alone, no
+SuperNode or ClientApp. Measured 2026-12-07 with `fl-crb emulate --topology
+topologies/tiny.yaml --duration 30s --uplink relay` (terminal 29.9 MB per host; at
+four-edge, 25 terminals, 29.2 MB), rounded up; cloud and edge as in the direct uplink
+(measured there: cloud 457 MB, edge 452 MB per host)."""
 HOST_PSS_MB: dict[str, dict[str, float]] = {
     "federated": {"cloud": 400.0, "edge": 470.0, "terminal": 250.0},
+    "federated-relay": {"cloud": 400.0, "edge": 470.0, "terminal": RELAY_TERMINAL_PSS_MB},
     "learned": {"cloud": 0.0, "edge": 30.0, "terminal": 30.0},
     "baseline": {"cloud": 0.0, "edge": 30.0, "terminal": 30.0},
 }
@@ -183,28 +190,31 @@ def _mb(size_bytes: float) -> float:
     return round(size_bytes / 2**20, 1)
 
 
-def policy_kind(policy: PolicySpec) -> str:
+def policy_kind(policy: PolicySpec, uplink: str = "direct") -> str:
     """What a policy makes the hosts run: "federated" (Flower on every host, learners on the
-    edges), "learned" (terminals acting with a Q-network) or "baseline"."""
+    edges), "federated-relay" (the same, but no Flower on the terminals: the relay
+    uplink), "learned" (terminals acting with a Q-network) or "baseline"."""
     if isinstance(policy, Federated):
-        return "federated"
+        return "federated-relay" if uplink == "relay" else "federated"
     return "baseline" if isinstance(policy, Baseline) else "learned"
 
 
-def planned_memory_bytes(policy: PolicySpec, topology: Topology) -> int:
-    """What a run's parties are expected to occupy (PSS), from `HOST_PSS_MB`."""
-    per_host = HOST_PSS_MB[policy_kind(policy)]
+def planned_memory_bytes(policy: PolicySpec, topology: Topology, uplink: str = "direct") -> int:
+    """What a run's parties are expected to occupy (PSS), from `HOST_PSS_MB`; `uplink` is
+    the federated run's (`FederatedRunConfig.uplink`)."""
+    per_host = HOST_PSS_MB[policy_kind(policy, uplink)]
     hosts = {"cloud": 1, "edge": len(topology.edges), "terminal": topology.terminal_count}
     return int(sum(count * per_host[role] for role, count in hosts.items()) * 2**20)
 
 
-def check_memory(policy: PolicySpec, topology: Topology) -> None:
+def check_memory(policy: PolicySpec, topology: Topology, uplink: str = "direct") -> None:
     """Refuse, before anything starts, a run whose parties would not fit in the memory
-    available now (MemAvailable), planned with each role's measured PSS per host."""
-    needed = planned_memory_bytes(policy, topology)
+    available now (MemAvailable), planned with each role's measured PSS per host (for a
+    federated run, those of its `uplink`)."""
+    needed = planned_memory_bytes(policy, topology, uplink)
     available = _available_memory_bytes()
     if available is not None and needed > available:
-        per_host = HOST_PSS_MB[policy_kind(policy)]
+        per_host = HOST_PSS_MB[policy_kind(policy, uplink)]
         raise ValueError(
             f"policy {policy.describe()}: {topology.terminal_count} terminals and "
             f"{len(topology.edges)} edges need about {needed / 2**30:.1f} GiB (measured per "

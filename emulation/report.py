@@ -393,7 +393,26 @@ def _federation_section(federation: object) -> list[str]:
             f"{b['up_plaintext_bytes']} | {b['down_plaintext_bytes']} | "
             f"{b['encryption_overhead_bytes']} |"
         )
-    return [*lines, "", *_participation_lines(federation)]
+    return [*lines, "", *_relay_lines(federation), *_participation_lines(federation)]
+
+
+def _relay_lines(federation: dict) -> list[str]:
+    """The relay uplink's account (`--uplink relay`): what each edge carried, the sequence
+    gaps and uploads refused as not managed; nothing in the direct uplink."""
+    relay = federation.get("relay")
+    if not isinstance(relay, dict):
+        return []
+    carried = ", ".join(
+        f"{edge} {e['uploads_relayed']} (store {e['store_backlog_at_end']} at the end)"
+        for edge, e in relay["edges"].items()
+    )
+    gaps = sum(relay["sequence_gaps_by_terminal"].values())
+    return [
+        f"Relay uplink (no SuperNode on the terminals): uploads carried by {carried}; "
+        f"{gaps} sequence gaps, {relay['not_managed_refused']} uploads refused as relayed "
+        "for a terminal the edge does not manage.",
+        "",
+    ]
 
 
 def _participation_lines(federation: dict) -> list[str]:

@@ -159,6 +159,12 @@ def configure(args: argparse.Namespace) -> EmulationConfig:
     federated = not args.no_federation and not isinstance(policy, Baseline)
     _check_flags(args, policy, federated)
     roles = args.deploy == "roles"
+    if roles and args.uplink == "relay":
+        raise ValueError(
+            "--uplink relay runs in the coordinator's deployment only: the role commands "
+            "(--deploy roles) start a SuperNode on every terminal; drop --deploy roles, or "
+            "use --uplink direct"
+        )
     faults = _fault_schedule(args.faults, target, federated, roles) if args.faults else None
     policy, notes = _pretrained(args, target) if policy is None else (policy, [])
     notes = notes or [f"policy {policy.describe()} as given on the command line"]

@@ -26,6 +26,7 @@ from fl_crb.learn.method_config import LEARNER_FLAGS as LEARNER
 from fl_crb.learn.method_config import METHOD_FLAGS as METHOD
 from fl_crb.learn.method_config import MethodConfig
 from fl_crb.policies.spec import TrainedRun, WeightsFile
+from fl_crb.runtime.config import UPLINKS
 from fl_crb.topology.units import TIME
 
 DEFAULT = MethodConfig()
@@ -116,6 +117,13 @@ def add_federation_arguments(parser: argparse.ArgumentParser) -> None:
         f"(default {FederatedRunConfig.epsilon})",
     )
     rounds.add_argument(
+        "--uplink",
+        choices=UPLINKS,
+        help="how the terminals' sealed uploads reach the authority: direct, each terminal "
+        "a Flower SuperNode (default); relay, handed to its managing edge over their "
+        "connection and carried by the edge's SuperNode (no SuperNode on the terminals)",
+    )
+    rounds.add_argument(
         "--batches-per-round",
         type=BATCHES,
         help="training steps per edge per round (default: one per slot of the round period)",
@@ -129,6 +137,7 @@ def federation_flags_given(args: argparse.Namespace) -> list[str]:
     flags += [("--round-period", "round_period"), ("--epsilon", "epsilon")]
     flags += [("--batches-per-round", "batches_per_round")]
     flags += [("--round-deadline", "round_deadline"), ("--quorum", "quorum")]
+    flags += [("--uplink", "uplink")]
     return [flag for flag, name in flags if getattr(args, name) is not None]
 
 
@@ -160,6 +169,7 @@ def round_settings(args: argparse.Namespace) -> dict[str, object]:
         "quorum": args.quorum,
         "epsilon": args.epsilon,
         "batches_per_round": args.batches_per_round,
+        "uplink": args.uplink,
     }
     return _given(settings)
 

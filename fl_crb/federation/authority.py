@@ -56,6 +56,18 @@ refusals by kind and code). The authority stops after the round in which `stop_p
 exists and the outbox of every terminal it still hears from is empty.
 `AuthorityConfig.test_transit_faults` (tests only) makes it alter, forge or replay
 single messages on purpose (`transit_faults`).
+
+Relay uplink (run config `uplink` "relay", `fl_crb.federation.relay`): the terminals have
+no SuperNodes; the run's nodes are its edges alone (the quorum counts edges). Each edge's
+`query.train` also carries, for every terminal it manages whose acknowledgement advanced
+past the one the edge last applied, that acknowledgement, MACed for the terminal as a
+collect's is (`relay-acks`), and a limit of relayed uploads (`max_uploads_per_collect`
+per managed terminal); the reply's relayed uploads are opened as the terminals' own
+(`authority_uploads.UploadIntake.take_relayed`), pooled, and acknowledged with the next
+round. No weights travel through the cloud to terminals (the edge link brings them). The
+last rounds go on until every edge's relay store is empty and every edge applied the
+newest acknowledgements; summary.json gains a `relay` section (uploads relayed, sequence
+gaps by terminal).
 """
 
 from __future__ import annotations
@@ -76,7 +88,7 @@ from fl_crb.federation.authority_uploads import CollectedUploads, UploadIntake
 from fl_crb.federation.client_app import TIMING_KEYS
 from fl_crb.federation.exchange import ExchangeError, Reply, RoundExchange, RoundResult, Sent
 from fl_crb.federation.host_bundle import HostBundle
-from fl_crb.federation.mailbox import frame
+from fl_crb.federation.mailbox import frame, frame_relayed
 from fl_crb.federation.message_auth import (
     WeightsRejected,
     ack_bytes,
@@ -95,7 +107,7 @@ from fl_crb.federation.serialization import (
 )
 from fl_crb.federation.transit_faults import TransitFaults
 from fl_crb.learn.pool import FIELDS, Trajectory
-from fl_crb.runtime.config import load_config
+from fl_crb.runtime.config import DIRECT, RELAY, check_uplink, load_config
 
 FINAL_ROUNDS_MAX = 20
 """Rounds after the stop request spent draining terminals' outboxes, at most."""
@@ -118,6 +130,10 @@ class _Request:
     """The acknowledgement a collect carried."""
     genuine_ack: bool = False
     """Whether that acknowledgement was the genuine one (not a test transit fault)."""
+    offered_relay_acks: dict[str, int] = field(default_factory=dict)
+    """Relay uplink: the acknowledgements a train carried, by terminal."""
+    offered_refusals: list[tuple[str, int]] = field(default_factory=list)
+    """Relay uplink: the not-managed uploads a train told the edge to discard."""
 
 
 @dataclass
@@ -143,8 +159,11 @@ class _RoundTally:
 class Authority:
     """State and rounds of the trusted authority."""
 
-    def __init__(self, config: AuthorityConfig, grid: Grid):
+    def __init__(self, config: AuthorityConfig, grid: Grid, uplink: str = DIRECT):
+        check_uplink(uplink, "run config uplink")
         self.config, self.grid = config, grid
+        self.relay = uplink == RELAY
+        """Whether the terminals' uploads come relayed by their edges (no terminal nodes)."""
         self.state_dir = Path(config.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         method = config.method
@@ -195,9 +214,21 @@ class Authority:
         self.edge_versions_at: dict[int, dict[str, int]] = {}
         """Round → each edge's newest version when it began (the last few rounds)."""
         self.delivered: dict[str, list[int]] = {name: [] for name in self.managing}
+        self.managed_by = {
+            edge: {t for t, e in self.managing.items() if e == edge} for edge in config.edges
+        }
+        """Relay uplink: each edge's terminals, the only ones it may relay for."""
+        self.relay_applied: dict[str, int] = {}
+        self.relay_refused: dict[str, list[tuple[str, int]]] = {}
+        """Relay uplink: per edge, uploads refused as not managed, for it to discard."""
+        """Relay uplink: the acknowledgement each terminal's edge last applied."""
+        self.relay_counts: dict[str, dict[str, int]] = saved.get(
+            "relay", {"relayed": {}, "gaps": {}}
+        )
+        """Relay uplink: uploads relayed by each edge, sequence gaps by terminal."""
         self.rng = np.random.default_rng([config.seed, self.restarts, self.round_number])
         wanted = {
-            **dict.fromkeys(self.managing, "terminal"),
+            **({} if self.relay else dict.fromkeys(self.managing, "terminal")),
             **dict.fromkeys(config.edges, "edge"),
         }
         self.participation = Participation(wanted, saved.get("participation"))
@@ -318,7 +349,10 @@ class Authority:
             record = MessageBytes(n, name, "edge", "query.train", sum(map(len, batches)))
             if sealed:
                 record.auth_overhead_bytes += batch_overhead_bytes(name)
-            return self._message(name, "train", content), _Request(name, "train", record)
+            request = _Request(name, "train", record)
+            if self.relay:
+                content |= self._relay_acks(name, request)
+            return self._message(name, "train", content), request
         weights, notice, record = self._weights_for(name, self.managing[name])
         ack = self.ack_authenticator.authenticate(name, self.acks[name])
         faulty = self.faults.ack(n, name, ack, self.keys.terminal_public_keys[name])
@@ -334,6 +368,26 @@ class Authority:
         record.auth_overhead_bytes += ack_bytes(name)
         request = _Request(name, "collect", record, self.acks[name], faulty is None)
         return self._message(name, "collect", content), request
+
+    def _relay_acks(self, edge: str, request: _Request) -> dict:
+        """Relay uplink: a train's acknowledgements for the terminals `edge` manages (those
+        that advanced past what it applied) and its limit of relayed uploads."""
+        acks = []
+        for terminal in sorted(self.managed_by[edge]):
+            ack = self.acks[terminal]
+            if ack > self.relay_applied.get(terminal, 0):
+                envelope = self.ack_authenticator.authenticate(terminal, ack)
+                acks.append((terminal, ack, envelope))
+                request.offered_relay_acks[terminal] = ack
+                request.record.auth_overhead_bytes += ack_bytes(terminal)
+        limit = self.config.max_uploads_per_collect * max(1, len(self.managed_by[edge]))
+        request.offered_refusals = list(self.relay_refused.get(edge, []))
+        refused = [(name, post, b"") for name, post in request.offered_refusals]
+        return {
+            "relay-acks": frame_relayed(acks),
+            "relay-refused": frame_relayed(refused),
+            "relay-limit": limit,
+        }
 
     def _message(self, name: str, action: str, content: dict) -> Message:
         records = RecordDict({action: ConfigRecord(content)})
@@ -425,7 +479,33 @@ class Authority:
             tally.rejected += collected.rejected
             tally.backlog += collected.backlog
         else:
-            self._weights_from(request.name, reply.message.content["train"], request.record)
+            train = reply.message.content["train"]
+            self._weights_from(request.name, train, request.record)
+            if self.relay:
+                self.relay_applied.update(request.offered_relay_acks)  # the edge applied them
+                discarded = set(request.offered_refusals)
+                self.relay_refused[request.name] = [
+                    item
+                    for item in self.relay_refused.get(request.name, [])
+                    if item not in discarded
+                ]
+                collected = self._relayed(request.name, train, request.record)
+                tally.accepted += collected.accepted
+                tally.rejected += collected.rejected
+                tally.backlog += collected.backlog
+
+    def _relayed(self, edge: str, reply, record: MessageBytes) -> CollectedUploads:
+        """Open the uploads `edge` relayed (those processed are acknowledged with the next
+        round's train) and count them and their sequence gaps."""
+        collected = self.intake.take_relayed(edge, reply, self.managed_by[edge], record)
+        self.relay_refused.setdefault(edge, []).extend(collected.not_managed)
+        for name, post in collected.acks.items():
+            self.acks[name] = max(self.acks[name], post)
+        relayed, gaps = self.relay_counts["relayed"], self.relay_counts["gaps"]
+        relayed[edge] = relayed.get(edge, 0) + len(collected.posts)
+        for name, skipped in collected.gaps.items():
+            gaps[name] = gaps.get(name, 0) + skipped
+        return collected
 
     def _collected(self, name: str, reply, record: MessageBytes) -> CollectedUploads:
         """Note the weights version terminal `name` holds, then open its uploads (those
@@ -589,14 +669,26 @@ class Authority:
             },
             "test_transit_faults_injected": self.faults.injected(),
         }
+        if self.relay:
+            summary["relay"] = {
+                "uploads_relayed_by_edge": self.relay_counts["relayed"],
+                "sequence_gaps_by_terminal": self.relay_counts["gaps"],
+            }
         self.records.write_json("summary.json", summary, indent=1)
         self.records.log(
             f"stopped after round {self.round_number}: {summary['accepted_total']} accepted"
         )
 
     def _acks_delivered(self) -> bool:
-        """Whether every terminal heard in the last round has applied its newest ack."""
+        """Whether every terminal heard in the last round has applied its newest ack (relay
+        uplink: whether the edge of each terminal, if heard, has applied it)."""
         missing = self.participation.missing()
+        if self.relay:
+            return all(
+                self.relay_applied.get(name, 0) == ack
+                for name, ack in self.acks.items()
+                if self.managing[name] not in missing
+            )
         return all(
             self.sent_acks.get(name) == ack
             for name, ack in self.acks.items()
@@ -616,6 +708,8 @@ class Authority:
             "refusals": self.records.refusals,
             "participation": self.participation.records(),
         }
+        if self.relay:
+            state["relay"] = self.relay_counts
         self.records.write_json("state.json", state)
 
 
@@ -719,6 +813,6 @@ def run_authority(grid: Grid, run_config: dict) -> None:
     if not path:
         raise ValueError("run config authority-config is empty; name the authority's JSON setup")
     config = load_config(path, AuthorityConfig)
-    authority = Authority(config, grid)
+    authority = Authority(config, grid, str(run_config.get("uplink", DIRECT)))
     authority.start()
     authority.run()

@@ -37,7 +37,16 @@ reply:
   its learner; the handler drops the envelope in the edge's mailbox inbox (the learner
   opens it, `edge_learner_service`) and replies with the signed weights the learner
   published last (it trains in its own process, so they are one round behind these
-  batches) and the inbox backlog.
+  batches) and the inbox backlog. With the relay uplink the train message also carries
+  the authority's newest acknowledgement for each terminal the edge manages
+  (`relay-acks`: terminal, the post id it covers, its authenticated envelope), the
+  uploads the authority refused as relayed for a terminal the edge does not manage
+  (`relay-refused`: terminal, post id) and at most how many relayed uploads to return
+  (`relay-limit`): the handler records the acks in the edge's relay store
+  (`mailbox.RelayStore`: the edge server passes them on, the terminal checks them),
+  deletes the uploads they cover and those refused, then replies with the
+  uploads the store still keeps (`relayed`: terminal, post id, sealed envelope; the edge
+  cannot read them) and how many more wait (`relay-backlog`).
 
 The mailbox directory (`mailbox`) bridges a handler and its node's long-lived party:
 node config `mailbox="/abs/path"`, else the run config's `mailbox-root`/<node name>.
@@ -55,10 +64,13 @@ from flwr.clientapp import ClientApp
 from fl_crb.federation.edge import WeightsReceipts
 from fl_crb.federation.mailbox import (
     EdgeMailbox,
+    RelayStore,
     TerminalMailbox,
     count_refusal,
     frame,
+    frame_relayed,
     signed_weights_version,
+    unframe_relayed,
 )
 
 client_app = ClientApp()
@@ -167,9 +179,21 @@ def train(message: Message, context: Context) -> Message:
             "backlog": len(mailbox.waiting()),
         }
     )
+    if int(request.get("relay-limit", -1)) >= 0:  # the relay uplink: carry the uploads
+        store = RelayStore(mailbox.directory)
+        acks = unframe_relayed(bytes(request["relay-acks"]), "train: relay-acks")
+        store.acknowledge({name: (post, blob) for name, post, blob in acks})
+        refused = unframe_relayed(bytes(request.get("relay-refused", b"")) or _NONE, "refused")
+        for name, post, _ in refused:  # uploads the authority will not take from this edge
+            store.discard(name, post)
+        relayed = store.pending(int(request["relay-limit"]))
+        reply["relayed"] = frame_relayed(relayed)
+        reply["relay-backlog"] = store.backlog() - len(relayed)
     return Message(RecordDict({"train": _timed(reply, handler_unix_s)}), reply_to=message)
 
 
+_NONE = frame([])
+"""An empty framed list."""
 TIMING_KEYS = ("process-start-unix-s", "handler-unix-s", "handler-end-unix-s")
 """The timestamps a collect or train reply carries (wall clock, seconds since the epoch):
 when its ClientApp process started, when the handler began and when it finished."""

@@ -18,6 +18,10 @@ each terminal checks the edge's signature and that the version is newer
 (`message_auth.WeightsVerifier`, `fl_crb.federation.terminal`). An EdgeConfig without
 `federation` runs as the runtime's own edge server does, handing out nothing.
 
+With the relay uplink (`FederatedEdge.uplink`) the server also keeps its terminals'
+sealed uploads in the mailbox until the authority acknowledges them, and passes the
+acknowledgements on (`relay.EdgeRelayStore`, `relay_store`).
+
 `WeightsReceipts` is the other end of this link, in the terminal's mailbox: the newest
 version the terminal accepted over it, which its `collect` handler reports, so the
 authority leaves out of Flower's path the weights the edge link delivered already (it
@@ -133,10 +137,12 @@ def _read_version(path: Path) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """Run the runtime's edge server party with its learner's weights as its source."""
+    """Run the runtime's edge server party with its learner's weights as its source (and,
+    with the relay uplink, its mailbox's relay store for its terminals' uploads)."""
+    from fl_crb.federation.relay import relay_store
     from fl_crb.runtime import edge_server
 
-    return edge_server.main(argv, mailbox_weights, program=MODULE)
+    return edge_server.main(argv, mailbox_weights, program=MODULE, stores=relay_store)
 
 
 if __name__ == "__main__":

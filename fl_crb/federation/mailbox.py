@@ -18,6 +18,14 @@ an edge's learner live for the whole run. They meet in a per-node mailbox direct
       weights.bin                       the learner's newest signed weights (learner publishes)
       learner.pt, learner.previous.pt   the learner's checkpoint and the one before it
                                         (`edge_learner_service.LearnerCheckpoint`)
+      relay/<terminal>/<post id>[.<copy>].upl
+                                        relay uplink: the sealed uploads its terminals
+                                        handed the edge server, kept until acknowledged
+                                        (`RelayStore`; the edge server writes, the train
+                                        handler carries them and deletes acknowledged ones)
+      relay-acks.json                   the authority's newest acknowledgement for each of
+                                        those terminals (train handler writes, edge server
+                                        passes it on)
 
 Every write is atomic (`fl_crb.files.write_atomically`: a temporary file in the same
 directory, fsync, rename), so a reader sees a whole file or the previous one, never a
@@ -31,6 +39,12 @@ them. A lost reply therefore loses nothing: the uploads are sent again next roun
 big-endian after the header's version byte, run id and edge name, read here without
 the cryptography package (`signed_weights_version`); `weights_version` reads the version
 of the bare `serialization` format inside.
+
+With the relay uplink a terminal's outbox is the same, but no handler of its own serves
+it: the terminal party hands each upload to its edge server (`fl_crb.federation.relay`),
+which keeps it in its `RelayStore`; the edge's `train` reply carries the store to the
+authority, and the acknowledgements come back in the next `train` and on to the terminal,
+which checks them (state in its handler.json) and only then deletes from its outbox.
 
 Only the standard library (and `fl_crb.files`, which imports nothing else) is imported:
 ClientApp handlers use this module.
@@ -246,6 +260,104 @@ class EdgeMailbox:
         write_atomically(self.directory / "state.json", json.dumps(state).encode())
 
 
+_POST_DIGITS = 12
+
+
+def frame_relayed(items: Sequence[tuple[str, int, bytes]]) -> bytes:
+    """Relayed uploads (terminal, post id, envelope) as one byte string (`frame` of frames)."""
+    return frame([frame([name.encode(), str(post).encode(), blob]) for name, post, blob in items])
+
+
+def unframe_relayed(data: bytes, what: str) -> list[tuple[str, int, bytes]]:
+    """The (terminal, post id, envelope) items `frame_relayed` joined; ValueError if broken."""
+    items = []
+    for index, item in enumerate(unframe(data, what)):
+        parts = unframe(item, f"{what}: item {index}")
+        if len(parts) != 3 or not parts[1].isdigit():
+            raise ValueError(f"{what}: item {index} is not (terminal, post id, envelope)")
+        items.append((parts[0].decode("utf-8", "replace"), int(parts[1]), parts[2]))
+    return items
+
+
+class RelayStore:
+    """An edge's store of the sealed uploads its terminals handed it (relay uplink), kept
+    until the authority acknowledges them, and the authority's newest acknowledgement for
+    each of those terminals. Written by the edge server (uploads) and the train handler
+    (acknowledgements, deletions); every write atomic, so an edge server killed at any
+    point loses nothing it answered STORED for."""
+
+    ACKS_FILE = "relay-acks.json"
+
+    def __init__(self, mailbox_directory: str | Path):
+        self.directory = Path(mailbox_directory) / "relay"
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.acks_path = Path(mailbox_directory) / self.ACKS_FILE
+
+    def keep(self, terminal: str, post_id: int, envelope: bytes, copy: int = 0) -> bool:
+        """Keep one upload of `terminal` durably (`copy` > 0: test faults, a second copy);
+        False when it needs no keeping: acknowledged already, or kept before."""
+        if post_id <= self.acks().get(terminal, (0, b""))[0]:
+            return False
+        folder = self.directory / terminal
+        folder.mkdir(exist_ok=True)
+        suffix = f".{copy}" if copy else ""
+        path = folder / f"{post_id:0{_POST_DIGITS}d}{suffix}.upl"
+        if path.exists():
+            return False
+        write_atomically(path, envelope)
+        return True
+
+    def holds(self, terminal: str, post_id: int) -> bool:
+        """Whether the upload `post_id` of `terminal` is kept."""
+        return (self.directory / terminal / f"{post_id:0{_POST_DIGITS}d}.upl").exists()
+
+    def pending(self, limit: int) -> list[tuple[str, int, bytes]]:
+        """Up to `limit` uploads kept, as (terminal, post id, envelope), in post id order
+        (each terminal's own order; the terminals interleaved)."""
+        found = []
+        for path in self.directory.glob("*/*.upl"):
+            found.append((int(path.name[:_POST_DIGITS]), path.parent.name, path.name, path))
+        items = []
+        for post, terminal, _, path in sorted(found)[:limit]:
+            data = _read(path)
+            if data is not None:
+                items.append((terminal, post, data))
+        return items
+
+    def backlog(self) -> int:
+        """Uploads kept."""
+        return sum(1 for _ in self.directory.glob("*/*.upl"))
+
+    def discard(self, terminal: str, post_id: int) -> None:
+        """Delete every copy of upload `post_id` of `terminal` (the authority refused it)."""
+        for path in (self.directory / terminal).glob(f"{post_id:0{_POST_DIGITS}d}*.upl"):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def acks(self) -> dict[str, tuple[int, bytes]]:
+        """Per terminal, the newest acknowledgement: (post id it covers, its envelope)."""
+        data = read_state(self.acks_path)
+        return {name: (int(ack["post"]), bytes.fromhex(ack["ack"])) for name, ack in data.items()}
+
+    def acknowledge(self, acks: dict[str, tuple[int, bytes]]) -> int:
+        """Record the authority's acknowledgements and delete every upload they cover;
+        returns how many. An acknowledgement below the one held changes nothing."""
+        held = self.acks()
+        for name, (post, blob) in acks.items():
+            if post >= held.get(name, (0, b""))[0]:
+                held[name] = (post, blob)
+        data = {name: {"post": post, "ack": blob.hex()} for name, (post, blob) in held.items()}
+        write_atomically(self.acks_path, json.dumps(data).encode())
+        deleted = 0
+        for name, (post, _) in held.items():
+            for path in (self.directory / name).glob("*.upl"):
+                if int(path.name[:_POST_DIGITS]) <= post:
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+                        deleted += 1
+        return deleted
+
+
 def parse_faults(text: str) -> dict[int, tuple[str, ...]]:
     """Faults "KIND@K,..." as {K: kinds}: inject them at the terminal's K-th upload (from 1).
 
@@ -298,6 +410,9 @@ class UploadPoster:
         self.posted = 0
         """Posts of any kind (genuine and faults) by this process."""
         self.faults_posted: dict[str, int] = {}
+        self.recent: list[tuple[int, bytes]] | None = None
+        """When a list (relay uplink), every post since it was last emptied, as (post id,
+        envelope), for the terminal party to hand to its edge at once."""
 
     @property
     def next_sequence(self) -> int:
@@ -324,6 +439,8 @@ class UploadPoster:
 
     def _post(self, data: bytes, next_sequence: int, fault: str | None) -> None:
         self.mailbox.post(data, self.next_post, next_sequence)
+        if self.recent is not None:
+            self.recent.append((self.next_post, data))
         self.next_post += 1
         self.posted += 1
         if fault is not None:

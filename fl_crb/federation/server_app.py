@@ -35,6 +35,7 @@ RUN_CONFIG_DEFAULTS: dict[str, bool | float | int | str] = {
     "wire-meter-address": "",
     "authority-config": "",
     "mailbox-root": "",
+    "uplink": "direct",
 }
 """Every run-config key with its default; `flwr run --run-config` may only override these.
 
@@ -46,7 +47,9 @@ result-path: the JSON file the ServerApp writes (required). wire-meter-address: 
 `WireMeter`'s control address ("host:port"); when set, each exchange records the wire
 bytes per node and endpoint. authority-config: the JSON file of the authority's setup
 (`authority_config.AuthorityConfig`; mode "authority"). mailbox-root: folder holding one mailbox
-per node name, for nodes whose node config names no `mailbox`.
+per node name, for nodes whose node config names no `mailbox`. uplink: how the
+terminals' uploads reach the authority (mode "authority"): "direct" (each terminal's own
+SuperNode) or "relay" (carried by its managing edge's SuperNode, `fl_crb.federation.relay`).
 """
 MODES = ("probe", "authority")
 """What the ServerApp can do (run config `mode`)."""

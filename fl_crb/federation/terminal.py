@@ -43,7 +43,11 @@ each blob) and how many newer versions were published by then; and the same for 
 version a terminal fed only by the relay would have acted with in that slot (the "before"
 of the edge link, in the same run). Each trajectory is sealed for the authority
 (`crypto.UploadSealer`) and posted to the mailbox outbox the moment it is cut; the
-`collect` handler hands the outbox to the authority.
+`collect` handler hands the outbox to the authority. With the relay uplink
+(`FederatedTerminal.uplink`) the terminal has no SuperNode and no `collect`: its decider
+gives the runtime's party its outbox (`relay.TerminalRelayOutbox`, `upload_outbox`), which
+hands each upload to the managing edge and takes the acknowledgements the edge passes
+on; weights then come by the edge link alone.
 
 Its keys come from its bundle: `FederatedTerminal.bundle` names the terminal's bundle
 folder (DIR/<terminal>/ of `fl-crb keys`, `host_bundle`), which holds its sealing key,
@@ -68,10 +72,12 @@ from fl_crb.federation.mailbox import (
     signed_weights_version,
 )
 from fl_crb.federation.message_auth import VerifiedWeights, WeightsRejected
+from fl_crb.federation.relay import TerminalRelayOutbox
 from fl_crb.federation.serialization import decode_weights, encode_trajectory
 from fl_crb.mec.observation import TerminalObservation
 from fl_crb.mec.params import MECParams
 from fl_crb.policies.spec import Federated, PolicySpec
+from fl_crb.runtime import config as runtime_config
 from fl_crb.runtime import terminal
 from fl_crb.runtime.config import FederatedTerminal
 from fl_crb.runtime.decider import Decider, WeightsAge, make_decider
@@ -108,6 +114,12 @@ class FederatedDecider:
         self._keys = keys
         self._run_id = bytes.fromhex(federation.upload_run_id_hex)
         self._sealer = keys.upload_sealer(self._run_id, self._poster.next_sequence)
+        self._relay = (
+            TerminalRelayOutbox(self._mailbox, self._poster, keys, self._run_id)
+            if federation.uplink == runtime_config.RELAY
+            else None
+        )
+        """Its outbox as the relay uplink hands it to the edge; None: direct uplink."""
         self._verifier = keys.weights_verifier(self._run_id)
         self._signature: tuple[int, int, int] | None = None
         self._window = -1
@@ -135,6 +147,11 @@ class FederatedDecider:
     @property
     def label(self) -> str:
         return f"crb-drqn@{self._agent.weights_version}"
+
+    def upload_outbox(self) -> TerminalRelayOutbox | None:
+        """The outbox the runtime's party hands to the managing edge (relay uplink);
+        None in the direct uplink, where the SuperNode's `collect` carries it."""
+        return self._relay
 
     # -- weights: the edge link and the relay --------------------------------------------
 
@@ -281,6 +298,7 @@ class FederatedDecider:
             "faults_posted": self._poster.faults_posted,
             "next_sequence": self._sealer.next_sequence,
             "refusals": self.refusals,
+            "relay_outbox": None if self._relay is None else self._relay.summary(),
         }
 
 

@@ -105,13 +105,37 @@ class Address:
     """TCP port."""
 
 
+DIRECT, RELAY = "direct", "relay"
+UPLINKS = (DIRECT, RELAY)
+"""How a federated terminal's uploads reach the authority (`--uplink`): DIRECT, through a
+Flower SuperNode of its own; RELAY, handed to its managing edge over the edge–terminal
+connection, whose SuperNode carries them on (`fl_crb.federation.relay`)."""
+
+
+def check_uplink(uplink: str, where: str = "uplink") -> None:
+    """Refuse an uplink mode that is not one of `UPLINKS`; `where` names the field or flag."""
+    if uplink not in UPLINKS:
+        raise ValueError(f"{where} {uplink!r}: expected one of {', '.join(UPLINKS)}")
+
+
 @dataclass(frozen=True)
 class FederatedEdge:
     """How an edge server takes part in federated CRB-DRQN (`fl_crb.federation.edge`)."""
 
     mailbox: str
     """Its learner's mailbox directory (`federation.mailbox.EdgeMailbox`): the signed
-    weights the server hands to the terminals it manages are published there."""
+    weights the server hands to the terminals it manages are published there, and with
+    the relay uplink the uploads it keeps for them (`federation.mailbox.RelayStore`)."""
+    uplink: str = DIRECT
+    """One of `UPLINKS`: with RELAY the server takes its terminals' uploads."""
+    relay_faults: str = ""
+    """Test only, empty (off) otherwise: what the server does wrong with the uploads it
+    relays, "drop@K,duplicate@K,reorder@K,foreign:t5@K" (`federation.relay`)."""
+
+    def __post_init__(self) -> None:
+        check_uplink(self.uplink)
+        if self.relay_faults and self.uplink != RELAY:
+            raise ValueError(f"relay_faults {self.relay_faults!r} need the relay uplink")
 
 
 @dataclass(frozen=True)
@@ -152,6 +176,12 @@ class FederatedTerminal:
     """Probability of a uniformly random action (exploration) once it holds weights."""
     faults: str = ""
     """Test-only: faults injected into its uploads, "tamper@K,replay@K,malformed@K"."""
+    uplink: str = DIRECT
+    """One of `UPLINKS`: how its uploads leave its outbox (its SuperNode's `collect`, or
+    handed to its managing edge over their connection)."""
+
+    def __post_init__(self) -> None:
+        check_uplink(self.uplink)
 
 
 @dataclass(frozen=True)

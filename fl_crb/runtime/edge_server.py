@@ -17,6 +17,16 @@ the slot loop's frames are not held up), and its newest version to each of them 
 as it connects. The blob is opaque here: the terminal's side checks it. The version and
 the slot it appeared in are recorded in the summary (`weights_published`).
 
+An edge server may also be given an `UploadStore` (`fl_crb.runtime.upload_relay`; the
+federation's relay uplink, `fl_crb.federation.relay`): then each terminal it manages may
+hand it uploads (UPLOAD frames, before or during the run). It keeps each one in the
+store, durably, before it answers STORED (an upload the store needs not keep, as it was
+acknowledged already, is answered STORED too, with the newest acknowledgement again).
+It looks at the store's acknowledgements every `WEIGHTS_POLL_S` and passes each new one
+on to its terminal (ACK), and the newest one to each terminal as soon as it connects. An
+UPLOAD from a terminal it does not manage, or to an edge without a store, is a protocol
+error.
+
 CPU speed is emulated by accounting, not by burning cycles: a task's remaining work is in
 bits and each slot takes away S_d / Q_e(t) of them, as in the simulator.
 
@@ -60,18 +70,22 @@ from fl_crb.runtime.party import (
     write_json,
 )
 from fl_crb.runtime.protocol import (
+    Ack,
     Hello,
     LoadReport,
     Outcome,
     OutcomeKind,
     ProtocolError,
+    Stored,
     TaskData,
     TaskHeader,
+    Upload,
     WeightsChunk,
     Welcome,
     weights_chunks,
 )
 from fl_crb.runtime.tasklog import EdgeOutcome, EdgeOutcomeWriter
+from fl_crb.runtime.upload_relay import UploadStore
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +123,8 @@ class WeightsSource(Protocol):
 
 WeightsSourceFactory = Callable[[EdgeConfig], WeightsSource | None]
 """Builds an edge server's weights source from its config (None: it hands out none)."""
+UploadStoreFactory = Callable[[EdgeConfig], UploadStore | None]
+"""Builds an edge server's upload store from its config (None: it relays no uploads)."""
 
 
 def outcomes_path(summary_path: str | Path) -> Path:
@@ -128,7 +144,12 @@ class _Transfer:
 class EdgeServer:
     """One edge server: listening socket, per-terminal connections, the slot loop."""
 
-    def __init__(self, config: EdgeConfig, weights: WeightsSource | None = None) -> None:
+    def __init__(
+        self,
+        config: EdgeConfig,
+        weights: WeightsSource | None = None,
+        uploads: UploadStore | None = None,
+    ) -> None:
         self.config = config
         self.params, self.terminals = config.run.model()
         if not 0 <= config.edge < self.params.edges:
@@ -156,6 +177,10 @@ class EdgeServer:
         self._pushes: dict[int, asyncio.Task] = {}
         """Per managed terminal, the weights being sent to it."""
         self._watcher: asyncio.Task | None = None
+        self.upload_store = uploads
+        """Where the uploads of its terminals go (relay uplink); None: it takes none."""
+        self._acks_sent: dict[int, bytes] = {}
+        """Per connected managed terminal, the acknowledgement last passed on to it."""
         self.clock: SlotClock | None = None
         self.connections: dict[int, FramedConnection] = {}
         self._transfers: dict[int, dict[int, _Transfer]] = {}
@@ -182,6 +207,10 @@ class EdgeServer:
             "weights_pushed": 0,
             "weights_push_failures": 0,
             "weights_source_errors": 0,
+            "uploads_kept": 0,
+            "uploads_not_kept": 0,
+            "acks_passed_on": 0,
+            "upload_store_errors": 0,
         }
         self._seen: list[FramedConnection] = []
         """Every connection ever accepted, for the byte counts."""
@@ -196,7 +225,8 @@ class EdgeServer:
         self._server = await asyncio.start_server(self._serve, address.host, address.port)
         if self.weights_source is not None:
             self._look_for_weights()  # a version published already goes to the first HELLOs
-            self._watcher = asyncio.create_task(self._watch_weights())
+        if self.weights_source is not None or self.upload_store is not None:
+            self._watcher = asyncio.create_task(self._watch())
         return self._server.sockets[0].getsockname()[1]
 
     async def run(self, clock: SlotClock) -> dict[str, object]:
@@ -229,6 +259,7 @@ class EdgeServer:
             "bytes_sent": sum(c.bytes_sent for c in self._seen),
             "bytes_received": sum(c.bytes_received for c in self._seen),
             "weights_published": self.weights_published,
+            "upload_store": None if self.upload_store is None else self.upload_store.summary(),
         }
 
     async def close(self) -> None:
@@ -267,7 +298,7 @@ class EdgeServer:
             self._send(terminal, LoadReport(slot, load, bits))
         return load
 
-    def _send(self, terminal: int, message: Outcome | LoadReport) -> bool:
+    def _send(self, terminal: int, message: Outcome | LoadReport | Stored | Ack) -> bool:
         """Send to a terminal if it is connected; whether the message went out."""
         connection = self.connections.get(terminal)
         if connection is None:
@@ -282,11 +313,51 @@ class EdgeServer:
 
     # ------------------------------------------------------------------ weights
 
-    async def _watch_weights(self) -> None:
-        """Look at the weights source until the server closes; push each new version."""
+    async def _watch(self) -> None:
+        """Look at the weights source and the upload store's acknowledgements until the
+        server closes; push each new version, pass each new acknowledgement on."""
         while True:
             await asyncio.sleep(WEIGHTS_POLL_S)
-            self._look_for_weights()
+            if self.weights_source is not None:
+                self._look_for_weights()
+            if self.upload_store is not None:
+                self._pass_acks_on()
+
+    # ------------------------------------------------------------------ relayed uploads
+
+    def _pass_acks_on(self, only: int | None = None) -> None:
+        """Send each connected managed terminal (or terminal `only`) the store's newest
+        acknowledgement for it, unless it was the last one sent on its connection."""
+        assert self.upload_store is not None
+        try:
+            acks = self.upload_store.acks()
+        except (OSError, ValueError) as error:
+            self.stats["upload_store_errors"] += 1
+            log.warning("%s: cannot read the acknowledgements: %s", self.name, error)
+            return
+        terminals = self.managed & set(self.connections) if only is None else {only}
+        for terminal in terminals & set(acks):
+            blob = acks[terminal]
+            if self._acks_sent.get(terminal) != blob and self._send(terminal, Ack(blob)):
+                self._acks_sent[terminal] = blob
+                self.stats["acks_passed_on"] += 1
+
+    def _upload(self, terminal: int, connection: FramedConnection, upload: Upload) -> None:
+        """Keep a managed terminal's upload in the store, then answer STORED."""
+        if self.upload_store is None or terminal not in self.managed:
+            why = "relays no uploads" if self.upload_store is None else "does not manage it"
+            raise ProtocolError(connection.peer, f"UPLOAD {upload.post_id}: {self.name} {why}")
+        try:
+            kept = self.upload_store.keep(terminal, upload.post_id, upload.blob)
+        except OSError as error:  # not kept: no STORED, the terminal sends it again
+            self.stats["upload_store_errors"] += 1
+            log.error("%s: cannot keep upload %d: %s", self.name, upload.post_id, error)
+            return
+        self.stats["uploads_kept" if kept else "uploads_not_kept"] += 1
+        if not kept:  # acknowledged already: its terminal may lack the acknowledgement
+            self._acks_sent.pop(terminal, None)
+            self._pass_acks_on(only=terminal)
+        self._send(terminal, Stored(upload.post_id))
 
     def _look_for_weights(self) -> None:
         """Take a newer version from the source, record when it appeared, and start
@@ -398,9 +469,15 @@ class EdgeServer:
         log.info("%s: %s connected", self.name, connection.peer)
         if hello.terminal in self.managed:
             self._push(hello.terminal)
+            if self.upload_store is not None:
+                self._acks_sent.pop(hello.terminal, None)
+                self._pass_acks_on(only=hello.terminal)
         return hello.terminal
 
     def _handle(self, terminal: int, connection: FramedConnection, message: object) -> None:
+        if isinstance(message, Upload):  # uploads wait for no slot (a terminal back early)
+            self._upload(terminal, connection, message)
+            return
         if self.clock is None or self.clock.now_slot() < 0:
             raise ProtocolError(
                 connection.peer, f"{type(message).__name__} before the run's first slot"
@@ -411,7 +488,8 @@ class EdgeServer:
             self._announce(terminal, connection, message)
         else:
             raise ProtocolError(
-                connection.peer, f"a terminal may send TASK and DATA, not {type(message).__name__}"
+                connection.peer,
+                f"a terminal may send TASK, DATA and UPLOAD, not {type(message).__name__}",
             )
 
     def _announce(self, terminal: int, connection: FramedConnection, header: TaskHeader) -> None:
@@ -470,6 +548,7 @@ class EdgeServer:
             return
         del self.connections[terminal]
         self._transfers.pop(terminal, None)
+        self._acks_sent.pop(terminal, None)
         if (push := self._pushes.pop(terminal, None)) is not None:
             push.cancel()
         if self._running:
@@ -483,8 +562,14 @@ class EdgeServer:
         connection.close()
 
 
-async def _main(config: EdgeConfig, sources: WeightsSourceFactory | None) -> None:
-    server = EdgeServer(config, None if sources is None else sources(config))
+async def _main(
+    config: EdgeConfig, sources: WeightsSourceFactory | None, stores: UploadStoreFactory | None
+) -> None:
+    server = EdgeServer(
+        config,
+        None if sources is None else sources(config),
+        None if stores is None else stores(config),
+    )
     restart = restart_number()
     if restart:
         log.warning("%s: started again (restart %d) on its port", server.name, restart)
@@ -504,16 +589,18 @@ def main(
     argv: list[str],
     sources: WeightsSourceFactory | None = None,
     program: str = "fl_crb.runtime.edge_server",
+    stores: UploadStoreFactory | None = None,
 ) -> int:
     """Run the edge server party of the config file `argv[1]`, handing its terminals the
-    weights of the source `sources` builds (None: no weights); `program` is the module
-    started (`python -m program`), for the usage line."""
+    weights of the source `sources` builds (None: no weights) and keeping their uploads in
+    the store `stores` builds (None: none); `program` is the module started (`python -m
+    program`), for the usage line."""
     if len(argv) != 2:
         print(f"usage: python -m {program} CONFIG.json", file=sys.stderr)
         return 2
     config = load_config(argv[1], EdgeConfig)
     configure_logging(f"edge{config.edge + 1}")
-    asyncio.run(_main(config, sources))
+    asyncio.run(_main(config, sources, stores))
     return 0
 
 

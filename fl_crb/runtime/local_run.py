@@ -318,6 +318,7 @@ async def launch_parties(
     terminal_module: str = TERMINAL_MODULE,
     edge_module: str = EDGE_SERVER_MODULE,
     edge_mailboxes: Path | None = None,
+    edge_federation: Callable[[int, str], FederatedEdge] | None = None,
 ) -> float:
     """Start every edge server, then every terminal (appended to `parties` as they start,
     so the caller can stop them on failure), wait until all are READY and send START.
@@ -330,7 +331,8 @@ async def launch_parties(
     with their federated settings); `edge_module` likewise for each edge server (the
     federated run's edges hand their learners' weights to their terminals), and
     `edge_mailboxes` is the folder of those learners' mailboxes (<folder>/<edge name>,
-    `FederatedEdge`; None: not federated). Returns the run's epoch.
+    `FederatedEdge`; None: not federated), or `edge_federation(e, name)` gives edge e its
+    whole `FederatedEdge` (the federated run's: its uplink too). Returns the run's epoch.
 
     The parties named in `config.supervised` get a `Supervision` (`wait_parties` starts
     them again when they die); each edge's config file is rewritten with the port it
@@ -343,7 +345,12 @@ async def launch_parties(
     edges: list[EdgeConfig] = []
     for e, name in enumerate(edge_names):
         listen = Address(placement.listen_address(name), 0)
-        federated = None if edge_mailboxes is None else FederatedEdge(str(edge_mailboxes / name))
+        if edge_federation is not None:
+            federated = edge_federation(e, name)
+        elif edge_mailboxes is not None:
+            federated = FederatedEdge(str(edge_mailboxes / name))
+        else:
+            federated = None
         summary_path = str(out / "parties" / f"{name}.json")
         edges.append(EdgeConfig(spec, e, listen, summary_path, federation=federated))
         parties.append(await spawn(name, edge_module, edges[-1], EDGE_ROLE))

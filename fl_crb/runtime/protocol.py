@@ -20,7 +20,16 @@ Every frame is an 8-byte header followed by a payload:
 |          |                 | slot its last byte arrived i32 (−1: never fully received)   |
 | WEIGHTS  | edge → terminal | version u64, published slot u32, total bytes u32, offset    |
 |          |                 | u32, then 1..MAX_CHUNK_BYTES bytes of an opaque weights blob |
+| UPLOAD   | terminal → edge | post id u64, then 1..MAX_UPLOAD_BYTES of an opaque upload   |
+| STORED   | edge → terminal | post id u64: the edge keeps that upload durably             |
+| ACK      | edge → terminal | 1..MAX_ACK_BYTES of an opaque acknowledgement               |
 | ERROR    | either          | UTF-8 text, why the sender closes the connection            |
+
+UPLOAD, STORED and ACK carry the relay uplink (`fl_crb.runtime.upload_relay`): a terminal
+hands each of its uploads (the federation's sealed envelope, which the runtime never
+opens) to its managing edge under the terminal's own post id, the edge answers STORED
+once it keeps it durably, and passes on the acknowledgements it is given for that
+terminal (the federation's authenticated ack, which the terminal checks) as ACK frames.
 
 A weights blob (at most MAX_WEIGHTS_BYTES; the federation's signed envelope, which the
 runtime never opens) travels as WEIGHTS frames of one version in offset order, so no frame
@@ -56,6 +65,11 @@ MAX_ERROR_BYTES = 1024
 MAX_WEIGHTS_BYTES = 16 << 20
 """Largest weights blob an edge may hand a terminal (a terminal holds at most one being
 assembled per edge); CRB-DRQN's default network signed is about 65 kB."""
+MAX_UPLOAD_BYTES = 256 * 1024
+"""Largest upload a terminal may hand its edge in one UPLOAD frame; a sealed CRB-DRQN
+trajectory of the default length (n = 4) at four-edge is about 1.4 kB."""
+MAX_ACK_BYTES = 512
+"""Largest acknowledgement in one ACK frame (an authenticated ack is about 80 bytes)."""
 
 
 class FrameType(IntEnum):
@@ -67,6 +81,9 @@ class FrameType(IntEnum):
     OUTCOME = 6
     ERROR = 7
     WEIGHTS = 8
+    UPLOAD = 9
+    STORED = 10
+    ACK = 11
 
 
 class OutcomeKind(IntEnum):
@@ -162,13 +179,44 @@ class WeightsChunk:
 
 
 @dataclass(frozen=True, slots=True)
+class Upload:
+    post_id: int
+    """The terminal's own number of this upload (rising; its acknowledgements name it)."""
+    blob: bytes
+    """The upload as the terminal posted it (for the federation: its sealed envelope)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    post_id: int
+    """The upload the edge now keeps durably (it relays it until acknowledged)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    blob: bytes
+    """An acknowledgement of the terminal's uploads, as the edge was given it (for the
+    federation: the authority's authenticated ack, which the terminal checks)."""
+
+
+@dataclass(frozen=True, slots=True)
 class ErrorNotice:
     text: str
     """Why the sender is closing the connection."""
 
 
 Message = (
-    Hello | Welcome | TaskHeader | TaskData | LoadReport | Outcome | WeightsChunk | ErrorNotice
+    Hello
+    | Welcome
+    | TaskHeader
+    | TaskData
+    | LoadReport
+    | Outcome
+    | WeightsChunk
+    | Upload
+    | Stored
+    | Ack
+    | ErrorNotice
 )
 
 _HELLO = struct.Struct(">QI")
@@ -178,6 +226,7 @@ _DATA_ID = struct.Struct(">I")
 _LOAD = struct.Struct(">IId")
 _OUTCOME = struct.Struct(">IIBi")
 _WEIGHTS = struct.Struct(">QIII")
+_POST = struct.Struct(">Q")
 
 PAYLOAD_BOUNDS: dict[FrameType, tuple[int, int]] = {
     FrameType.HELLO: (_HELLO.size, _HELLO.size),
@@ -187,6 +236,9 @@ PAYLOAD_BOUNDS: dict[FrameType, tuple[int, int]] = {
     FrameType.LOAD: (_LOAD.size, _LOAD.size),
     FrameType.OUTCOME: (_OUTCOME.size, _OUTCOME.size),
     FrameType.WEIGHTS: (_WEIGHTS.size + 1, _WEIGHTS.size + MAX_CHUNK_BYTES),
+    FrameType.UPLOAD: (_POST.size + 1, _POST.size + MAX_UPLOAD_BYTES),
+    FrameType.STORED: (_POST.size, _POST.size),
+    FrameType.ACK: (1, MAX_ACK_BYTES),
     FrameType.ERROR: (1, MAX_ERROR_BYTES),
 }
 """Smallest and largest payload length of each frame type."""
@@ -209,7 +261,23 @@ def encode(message: Message) -> bytes:
             message.version, message.published_slot, message.total_bytes, message.offset
         )
         return _header(FrameType.WEIGHTS, _WEIGHTS.size + len(chunk)) + head + chunk
-    if isinstance(message, Hello):
+    if isinstance(message, Upload):
+        if not 1 <= len(message.blob) <= MAX_UPLOAD_BYTES:
+            raise ValueError(
+                f"upload {message.post_id} has {len(message.blob)} bytes; an UPLOAD frame "
+                f"carries 1..{MAX_UPLOAD_BYTES}"
+            )
+        kind, payload = FrameType.UPLOAD, _POST.pack(message.post_id) + bytes(message.blob)
+    elif isinstance(message, Stored):
+        kind, payload = FrameType.STORED, _POST.pack(message.post_id)
+    elif isinstance(message, Ack):
+        if not 1 <= len(message.blob) <= MAX_ACK_BYTES:
+            raise ValueError(
+                f"an acknowledgement of {len(message.blob)} bytes; an ACK frame carries "
+                f"1..{MAX_ACK_BYTES}"
+            )
+        kind, payload = FrameType.ACK, bytes(message.blob)
+    elif isinstance(message, Hello):
         kind, payload = FrameType.HELLO, _HELLO.pack(message.run_id, message.terminal)
     elif isinstance(message, Welcome):
         kind, payload = FrameType.WELCOME, _WELCOME.pack(message.run_id, message.edge)
@@ -270,6 +338,13 @@ def decode(frame_type: FrameType, payload: bytes, peer: str) -> Message:
         chunk = WeightsChunk(*_WEIGHTS.unpack_from(payload), memoryview(payload)[_WEIGHTS.size :])
         _check_weights(chunk, peer)
         return chunk
+    if frame_type is FrameType.UPLOAD:
+        (post_id,) = _POST.unpack_from(payload)
+        return Upload(post_id, bytes(payload[_POST.size :]))
+    if frame_type is FrameType.STORED:
+        return Stored(*_POST.unpack(payload))
+    if frame_type is FrameType.ACK:
+        return Ack(bytes(payload))
     if frame_type is FrameType.HELLO:
         return Hello(*_HELLO.unpack(payload))
     if frame_type is FrameType.WELCOME:
@@ -401,6 +476,10 @@ def frame_bytes(message: Message) -> int:
         return HEADER.size + _WEIGHTS.size + len(message.chunk)
     if isinstance(message, ErrorNotice):
         return HEADER.size + len(message.text.encode("utf-8"))
+    if isinstance(message, Upload):
+        return HEADER.size + _POST.size + len(message.blob)
+    if isinstance(message, Ack):
+        return HEADER.size + len(message.blob)
     return HEADER.size + PAYLOAD_BOUNDS[_FIXED_TYPES[type(message)]][0]
 
 
@@ -410,6 +489,7 @@ _FIXED_TYPES: dict[type, FrameType] = {
     TaskHeader: FrameType.TASK,
     LoadReport: FrameType.LOAD,
     Outcome: FrameType.OUTCOME,
+    Stored: FrameType.STORED,
 }
 
 

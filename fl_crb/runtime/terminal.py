@@ -29,6 +29,14 @@ the same task log, and its first task's id is above every id its earlier life us
 edges require rising ids). A restarted terminal does not wait for every edge before READY:
 those it cannot reach at once are reconnected to in the background, as if lost.
 
+Relay uplink: a decider that relays its uploads through the terminal's managing edge
+(`fl_crb.runtime.upload_relay.RelaysUploads`; the federated terminal with `--uplink
+relay`) gives the party an `UploadOutbox`. Each upload it posts goes to the managing edge
+at once as an UPLOAD frame, every unacknowledged one again on each new connection to that
+edge; the edge's STORED answers and ACK frames (acknowledgements, handed to the outbox,
+which checks them) come back on that connection. At the end the party waits, at most
+`RELAY_DRAIN_S`, until the edge has answered STORED for every upload it handed over.
+
 Local tasks resolve here (finished, or dropped at the end of their deadline slot);
 offloaded tasks resolve when the edge's OUTCOME arrives. Every task goes to the task log
 as it arrives and again as it resolves, each line flushed at once (`TaskLogWriter`), so
@@ -73,6 +81,7 @@ from fl_crb.runtime.party import (
     write_json,
 )
 from fl_crb.runtime.protocol import (
+    Ack,
     ErrorNotice,
     Hello,
     LoadReport,
@@ -80,7 +89,9 @@ from fl_crb.runtime.protocol import (
     Outcome,
     OutcomeKind,
     ProtocolError,
+    Stored,
     TaskHeader,
+    Upload,
     WeightsAssembly,
     WeightsChunk,
     Welcome,
@@ -89,6 +100,7 @@ from fl_crb.runtime.protocol import (
 from fl_crb.runtime.tasklog import EDGE_LOST, LiveTask, TaskLogWriter, weights_age_summary
 from fl_crb.runtime.terminal_queues import QueuedTask, SlotServer, SlotService
 from fl_crb.runtime.uplink import Uplink
+from fl_crb.runtime.upload_relay import RELAY_DRAIN_S, RelaysUploads
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +174,16 @@ class TerminalParty:
         """(edge, version, published slot, slot it arrived in) of every whole blob."""
         self.weights_ignored = 0
         """Whole blobs received while the decider takes none."""
+        self.outbox = (
+            self.decider.upload_outbox() if isinstance(self.decider, RelaysUploads) else None
+        )
+        """The decider's uploads, when they go through the managing edge (relay uplink)."""
+        self.managing_edge = int(arrays.managing_edge[d])
+        self._unstored: set[int] = set()
+        """Post ids handed to the managing edge that it has not answered STORED yet."""
+        self.relay_counts = {"handed": 0, "handed_again": 0, "stored": 0, "acks": 0}
+        """Relay uplink: uploads handed to the edge (again: on a new connection), its
+        STORED answers and the acknowledgements it passed on."""
         self.tasks: list[LiveTask] = []
         """This life's tasks in arrival order; `tasks[i]` has id `first_task_id + i`."""
         self.first_task_id = 0
@@ -258,6 +280,29 @@ class TerminalParty:
         self.connections[edge] = connection
         assembly = WeightsAssembly(connection.peer)  # a blob never spans two connections
         self._readers.append(asyncio.create_task(self._read(edge, connection, assembly)))
+        if self.outbox is not None and edge == self.managing_edge:
+            self.outbox.posted_since()  # the whole outbox goes now
+            self._hand_over(self.outbox.unacknowledged(), again=True)
+
+    def _relay_new(self) -> None:
+        """Hand the uploads posted since the last look to the managing edge (relay
+        uplink); while it is unreachable they wait in the outbox for the next connection."""
+        if self.outbox is not None:
+            self._hand_over(self.outbox.posted_since(), again=False)
+
+    def _hand_over(self, uploads: list[tuple[int, bytes]], again: bool) -> None:
+        edge = self.managing_edge
+        connection = self.connections[edge]
+        if connection is None or not uploads:
+            return
+        try:
+            for post_id, blob in uploads:
+                connection.send(Upload(post_id, blob))
+                self._unstored.add(post_id)
+                self.relay_counts["handed_again" if again else "handed"] += 1
+        except (PeerGone, ConnectionError) as error:
+            log.warning("%s: uploads to %s: %s", self.name, connection.peer, error)
+            self._lost(edge, connection)
 
     async def _reconnect(self, edge: int) -> None:
         """Try to reach a lost edge again, with bounded exponential backoff, until the run
@@ -307,6 +352,10 @@ class TerminalParty:
         await clock.sleep_until(clock.boundary(self.config.run.end_slot))
         give_up = time.time() + OUTCOME_GRACE_S
         while self._awaiting and time.time() < give_up:
+            await asyncio.sleep(0.02)
+        self._relay_new()
+        give_up = time.time() + RELAY_DRAIN_S
+        while self._unstored and time.time() < give_up:  # the edge keeps them from here
             await asyncio.sleep(0.02)
         self._running = False
         self._closing = True
@@ -367,6 +416,7 @@ class TerminalParty:
         if record.action == 0:
             self.local.push(task_id, deadline, size_bits)
         self.task_log.write(record)
+        self._relay_new()
 
     def _offload(self, record: LiveTask, payload: bytes) -> bool:
         """Announce an offloaded task to its edge and queue it on the uplink; False if the
@@ -414,6 +464,7 @@ class TerminalParty:
         self.task_log.write(record)
         delay = record.delay_slots
         self.decider.resolved(record.task_id, self.drop_reward if delay is None else -delay)
+        self._relay_new()
 
     async def _read(
         self, edge: int, connection: FramedConnection, assembly: WeightsAssembly
@@ -428,6 +479,8 @@ class TerminalParty:
                     self._outcome(edge, connection, message)
                 elif isinstance(message, WeightsChunk):
                     self._weights(edge, assembly.add(message))
+                elif isinstance(message, Stored | Ack):
+                    self._relay_answer(edge, connection, message)
                 elif isinstance(message, ErrorNotice):
                     log.error("%s: %s closes: %s", self.name, connection.peer, message.text)
                 else:
@@ -470,6 +523,22 @@ class TerminalParty:
             self._resolve(record, record.deadline_slot, dropped=True, where=EDGE_LOST)
         if edge not in self._reconnecting:
             self._reconnecting[edge] = asyncio.create_task(self._reconnect(edge))
+
+    def _relay_answer(self, edge: int, connection: FramedConnection, message: Stored | Ack):
+        """The managing edge keeps an upload (STORED), or passes on an acknowledgement
+        (ACK: the outbox checks it); no other edge relays for this terminal."""
+        if self.outbox is None or edge != self.managing_edge:
+            raise ProtocolError(
+                connection.peer,
+                f"{type(message).__name__.upper()} from an edge that relays no uploads of "
+                f"{self.name}",
+            )
+        if isinstance(message, Stored):
+            self._unstored.discard(message.post_id)
+            self.relay_counts["stored"] += 1
+        else:
+            self.relay_counts["acks"] += 1
+            self.outbox.ack_arrived(message.blob)
 
     def _weights(self, edge: int, whole: WeightsChunk | None) -> None:
         """A whole weights blob from `edge` goes to the decider (which checks it)."""
@@ -541,6 +610,9 @@ class TerminalParty:
             "pace_uplink": self.config.pace_uplink,
             "weights_received": self.weights_received,
             "weights_ignored": self.weights_ignored,
+            "upload_relay": None
+            if self.outbox is None
+            else {**self.relay_counts, "unstored_at_end": len(self._unstored)},
             "weights_age": weights_age_summary(
                 [t.weights_age_slots for t in self.tasks],
                 [t.weights_versions_behind for t in self.tasks],

@@ -12,7 +12,9 @@ starts, so the authority knows every node by its key).
 It starts one edge learner service per edge (`edge_learner_service`), kept running by a
 `learner_supervisor.LearnerSupervisor`: once they are all READY, one that dies is started
 again and resumes from its last checkpoint. Then, at the same time, the Flower deployment
-(`LocalFederation`: SuperLink, one SuperNode per edge and per terminal, the wire meter)
+(`LocalFederation`: SuperLink, one SuperNode per edge and per terminal, the wire meter;
+with the relay uplink, `FederatedRunConfig.uplink`, none on the terminals: each hands its
+uploads to its edge server, whose SuperNode carries them, `fl_crb.federation.relay`)
 and the runtime's edge servers and terminal parties (`local_run.launch_parties`; each
 terminal runs as the federation's `terminal`, with its federated decider); once all are
 up, the trusted authority (a `flwr run` of the app's authority mode, restarted by a
@@ -84,7 +86,7 @@ from fl_crb.federation.keys import KeyFolder, create_keys, plan_for_topology
 from fl_crb.federation.mailbox import impersonated
 from fl_crb.federation.terminal import MODULE as FEDERATED_TERMINAL_MODULE
 from fl_crb.policies.spec import absolute
-from fl_crb.runtime.config import FederatedTerminal, save_config
+from fl_crb.runtime.config import RELAY, FederatedEdge, FederatedTerminal, save_config
 from fl_crb.runtime.local_run import (
     EXIT_GRACE_S,
     STOP_GRACE_S,
@@ -119,7 +121,12 @@ async def run_federated(
     faults = dict(config.upload_faults)
     if unknown := sorted(set(faults) - set(hosts)):
         raise ValueError(f"upload faults name {unknown}, which are not terminals of {hosts}")
-    quorum_nodes = config.quorum.of(len(edges) + len(hosts))  # refused here if too many
+    relay = config.uplink == RELAY
+    relay_faults = dict(config.relay_faults)
+    if unknown := sorted(set(relay_faults) - set(edges)):
+        raise ValueError(f"relay faults name {unknown}, which are not edges of {edges}")
+    node_count = len(edges) + (0 if relay else len(hosts))  # relay: no terminal nodes
+    quorum_nodes = config.quorum.of(node_count)  # refused here if too many
     start_weights = start_weights_files(policy.start, method, params, out / "start-weights")
     for sub in ("config", "logs", "parties", "mailboxes", "authority"):
         (out / sub).mkdir(parents=True, exist_ok=True)
@@ -139,6 +146,12 @@ async def run_federated(
             agent=method.agent_config(),
             epsilon=config.epsilon,
             faults=faults.get(host, ""),
+            uplink=config.uplink,
+        )
+
+    def edge_federation(e: int, edge: str) -> FederatedEdge:
+        return FederatedEdge(
+            str(out / "mailboxes" / edge), config.uplink, relay_faults.get(edge, "")
         )
 
     batches = config.batches_per_round
@@ -183,7 +196,7 @@ async def run_federated(
         NodeSpec(
             name, "terminal", node_config=_terminal_node_config(out, keys, name, run_id, faults)
         )
-        for name in hosts
+        for name in ([] if relay else hosts)
     )
     services = [
         EdgeServiceConfig(
@@ -220,6 +233,7 @@ async def run_federated(
                 run_config = {
                     "mode": "authority",
                     "authority-config": str(authority_path),
+                    "uplink": config.uplink,
                 }
                 supervisor = asyncio.create_task(
                     supervise_authority(federation, run_config, out / "authority", config)
@@ -237,7 +251,7 @@ async def run_federated(
                 start_authority,
                 terminal_module=FEDERATED_TERMINAL_MODULE,
                 edge_module="fl_crb.federation.edge",  # hands its learner's weights out
-                edge_mailboxes=out / "mailboxes",
+                edge_federation=edge_federation,
             )
             epoch = await unless_stopped(launch, stop)
             if epoch is not None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from fl_crb.learn.method_config import MethodConfig
 from fl_crb.policies.spec import Federated, TrainedRun, WeightsFile
-from fl_crb.runtime.config import RunTarget
+from fl_crb.runtime.config import DIRECT, RELAY, RunTarget, check_uplink
 from fl_crb.runtime.local_run import LocalRunConfig
 
 FEDERATED_STARTUP_TIMEOUT_S = 180.0
@@ -124,6 +124,14 @@ class FederatedRunConfig:
     test_transit_faults: str = ""
     """Test-only: weights, batches and acks the authority alters, forges or replays in
     transit, "MESSAGE-HOW@ROUND,..." (`transit_faults`); empty: none."""
+    uplink: str = DIRECT
+    """How the terminals' sealed uploads reach the authority (`--uplink`): "direct", each
+    terminal a Flower SuperNode of its own; "relay", no SuperNode on the terminals: each
+    hands its uploads to its managing edge over their connection, and the edge's
+    SuperNode carries them (`fl_crb.federation.relay`)."""
+    relay_faults: tuple[tuple[str, str], ...] = ()
+    """Test-only, relay uplink: (edge host, "drop@K,duplicate@K,reorder@K,foreign:t5@K")
+    what that edge does wrong with the K-th new upload it takes (`relay`)."""
     insecure: bool = False
     """Run Flower without TLS and without SuperNode authentication (`--insecure`): anyone
     on the path reads and injects Flower messages, and node names are what nodes say.
@@ -174,6 +182,16 @@ class FederatedRunConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.batches_per_round is not None and self.batches_per_round < 0:
             raise ValueError(f"batches per round must be >= 0, got {self.batches_per_round}")
+        check_uplink(self.uplink, "--uplink")
+        if self.relay_faults and self.uplink != RELAY:
+            raise ValueError(
+                f"relay faults {self.relay_faults!r} need the relay uplink (--uplink relay)"
+            )
+        if self.uplink == RELAY and self.test_transit_faults:
+            raise ValueError(
+                "test transit faults alter the direct uplink's messages; the relay uplink "
+                "does not support them"
+            )
 
     def round_deadline(self) -> float:
         """The rounds' deadline in seconds: the one set, else derived from the period."""

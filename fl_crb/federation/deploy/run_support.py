@@ -34,7 +34,7 @@ from fl_crb.federation.deploy.launch_config import FederationError
 from fl_crb.federation.deploy.launcher import LocalFederation
 from fl_crb.federation.deploy.processes import alive
 from fl_crb.federation.edge_learner_service import EdgeServiceConfig
-from fl_crb.federation.mailbox import EdgeMailbox, TerminalMailbox
+from fl_crb.federation.mailbox import EdgeMailbox, RelayStore, TerminalMailbox
 from fl_crb.federation.metering.accounting import read_records, totals
 from fl_crb.learn.method_config import MethodConfig
 from fl_crb.mec.params import MECParams
@@ -201,7 +201,17 @@ def terminal_summary(out: Path, host: str) -> dict[str, object]:
         "weights_versions_loaded": summary.get("weights_versions_loaded", []),
         "tasks_by_decider": versions,
         "network_widths": [summary.get("hidden"), summary.get("lstm_hidden")],
+        **({"relay": relay} if (relay := _terminal_relay(summary)) else {}),
     }
+
+
+def _terminal_relay(summary: dict) -> dict | None:
+    """A relaying terminal's side of the relay uplink: what it handed its edge, the
+    acknowledgements it took, what its outbox held at its end (None: direct uplink)."""
+    handed, outbox = summary.get("upload_relay"), summary.get("relay_outbox")
+    if handed is None or outbox is None:
+        return None
+    return {**handed, **outbox}
 
 
 async def start_learner(
@@ -299,6 +309,29 @@ def federation_summary(
         "terminals": terminals,
         "bytes": totals(read_records(out / "authority" / "accounting.jsonl")),
         "wall_s": round(wall_s, 1),
+        **({"relay": relay_summary(out, authority, edges)} if "relay" in authority else {}),
+    }
+
+
+def relay_summary(out: Path, authority: dict, edges: list[str]) -> dict:
+    """The relay uplink's account: per edge, the uploads its server took and the test
+    faults it injected, what its store held at the end, the uploads the authority took
+    from it; the sequence gaps the authority saw per terminal; and the uploads refused
+    because an edge relayed them for a terminal it does not manage."""
+    per_edge = {}
+    for edge in edges:
+        party = out / "parties" / f"{edge}.json"
+        store = (json.loads(party.read_text()) if party.exists() else {}).get("upload_store")
+        per_edge[edge] = {
+            "server": store,
+            "store_backlog_at_end": RelayStore(out / "mailboxes" / edge).backlog(),
+            "uploads_relayed": authority["relay"]["uploads_relayed_by_edge"].get(edge, 0),
+        }
+    refused = authority.get("refusals", {}).get("upload", {})
+    return {
+        "edges": per_edge,
+        "sequence_gaps_by_terminal": authority["relay"]["sequence_gaps_by_terminal"],
+        "not_managed_refused": refused.get("not-managed", 0),
     }
 
 
