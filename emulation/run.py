@@ -138,7 +138,8 @@ class EmulationConfig:
         if self.deploy_roles and self.faults is not None:
             raise ValueError(
                 "--faults with --deploy roles: the fault injector does not find the role "
-                "commands' processes yet; run the schedule with the default deployment"
+                "commands' processes yet; run the schedule with --deploy coordinator (the default "
+                "with --faults)"
             )
         parties = self.parties
         if parties.pace_uplink:
@@ -167,7 +168,8 @@ def run_emulation(config: EmulationConfig) -> EmulationReport:
         raise ValueError(f"run folder {out} is not empty; give a new folder for each run")
     topology = parties.target.topology()
     _check_start(config)
-    check_memory(parties.policy, topology)
+    uplink = config.run.uplink if isinstance(config.run, FederatedRunConfig) else "direct"
+    check_memory(parties.policy, topology, uplink)
     log_lines = _capture_log()
     timings: dict[str, float] = {}
     load_before = os.getloadavg()[0]

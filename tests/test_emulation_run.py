@@ -124,6 +124,18 @@ def test_runs_beyond_the_memory_are_refused_with_each_roles_measured_figure() ->
         check_memory(WeightsFile("weights.npz"), crowded)
 
 
+@pytest.mark.parametrize(("uplink", "per_terminal"), [("direct", 250), ("relay", 30)])
+def test_an_emulation_plans_its_memory_with_its_uplink(tmp_path, uplink, per_terminal) -> None:
+    """Relay terminals run no SuperNode: 10,000 of them are planned at their own figure."""
+    from emulation.run import EmulationConfig, run_emulation
+
+    target = RunTarget(str(TOPOLOGIES / "four-edge.yaml"), 10.0, terminals_override=10_000)
+    parties = emulation_parties(target, Federated(), str(tmp_path / "run"))
+    config = EmulationConfig(emulated_federation(parties, uplink=uplink))
+    with pytest.raises(ValueError, match=rf"measured per host: terminal {per_terminal} MB"):
+        run_emulation(config)
+
+
 def test_pretrained_weights_are_trained_once_then_reused(tmp_path: Path) -> None:
     from fl_crb.learn.weights_file import read_weights_file
 
