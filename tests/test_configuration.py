@@ -188,6 +188,25 @@ def test_an_emulation_carries_a_federated_run_whose_learning_settings_come_from_
         emulate.configure(_args(*base, "--policy", "crb-drqn-federated", "--no-federation"))
 
 
+def test_an_emulation_deploys_the_role_commands_unless_it_needs_the_coordinator(tmp_path):
+    weights = _weights(tmp_path / "w.npz", hidden=16, lstm_hidden=4)
+    faults = tmp_path / "faults.yaml"
+    faults.write_text("name: x\nevents:\n  - {at: 2s, for: 1s, do: link-down, link: t1}\n")
+    base = ["emulate", "--topology", TINY, "--duration", "10s", "--policy", str(weights)]
+
+    def deploys_roles(*flags: str) -> bool:
+        out = ["--out", str(tmp_path / f"run{len(list(tmp_path.iterdir()))}")]
+        return emulate.configure(_args(*base, *out, *flags)).deploy_roles
+
+    assert deploys_roles()  # federated: as a real deployment runs it
+    assert not deploys_roles("--faults", str(faults))  # the coordinator restarts parties
+    assert not deploys_roles("--uplink", "relay")  # relay runs in the coordinator only
+    assert not deploys_roles("--no-federation")
+    assert not deploys_roles("--deploy", "coordinator")
+    with pytest.raises(ValueError, match=r"--faults with --deploy roles"):
+        deploys_roles("--deploy", "roles", "--faults", str(faults))
+
+
 def test_an_emulation_refuses_paced_parties_and_a_federated_policy_without_federation():
     target = RunTarget(TINY, 5.0)
     with pytest.raises(ValueError, match=r"must not pace their uplinks"):

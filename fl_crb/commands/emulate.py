@@ -135,10 +135,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     emulate.add_argument(
         "--deploy",
         choices=("coordinator", "roles"),
-        default="coordinator",
-        help="how the federation is deployed: one coordinator over the run folder (default), "
-        "or `roles`: fl-crb authority, edge and terminal on their hosts, each as its host's "
-        "own user from its own bundle and private state directory",
+        help="how the federation is deployed: `roles` (the default for a federated run "
+        "without --faults or --uplink relay): fl-crb authority, edge and terminal on their "
+        "hosts, each as its host's own user from its own bundle and private state "
+        "directory; or `coordinator` (the default otherwise): one coordinator over the run "
+        "folder, which can also restart every party a fault schedule kills and relay "
+        "uploads",
     )
     add_federation_arguments(emulate)
     emulate.set_defaults(run=run)
@@ -158,7 +160,7 @@ def configure(args: argparse.Namespace) -> EmulationConfig:
     policy = None if args.policy == CRB_DRQN else parse_policy(args.policy, ACCEPTS, live=True)
     federated = not args.no_federation and not isinstance(policy, Baseline)
     _check_flags(args, policy, federated)
-    roles = args.deploy == "roles"
+    roles = _deployment(args, federated) == "roles"
     if roles and args.uplink == "relay":
         raise ValueError(
             "--uplink relay runs in the coordinator's deployment only: the role commands "
@@ -303,6 +305,16 @@ def _unplanned_failures(summary: dict[str, object]) -> list[str]:
     for line in lost_node_lines(unplanned_lost):
         print(line)
     return [name for name in failed if name not in killed] + sorted(unplanned_lost)
+
+
+def _deployment(args: argparse.Namespace, federated: bool) -> str:
+    """`--deploy`, or by default the role commands for a federated run, as a real
+    deployment runs it, unless it needs the coordinator: a fault schedule (it restarts
+    what the schedule kills, `schedule.NOT_RESTARTED_IN_ROLES`) or the relay uplink."""
+    if args.deploy is not None:
+        return str(args.deploy)
+    needs_coordinator = args.faults is not None or args.uplink == "relay"
+    return "roles" if federated and not needs_coordinator else "coordinator"
 
 
 def _check_flags(args: argparse.Namespace, policy: PolicySpec | None, federated: bool) -> None:
