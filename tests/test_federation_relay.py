@@ -26,6 +26,7 @@ from fl_crb.federation.deploy.run_config import FederatedRunConfig, federated_pa
 from fl_crb.federation.mailbox import RelayStore
 from fl_crb.learn.method_config import MethodConfig
 from fl_crb.runtime.config import RunTarget
+from tests.party_processes import pid_of
 
 TINY = str(Path(__file__).resolve().parent.parent / "topologies" / "tiny.yaml")
 
@@ -105,21 +106,6 @@ def test_a_relay_edge_that_drops_duplicates_reorders_or_relays_for_others_is_cau
     _stores_empty(out)
 
 
-def _pid_of(config_path: Path) -> int | None:
-    """The live process started with this config file (a party's current process)."""
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = Path(f"/proc/{entry.name}/cmdline").read_bytes().split(b"\0")
-            state = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if str(config_path).encode() in argv and state != "Z":
-            return int(entry.name)
-    return None
-
-
 def test_a_relay_edge_server_killed_mid_run_loses_no_upload(tmp_path):
     out = tmp_path / "run"
     config = _relay(out, 15.0, supervised=("edge1",))
@@ -140,7 +126,7 @@ def test_a_relay_edge_server_killed_mid_run_loses_no_upload(tmp_path):
     assert "error" not in result, result["error"]
     epoch = json.loads((out / "run.json").read_text())["epoch_unix_s"]
     time.sleep(max(0.0, epoch + 7.0 - time.time()))
-    killed = _pid_of(out / "config" / "edge1.json")
+    killed = pid_of(out / "config" / "edge1.json")
     assert killed is not None
     os.kill(killed, signal.SIGKILL)
     coordinator.join(timeout=300)

@@ -22,6 +22,7 @@ from fl_crb.runtime.local_run import TERMINAL_DOWN, LocalRunConfig, run_local
 from fl_crb.runtime.party_supervisor import RESTART_LIMIT, RunWindow, Supervision
 from fl_crb.runtime.terminal import terminal_workload
 from fl_crb.topology import load_topology
+from tests.party_processes import pid_of
 
 TOPOLOGIES = Path(__file__).resolve().parent.parent / "topologies"
 TINY = str(TOPOLOGIES / "tiny.yaml")
@@ -34,21 +35,6 @@ def _wait_for(condition, timeout_s: float, what: str) -> None:
     while not condition():
         assert time.time() < give_up, f"gave up waiting for {what}"
         time.sleep(0.02)
-
-
-def _pid_of(config_path: Path) -> int | None:
-    """The live process started with this config file (a party's current process)."""
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = Path(f"/proc/{entry.name}/cmdline").read_bytes().split(b"\0")
-            state = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if str(config_path).encode() in argv and state != "Z":
-            return int(entry.name)
-    return None
 
 
 def test_a_supervised_terminal_and_edge_server_killed_mid_run_come_back(tmp_path, capfd):
@@ -78,7 +64,7 @@ def test_a_supervised_terminal_and_edge_server_killed_mid_run_come_back(tmp_path
     os.kill(run["pids"]["t2"], signal.SIGKILL)
     time.sleep(max(0.0, epoch + 4.0 - time.time()))
     os.kill(run["pids"]["edge2"], signal.SIGKILL)
-    _wait_for(lambda: _pid_of(out / "config" / "t2.json") not in (None, run["pids"]["t2"]), 20,
+    _wait_for(lambda: pid_of(out / "config" / "t2.json") not in (None, run["pids"]["t2"]), 20,
               "t2 started again")  # fmt: skip
     coordinator.join(timeout=90)
     assert not coordinator.is_alive(), "the run did not end"
