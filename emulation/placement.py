@@ -75,24 +75,37 @@ class MininetPlacement:
         return ["mnexec", "-a", str(pid), *argv]
 
     def confined_command(
-        self, host: str, argv: list[str], realtime_priority: int | None = None
+        self,
+        host: str,
+        argv: list[str],
+        realtime_priority: int | None = None,
+        session_nice: int = 0,
     ) -> list[str]:
         """`argv` run in host `host`'s namespaces as the host's own user
         (`net.host_uid`), with no supplementary groups, no capabilities and no way to
         gain any (setuid binaries included), and HOME set to the host's state directory.
-        `realtime_priority`: it may also take SCHED_FIFO up to that priority
-        (`realtime_grant`). `prlimit`, `setpriv` and `env` exec in place, so the process
-        keeps the pid the caller sees."""
+        `realtime_priority`: it may also take SCHED_FIFO up to that priority; a negative
+        `session_nice`: it may also give its sessions that nice value (the SuperLink's,
+        `LaunchConfig.superlink_session_nice`); both by `realtime_grant`'s way (an
+        RLIMIT_RTPRIO / RLIMIT_NICE, else CAP_SYS_NICE). `prlimit`, `setpriv` and `env`
+        exec in place, so the process keeps the pid the caller sees."""
         uid = self.net.host_uid(host)
         caps = ["--inh-caps=-all", "--bounding-set=-all"]
-        limit: list[str] = []
-        if realtime_priority is not None and realtime_grant() == RLIMIT_RTPRIO:
-            limit = ["prlimit", f"--rtprio={realtime_priority}:{realtime_priority}"]
-        elif realtime_priority is not None:
+        limits = (
+            [f"--rtprio={realtime_priority}:{realtime_priority}"]
+            if realtime_priority is not None
+            else []
+        )
+        if session_nice < 0:  # RLIMIT_NICE's value is 20 minus the lowest nice allowed
+            limits.append(f"--nice={20 - session_nice}:{20 - session_nice}")
+        prlimit: list[str] = []
+        if limits and realtime_grant() == RLIMIT_RTPRIO:
+            prlimit = ["prlimit", *limits]
+        elif limits:
             caps = [f"--inh-caps=-all,+{SYS_NICE}", f"--ambient-caps=+{SYS_NICE}",
                     f"--bounding-set=-all,+{SYS_NICE}"]  # fmt: skip
         return self.command(host, [
-            *limit, "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+            *prlimit, "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
             *caps, "--no-new-privs", "env", f"HOME={self.state_dir(host)}", *argv,
         ])  # fmt: skip
 

@@ -82,6 +82,7 @@ from pathlib import Path
 from emulation.host_state import code_roots
 from emulation.placement import MininetPlacement, realtime_grant
 from fl_crb.federation.deploy.federated_run import superlink_sans
+from fl_crb.federation.deploy.launch_config import SUPERLINK_SESSION_NICE
 from fl_crb.federation.deploy.run_config import FederatedRunConfig, Quorum
 from fl_crb.federation.deploy.run_support import federation_summary
 from fl_crb.federation.keys import create_keys, plan_for_topology
@@ -147,6 +148,9 @@ class RoleCommand:
     log_path: Path
     realtime_priority: int | None = None
     """The SCHED_FIFO priority its processes may take (`confined_command`); None: none."""
+    session_nice: int = 0
+    """The nice value its processes may give their sessions (`confined_command`): the
+    authority's, for its SuperLink (`LaunchConfig.superlink_session_nice`)."""
     process: asyncio.subprocess.Process | None = None
     stopped: bool = False
     """Whether the emulator stopped it (past its grace, or the run failed)."""
@@ -195,7 +199,14 @@ async def run_roles(config: FederatedRunConfig, placement: MininetPlacement) -> 
         install_bundle(keys / host, placement, host)
     inputs = install_authority_inputs(local, placement, cloud)
     commands = [
-        _command(placement, out, cloud, AUTHORITY_ROLE, authority_arguments(config, **inputs))
+        _command(
+            placement,
+            out,
+            cloud,
+            AUTHORITY_ROLE,
+            authority_arguments(config, **inputs),
+            session_nice=SUPERLINK_SESSION_NICE,
+        )
     ]
     for host, role in [*((e, EDGE_ROLE) for e in edges), *((t, TERMINAL_ROLE) for t in hosts)]:
         address = placement.address(cloud, host)
@@ -391,19 +402,23 @@ def _command(
     role: str,
     flags: list[str],
     realtime_priority: int | None = None,
+    session_nice: int = 0,
 ) -> RoleCommand:
     state = placement.state_dir(host)
     bundle, run = str(state / BUNDLE_DIR), str(state / RUN_DIR)
     argv = [sys.executable, "-m", "fl_crb.cli", role, "--bundle", bundle, "--state", run, *flags]
     log = out / "logs" / f"{host}.role.log"
-    return RoleCommand(host, role, argv, placement.net.host_uid(host), log, realtime_priority)
+    uid = placement.net.host_uid(host)
+    return RoleCommand(host, role, argv, uid, log, realtime_priority, session_nice)
 
 
 async def _start(command: RoleCommand, placement: MininetPlacement) -> None:
     """Start `command` confined to its host, its output in its log (opened here)."""
     with open(command.log_path, "wb") as log:
         command.process = await asyncio.create_subprocess_exec(
-            *placement.confined_command(command.host, command.argv, command.realtime_priority),
+            *placement.confined_command(
+                command.host, command.argv, command.realtime_priority, command.session_nice
+            ),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log,
             stderr=log,

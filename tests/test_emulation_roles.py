@@ -204,6 +204,7 @@ def test_the_emulator_runs_each_role_confined_from_its_own_bundle(run_folder: Pa
     from emulation.network import EmulatedNetwork
     from emulation.placement import MininetPlacement, realtime_grant
     from emulation.role_deployment import RUN_DIR, run_roles
+    from fl_crb.federation.deploy.launch_config import SUPERLINK_SESSION_NICE
     from fl_crb.topology import load_topology
 
     out = run_folder / "run"
@@ -273,6 +274,9 @@ def test_the_emulator_runs_each_role_confined_from_its_own_bundle(run_folder: Pa
     assert processes.pid_on("t1", "--auth-supernode-private-key"), processes.seen
     foreign = [(pid, h, u, line) for pid, (h, u, line) in processes.seen.items() if u != uids[h]]
     assert foreign == []
+    # the authority, confined as it is, gave its SuperLink's session the larger CPU share
+    superlink = json.loads((state["cloud"] / "flower" / "superlink.json").read_text())
+    assert superlink["session_nice"] == SUPERLINK_SESSION_NICE
     # the runtime parties, and only they, took the emulation's real-time priority
     fifo = {processes.seen[pid][2].split(" -m ")[-1].split()[0] for pid in processes.realtime}
     assert fifo == {"fl_crb.federation.edge", "fl_crb.federation.terminal"}, fifo
