@@ -643,3 +643,15 @@ def test_a_party_knows_whether_it_may_take_the_runs_realtime_priority(tmp_path):
         assert done.returncode == 0, done.stderr
         answers.append(done.stdout.strip())
     assert answers == ["False", "True"]
+
+
+@pytest.mark.parametrize("role", ["terminal_role", "edge_role"])
+def test_a_terminal_or_edge_command_loads_no_flower_module_of_its_own(role):
+    """Its SuperNode is a process of its own: the role's process, which lives on a Pi for
+    the whole run, leaves Flower's ~200 modules (about 40 MB) to it."""
+    probe = (
+        f"import sys, fl_crb.federation.roles.{role}\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'flwr'))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

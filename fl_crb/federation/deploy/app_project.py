@@ -14,8 +14,6 @@ import json
 import math
 from pathlib import Path
 
-from fl_crb.federation.server_app import RUN_CONFIG_DEFAULTS
-
 APP_COMPONENTS = {
     "serverapp": "fl_crb.federation.server_app:server_app",
     "clientapp": "fl_crb.federation.client_app:client_app",
@@ -38,6 +36,10 @@ def toml_value(key: str, value: bool | int | float | str) -> str:
 
 def app_project_toml(run_config: dict | None = None) -> str:
     """The project's pyproject.toml, with `run_config` replacing defaults."""
+    # Imported here: the ServerApp's module loads Flower whole, which the hosts that only
+    # start a SuperNode (through `launcher`, which imports this module) never need.
+    from fl_crb.federation.server_app import RUN_CONFIG_DEFAULTS
+
     config = {**RUN_CONFIG_DEFAULTS, **(run_config or {})}
     unknown = sorted(set(config) - set(RUN_CONFIG_DEFAULTS))
     if unknown:

@@ -69,14 +69,12 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fl_crb.federation.accelerators import WARM_EXECUTOR
-from fl_crb.federation.deploy.app_project import write_app_project
 from fl_crb.federation.deploy.flower_cli import FlowerCli
 from fl_crb.federation.deploy.flower_commands import BIND_ALL, FlowerCommands, host_port
-from fl_crb.federation.deploy.flower_supervisor import FlowerSupervisor
 from fl_crb.federation.deploy.launch_config import AppRun, FederationError, LaunchConfig, NodeSpec
-from fl_crb.federation.deploy.node_session import MODULE as NODE_SESSION_MODULE
 from fl_crb.federation.deploy.processes import (
     ProcessSet,
     free_port,
@@ -86,6 +84,9 @@ from fl_crb.federation.deploy.processes import (
 from fl_crb.federation.metering.meter_process import PlacedMeter, meter_command, parse_ready
 from fl_crb.federation.metering.wire_meter import WireMeter
 from fl_crb.runtime.placement import LOOPBACK, Loopback, Placement
+
+if TYPE_CHECKING:
+    from fl_crb.federation.deploy.flower_supervisor import FlowerSupervisor
 
 _NODE_ID = re.compile(r"SuperNode ID: (\d+)")
 _LISTENING = "Uvicorn running on"
@@ -218,6 +219,8 @@ class LocalFederation:
             self._await_node(node)
         self.serving.set()
         if self.config.max_restarts:
+            from fl_crb.federation.deploy.flower_supervisor import FlowerSupervisor
+
             self.supervisor = FlowerSupervisor(self, self.config.max_restarts)
             self.supervisor.start()
 
@@ -408,6 +411,8 @@ class LocalFederation:
         """End the dead node's session at the SuperLink (`node_session`, on its host, with
         its key), so that its new process is activated at once; if that fails, the
         restart waits for the session to expire instead (its line in the node's log)."""
+        from fl_crb.federation.deploy.node_session import MODULE as NODE_SESSION_MODULE
+
         keys = self.commands.keys
         command = [sys.executable, "-m", NODE_SESSION_MODULE]
         command += ["--superlink", self._nodes[node.name]["fleet_address"]]
@@ -474,6 +479,8 @@ class LocalFederation:
         with `standby_next`, the next such `flwr run` stands by meanwhile (`flower_cli`)."""
         self._runs += 1
         if app_dir is None:
+            from fl_crb.federation.deploy.app_project import write_app_project
+
             app_dir = write_app_project(self.run_dir / "app")
         return self.cli.run(app_dir, run_config, timeout_s, self._runs, standby_next)
 
