@@ -14,6 +14,7 @@ Settings:
                    0.05 s polls saturate a 2-core machine once 8 nodes poll at 20 Hz
   tuned            short polls + ClientApps forked from a warm process (`warm_executor`)
   tuned+meter      tuned, with the `WireMeter` proxy counting bytes (its overhead)
+  tuned-1s         tuned with 1 s polls: less CPU on idle polls, a longer wait for each
 
 The accelerators run only with the Flower they patch (`accelerators.SUPPORTED_FLOWER`);
 with another, every setting runs stock Flower, as the line after each setting says. For
@@ -24,6 +25,11 @@ Also prints the wire bytes per node of one exchange, as the meter counted them, 
 Flower's own per-run "network-traffic" account.
 
     .venv/bin/python benchmarks/flower_round_trip.py [--terminals 6] [--edges 2] [--rounds 10]
+        [--settings tuned,...] [--empty-only]
+
+`--settings` measures only the named settings (the reference, `tuned`, is always among
+them) and `--empty-only` only the empty exchange: what a round of fl-crb's small
+messages costs at four-edge's 29 nodes, without the minutes the 5 MB payloads take there.
 """
 
 from __future__ import annotations
@@ -44,15 +50,17 @@ SETTINGS = {
     "short-polls": SHORT,
     "tuned": {**SHORT, "warm_clientapps": True},
     "tuned+meter": {**SHORT, "warm_clientapps": True, "meter_wire": True},
+    "tuned-1s": {"superexec_poll_s": 1.0, "supernode_idle_poll_s": 1.0, "warm_clientapps": True},
 }
 REFERENCE = ("tuned", "0:0")
 BIG = 5_000_000
 
 
-def measure(run_dir: Path, nodes: tuple[NodeSpec, ...], setting: dict, rounds: int) -> dict:
+def measure(
+    run_dir: Path, nodes: tuple[NodeSpec, ...], setting: dict, rounds: int, plan: str
+) -> dict:
     """Probe timings per plan entry ("request:reply") for one deployment setting."""
     config = LaunchConfig(run_dir, nodes, **{"meter_wire": False, **setting})
-    plan = f"0:0,0:{BIG},{BIG}:0"
     with LocalFederation(config) as federation:
         result = federation.probe(plan, rounds)
         flower = federation.flower_record
@@ -69,7 +77,20 @@ def main() -> None:
     parser.add_argument("--terminals", type=int, default=6)
     parser.add_argument("--edges", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=10, help="exchanges per payload size")
+    parser.add_argument(
+        "--settings",
+        default=",".join(SETTINGS),
+        help=f"comma-separated settings to measure, of {', '.join(SETTINGS)}",
+    )
+    parser.add_argument("--empty-only", action="store_true", help="measure only the empty exchange")
     args = parser.parse_args()
+    chosen = [name.strip() for name in args.settings.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(SETTINGS))
+    if unknown:
+        parser.error(f"--settings: unknown {', '.join(unknown)}; choose of {', '.join(SETTINGS)}")
+    if REFERENCE[0] not in chosen:
+        chosen.append(REFERENCE[0])
+    plan = "0:0" if args.empty_only else f"0:0,0:{BIG},{BIG}:0"
     nodes = tuple(NodeSpec(f"e{i}", "edge") for i in range(1, args.edges + 1)) + tuple(
         NodeSpec(f"t{i}", "terminal") for i in range(1, args.terminals + 1)
     )
@@ -80,9 +101,9 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()[0]:.1f} (other work on this machine slows all)")
     measured = {}
     with tempfile.TemporaryDirectory(prefix="fl-crb-flower-bench-") as folder:
-        for name, setting in SETTINGS.items():
+        for name in chosen:
             start = time.monotonic()
-            measured[name] = measure(Path(folder) / name, nodes, setting, args.rounds)
+            measured[name] = measure(Path(folder) / name, nodes, SETTINGS[name], args.rounds, plan)
             running = ", ".join(measured[name]["flower"]["accelerators"]) or "none"
             print(
                 f"  {name}: measured in {time.monotonic() - start:.0f} s (accelerators: {running})"
@@ -106,6 +127,8 @@ def main() -> None:
                 f"{name:<16} {label:<14} {median:9.3f} {statistics.mean(values):8.3f} "
                 f"{max(values):7.3f} {median / reference:6.2f}"
             )
+    if "tuned+meter" not in measured:
+        return
     metered = measured["tuned+meter"]["result"]
     empty = next(e for e in metered["exchanges"] if e["message_type"] == "query.probe")
     print("\nwire bytes of one empty exchange, per node (up = node → SuperLink), HTTP included:")
