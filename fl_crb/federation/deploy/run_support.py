@@ -3,7 +3,8 @@
 - `start_weights_files`: a trained run folder or a weights file → one weights file per
   edge learner (CRB-DRQN trains one network per edge), as wide as the method's learners.
 - `supervise_authority`: runs the authority (`flwr run`, mode "authority") and starts it
-  again when it dies before it was asked to stop, up to `max_authority_restarts` times.
+  again when it dies before it was asked to stop, up to `max_authority_restarts` times;
+  past them it is given up (`AuthorityGivenUp`), and `authority_end` records why.
   A new run recovers the durable pool, the replay guard and the acknowledgements from the
   authority's folder. A ServerApp killed outright leaves its `flwr run` streaming until
   the SuperLink gives the run up, so the supervisor also watches the process whose pid
@@ -92,10 +93,15 @@ def _authority_pid(state_dir: Path) -> int | None:
         return None
 
 
+class AuthorityGivenUp(RuntimeError):
+    """The authority failed more often than `max_authority_restarts` allows."""
+
+
 async def supervise_authority(
     federation: LocalFederation, run_config: dict, state_dir: Path, config
 ) -> int:
-    """Run the authority until it completes after the stop request; returns its restarts."""
+    """Run the authority until it completes after the stop request; returns its restarts,
+    or raises `AuthorityGivenUp` once it has failed past `config.max_authority_restarts`."""
     restarts = 0
     while True:
         previous = _authority_pid(state_dir)
@@ -133,7 +139,7 @@ async def supervise_authority(
         ):
             reason = f"the SuperLink died, and the run with it ({reason})"
         if restarts >= config.max_authority_restarts:
-            raise RuntimeError(f"the authority failed {restarts + 1} times; last: {reason}")
+            raise AuthorityGivenUp(f"the authority failed {restarts + 1} times; last: {reason}")
         restarts += 1
         with open(state_dir / "supervisor.log", "a", encoding="utf-8") as log:
             log.write(f"{time.strftime('%H:%M:%S')} restart {restarts}: {reason}\n")
@@ -165,18 +171,22 @@ async def _until_next_run_may_start(
 
 async def authority_end(supervisor: asyncio.Task, state_dir: Path, wait_s: float) -> int:
     """Wait for the authority, asked to stop, to finish its last rounds, at most `wait_s`;
-    its restarts. One that does not finish by then is given up (its supervisor cancelled,
-    a line in supervisor.log) and its restarts are counted from that log: the run's
-    results are still written, its pool is durable."""
+    its restarts. One that does not finish by then, or that its supervisor gave up
+    earlier (failed past its restarts, perhaps mid-run), is given up: a line in
+    supervisor.log says why, its restarts are counted from that log, and the run's
+    results are still written (its pool is durable); the caller finds no authority
+    summary and names the authority failed."""
     try:
         return await asyncio.wait_for(asyncio.shield(supervisor), wait_s)
     except TimeoutError:
         supervisor.cancel()
+        reason = f"its last rounds took over {wait_s:g} s"
+    except AuthorityGivenUp as given_up:
+        reason = str(given_up)
     log = state_dir / "supervisor.log"
     restarts = len(log.read_text().splitlines()) if log.exists() else 0
     with open(log, "a", encoding="utf-8") as file:
-        stamp = time.strftime("%H:%M:%S")
-        file.write(f"{stamp} given up: its last rounds took over {wait_s:g} s\n")
+        file.write(f"{time.strftime('%H:%M:%S')} given up: {reason}\n")
     return restarts
 
 
