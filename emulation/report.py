@@ -387,12 +387,28 @@ def _federation_section(federation: object) -> list[str]:
         "plaintext down (B) | encryption overhead (B) |",
         "|---|---|---|---|---|---|---|",
     ]
+    counted = federation["bytes"].values()
+    metered = any(b["wire_up_bytes"] or b["wire_down_bytes"] for b in counted)
+    requests_counted = any(b["wire_requests"] for b in counted)
     for kind, b in federation["bytes"].items():
+        requests = b["wire_requests"] if requests_counted else "n/a (TLS)"
+        wire = (
+            f"{b['wire_up_bytes']} | {b['wire_down_bytes']} | {requests}"
+            if metered
+            else "not metered | not metered | not metered"
+        )
         lines.append(
-            f"| {kind} | {b['wire_up_bytes']} | {b['wire_down_bytes']} | {b['wire_requests']} | "
-            f"{b['up_plaintext_bytes']} | {b['down_plaintext_bytes']} | "
+            f"| {kind} | {wire} | {b['up_plaintext_bytes']} | {b['down_plaintext_bytes']} | "
             f"{b['encryption_overhead_bytes']} |"
         )
+    if not metered:
+        lines += [
+            "",
+            "No wire meter ran between the nodes and the SuperLink (the role deployment "
+            "has none: each host speaks TLS to the cloud's SuperLink directly), so the "
+            "wire bytes per message type are not measured; each host's link bytes are "
+            "(the interface counters above).",
+        ]
     return [*lines, "", *_relay_lines(federation), *_participation_lines(federation)]
 
 

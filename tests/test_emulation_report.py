@@ -1,7 +1,12 @@
 """What the emulation report says about partial participation, the weights' age and the
 parties' memory."""
 
-from emulation.report import _memory_by_role_row, _participation_lines, _weights_age_section
+from emulation.report import (
+    _federation_section,
+    _memory_by_role_row,
+    _participation_lines,
+    _weights_age_section,
+)
 
 
 def test_the_report_names_nodes_that_missed_rounds_and_those_lost_with_their_uploads():
@@ -66,3 +71,40 @@ def test_the_report_gives_each_roles_memory_and_its_share_per_host():
     assert text.startswith("edge 933 MB (2 × 466 MB), terminal 975 MB (4 × 244 MB) PSS")
     assert "cloud" not in text  # a role with no process (a baseline's cloud) is left out
     assert _memory_by_role_row({"peak_pss_mb": 1.0}) == []  # a run from before it was kept
+
+
+def _bytes(wire_up: int, wire_down: int, requests: int) -> dict:
+    return {
+        "wire_up_bytes": wire_up,
+        "wire_down_bytes": wire_down,
+        "wire_requests": requests,
+        "up_plaintext_bytes": 900,
+        "down_plaintext_bytes": 0,
+        "encryption_overhead_bytes": 80,
+    }
+
+
+def _federation(counts: dict) -> dict:
+    return {
+        "rounds": 3,
+        "mean_round_exchange_s": 2.5,
+        "uploads_accepted": 4,
+        "uploads_rejected": 0,
+        "pool_size": 4,
+        "edge_versions": {"edge1": 2},
+        "authority_restarts": 0,
+        "bytes": {"query.collect": counts},
+    }
+
+
+def test_the_report_never_shows_wire_bytes_it_did_not_measure_as_zero():
+    unmetered = "\n".join(_federation_section(_federation(_bytes(0, 0, 0))))
+    assert "| query.collect | not metered | not metered | not metered | 900 | 0 | 80 |" in (
+        unmetered
+    )
+    assert "No wire meter ran" in unmetered
+    tls = "\n".join(_federation_section(_federation(_bytes(5000, 1200, 0))))
+    assert "| query.collect | 5000 | 1200 | n/a (TLS) | 900 | 0 | 80 |" in tls
+    assert "No wire meter ran" not in tls
+    insecure = "\n".join(_federation_section(_federation(_bytes(5000, 1200, 14))))
+    assert "| query.collect | 5000 | 1200 | 14 | 900 | 0 | 80 |" in insecure
