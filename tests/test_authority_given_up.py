@@ -27,7 +27,8 @@ import pytest
 
 from fl_crb.commands.federate import exit_status
 from fl_crb.federation.deploy.federated_run import run_federated
-from tests.test_crash_recovery import _config, _in_thread, _wait_until
+from tests.party_processes import run_in_thread
+from tests.test_crash_recovery import _config, _wait_until
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -46,7 +47,7 @@ def test_an_authority_given_up_fails_the_run(tmp_path, signal_sent, restarts_all
     # drain wait: max(start-up timeout, 4 round deadlines) = 30 s instead of 120 s
     config = replace(config, parties=replace(config.parties, startup_timeout_s=30.0))
     config = replace(config, round_deadline_s=5.0, max_authority_restarts=restarts_allowed)
-    thread, result = _in_thread(lambda: asyncio.run(run_federated(config)))
+    thread, result = run_in_thread(lambda: asyncio.run(run_federated(config)))
     commit = out / "authority" / "pool" / "commit.json"
     try:
         _wait_until(

@@ -42,6 +42,7 @@ from fl_crb.learn.method_config import MethodConfig
 from fl_crb.runtime.config import RunTarget
 from fl_crb.runtime.local_run import RunInterrupted
 from fl_crb.runtime.placement import Loopback
+from tests.party_processes import run_in_thread
 
 TINY = str(Path(__file__).parent.parent / "topologies" / "tiny.yaml")
 RUN_ID = bytes(range(16))
@@ -370,21 +371,6 @@ def _pid_of_party(out: Path, name: str) -> int:
     raise AssertionError(f"no process runs with {config.decode()}")
 
 
-def _in_thread(run) -> tuple[threading.Thread, dict]:
-    """`run()` in a thread; its result (or error) lands in the returned dict."""
-    result: dict = {}
-
-    def target() -> None:
-        try:
-            result["summary"] = run()
-        except BaseException as error:  # reported by the tests
-            result["error"] = error
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    return thread, result
-
-
 def _flower_pids(out: Path) -> dict[str, int]:
     """The pid of each SuperNode (by node name) online now, and of the SuperLink."""
     nodes = json.loads((out / "flower" / "nodes.json").read_text())
@@ -401,7 +387,7 @@ def crashed_run(tmp_path_factory) -> dict:
     import torch
 
     out = tmp_path_factory.mktemp("crashes") / "run"
-    thread, result = _in_thread(lambda: asyncio.run(run_federated(_config(out, 40.0))))
+    thread, result = run_in_thread(lambda: asyncio.run(run_federated(_config(out, 40.0))))
     seen: dict = {"out": out, "result": result}
     kills: dict[str, float] = {}
     try:

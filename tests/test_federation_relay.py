@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from fl_crb.federation.deploy.run_config import FederatedRunConfig, federated_pa
 from fl_crb.federation.mailbox import RelayStore
 from fl_crb.learn.method_config import MethodConfig
 from fl_crb.runtime.config import RunTarget
-from tests.party_processes import pid_of
+from tests.party_processes import pid_of, run_in_thread
 
 TINY = str(Path(__file__).resolve().parent.parent / "topologies" / "tiny.yaml")
 
@@ -109,16 +108,7 @@ def test_a_relay_edge_that_drops_duplicates_reorders_or_relays_for_others_is_cau
 def test_a_relay_edge_server_killed_mid_run_loses_no_upload(tmp_path):
     out = tmp_path / "run"
     config = _relay(out, 15.0, supervised=("edge1",))
-    result: dict = {}
-
-    def coordinate() -> None:
-        try:
-            result["summary"] = asyncio.run(run_federated(config))
-        except BaseException as error:  # reported by the assertion below
-            result["error"] = repr(error)
-
-    coordinator = threading.Thread(target=coordinate, daemon=True)
-    coordinator.start()
+    coordinator, result = run_in_thread(lambda: asyncio.run(run_federated(config)))
     give_up = time.time() + 240
     while not (out / "run.json").exists() and "error" not in result:
         assert time.time() < give_up, "the run never started"

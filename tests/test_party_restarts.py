@@ -10,7 +10,6 @@ import csv
 import json
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from fl_crb.runtime.local_run import TERMINAL_DOWN, LocalRunConfig, run_local
 from fl_crb.runtime.party_supervisor import RESTART_LIMIT, RunWindow, Supervision
 from fl_crb.runtime.terminal import terminal_workload
 from fl_crb.topology import load_topology
-from tests.party_processes import pid_of
+from tests.party_processes import pid_of, run_in_thread
 
 TOPOLOGIES = Path(__file__).resolve().parent.parent / "topologies"
 TINY = str(TOPOLOGIES / "tiny.yaml")
@@ -46,16 +45,7 @@ def test_a_supervised_terminal_and_edge_server_killed_mid_run_come_back(tmp_path
         supervised=("t2", "edge2"),
         realtime_priority=1 if os.geteuid() == 0 else None,
     )
-    result: dict = {}
-
-    def coordinate() -> None:
-        try:
-            result["summary"] = asyncio.run(run_local(config))
-        except BaseException as error:  # reported by the assertion below
-            result["error"] = repr(error)
-
-    coordinator = threading.Thread(target=coordinate, daemon=True)
-    coordinator.start()
+    coordinator, result = run_in_thread(lambda: asyncio.run(run_local(config)))
     _wait_for(lambda: (out / "run.json").exists() or "error" in result, 60, "the epoch")
     assert "error" not in result, result["error"]
     run = json.loads((out / "run.json").read_text())
