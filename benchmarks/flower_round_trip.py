@@ -14,7 +14,7 @@ Settings:
                    0.05 s polls saturate a 2-core machine once 8 nodes poll at 20 Hz
   tuned            short polls + ClientApps forked from a warm process (`warm_executor`)
   tuned+meter      tuned, with the `WireMeter` proxy counting bytes (its overhead)
-  tuned-1s         tuned with 1 s polls: less CPU on idle polls, a longer wait for each
+  tuned-1s, -2s    tuned with 1 s or 2 s polls: less CPU on idle polls, a longer wait
 
 The accelerators run only with the Flower they patch (`accelerators.SUPPORTED_FLOWER`);
 with another, every setting runs stock Flower, as the line after each setting says. For
@@ -50,7 +50,14 @@ SETTINGS = {
     "short-polls": SHORT,
     "tuned": {**SHORT, "warm_clientapps": True},
     "tuned+meter": {**SHORT, "warm_clientapps": True, "meter_wire": True},
-    "tuned-1s": {"superexec_poll_s": 1.0, "supernode_idle_poll_s": 1.0, "warm_clientapps": True},
+    **{
+        f"tuned-{poll_s}s": {
+            "superexec_poll_s": float(poll_s),
+            "supernode_idle_poll_s": float(poll_s),
+            "warm_clientapps": True,
+        }
+        for poll_s in (1, 2)
+    },
 }
 REFERENCE = ("tuned", "0:0")
 BIG = 5_000_000
