@@ -40,6 +40,7 @@ FRAMING = Framing(
     exchange_down_bytes=2000.0,
     down_per_request_byte=1.0,
     pulls_per_exchange=2.0,
+    requests_per_exchange=10.0,
     pull_up_bytes=100.0,
     pull_down_bytes=50.0,
     heartbeat_up_bytes=240.0,
@@ -315,7 +316,8 @@ def test_overhead_report_states_the_verdict_and_plots_every_sweep(tmp_path):
     ]
     text = overhead_summary(config, base, FRAMING, sealed, rows, federated_rows=[])
     default = round_bytes(base, FRAMING).upload_wire_ratio
-    assert f"a terminal sends {default:.1f} bytes per byte of trajectory payload: above" in text
+    assert f"a terminal sends {default:.1f} bytes per byte of trajectory payload (before" in text
+    assert "records, which the uplinks section adds): above the 1.2 target" in text
     floor = ratio_floor(replace(base, poll_period_s=3.0), FRAMING)
     assert "No round period meets the target" in text and f"tends to {floor:.2f}" in text
     assert "1 real uploads sealed and opened; 0 differ" in text

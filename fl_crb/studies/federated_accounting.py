@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 
 
@@ -51,6 +53,9 @@ class FederatedBytes:
     """Authority rounds recorded."""
     round_s: float
     """Mean seconds from one round's start to the next's (authority/rounds.jsonl)."""
+    exchange_s: float
+    """Mean seconds a terminal's SuperNode spent between pulling a collect message and
+    sending its reply (its Flower log; `mean_busy_s`), 0 without logs."""
     decisions: int
     """Tasks of all terminals in tasks.csv (one decision each)."""
     payload_bytes: float
@@ -118,7 +123,8 @@ def federated_bytes(run_dir: str | Path) -> FederatedBytes:
         poll_period_s=poll_s,
         terminals=terminals,
         rounds=rounds,
-        round_s=_mean_round_s(run / "authority" / "rounds.jsonl"),
+        round_s=mean_round_s(run / "authority" / "rounds.jsonl"),
+        exchange_s=mean_busy_s(run / "flower" / "logs", {r["node"] for r in records}, "collect"),
         decisions=decisions,
         payload_bytes=payload / per,
         encryption_bytes=total("encryption_overhead_bytes") / per,
@@ -164,7 +170,7 @@ def _terminal_tx_bytes(path: Path, terminals: int) -> float:
     return sum(sent) / terminals
 
 
-def _mean_round_s(path: Path) -> float:
+def mean_round_s(path: Path) -> float:
     """Mean start-to-start time of the rounds (NaN with fewer than two)."""
     if not path.exists():
         raise ValueError(f"{path} does not exist: the authority recorded no round")
@@ -176,6 +182,33 @@ def _mean_round_s(path: Path) -> float:
     if len(starts) < 2:
         return float("nan")
     return (max(starts) - min(starts)) / (len(starts) - 1)
+
+
+_NODE_LOG_LINE = re.compile(
+    r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\S*:\s+(Receiving|Sending): query\.(\w+)"
+)
+"""A Flower SuperNode's timestamped log line of a message it pulled or a reply it sent."""
+
+
+def mean_busy_s(logs: Path, nodes: set[str], message_type: str) -> float:
+    """Mean seconds from a node's "Receiving: query.TYPE" to its next "Sending" line in its
+    Flower log (flower/logs/node-NAME.log), over `nodes`: the time its loop pulls nothing
+    (fast_supernode turns the timestamps on). 0 when no log has such a pair."""
+    spans = []
+    for node in sorted(nodes):
+        path = logs / f"node-{node}.log"
+        if not path.exists():
+            continue
+        received = None
+        for match in _NODE_LOG_LINE.finditer(path.read_text(encoding="utf-8", errors="replace")):
+            stamp, kind, message = match.groups()
+            at = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            if kind == "Receiving" and message == message_type:
+                received = at
+            elif kind == "Sending" and received is not None:
+                spans.append(at - received)
+                received = None
+    return sum(spans) / len(spans) if spans else 0.0
 
 
 def _tasks(path: Path) -> tuple[int, float]:

@@ -21,8 +21,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fl_crb.studies.federated_accounting import FederatedBytes, federated_bytes
+from fl_crb.studies.link_capture import LinkCapture, classify_links, link_rows
 from fl_crb.studies.overhead_model import Framing, OverheadSetting, round_bytes
-from fl_crb.studies.report import markdown_table
+from fl_crb.studies.relay_accounting import RelayBytes, relay_bytes
+from fl_crb.studies.report import markdown_table, write_csv
 
 FACES = ("auto", "emulated", "local")
 """Where whole federated runs happen: `emulated` (Mininet), `local` (loopback), or `auto`
@@ -98,21 +100,25 @@ class FederatedSetting:
     poll_period_s: float
     """The SuperNodes' idle pull period (`FederatedRunConfig.supernode_idle_poll_s` on
     either face)."""
+    uplink: str = "direct"
+    """`FederatedRunConfig.uplink`: "direct" (terminal SuperNodes) or "relay" (through the
+    edges; always on the local face, where the capture sees the terminals' links)."""
 
 
 def model_beside_measured(
     base: OverheadSetting, framing: Framing, measured: FederatedBytes
 ) -> dict:
     """A federated run's measured bytes with the model's at its terminals, the poll period
-    its run.json records and its measured mean round length (a round lasts at least one
-    Flower exchange, so it can be longer than the configured period); `face` says where
-    it ran."""
+    its run.json records, its measured mean round length (a round lasts at least one
+    Flower exchange, so it can be longer than the configured period) and how long its
+    terminals' SuperNodes were busy in each exchange; `face` says where it ran."""
     round_s = measured.round_s if math.isfinite(measured.round_s) else measured.configured_round_s
     setting = replace(
         base,
         terminals=measured.terminals,
         round_period_s=round_s,
         poll_period_s=measured.poll_period_s,
+        exchange_s=measured.exchange_s,
     )
     model = round_bytes(setting, framing)
     return {
@@ -144,6 +150,13 @@ def _local_run(
     topology: str, duration_s: float, run: FederatedSetting, run_dir: Path
 ) -> FederatedBytes:
     """One whole federated run on loopback, reduced to its terminals' bytes."""
+    asyncio.run(_run_federated_locally(topology, duration_s, run, run_dir))
+    return federated_bytes(run_dir)
+
+
+async def _run_federated_locally(
+    topology: str, duration_s: float, run: FederatedSetting, run_dir: Path
+) -> None:
     from fl_crb.federation.deploy.federated_run import run_federated
     from fl_crb.federation.deploy.run_config import FederatedRunConfig, federated_parties
     from fl_crb.runtime.config import RunTarget
@@ -153,9 +166,22 @@ def _local_run(
         parties=federated_parties(target, str(run_dir)),
         round_period_s=run.round_period_s,
         supernode_idle_poll_s=run.poll_period_s,
+        uplink=run.uplink,
     )
-    asyncio.run(run_federated(run_config))
-    return federated_bytes(run_dir)
+    await run_federated(run_config)
+
+
+def run_relay(
+    topology: str, duration_s: float, run: FederatedSetting, run_dir: Path, base: OverheadSetting
+) -> RelayBytes:
+    """One whole relay-uplink run on loopback with every packet captured (root only),
+    reduced to its terminals' link bytes and its edges' cloud-link bytes."""
+    with LinkCapture("lo") as capture:
+        asyncio.run(_run_federated_locally(topology, duration_s, run, run_dir))
+    capture.check_complete()
+    links = classify_links(capture.packets)
+    write_csv(run_dir / "terminal-links.csv", link_rows(links))
+    return relay_bytes(run_dir, links, base, duration_s)
 
 
 def _emulated_run(

@@ -17,7 +17,9 @@ trajectories per round:
     sent        = X_up + s_up·reply + pulls·u_pull + R/H · u_beat
     received    = X_down + s_down·W + pulls·d_pull + R/H · d_beat
 
-where pulls = max(R/q − pulls inside the exchange, 0) are the idle pulls of a round,
+where pulls = max((R − L)/q − pulls inside the exchange, 0) are the idle pulls of a round
+(L: the seconds the node spends between pulling the message and sending its reply, when
+its loop pulls nothing; measured in a whole run's Flower node logs, 0 in the sweeps),
 W = serialization.weights_payload_bytes of the Q-network, and X, s (fixed and per-byte
 cost of an exchange in each direction), u/d (bytes of one pull and one heartbeat each
 way), H and the pulls inside an exchange come from `Framing`, measured on real Flower
@@ -73,6 +75,10 @@ class OverheadSetting:
     """δ, seconds per slot."""
     terminal_prefix: str = "t"
     """Terminal ids are prefix + index (1..D), as the topology names hosts."""
+    exchange_s: float = 0.0
+    """Seconds a SuperNode spends in an exchange between pulling the message and sending
+    its reply, when its loop pulls nothing (a run's Flower node log, Receiving → Sending;
+    `federated_accounting.mean_busy_s`)."""
 
     def __post_init__(self) -> None:
         for name in ("terminals", "edges", "history_slots", "trajectory_length"):
@@ -85,6 +91,8 @@ class OverheadSetting:
                 raise ValueError(
                     f"OverheadSetting.{name} must be > 0 s, got {getattr(self, name)!r}"
                 )
+        if not self.exchange_s >= 0:
+            raise ValueError(f"OverheadSetting.exchange_s must be >= 0 s, got {self.exchange_s!r}")
         if not 0 < self.task_probability <= 1:
             raise ValueError(
                 "OverheadSetting.task_probability must lie in (0, 1], got "
@@ -115,6 +123,8 @@ class Framing:
     """SuperLink → node bytes per byte of request payload."""
     pulls_per_exchange: float
     """Pull requests the exchange's fixed bytes already contain."""
+    requests_per_exchange: float
+    """HTTP requests of one exchange (pulls, the reply's push, its objects, confirmations)."""
     pull_up_bytes: float
     """Node → SuperLink bytes of one pull request."""
     pull_down_bytes: float
@@ -186,7 +196,7 @@ def round_bytes(setting: OverheadSetting, framing: Framing) -> RoundBytes:
     exchange_up = (
         framing.exchange_up_bytes + framing.up_per_reply_byte * reply - payload - encryption
     )
-    pulls = max(setting.round_period_s / setting.poll_period_s - framing.pulls_per_exchange, 0.0)
+    pulls = idle_pulls(setting, framing)
     beats = setting.round_period_s / framing.heartbeat_interval_s
     polling_up = pulls * framing.pull_up_bytes + beats * framing.heartbeat_up_bytes
     weights = weights_payload_bytes(setting.weight_shapes(), setting.precision)
@@ -207,6 +217,13 @@ def round_bytes(setting: OverheadSetting, framing: Framing) -> RoundBytes:
         upload_wire_ratio=sent / payload,
         total_wire_ratio=(sent + received) / payload,
     )
+
+
+def idle_pulls(setting: OverheadSetting, framing: Framing) -> float:
+    """Idle pulls of a round: one every q while the node is not busy in its exchange, less
+    those the exchange's measured bytes hold already."""
+    pulls = (setting.round_period_s - setting.exchange_s) / setting.poll_period_s
+    return max(pulls - framing.pulls_per_exchange, 0.0)
 
 
 def list_framing_bytes(envelopes: float) -> float:

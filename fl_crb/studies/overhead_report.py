@@ -108,7 +108,8 @@ def verdict(base: OverheadSetting, framing: Framing) -> str:
     text = (
         f"At the defaults (authority rounds every {base.round_period_s:g} s, SuperNodes "
         f"pulling every {base.poll_period_s:g} s) a terminal sends "
-        f"{default.upload_wire_ratio:.1f} bytes per byte of trajectory payload: "
+        f"{default.upload_wire_ratio:.1f} bytes per byte of trajectory payload (before TLS "
+        "records, which the uplinks section adds): "
         + ("within" if default.upload_wire_ratio <= TARGET_RATIO else "above")
         + f" the {TARGET_RATIO} target. Of what it sends, {shares}. At this load a "
         f"terminal produces {payload_rate:.0f} B/s of trajectory payload, while Flower "
@@ -180,7 +181,7 @@ def overhead_summary(
         f"{base.round_period_s:g} s, SuperNode pulls every {base.poll_period_s:g} s, "
         f"{base.precision}, p = {base.task_probability:.4f} tasks per slot.",
         "",
-        "## Verdict",
+        "## Verdict (direct uplink: every terminal a SuperNode)",
         "",
         text,
         "",

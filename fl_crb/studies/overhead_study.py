@@ -7,6 +7,10 @@ Writes into the output folder:
     framing.json           the framing fit (`overhead_model.Framing`) used by the sweeps
     federated.csv          measured bytes of whole federated runs, each with its face
     federated-runs/        their run folders
+    relay.csv              the relay-uplink run: terminal links from captured packets, the
+                           edges' cloud link from the accounting
+    uplinks.csv            both uplinks modelled along the round period, with breakdowns
+    model-vs-measured.csv  the model beside each whole run, per mode, with relative errors
     overhead.csv           the model per sweep point: terminals, n, round period, SuperNode
                            poll period, precision
     overhead.png           bytes per terminal per round, split, along each sweep
@@ -21,6 +25,7 @@ Whole federated runs happen on the emulated (Mininet) or the local (loopback) fa
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -33,6 +38,7 @@ from fl_crb.studies.federated_runs import (
     faces_section,
     host_facts,
     model_beside_measured,
+    run_relay,
     run_whole,
 )
 from fl_crb.studies.overhead_model import (
@@ -44,10 +50,14 @@ from fl_crb.studies.overhead_model import (
     round_bytes,
 )
 from fl_crb.studies.overhead_report import overhead_summary, plot_overhead
+from fl_crb.studies.relay_report import headline, model_errors, uplink_rows, uplinks_section
 from fl_crb.studies.report import write_csv
 from fl_crb.studies.trajectory_source import collect_trajectories
 from fl_crb.studies.wire_measurement import measure_flower_framing, measure_sealed_uploads
 from fl_crb.topology import load_topology
+
+RELAY_RUN = FederatedSetting(4, DEFAULT_ROUND_PERIOD_S, DEFAULT_POLL_PERIOD_S, "relay")
+"""The study's relay-uplink run: as its first direct run, through the edges."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,8 @@ class OverheadStudyConfig:
     """Seconds of arrivals of each federated run."""
     face: str = "auto"
     """Where the whole federated runs happen (`FACES`): emulated, local, or auto."""
+    relay_run: FederatedSetting | None = RELAY_RUN
+    """The whole relay-uplink run whose terminal links are captured (local face, root)."""
     defaults: dict = field(default_factory=dict)
     """OverheadSetting fields to override at every sweep point."""
 
@@ -209,12 +221,38 @@ def run_overhead_study(
         federated_rows.append(model_beside_measured(base, framing, measured))
     if federated_rows:
         write_csv(out / "federated.csv", federated_rows)
+    relay, relay_missing = None, "no relay run configured"
+    if config.relay_run is not None and os.geteuid() != 0:
+        relay_missing = f"capturing the terminal links needs root (running as uid {os.geteuid()})"
+    elif config.relay_run is not None:
+        run = config.relay_run
+        progress(
+            f"relay-uplink run (local face, packets on loopback captured): {run.terminals} "
+            f"terminals, rounds every {run.round_period_s:g} s, pulls every {run.poll_period_s:g} s"
+        )
+        name = f"local-relay-terminals-{run.terminals}-round-{run.round_period_s:g}s"
+        relay = run_relay(
+            config.topology, config.federated_duration_s, run, out / "federated-runs" / name, base
+        )
+        write_csv(out / "relay.csv", [relay.as_dict()])
+    uplinks = uplink_rows(base, framing, config.round_periods_s, (STOCK_POLL_PERIOD_S,))
+    write_csv(out / "uplinks.csv", uplinks)
+    errors = model_errors(base, framing, relay, federated_rows)
+    write_csv(out / "model-vs-measured.csv", errors)
+    for line in headline(base, framing, relay):
+        progress(line)
+    for row in errors:
+        progress(
+            f"model vs measured, {row['quantity']}: {row['model']:.4g} vs {row['measured']:.4g} "
+            f"({100 * row['relative_error']:+.1f}%)"
+        )
 
     rows = sweep(base, config, framing)
     write_csv(out / "overhead.csv", rows)
     plot_overhead(out / "overhead.png", rows, base, framing)
     summary = out / "summary.md"
     text = overhead_summary(config, base, framing, sealed_rows, rows, federated_rows)
+    text += uplinks_section(base, framing, uplinks, errors, relay, relay_missing)
     if federated_rows:
         text += faces_section(federated_rows, face_reason)
     summary.write_text(text, encoding="utf-8")

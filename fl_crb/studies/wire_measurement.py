@@ -162,13 +162,14 @@ def measure_flower_framing(
         before = federation.meter.snapshot()
         time.sleep(idle_s)
         after = federation.meter.snapshot()
-    exchanges, pulls = [], []
+    exchanges, pulls, requests = [], [], []
     probes = [r for r in result["exchanges"] if r["message_type"] == "query.probe"]
     for index, record in enumerate(probes):  # in plan order: every upload size, then downloads
         labels = record["wire"].get("t1", {})
         counters = labels.values()
         upload = index < len(sizes) * rounds
         pulls.append(labels.get(PULL_LABEL, {}).get("requests", 0))
+        requests.append(sum(c.get("requests", 0) for c in counters))
         exchanges.append(
             ExchangeBytes(
                 direction="upload" if upload else "download",
@@ -188,6 +189,7 @@ def measure_flower_framing(
         exchange_down_bytes=down_fixed,
         down_per_request_byte=down_slope,
         pulls_per_exchange=float(np.mean(pulls)),
+        requests_per_exchange=float(np.mean(requests)),
         pull_up_bytes=pull_up,
         pull_down_bytes=pull_down,
         heartbeat_up_bytes=beat_up,
