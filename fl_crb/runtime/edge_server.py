@@ -25,7 +25,9 @@ acknowledged already, is answered STORED too, with the newest acknowledgement ag
 It looks at the store's acknowledgements every `WEIGHTS_POLL_S` and passes each new one
 on to its terminal (ACK), and the newest one to each terminal as soon as it connects. An
 UPLOAD from a terminal it does not manage, or to an edge without a store, is a protocol
-error.
+error. The store keeps each upload in a worker thread of its own (`_store_worker`, one, so
+uploads are kept and answered in the order they came): keeping one is a write and an fsync,
+which on a busy disk took tens of milliseconds, and the slot loop must not wait for it.
 
 CPU speed is emulated by accounting, not by burning cycles: a task's remaining work is in
 bits and each slot takes away S_d / Q_e(t) of them, as in the simulator.
@@ -48,11 +50,13 @@ the port in the edge's config) begins at the current slot and appends to its rec
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sys
 import time
 import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -179,6 +183,12 @@ class EdgeServer:
         self._watcher: asyncio.Task | None = None
         self.upload_store = uploads
         """Where the uploads of its terminals go (relay uplink); None: it takes none."""
+        self._store_worker = (
+            None if uploads is None else ThreadPoolExecutor(1, thread_name_prefix="upload-store")
+        )
+        """The one thread that keeps uploads in the store, in the order they came."""
+        self._keeping: asyncio.Future | None = None
+        """The upload handed to the store worker last (the ones before it are done)."""
         self._acks_sent: dict[int, bytes] = {}
         """Per connected managed terminal, the acknowledgement last passed on to it."""
         self.clock: SlotClock | None = None
@@ -266,6 +276,10 @@ class EdgeServer:
         for task in (self._watcher, *self._pushes.values()):
             if task is not None:
                 task.cancel()
+        if self._store_worker is not None:
+            if self._keeping is not None:  # the last upload taken is kept before the end
+                await asyncio.wait([self._keeping])
+            self._store_worker.shutdown()
         for connection in list(self.connections.values()):
             connection.close()
         if self._server is not None:
@@ -343,16 +357,36 @@ class EdgeServer:
                 self.stats["acks_passed_on"] += 1
 
     def _upload(self, terminal: int, connection: FramedConnection, upload: Upload) -> None:
-        """Keep a managed terminal's upload in the store, then answer STORED."""
+        """Hand a managed terminal's upload to the store worker; `_kept` answers STORED
+        once it is kept."""
         if self.upload_store is None or terminal not in self.managed:
             why = "relays no uploads" if self.upload_store is None else "does not manage it"
             raise ProtocolError(connection.peer, f"UPLOAD {upload.post_id}: {self.name} {why}")
-        try:
-            kept = self.upload_store.keep(terminal, upload.post_id, upload.blob)
-        except OSError as error:  # not kept: no STORED, the terminal sends it again
+        keeping = asyncio.get_running_loop().run_in_executor(
+            self._store_worker, self.upload_store.keep, terminal, upload.post_id, upload.blob
+        )
+        keeping.add_done_callback(functools.partial(self._kept, terminal, connection, upload))
+        self._keeping = keeping
+
+    def _kept(
+        self, terminal: int, connection: FramedConnection, upload: Upload, keeping: asyncio.Future
+    ) -> None:
+        """The store worker is done with an upload: answer STORED if it is kept (or needs
+        no keeping); an upload it could not keep gets no answer, so the terminal sends it
+        again."""
+        if keeping.cancelled():
+            return
+        error = keeping.exception()
+        if isinstance(error, OSError):
             self.stats["upload_store_errors"] += 1
             log.error("%s: cannot keep upload %d: %s", self.name, upload.post_id, error)
             return
+        if error is not None:  # the store is broken (e.g. unreadable acknowledgements)
+            self.stats["upload_store_errors"] += 1
+            log.error("%s: keeping upload %d failed: %s", self.name, upload.post_id, error)
+            connection.close(f"{self.name} cannot keep upload {upload.post_id}: {error}")
+            return
+        kept = keeping.result()
         self.stats["uploads_kept" if kept else "uploads_not_kept"] += 1
         if not kept:  # acknowledged already: its terminal may lack the acknowledgement
             self._acks_sent.pop(terminal, None)

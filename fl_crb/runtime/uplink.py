@@ -53,7 +53,9 @@ class Uplink:
         """μ^tran: slots a task arriving in `slot` would wait for the uplink."""
         return self.queue.wait_slots(slot)
 
-    def push(self, record: LiveTask, payload: bytes, connection: FramedConnection) -> None:
+    def push(
+        self, record: LiveTask, payload: bytes | memoryview, connection: FramedConnection
+    ) -> None:
         """Queue an offloaded task (its TASK header is already on its way)."""
         self.queue.push(record.task_id, record.deadline_slot, record.size_bits)
         self._outgoing[record.task_id] = _Outgoing(record, memoryview(payload), connection)
