@@ -24,7 +24,9 @@ Flower) the parts around the SuperNode merge (`push_to_clientapp`, `handler_to_a
 It also prints the rounds (count, mean and median exchange, missed nodes), the authority's
 own work per round (rounds.jsonl `authority`: wall seconds per phase, its CPU seconds), and,
 given the samples of `benchmarks/cpu_by_role.py` taken during the run (--cpu), the CPU
-per role during the rounds' exchanges and the machine's busy share.
+per role during the rounds' exchanges and during the run's slots (its epoch to its last
+arrival slot's end: what the slot clocks compete for), with each role's CPU per process
+and its kernel share, and the machine's busy share.
 
     .venv/bin/python benchmarks/round_breakdown.py RUN_FOLDER [--cpu CPU.jsonl] [--json]
 """
@@ -179,31 +181,58 @@ def breakdown(run: Path, cpu_path: Path | None) -> dict:
         "authority_s": {phase: quantiles(v) for phase, v in work.items()},
     }
     if cpu_path is not None:
-        result["cpu"] = cpu_during_exchanges(read_jsonl(cpu_path), rounds)
+        samples = read_jsonl(cpu_path)
+        windows = [(r["start_unix_s"], r["start_unix_s"] + r["exchange_s"] + 1.0) for r in rounds]
+        result["cpu"] = cpu_in_windows(samples, windows)
+        slots = slot_window(run)
+        if slots is not None:
+            result["cpu_during_slots"] = cpu_in_windows(samples, [slots])
     return result
 
 
-def cpu_during_exchanges(samples: list[dict], rounds: list[dict]) -> dict:
-    """CPU per role (cores, i.e. CPU seconds per second) averaged over the samples that
-    fall inside a round's exchange, and the machine's busy share then."""
-    windows = [(r["start_unix_s"], r["start_unix_s"] + r["exchange_s"] + 1.0) for r in rounds]
+def slot_window(run: Path) -> tuple[float, float] | None:
+    """(start, end) Unix times of a run's slots: its epoch to its last arrival slot's end;
+    None when the run folder does not say (no run.json epoch or summary.json yet)."""
+    try:
+        epoch = json.loads((run / "run.json").read_text())["epoch_unix_s"]
+        summary = json.loads((run / "summary.json").read_text())
+        return epoch, epoch + summary["arrival_slots"] * summary["slot_s"]
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def cpu_in_windows(samples: list[dict], windows: list[tuple[float, float]]) -> dict:
+    """CPU per role (cores, i.e. CPU seconds per second) over the samples that end inside
+    one of `windows`, its kernel part, the most processes of each role seen, and the
+    machine's busy share then. A sample covers `elapsed_s` (older samples: `interval_s`)."""
     inside = [s for s in samples if any(a <= s["unix_s"] <= b for a, b in windows)]
     if not inside:
         return {"samples": 0}
-    seconds = sum(s["interval_s"] for s in inside)
+    seconds = sum(s.get("elapsed_s", s["interval_s"]) for s in inside)
     roles: dict[str, float] = {}
+    system: dict[str, float] = {}
+    counts: dict[str, int] = {}
     for s in inside:
         for role, cpu_s in s["cpu_s"].items():
             roles[role] = roles.get(role, 0.0) + cpu_s
-    last_counts = inside[-1]["processes"]
+        for role, cpu_s in s.get("system_s", {}).items():
+            system[role] = system.get(role, 0.0) + cpu_s
+        for role, count in s["processes"].items():
+            counts[role] = max(counts.get(role, 0), count)
     return {
         "samples": len(inside),
+        "seconds": round(seconds, 1),
         "busy_share": statistics.fmean(s["busy_share"] for s in inside),
         "cores_by_role": {
             role: round(cpu_s / seconds, 3)
             for role, cpu_s in sorted(roles.items(), key=lambda item: -item[1])
         },
-        "processes": last_counts,
+        "system_share_by_role": {
+            role: round(system.get(role, 0.0) / cpu_s, 2)
+            for role, cpu_s in roles.items()
+            if cpu_s and system  # older samples carry no system_s
+        },
+        "processes": counts,
     }
 
 
@@ -223,15 +252,26 @@ def print_report(result: dict) -> None:
     print("\nthe authority's own work per round, seconds (wall per phase; cpu: its process):")
     for phase, q in result["authority_s"].items():
         print(f"  {phase:<22}{q['median']:9.3f}{q['mean']:9.3f}{q['p90']:9.3f}")
-    cpu = result.get("cpu")
-    if cpu and cpu.get("samples"):
-        print(
-            f"\nCPU during the exchanges ({cpu['samples']} samples; machine busy "
-            f"{cpu['busy_share'] * 100:.0f}% of 2 cores), cores per role:"
-        )
-        for role, cores in cpu["cores_by_role"].items():
-            count = cpu["processes"].get(role, 0)
-            print(f"  {role:<22}{cores:9.3f}  ({count} processes)")
+    for key, when in (("cpu", "the exchanges"), ("cpu_during_slots", "the slots")):
+        cpu = result.get(key)
+        if cpu and cpu.get("samples"):
+            print_cpu(cpu, when)
+
+
+def print_cpu(cpu: dict, when: str) -> None:
+    print(
+        f"\nCPU during {when} ({cpu['samples']} samples, {cpu['seconds']} s; machine busy "
+        f"{cpu['busy_share'] * 100:.0f}% of 2 cores), cores per role:"
+    )
+    print(f"  {'role':<18}{'cores':>7}{'processes':>11}{'ms/s each':>11}{'kernel':>8}")
+    for role, cores in cpu["cores_by_role"].items():
+        if cores < 0.001:
+            continue
+        count = cpu["processes"].get(role, 0)
+        each = f"{cores / count * 1e3:11.1f}" if count else f"{'':>11}"
+        kernel = cpu["system_share_by_role"].get(role)
+        share = "" if kernel is None else f"{kernel * 100:7.0f}%"
+        print(f"  {role:<18}{cores:7.3f}{count:11d}{each}{share}")
 
 
 def main() -> None:
