@@ -55,7 +55,9 @@ def _stores_empty(out: Path) -> None:
 def test_a_relay_run_carries_every_upload_through_the_edges_and_acknowledges_it(tmp_path):
     """t2 also posts one tampered upload: the authority refuses it as it would a direct one."""
     out = tmp_path / "run"
-    summary = asyncio.run(run_federated(_relay(out, 15.0, upload_faults=(("t2", "tamper@2"),))))
+    # each upload handed over as it is sealed, so that acknowledgements come back in 15 s
+    config = _relay(out, 15.0, upload_faults=(("t2", "tamper@2"),), relay_handover=1)
+    summary = asyncio.run(run_federated(config))
     federation = summary["federation"]
     assert summary["failed_parties"] == []
     assert json.loads((out / "run.json").read_text())["federated"]["uplink"] == "relay"

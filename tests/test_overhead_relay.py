@@ -27,7 +27,6 @@ from fl_crb.studies.relay_model import (
     acks_per_upload,
     direct_cloud_link,
     edge_cloud_link,
-    handover_sent_ratio,
     terminal_link,
 )
 from fl_crb.studies.relay_report import headline, model_errors, uplink_rows, uplinks_section
@@ -43,21 +42,23 @@ def test_terminal_link_model_is_built_from_the_protocols_real_frames():
     upload = encode(Upload(7, b"\1" * envelope))
     stored = encode(Stored(7))
     ack = encode(Ack(b"\1" * ack_bytes("t4")))
+    h = SEGMENT_HEADER_BYTES
     assert len(upload) <= MSS_BYTES  # one Ethernet segment per upload at n = 4
-    link = terminal_link(SETTING)
-    per_upload = link.sent_bytes / link.trajectories
-    a = acks_per_upload(k)
-    assert per_upload == pytest.approx(
-        len(upload) + SEGMENT_HEADER_BYTES + (1 + a) * SEGMENT_HEADER_BYTES
-    )
-    assert link.received_bytes / link.trajectories == pytest.approx(
-        len(stored) + SEGMENT_HEADER_BYTES + a * (len(ack) + SEGMENT_HEADER_BYTES)
-    )
-    assert link.payload_bytes / link.trajectories == pytest.approx(payload)
+    for b in (1, 4):
+        link = terminal_link(replace(SETTING, relay_handover=b))
+        segments = math.ceil(b * len(upload) / MSS_BYTES)
+        a = acks_per_upload(k, b)
+        assert link.sent_bytes / link.trajectories == pytest.approx(
+            len(upload) + segments / b * h + (1 / b + a) * h
+        )
+        assert link.received_bytes / link.trajectories == pytest.approx(
+            len(stored) + h / b + a * (len(ack) + h)
+        )
+        assert link.payload_bytes / link.trajectories == pytest.approx(payload)
 
 
 def test_a_long_trajectory_takes_several_segments_and_acks_shrink_with_longer_rounds():
-    long = terminal_link(replace(SETTING, trajectory_length=16))
+    long = terminal_link(replace(SETTING, trajectory_length=16, relay_handover=1))
     frame = (long.payload_bytes + long.encryption_bytes + long.frame_header_bytes) / (
         long.trajectories
     )
@@ -253,14 +254,10 @@ def test_relay_bytes_reduce_the_classified_links_and_the_edges_accounting(tmp_pa
         relay_bytes(run, [other], SETTING, duration_s=60.0)
 
 
-def test_handing_uploads_over_together_meets_the_target_only_with_one_stored_write():
-    payload = trajectory_payload_bytes(4, 10, 4, "float32")
-    frame = len(encode(Upload(1, b"\1" * (payload + overhead_bytes("t4")))))
-    h = SEGMENT_HEADER_BYTES
-    assert handover_sent_ratio(SETTING, 1) == pytest.approx((frame + 3 * h) / payload)
-    four = 4 * frame + (math.ceil(4 * frame / MSS_BYTES) + 2) * h
-    assert handover_sent_ratio(SETTING, 4) == pytest.approx(four / (4 * payload))
-    assert handover_sent_ratio(SETTING, 4) <= 1.2
-    assert handover_sent_ratio(SETTING, 64, stored_in_one_write=False) > 1.2
-    with pytest.raises(ValueError, match="uploads_per_handover"):
-        handover_sent_ratio(SETTING, 0)
+def test_handing_uploads_over_four_at_a_time_meets_the_target_one_at_a_time_does_not():
+    one = terminal_link(replace(SETTING, relay_handover=1)).sent_ratio
+    four = terminal_link(replace(SETTING, relay_handover=4)).sent_ratio
+    assert one > 1.2 >= four
+    assert SETTING.relay_handover == 4  # the federation's default
+    with pytest.raises(ValueError, match="relay_handover"):
+        replace(SETTING, relay_handover=0)

@@ -70,6 +70,7 @@ def test_terminals_hand_their_sealed_uploads_to_their_edge_and_drop_only_what_is
             agent=METHOD.agent_config(),
             epsilon=0.0,
             uplink=RELAY,
+            relay_handover=1,  # each upload as it is sealed: the per-upload protocol
         )
 
     def edge_federation(e: int, name: str) -> FederatedEdge:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -181,8 +182,13 @@ def test_the_terminal_deletes_uploads_only_on_a_valid_acknowledgement(tmp_path, 
     outbox = TerminalRelayOutbox(mailbox, poster, terminal, RUN_ID)
     for n in range(3):
         poster.post(f"envelope{n}".encode(), n + 2)
-    assert outbox.posted_since() == [(1, b"envelope0"), (2, b"envelope1"), (3, b"envelope2")]
-    assert outbox.posted_since() == []
+    assert outbox.posted_since() == []  # gathered for a hand-over of 4
+    assert outbox.posted_since(final=True) == [
+        (1, b"envelope0"),
+        (2, b"envelope1"),
+        (3, b"envelope2"),
+    ]
+    assert outbox.posted_since(final=True) == []
     acks = authority.ack_authenticator(RUN_ID)
     first = acks.authenticate("t1", 2)
     tampered = first[:-1] + bytes([first[-1] ^ 1])
@@ -204,6 +210,45 @@ def test_the_terminal_deletes_uploads_only_on_a_valid_acknowledgement(tmp_path, 
     again.ack_arrived(newest)  # after a restart its edge sends the newest again
     again.ack_arrived(first)  # an older one is a replay
     assert (again.ack_duplicates, mailbox.handler_state()["refusals"]["ack"]["replay"]) == (1, 2)
+
+
+def test_the_terminal_hands_its_uploads_over_a_few_at_a_time_without_holding_any_long(
+    tmp_path, keys
+):
+    mailbox = TerminalMailbox(tmp_path / "t1")
+    poster = UploadPoster(mailbox)
+    outbox = TerminalRelayOutbox(
+        mailbox, poster, _terminal(keys, "t1"), RUN_ID, handover_uploads=3, handover_wait_s=0.2
+    )
+    posted = [(n + 1, f"envelope{n}".encode()) for n in range(4)]
+    for post_id, blob in posted[:2]:
+        poster.post(blob, post_id + 1)
+        assert outbox.posted_since() == []
+    poster.post(posted[2][1], 4)
+    assert outbox.posted_since() == posted[:3]  # three gathered: handed over together
+    poster.post(posted[3][1], 5)
+    assert outbox.posted_since() == []
+    time.sleep(0.25)
+    assert outbox.posted_since() == posted[3:]  # held long enough: goes alone
+    poster.post(b"envelope4", 6)
+    assert outbox.posted_since() == []
+    assert [post for post, _ in outbox.unacknowledged()] == [1, 2, 3, 4, 5]
+    assert outbox.posted_since(final=True) == []  # the reconnection carried the held one
+
+
+def test_the_relay_hand_over_is_a_count_of_uploads_and_only_for_the_relay_uplink(tmp_path, capsys):
+    from fl_crb.cli import main
+
+    base = ["federate", "--local", "--topology", "topologies/tiny.yaml", "--duration", "5s"]
+    base += ["--out", str(tmp_path)]
+    assert main([*base, "--relay-handover", "0", "--uplink", "relay"]) == 2
+    assert "--relay-handover must be at least 1 upload" in capsys.readouterr().err
+    assert main([*base, "--relay-handover", "2"]) == 2  # the direct uplink hands nothing over
+    assert "--relay-handover needs the relay uplink" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="relay hand-over must be >= 1"):
+        FederatedTerminal(
+            "t1", "/m", "/b", RUN_ID.hex(), None, 0.1, uplink="relay", relay_handover=0
+        )  # type: ignore[arg-type]
 
 
 def test_a_terminal_config_names_its_uplink():

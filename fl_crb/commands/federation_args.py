@@ -124,6 +124,13 @@ def add_federation_arguments(parser: argparse.ArgumentParser) -> None:
         "connection and carried by the edge's SuperNode (no SuperNode on the terminals)",
     )
     rounds.add_argument(
+        "--relay-handover",
+        type=int,
+        metavar="N",
+        help="relay uplink: uploads a terminal gathers before handing them to its edge in "
+        f"one write (default {FederatedRunConfig.relay_handover}; 1: each as it is sealed)",
+    )
+    rounds.add_argument(
         "--batches-per-round",
         type=BATCHES,
         help="training steps per edge per round (default: one per slot of the round period)",
@@ -137,7 +144,7 @@ def federation_flags_given(args: argparse.Namespace) -> list[str]:
     flags += [("--round-period", "round_period"), ("--epsilon", "epsilon")]
     flags += [("--batches-per-round", "batches_per_round")]
     flags += [("--round-deadline", "round_deadline"), ("--quorum", "quorum")]
-    flags += [("--uplink", "uplink")]
+    flags += [("--uplink", "uplink"), ("--relay-handover", "relay_handover")]
     return [flag for flag, name in flags if getattr(args, name) is not None]
 
 
@@ -170,6 +177,7 @@ def round_settings(args: argparse.Namespace) -> dict[str, object]:
         "epsilon": args.epsilon,
         "batches_per_round": args.batches_per_round,
         "uplink": args.uplink,
+        "relay_handover": args.relay_handover,
     }
     return _given(settings)
 

@@ -115,7 +115,9 @@ class FederatedDecider:
         self._run_id = bytes.fromhex(federation.upload_run_id_hex)
         self._sealer = keys.upload_sealer(self._run_id, self._poster.next_sequence)
         self._relay = (
-            TerminalRelayOutbox(self._mailbox, self._poster, keys, self._run_id)
+            TerminalRelayOutbox(
+                self._mailbox, self._poster, keys, self._run_id, federation.relay_handover
+            )
             if federation.uplink == runtime_config.RELAY
             else None
         )

@@ -70,15 +70,23 @@ class FramedConnection:
 
     def send(self, message: Message) -> None:
         """Queue one frame; raises `PeerGone` if the connection is closed or backed up."""
+        self._write(encode(message))
+
+    def send_many(self, messages: list[Message]) -> None:
+        """Queue frames in one write, so that they leave in as few segments as fit (each
+        segment costs a terminal's link its headers, and the peer's acknowledgement);
+        raises `PeerGone` if the connection is closed or backed up."""
+        self._write(b"".join(encode(message) for message in messages))
+
+    def _write(self, frames: bytes) -> None:
         if self.closed or self.writer.is_closing():
             raise PeerGone(f"connection to {self.peer} is closed")
         backlog = self.writer.transport.get_write_buffer_size()
         if backlog > self.max_backlog_bytes:
             self.close(f"{backlog} unsent bytes: the peer is not reading")
             raise PeerGone(f"{self.peer} is not reading ({backlog} bytes unsent)")
-        frame = encode(message)
-        self.writer.write(frame)
-        self.bytes_sent += len(frame)
+        self.writer.write(frames)
+        self.bytes_sent += len(frames)
 
     async def send_paced(self, message: Message) -> None:
         """Send one frame of bulk data (a weights chunk), then wait until the transport's

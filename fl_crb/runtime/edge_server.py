@@ -21,7 +21,8 @@ An edge server may also be given an `UploadStore` (`fl_crb.runtime.upload_relay`
 federation's relay uplink, `fl_crb.federation.relay`): then each terminal it manages may
 hand it uploads (UPLOAD frames, before or during the run). It keeps each one in the
 store, durably, before it answers STORED (an upload the store needs not keep, as it was
-acknowledged already, is answered STORED too, with the newest acknowledgement again).
+acknowledged already, is answered STORED too, with the newest acknowledgement again);
+the uploads of one hand-over are answered in one write, once the last of them is kept.
 It looks at the store's acknowledgements every `WEIGHTS_POLL_S` and passes each new one
 on to its terminal (ACK), and the newest one to each terminal as soon as it connects. An
 UPLOAD from a terminal it does not manage, or to an edge without a store, is a protocol
@@ -189,6 +190,11 @@ class EdgeServer:
         """The one thread that keeps uploads in the store, in the order they came."""
         self._keeping: asyncio.Future | None = None
         """The upload handed to the store worker last (the ones before it are done)."""
+        self._unanswered: dict[int, int] = {}
+        """Per managed terminal, its uploads with the store worker still."""
+        self._stored: dict[int, list[Stored]] = {}
+        """Per managed terminal, STORED answers held until its last upload with the store
+        worker is kept: a hand-over of several uploads is answered in one write."""
         self._acks_sent: dict[int, bytes] = {}
         """Per connected managed terminal, the acknowledgement last passed on to it."""
         self.clock: SlotClock | None = None
@@ -312,13 +318,17 @@ class EdgeServer:
             self._send(terminal, LoadReport(slot, load, bits))
         return load
 
-    def _send(self, terminal: int, message: Outcome | LoadReport | Stored | Ack) -> bool:
-        """Send to a terminal if it is connected; whether the message went out."""
+    def _send(self, terminal: int, *messages: Outcome | LoadReport | Stored | Ack) -> bool:
+        """Send to a terminal, in one write, if it is connected; whether the messages went
+        out."""
         connection = self.connections.get(terminal)
         if connection is None:
             return False
         try:
-            connection.send(message)
+            if len(messages) == 1:
+                connection.send(messages[0])
+            else:
+                connection.send_many(list(messages))
         except (PeerGone, ConnectionError) as error:
             log.warning("%s: cannot send to %s: %s", self.name, connection.peer, error)
             self._forget(terminal, connection)
@@ -367,6 +377,7 @@ class EdgeServer:
         )
         keeping.add_done_callback(functools.partial(self._kept, terminal, connection, upload))
         self._keeping = keeping
+        self._unanswered[terminal] = self._unanswered.get(terminal, 0) + 1
 
     def _kept(
         self, terminal: int, connection: FramedConnection, upload: Upload, keeping: asyncio.Future
@@ -374,24 +385,35 @@ class EdgeServer:
         """The store worker is done with an upload: answer STORED if it is kept (or needs
         no keeping); an upload it could not keep gets no answer, so the terminal sends it
         again."""
+        self._unanswered[terminal] -= 1
         if keeping.cancelled():
             return
         error = keeping.exception()
         if isinstance(error, OSError):
             self.stats["upload_store_errors"] += 1
             log.error("%s: cannot keep upload %d: %s", self.name, upload.post_id, error)
-            return
-        if error is not None:  # the store is broken (e.g. unreadable acknowledgements)
+        elif error is not None:  # the store is broken (e.g. unreadable acknowledgements)
             self.stats["upload_store_errors"] += 1
             log.error("%s: keeping upload %d failed: %s", self.name, upload.post_id, error)
             connection.close(f"{self.name} cannot keep upload {upload.post_id}: {error}")
             return
-        kept = keeping.result()
-        self.stats["uploads_kept" if kept else "uploads_not_kept"] += 1
-        if not kept:  # acknowledged already: its terminal may lack the acknowledgement
-            self._acks_sent.pop(terminal, None)
-            self._pass_acks_on(only=terminal)
-        self._send(terminal, Stored(upload.post_id))
+        else:
+            kept = keeping.result()
+            self.stats["uploads_kept" if kept else "uploads_not_kept"] += 1
+            if not kept:  # acknowledged already: its terminal may lack the acknowledgement
+                self._acks_sent.pop(terminal, None)
+                self._pass_acks_on(only=terminal)
+            self._stored.setdefault(terminal, []).append(Stored(upload.post_id))
+        if self._unanswered[terminal] == 0:
+            self._send_stored(terminal)
+
+    def _send_stored(self, terminal: int) -> None:
+        """Answer STORED, in one write, for every upload of `terminal` kept since the last
+        answer (an upload the store could not keep gets none: the terminal sends it
+        again)."""
+        answers = self._stored.pop(terminal, [])
+        if answers:
+            self._send(terminal, *answers)
 
     def _look_for_weights(self) -> None:
         """Take a newer version from the source, record when it appeared, and start

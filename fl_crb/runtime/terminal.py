@@ -31,11 +31,13 @@ those it cannot reach at once are reconnected to in the background, as if lost.
 
 Relay uplink: a decider that relays its uploads through the terminal's managing edge
 (`fl_crb.runtime.upload_relay.RelaysUploads`; the federated terminal with `--uplink
-relay`) gives the party an `UploadOutbox`. Each upload it posts goes to the managing edge
-at once as an UPLOAD frame, every unacknowledged one again on each new connection to that
-edge; the edge's STORED answers and ACK frames (acknowledgements, handed to the outbox,
-which checks them) come back on that connection. At the end the party waits, at most
-`RELAY_DRAIN_S`, until the edge has answered STORED for every upload it handed over.
+relay`) gives the party an `UploadOutbox`. The uploads the outbox hands over (it may
+gather a few first) go to the managing edge as UPLOAD frames in one write, every
+unacknowledged one again on each new connection to that edge; the edge's STORED answers
+and ACK frames (acknowledgements, handed to the outbox, which checks them) come back on
+that connection. At the end the party hands over whatever the outbox still gathers and
+waits, at most `RELAY_DRAIN_S`, until the edge has answered STORED for every upload it
+handed over.
 
 Local tasks resolve here (finished, or dropped at the end of their deadline slot);
 offloaded tasks resolve when the edge's OUTCOME arrives. Every task goes to the task log
@@ -293,11 +295,12 @@ class TerminalParty:
             self.outbox.posted_since()  # the whole outbox goes now
             self._hand_over(self.outbox.unacknowledged(), again=True)
 
-    def _relay_new(self) -> None:
-        """Hand the uploads posted since the last look to the managing edge (relay
-        uplink); while it is unreachable they wait in the outbox for the next connection."""
+    def _relay_new(self, final: bool = False) -> None:
+        """Hand the uploads the outbox releases to the managing edge (relay uplink; all
+        it holds when `final`); while the edge is unreachable they wait in the outbox for
+        the next connection."""
         if self.outbox is not None:
-            self._hand_over(self.outbox.posted_since(), again=False)
+            self._hand_over(self.outbox.posted_since(final=final), again=False)
 
     def _hand_over(self, uploads: list[tuple[int, bytes]], again: bool) -> None:
         edge = self.managing_edge
@@ -305,10 +308,9 @@ class TerminalParty:
         if connection is None or not uploads:
             return
         try:
-            for post_id, blob in uploads:
-                connection.send(Upload(post_id, blob))
-                self._unstored.add(post_id)
-                self.relay_counts["handed_again" if again else "handed"] += 1
+            connection.send_many([Upload(post_id, blob) for post_id, blob in uploads])
+            self._unstored.update(post_id for post_id, _ in uploads)
+            self.relay_counts["handed_again" if again else "handed"] += len(uploads)
         except (PeerGone, ConnectionError) as error:
             log.warning("%s: uploads to %s: %s", self.name, connection.peer, error)
             self._lost(edge, connection)
@@ -362,7 +364,7 @@ class TerminalParty:
         give_up = time.time() + OUTCOME_GRACE_S
         while self._awaiting and time.time() < give_up:
             await asyncio.sleep(0.02)
-        self._relay_new()
+        self._relay_new(final=True)
         give_up = time.time() + RELAY_DRAIN_S
         while self._unstored and time.time() < give_up:  # the edge keeps them from here
             await asyncio.sleep(0.02)

@@ -35,8 +35,11 @@ class UploadOutbox(Protocol):
         new connection to the edge carries first."""
         ...
 
-    def posted_since(self) -> list[tuple[int, bytes]]:
-        """The uploads posted since the last call (or since `unacknowledged`), oldest first."""
+    def posted_since(self, final: bool = False) -> list[tuple[int, bytes]]:
+        """The uploads to hand over now, of those posted since the last call (or since
+        `unacknowledged`), oldest first: the outbox may hold a few back to hand them over
+        together (fewer segments and acknowledgements on the terminal's link); `final`
+        (the run's end) releases all it holds."""
         ...
 
     def ack_arrived(self, blob: bytes) -> None:

@@ -75,13 +75,15 @@ class OverheadSetting:
     """δ, seconds per slot."""
     terminal_prefix: str = "t"
     """Terminal ids are prefix + index (1..D), as the topology names hosts."""
+    relay_handover: int = FederatedRunConfig.relay_handover
+    """b, relay uplink: uploads a terminal hands its edge in one write (`--relay-handover`)."""
     exchange_s: float = 0.0
     """Seconds a SuperNode spends in an exchange between pulling the message and sending
     its reply, when its loop pulls nothing (a run's Flower node log, Receiving → Sending;
     `federated_accounting.mean_busy_s`)."""
 
     def __post_init__(self) -> None:
-        for name in ("terminals", "edges", "history_slots", "trajectory_length"):
+        for name in ("terminals", "edges", "history_slots", "trajectory_length", "relay_handover"):
             if getattr(self, name) < 1:
                 raise ValueError(
                     f"OverheadSetting.{name} must be >= 1, got {getattr(self, name)!r}"

@@ -1,31 +1,33 @@
 """Analytic bytes of the relay uplink (`--uplink relay`): the terminal's link and its edge's.
 
-With the relay uplink a terminal runs no SuperNode: it hands each sealed envelope to its
-managing edge in an UPLOAD frame over the runtime connection it already holds
-(`fl_crb.runtime.protocol`), the edge answers STORED once it keeps it, passes the
-authority's acknowledgement back as an ACK frame, and pushes each new weights version as
-WEIGHTS frames. The edge's SuperNode carries all its terminals' envelopes in its `train`
-reply (`mailbox.frame_relayed`), one exchange per edge per round.
+With the relay uplink a terminal runs no SuperNode: it hands its sealed envelopes to its
+managing edge in UPLOAD frames over the runtime connection it already holds
+(`fl_crb.runtime.protocol`), b of them in one write (`--relay-handover`), the edge
+answers STORED for the b in one write once it keeps them, passes the authority's
+acknowledgement back as an ACK frame, and pushes each new weights version as WEIGHTS
+frames. The edge's SuperNode carries all its terminals' envelopes in its `train` reply
+(`mailbox.frame_relayed`), one exchange per edge per round.
 
 The terminal's link (its own, the metered or radio one), per trajectory of P payload
 bytes sealed into an envelope of P + e bytes (e = `crypto.overhead_bytes`):
 
     upload frame      U = 8 (HEADER) + 8 (post id) + P + e
-    sent              U + ⌈U / MSS⌉ · h                   the UPLOAD frame in its segments
-                      + h                                 the terminal's TCP ack of STORED
+    sent              U + ⌈b·U / MSS⌉ / b · h             the hand-over's segments
+                      + h / b                             the terminal's TCP ack of STOREDs
                       + a · h                             its TCP ack of the ACK frame
-    received          (16 + h) + a · (8 + A + h)          STORED, and the ACK frame
+    received          16 + h / b + a · (8 + A + h)        STOREDs, and the ACK frame
 
 with h = 66 bytes of Ethernet, IPv4 and TCP (timestamps) headers per segment, MSS = 1448
 (a 1500-byte MTU), A = `message_auth.ack_bytes`, and a the ACK frames per upload: the
 edge passes on only the newest acknowledgement, at most one per round, so with k
-trajectories per round a = min(1, 1/k) (a trajectory ends every n decisions: uploads
-come about evenly spaced, one round each while k < 1). The acknowledgements are pure
-TCP acks: a terminal sends nothing else that often to its managing edge to carry them.
-(The edge's own TCP acks of UPLOAD segments ride on its STORED unless keeping the upload
-durably takes longer than the delayed-ack timer; they are not modelled.) Weights,
-reported apart: one version per round, W + ⌈W / 64 KiB⌉ · 28 (WEIGHTS frame headers) +
-⌈·/MSS⌉ · h.
+trajectories per round a = min(1/k, 1/b) (a trajectory ends every n decisions: uploads
+come about evenly spaced, a hand-over a round of its own while k < b). The
+acknowledgements are pure TCP acks: a terminal sends nothing else that often to its
+managing edge to carry them. (The edge's own TCP acks of UPLOAD segments ride on its
+STOREDs unless keeping the uploads durably takes longer than the delayed-ack timer; they
+are not modelled; nor is a hand-over the terminal releases short, after
+`relay.RELAY_HANDOVER_WAIT_S`, at a load too light to gather b.) Weights, reported
+apart: one version per round, W + ⌈W / 64 KiB⌉ · 28 (WEIGHTS frame headers) + ⌈·/MSS⌉ · h.
 
 The edge–cloud link, per edge and round (m terminals, the edge's own signed weights
 w_e up), with the measured Flower framing (`overhead_model.Framing`) and TLS records:
@@ -80,12 +82,13 @@ def segments(stream_bytes: float) -> int:
     return max(math.ceil(stream_bytes / MSS_BYTES), 1)
 
 
-def acks_per_upload(trajectories_per_round: float) -> float:
+def acks_per_upload(trajectories_per_round: float, handover: int = 1) -> float:
     """ACK frames a terminal receives per upload: one per round that acknowledges any of
-    its uploads; a trajectory ends every n decisions, so uploads come about evenly spaced,
-    each in a round of its own while k < 1."""
+    its uploads. A trajectory ends every n decisions, so uploads come about evenly
+    spaced, and hand-overs of b of them reach the pool each in a round of its own while
+    k < b: min(1/k, 1/b) per upload."""
     k = trajectories_per_round
-    return min(1.0, 1.0 / k) if k > 0 else 1.0
+    return min(1.0 / k, 1.0 / handover) if k > 0 else 1.0 / handover
 
 
 @dataclass(frozen=True)
@@ -133,17 +136,19 @@ def terminal_link(setting: OverheadSetting) -> TerminalLink:
     )
     encryption = overhead_bytes(setting.terminal_id())
     frame = upload_frame_bytes(payload + encryption)
-    acks = acks_per_upload(k)
+    b = setting.relay_handover
+    acks = acks_per_upload(k, b)
     stored = len(encode(Stored(1)))
     ack_frame = len(encode(Ack(b"\0" * ack_bytes(setting.terminal_id()))))
-    received = stored + SEGMENT_HEADER_BYTES + acks * (ack_frame + SEGMENT_HEADER_BYTES)
+    # per upload: a b-th of the hand-over's segments and of the one segment of its STOREDs
+    received = stored + SEGMENT_HEADER_BYTES / b + acks * (ack_frame + SEGMENT_HEADER_BYTES)
     return TerminalLink(
         trajectories=k,
         payload_bytes=k * payload,
         encryption_bytes=k * encryption,
         frame_header_bytes=k * (frame - payload - encryption),
-        segment_header_bytes=k * segments(frame) * SEGMENT_HEADER_BYTES,
-        ack_sent_bytes=k * (1 + acks) * SEGMENT_HEADER_BYTES,
+        segment_header_bytes=k * segments(b * frame) / b * SEGMENT_HEADER_BYTES,
+        ack_sent_bytes=k * (1 / b + acks) * SEGMENT_HEADER_BYTES,
         received_bytes=k * received,
         weights_bytes=weights_download_bytes(setting),
     )
@@ -265,24 +270,3 @@ def direct_cloud_link(setting: OverheadSetting, framing: Framing) -> CloudLink:
         heartbeat_bytes=beats * framing.heartbeat_up_bytes,
         tls_bytes=tls_bytes(framing.requests_per_exchange + pulls + beats),
     )
-
-
-def handover_sent_ratio(
-    setting: OverheadSetting, uploads_per_handover: int, stored_in_one_write: bool = True
-) -> float:
-    """The terminal link's sent ratio if a terminal handed its uploads over b at a time
-    (one write of b UPLOAD frames): b·U in ⌈b·U / MSS⌉ segments, one ACK frame (and the
-    terminal's ack of it) for the b uploads, and one TCP ack of the b STORED frames if the
-    edge writes them at once (`stored_in_one_write`), else one per STORED (the edge keeps
-    each upload durably before answering it, and the terminal acks each answer). What
-    coalescing would buy; fl-crb hands each upload over as it is sealed (b = 1)."""
-    b = uploads_per_handover
-    if b < 1:
-        raise ValueError(f"uploads_per_handover must be >= 1, got {b!r}")
-    payload = trajectory_payload_bytes(
-        setting.trajectory_length, setting.history_slots, setting.edges, setting.precision
-    )
-    frame = upload_frame_bytes(payload + overhead_bytes(setting.terminal_id()))
-    stored_acks = 1 if stored_in_one_write else b
-    sent = b * frame + (segments(b * frame) + stored_acks + 1) * SEGMENT_HEADER_BYTES
-    return sent / (b * payload)

@@ -13,7 +13,6 @@ from fl_crb.studies.relay_accounting import RelayBytes
 from fl_crb.studies.relay_model import (
     direct_cloud_link,
     edge_cloud_link,
-    handover_sent_ratio,
     signed_weights_bytes,
     terminal_link,
     tls_bytes,
@@ -159,7 +158,7 @@ def handover_needed(base: OverheadSetting, largest: int = 64) -> tuple[int, floa
     seconds a terminal would hold its uploads to gather them; None if `largest` misses."""
     uploads_per_s = base.task_probability / base.slot_s / base.trajectory_length
     for b in range(1, largest + 1):
-        if handover_sent_ratio(base, b) <= TARGET_RATIO:
+        if terminal_link(replace(base, relay_handover=b)).sent_ratio <= TARGET_RATIO:
             return b, b / uploads_per_s
     return None
 
@@ -197,21 +196,19 @@ def headline(base: OverheadSetting, framing: Framing, relay: RelayBytes | None) 
         "traffic, sent in either uplink"
     )
     needed = handover_needed(base)
-    if terminal.sent_ratio > TARGET_RATIO:
-        alone = handover_sent_ratio(base, 64, stored_in_one_write=False)
-        lines.append(
-            "relay uplink: fl-crb hands each upload to its edge as it is sealed, and the "
-            "terminal's TCP acks of the edge's STORED and ACK frames (66 B each per upload) "
-            "are what exceeds the target; "
-            + (
-                f"handing them over {needed[0]} at a time (holding them about "
-                f"{needed[1]:.0f} s) with the edge answering a hand-over's STOREDs in one "
-                f"write would give {handover_sent_ratio(base, needed[0]):.3f} (model); the "
-                f"terminal's hand-over alone would not (even 64 at a time: {alone:.3f})"
-                if needed is not None
-                else "no hand-over of up to 64 uploads meets the target"
-            )
+    one = terminal_link(replace(base, relay_handover=1)).sent_ratio
+    lines.append(
+        f"relay uplink: a terminal hands its edge {base.relay_handover} upload(s) in one "
+        "write (`--relay-handover`), answered with one STORED write; one at a time its "
+        f"link would carry {one:.3f} per payload byte (the segment headers and its TCP acks "
+        "of each STORED); "
+        + (
+            f"{needed[0]} at a time (about {needed[1]:.0f} s of gathering at this load) is "
+            f"the fewest within {TARGET_RATIO}"
+            if needed is not None
+            else f"no hand-over of up to 64 uploads is within {TARGET_RATIO}"
         )
+    )
     per_minute = 60 / base.round_period_s
     lines.append(
         f"weights per terminal per minute (model, one version per round): {per_minute:.0f} "

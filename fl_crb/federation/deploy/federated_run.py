@@ -147,6 +147,7 @@ async def run_federated(
             epsilon=config.epsilon,
             faults=faults.get(host, ""),
             uplink=config.uplink,
+            relay_handover=config.relay_handover,
         )
 
     def edge_federation(e: int, edge: str) -> FederatedEdge:

@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 
 from fl_crb.learn.method_config import MethodConfig
 from fl_crb.policies.spec import Federated, TrainedRun, WeightsFile
-from fl_crb.runtime.config import DIRECT, RELAY, RunTarget, check_uplink
+from fl_crb.runtime.config import (
+    DIRECT,
+    RELAY,
+    RELAY_HANDOVER_UPLOADS,
+    RunTarget,
+    check_uplink,
+)
 from fl_crb.runtime.local_run import LocalRunConfig
 
 FEDERATED_STARTUP_TIMEOUT_S = 180.0
@@ -129,6 +135,11 @@ class FederatedRunConfig:
     terminal a Flower SuperNode of its own; "relay", no SuperNode on the terminals: each
     hands its uploads to its managing edge over their connection, and the edge's
     SuperNode carries them (`fl_crb.federation.relay`)."""
+    relay_handover: int = RELAY_HANDOVER_UPLOADS
+    """Relay uplink (`--relay-handover`): uploads a terminal gathers before it hands them
+    to its edge in one write (at most `relay.RELAY_HANDOVER_WAIT_S` held; all at the
+    run's end). Fewer segments and acknowledgements on the terminal's link: 1 makes it
+    carry 1.30 bytes per trajectory payload byte, 4 (the default) 1.18."""
     relay_faults: tuple[tuple[str, str], ...] = ()
     """Test-only, relay uplink: (edge host, "drop@K,duplicate@K,reorder@K,foreign:t5@K")
     what that edge does wrong with the K-th new upload it takes (`relay`)."""
@@ -183,6 +194,12 @@ class FederatedRunConfig:
         if self.batches_per_round is not None and self.batches_per_round < 0:
             raise ValueError(f"batches per round must be >= 0, got {self.batches_per_round}")
         check_uplink(self.uplink, "--uplink")
+        if self.relay_handover < 1:
+            raise ValueError(
+                f"--relay-handover must be at least 1 upload, got {self.relay_handover}"
+            )
+        if self.relay_handover != RELAY_HANDOVER_UPLOADS and self.uplink != RELAY:
+            raise ValueError("--relay-handover needs the relay uplink (--uplink relay)")
         if self.relay_faults and self.uplink != RELAY:
             raise ValueError(
                 f"relay faults {self.relay_faults!r} need the relay uplink (--uplink relay)"
