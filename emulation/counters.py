@@ -37,8 +37,16 @@ SuperNode or ClientApp. Measured 2026-12-07 with `fl-crb emulate --topology
 topologies/tiny.yaml --duration 30s --uplink relay` (terminal 29.9 MB per host; at
 four-edge, 25 terminals, 29.2 MB), rounded up; cloud and edge as in the direct uplink
 (measured there: cloud 457 MB, edge 452 MB per host)."""
+ROLES_HOST_PSS_MB = {"cloud": 680.0, "edge": 530.0, "terminal": 290.0}
+"""PSS per host of a federated run deployed as role commands (`fl-crb emulate --deploy
+roles`, the default for a federated run): each host runs its own `fl-crb` process beside
+its Flower processes, so it shares fewer pages than the coordinator's forked parties.
+Measured 2026-12-07 with `make emulate TOPO=four-edge` from fresh clones of eb74ccd and
+a19923f (cloud 664 and 650 MB, edge 518 and 506, terminal 284 and 282 per host), rounded
+up."""
 HOST_PSS_MB: dict[str, dict[str, float]] = {
     "federated": {"cloud": 400.0, "edge": 470.0, "terminal": 250.0},
+    "federated-roles": ROLES_HOST_PSS_MB,
     "federated-relay": {"cloud": 400.0, "edge": 470.0, "terminal": RELAY_TERMINAL_PSS_MB},
     "learned": {"cloud": 0.0, "edge": 30.0, "terminal": 30.0},
     "baseline": {"cloud": 0.0, "edge": 30.0, "terminal": 30.0},
@@ -190,31 +198,39 @@ def _mb(size_bytes: float) -> float:
     return round(size_bytes / 2**20, 1)
 
 
-def policy_kind(policy: PolicySpec, uplink: str = "direct") -> str:
+def policy_kind(policy: PolicySpec, uplink: str = "direct", roles: bool = False) -> str:
     """What a policy makes the hosts run: "federated" (Flower on every host, learners on the
-    edges), "federated-relay" (the same, but no Flower on the terminals: the relay
-    uplink), "learned" (terminals acting with a Q-network) or "baseline"."""
+    edges, one coordinator's forked parties), "federated-roles" (the same as role
+    commands, `roles`), "federated-relay" (no Flower on the terminals: the relay uplink),
+    "learned" (terminals acting with a Q-network) or "baseline"."""
     if isinstance(policy, Federated):
-        return "federated-relay" if uplink == "relay" else "federated"
+        if uplink == "relay":
+            return "federated-relay"
+        return "federated-roles" if roles else "federated"
     return "baseline" if isinstance(policy, Baseline) else "learned"
 
 
-def planned_memory_bytes(policy: PolicySpec, topology: Topology, uplink: str = "direct") -> int:
+def planned_memory_bytes(
+    policy: PolicySpec, topology: Topology, uplink: str = "direct", roles: bool = False
+) -> int:
     """What a run's parties are expected to occupy (PSS), from `HOST_PSS_MB`; `uplink` is
-    the federated run's (`FederatedRunConfig.uplink`)."""
-    per_host = HOST_PSS_MB[policy_kind(policy, uplink)]
+    the federated run's (`FederatedRunConfig.uplink`), `roles` whether it deploys the role
+    commands."""
+    per_host = HOST_PSS_MB[policy_kind(policy, uplink, roles)]
     hosts = {"cloud": 1, "edge": len(topology.edges), "terminal": topology.terminal_count}
     return int(sum(count * per_host[role] for role, count in hosts.items()) * 2**20)
 
 
-def check_memory(policy: PolicySpec, topology: Topology, uplink: str = "direct") -> None:
+def check_memory(
+    policy: PolicySpec, topology: Topology, uplink: str = "direct", roles: bool = False
+) -> None:
     """Refuse, before anything starts, a run whose parties would not fit in the memory
     available now (MemAvailable), planned with each role's measured PSS per host (for a
-    federated run, those of its `uplink`)."""
-    needed = planned_memory_bytes(policy, topology, uplink)
+    federated run, those of its `uplink` and deployment)."""
+    needed = planned_memory_bytes(policy, topology, uplink, roles)
     available = _available_memory_bytes()
     if available is not None and needed > available:
-        per_host = HOST_PSS_MB[policy_kind(policy, uplink)]
+        per_host = HOST_PSS_MB[policy_kind(policy, uplink, roles)]
         raise ValueError(
             f"policy {policy.describe()}: {topology.terminal_count} terminals and "
             f"{len(topology.edges)} edges need about {needed / 2**30:.1f} GiB (measured per "

@@ -169,7 +169,7 @@ def run_emulation(config: EmulationConfig) -> EmulationReport:
     topology = parties.target.topology()
     _check_start(config)
     uplink = config.run.uplink if isinstance(config.run, FederatedRunConfig) else "direct"
-    check_memory(parties.policy, topology, uplink)
+    check_memory(parties.policy, topology, uplink, config.deploy_roles)
     log_lines = _capture_log()
     timings: dict[str, float] = {}
     load_before = os.getloadavg()[0]

@@ -116,6 +116,9 @@ def test_runs_beyond_the_memory_are_refused_with_each_roles_measured_figure() ->
     expected = planned_memory_bytes(Federated(), crowded)
     assert expected == (400 + 4 * 470 + 10_000 * 250) * 2**20  # each role's hosts counted
     assert planned_memory_bytes(Baseline("random"), crowded) < expected
+    roles = planned_memory_bytes(Federated(), crowded, roles=True)  # as role commands
+    assert roles == (680 + 4 * 530 + 10_000 * 290) * 2**20
+    check_memory(Federated(WeightsFile("weights.npz")), four_edge, roles=True)  # make emulate
     with pytest.raises(
         ValueError,
         match=r"crb-drqn:weights.npz: 10000 terminals and 4 edges need about .* GiB "
