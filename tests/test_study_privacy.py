@@ -138,6 +138,14 @@ def test_observation_table_follows_from_the_flows():
         assert table["network observer, TLS"]["trajectory contents"] == "no"
         assert table["edge server"]["offloaded task data"] == "offloaders'"
     assert alone["authority"]["trajectory contents"] == "no"
+    # weights reach terminals from their edge over plain TCP: TLS on Flower does not hide them
+    assert sealed["network observer, TLS"]["Q-network weights"] == "yes"
+    # a relaying edge carries sealed uploads: it sees their sizes and timing, not contents
+    relay = observations("crb-drqn, relay uplink")
+    assert "upload handed to the edge" in relay["edge server"]["sizes and timing"]
+    assert "upload handed to the edge" not in sealed["edge server"]["sizes and timing"]
+    assert relay["edge server"]["trajectory contents"] == "sampled batches, no ids"
+    assert relay["SuperLink operator"]["trajectory contents"] == "sampled batches, no ids"
     assert alone["terminal"]["trajectory contents"] == "own"
     with pytest.raises(ValueError, match="unknown design"):
         observations("nonexistent")

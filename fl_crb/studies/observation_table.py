@@ -8,6 +8,8 @@ is on) or goes directly over the network (the data plane: offloaded tasks, plain
 
 - a flow's sender and receiver read its content and know who sent it (unless the
   identity was stripped before it was sent);
+- a party that carries a flow on between them (a relaying edge server, `relayed_by`)
+  reads what is not sealed, sees a cleartext identity, and sees every size and time;
 - the SuperLink operator relays every control-plane flow: it reads what is not sealed,
   sees a cleartext identity, and sees every size and time;
 - a network observer sees sizes and times of every flow; without TLS it reads what the
@@ -70,6 +72,9 @@ class Flow:
     """Relayed by the SuperLink (Flower message); else sent directly (data plane)."""
     on_network: bool = True
     """False for data that stays on one device (a terminal training on its own data)."""
+    relayed_by: str = ""
+    """Party that carries it on between sender and receiver (the relay uplink's edge
+    server); empty: none."""
 
 
 _OFFLOAD = Flow(
@@ -87,9 +92,47 @@ _WEIGHTS_UP = Flow(
 _WEIGHTS_DOWN = Flow(
     "weights to terminals", "authority", "terminal", "weights", "all", "cleartext", False, True
 )
+_WEIGHTS_FROM_EDGE = Flow(
+    "weights from the edge", "edge server", "terminal", "weights", "all", "cleartext", False, False
+)
+"""An edge hands each new version, signed, to its terminals over their runtime connection
+(plain TCP); the authority relays one only to a terminal whose edge link is behind."""
+_RELAYED_UPLOADS = tuple(
+    Flow(
+        name,
+        "terminal",
+        "authority",
+        "trajectories",
+        "own",
+        "cleartext",
+        True,
+        control_plane,
+        relayed_by="edge server",
+    )
+    for name, control_plane in (
+        ("upload handed to the edge", False),
+        ("uploads relayed by the edge", True),
+    )
+)
+"""The relay uplink's upload: sealed for the authority, handed to the managing edge over
+the runtime connection, carried on in the edge SuperNode's `train` reply."""
 
 DESIGNS: dict[str, tuple[Flow, ...]] = {
-    "crb-drqn (this design)": (_OFFLOAD, _UPLOAD, _BATCH, _WEIGHTS_UP, _WEIGHTS_DOWN),
+    "crb-drqn (this design)": (
+        _OFFLOAD,
+        _UPLOAD,
+        _BATCH,
+        _WEIGHTS_UP,
+        _WEIGHTS_FROM_EDGE,
+        _WEIGHTS_DOWN,
+    ),
+    "crb-drqn, relay uplink": (
+        _OFFLOAD,
+        *_RELAYED_UPLOADS,
+        _BATCH,
+        _WEIGHTS_UP,
+        _WEIGHTS_FROM_EDGE,
+    ),
     "independent learning, no uploads": (
         _OFFLOAD,
         Flow(
@@ -132,9 +175,10 @@ DESIGNS: dict[str, tuple[Flow, ...]] = {
         _WEIGHTS_DOWN,
     ),
 }
-"""The designs compared: CRB-DRQN with sealed uploads and an anonymous pool; each
-terminal learning alone on its own device (earlier DRL offloading work); CRB-DRQN with
-uploads sent as plain Flower messages."""
+"""The designs compared: CRB-DRQN with sealed uploads and an anonymous pool (each
+terminal a SuperNode, `--uplink direct`; or handing its uploads to its edge, `--uplink
+relay`); each terminal learning alone on its own device (earlier DRL offloading work);
+CRB-DRQN with uploads sent as plain Flower messages."""
 
 _RANK = {"no": 0, "own": 1, "sampled batches, no ids": 2, "offloaders'": 2, "all terminals'": 3}
 
@@ -145,6 +189,8 @@ def _reads(party: str, flow: Flow) -> bool:
         return True
     if not flow.on_network:
         return False
+    if party == flow.relayed_by:
+        return not flow.sealed
     if party == "SuperLink operator":
         return flow.control_plane and not flow.sealed
     if party == "network observer, no TLS":
@@ -160,6 +206,8 @@ def _identifies(party: str, flow: Flow) -> bool:
         return False
     if party == flow.receiver:
         return True
+    if party == flow.relayed_by:
+        return flow.identity == "cleartext"
     if party in ("SuperLink operator", "network observer, no TLS"):
         return flow.identity == "cleartext" and (
             flow.control_plane or party != "SuperLink operator"
@@ -172,7 +220,9 @@ def _identifies(party: str, flow: Flow) -> bool:
 def _sees_traffic(party: str, flow: Flow) -> bool:
     if not flow.on_network:
         return False
-    if party in (flow.sender, flow.receiver) or party.startswith("network observer"):
+    if party in (flow.sender, flow.receiver, flow.relayed_by) or party.startswith(
+        "network observer"
+    ):
         return True
     return party == "SuperLink operator" and flow.control_plane
 
@@ -250,6 +300,8 @@ def write_tables(out_dir: Path) -> tuple[Path, Path]:
 def _describe(flow: Flow) -> str:
     protection = "sealed" if flow.sealed else "not sealed"
     plane = "via the SuperLink" if flow.control_plane else "direct"
+    if flow.relayed_by:
+        plane += f", carried by the {flow.relayed_by}"
     return (
         f"{flow.name} ({flow.sender} → {flow.receiver}, {protection}, {plane}, id {flow.identity})"
     )
