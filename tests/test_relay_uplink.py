@@ -241,8 +241,10 @@ def test_the_relay_hand_over_is_a_count_of_uploads_and_only_for_the_relay_uplink
 
     base = ["federate", "--local", "--topology", "topologies/tiny.yaml", "--duration", "5s"]
     base += ["--out", str(tmp_path)]
-    assert main([*base, "--relay-handover", "0", "--uplink", "relay"]) == 2
-    assert "--relay-handover must be at least 1 upload" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main([*base, "--relay-handover", "0", "--uplink", "relay"])
+    assert usage.value.code == 2
+    assert "argument --relay-handover: " in capsys.readouterr().err
     assert main([*base, "--relay-handover", "2"]) == 2  # the direct uplink hands nothing over
     assert "--relay-handover needs the relay uplink" in capsys.readouterr().err
     with pytest.raises(ValueError, match="relay hand-over must be >= 1"):
@@ -343,6 +345,8 @@ def test_uplink_is_a_flag_of_federate_and_emulate_and_roles_refuse_relay(tmp_pat
         replace(direct, relay_faults=(("edge1", "drop@1"),))
     with pytest.raises(ValueError, match="--uplink 'both': expected one of direct, relay"):
         replace(direct, uplink="both")
+    with pytest.raises(ValueError, match="--relay-handover must be at least 1 upload"):
+        replace(direct, uplink="relay", relay_handover=0)
 
 
 def test_the_memory_guard_plans_relay_terminals_without_a_supernode():

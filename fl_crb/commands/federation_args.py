@@ -46,6 +46,7 @@ ROUND_DEADLINE = quantity(
     TIME, 0, 3600, "a round deadline over an hour is a lost unit", low_open=True
 )
 BATCHES = int_in(0, 1_000_000, "training steps per round; a million is hours of work per round")
+HANDOVER = int_in(1, 4096, "uploads held for one hand-over; thousands would hold them for hours")
 
 LEARNER_FLAGS = (
     ("lr", LEARNING_RATE, "the edge learners' RMSprop learning rate (default {default})"),
@@ -125,7 +126,7 @@ def add_federation_arguments(parser: argparse.ArgumentParser) -> None:
     )
     rounds.add_argument(
         "--relay-handover",
-        type=int,
+        type=HANDOVER,
         metavar="N",
         help="relay uplink: uploads a terminal gathers before handing them to its edge in "
         f"one write (default {FederatedRunConfig.relay_handover}; 1: each as it is sealed)",
