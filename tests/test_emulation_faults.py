@@ -42,14 +42,14 @@ def _rtt_ms(output: str) -> float:
     return float(output.rsplit("=", 1)[1].split("/")[1])
 
 
-PY = "/work/main/.venv/bin/python"
+PY = "/opt/fl-crb/.venv/bin/python"
 COMMANDS = {
     "terminal": [PY, "-m", "fl_crb.federation.terminal", "run/config/t1.json"],
     "edge-server": [PY, "-m", "fl_crb.federation.edge", "run/config/edge1.json"],
     "edge-learner": [PY, "-m", "fl_crb.federation.edge_learner_service", "edge1.learner.json"],
     "supernode": [PY, "-m", "fl_crb.federation.accelerators.fast_supernode", "--idle-poll-s",
                   "1.0", "--", "--superlink", "10.2.0.1:36627"],
-    "superlink": [PY, "/work/main/.venv/bin/flower-superlink", "--host", "0.0.0.0"],
+    "superlink": [PY, "/opt/fl-crb/.venv/bin/flower-superlink", "--host", "0.0.0.0"],
 }  # fmt: skip
 """Command lines as `ps` shows a federated emulation's parties (one per party kind)."""
 

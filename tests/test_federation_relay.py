@@ -7,9 +7,7 @@ whose SuperNode carries them; acknowledgements come back the same way.
 - a relaying edge that drops, duplicates, reorders and relays for a terminal it does not
   manage: each detected (a sequence gap, a replay, not-managed) or harmless, the run goes on;
 - a relaying edge server killed mid-run: restarted, its terminals send their
-  unacknowledged uploads again, and nothing is lost.
-
-Run these under the heavy-test lock (`flock /tmp/fl-crb-heavy.lock`)."""
+  unacknowledged uploads again, and nothing is lost."""
 
 from __future__ import annotations
 
