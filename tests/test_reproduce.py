@@ -63,6 +63,10 @@ def test_reproduce_all_quick_writes_every_figure_for_both_topologies(
             assert float(row["avg_reward_mean"]) < 0
         markdown = (out / f"{figure}.md").read_text()
         assert "The paper's numbers beside ours" in markdown and "CRB-DRQN loses to" in markdown
+        assert (
+            f"Made by `fl-crb reproduce {figure} --out OUT --quick --topology four-edge "
+            "--topology four-edge-hetero`:" in markdown
+        )
     assert "| failure_rate | 25 | 0.017 |" in (out / "fig5.md").read_text()
 
     rewards = read_csv(out / "fig4_rewards.csv")
@@ -213,6 +217,10 @@ def test_replot_draws_the_topologies_asked_of_the_tables_and_refuses_policies(
     ]
     assert "### four-edge\n" in (out / "fig5.md").read_text()
     assert "### four-edge-hetero" not in (out / "fig5.md").read_text()
+    assert (
+        "`fl-crb reproduce fig5 --out OUT --quick --topology four-edge`"
+        in (out / "fig5.md").read_text()
+    )
 
     rows = read_csv(out / "fig5.csv")
     write_csv(out / "fig5.csv", [r for r in rows if r["topology"] == "four-edge"])
@@ -279,6 +287,10 @@ def test_reproduce_policies_limits_the_figures_and_refuses_unknown_names(tmp_pat
         coarrivals = float(row["same_slot_coarrivals_mean"])
         assert np.isnan(coarrivals) if row["policy"] == "local-only" else coarrivals >= 0
     assert "Same-slot co-arrivals per offloaded task" in (out / "fig5.md").read_text()
+    assert (
+        "`fl-crb reproduce fig5 --out OUT --quick --topology four-edge "
+        "--policies local-only,crb-drqn`" in (out / "fig5.md").read_text()
+    )
     assert sorted(p.name.split("-")[0] for p in (out / "runs" / "four-edge").iterdir()) == [
         "crb"
     ] * len(QUICK.seeds) * len(QUICK.terminal_sweep)

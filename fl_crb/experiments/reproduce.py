@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fl_crb.experiments.settings import ReproduceSettings
+from fl_crb.experiments.settings import ALL_POLICIES, ReproduceSettings
 
 if TYPE_CHECKING:
     from fl_crb.experiments.executors import Executor
@@ -196,6 +196,21 @@ def _value(cell: str) -> int | float | str:
     return cell
 
 
+def made_by(figure: str, settings: ReproduceSettings, rows: list[dict]) -> str:
+    """The paragraph naming the command that regenerates a figure's markdown from its rows'
+    topologies and policies at this scale, so that a table copied elsewhere still names it."""
+    shown = {row["policy"] for row in rows}
+    words = ["fl-crb reproduce", figure, "--out OUT"]
+    words += ["--quick"] if settings.name == "quick" else []
+    words += [f"--topology {topology}" for topology in dict.fromkeys(r["topology"] for r in rows)]
+    if shown != set(ALL_POLICIES):
+        words.append("--policies " + ",".join(p for p in ALL_POLICIES if p in shown))
+    return (
+        f"Made by `{' '.join(words)}`: it trains and evaluates what `OUT` does not hold yet; "
+        f"`--replot` redraws this file from the CSV tables beside it.\n\n"
+    )
+
+
 # Figure 4: reward curves and convergence --------------------------------------------
 
 
@@ -230,6 +245,7 @@ def _draw_fig4(tables: Tables, settings: ReproduceSettings, out: Path) -> list[P
     markdown = out / "fig4.md"
     markdown.write_text(
         f"## Figure 4: convergence ({settings.name} reproduction)\n\n"
+        + made_by("fig4", settings, rewards)
         + convergence_tables(parts, settings.convergence_final_episodes)
     )
     return [*files, markdown]
@@ -277,6 +293,7 @@ def _sweep_drawer(
         markdown = out / f"{figure}.md"
         markdown.write_text(
             f"## Figure {figure[-1]}: {what(settings)} ({settings.name} reproduction)\n\n"
+            + made_by(figure, settings, rows)
             + sweep_tables(rows, figure, x_label)
         )
         return [*files, markdown]
