@@ -13,6 +13,7 @@ depend on these sizes except for copying the 4 sampled trajectories out.
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import numpy as np
@@ -56,6 +57,7 @@ def median_seconds_per_batch(pool: TrajectoryPool, rng: np.random.Generator) -> 
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     rng = np.random.default_rng(0)
     print(f"batch of {BATCH_TRAJECTORIES} trajectories, n={LENGTH}, C={HISTORY_SLOTS}, E={EDGES}")
     print(f"{'pool size':>10} {'memory MB':>10} {'µs/batch':>9} {'vs 1e3':>7}")

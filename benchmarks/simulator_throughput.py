@@ -12,6 +12,7 @@ relative to the 25-terminal run: at most 1.0 means cost grows no faster than lin
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -61,6 +62,7 @@ def reference_rate(terminals: int, slots: int = 200) -> float:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[-1]})
     reference = reference_rate(100)
