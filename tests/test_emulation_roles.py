@@ -101,6 +101,20 @@ def test_the_authority_command_line_carries_the_run_settings(tmp_path: Path) -> 
     assert args.policy is None
 
 
+def test_the_authority_refuses_the_relay_uplink_its_terminals_would_not_use(
+    tmp_path: Path, capsys
+) -> None:
+    from fl_crb.cli import main
+
+    command = ["authority", "--bundle", str(tmp_path), "--state", str(tmp_path / "s")]
+    assert (
+        main([*command, "--topology", str(TOPOLOGY), "--duration", "30s", "--uplink", "relay"]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "--uplink relay is not in the role commands yet" in err and "Traceback" not in err
+    assert not (tmp_path / "s").exists()
+
+
 def test_settings_the_authority_has_no_flag_for_are_named() -> None:
     parties = federated_parties(
         RunTarget(str(TOPOLOGY), 2.0), "out", overrun_threshold_fraction=0.5

@@ -149,13 +149,13 @@ def _add_party_settings_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _register_party(commands: argparse._SubParsersAction, role: str) -> None:
-    runs = {
-        "edge": "its runtime edge server, its edge learner and its SuperNode",
-        "terminal": "its federated runtime terminal party and its SuperNode",
+    host, runs = {
+        "edge": ("an edge host", "its runtime edge server, its edge learner and its SuperNode"),
+        "terminal": ("a terminal host", "its federated runtime terminal party and its SuperNode"),
     }[role]
     parser = commands.add_parser(
         role,
-        help=f"an {role} host: {runs}",
+        help=f"{host}: {runs}",
         description=f"Fetch the run's settings from the authority, start {runs}, say hello "
         "(signed with this host's SuperNode key) with the measured clock offset, run from "
         "the authority's epoch, and report at the end. See docs/deployment.md.",
@@ -205,8 +205,18 @@ def _authority(text: str) -> str:
 
 
 def authority_run_config(args: argparse.Namespace) -> FederatedRunConfig:
-    """The run `fl-crb authority`'s flags describe (its parties' folder: --state)."""
+    """The run `fl-crb authority`'s flags describe (its parties' folder: --state). The
+    relay uplink is refused: `fl-crb terminal` starts a SuperNode and hands no upload to its
+    edge, so an authority waiting for relayed uploads would wait for nothing."""
     from fl_crb.federation.deploy.run_config import federated_parties
+    from fl_crb.runtime.config import RELAY
+
+    if args.uplink == RELAY:
+        raise ValueError(
+            "--uplink relay is not in the role commands yet: `fl-crb terminal` starts a "
+            "SuperNode and hands no upload to its edge; run the relay uplink with `fl-crb "
+            "federate --local --uplink relay` or `fl-crb emulate --uplink relay`"
+        )
     from fl_crb.policies.spec import Federated
 
     policy = Federated() if args.policy is None else parse_policy(args.policy, ACCEPTS)
