@@ -209,6 +209,7 @@ def authority_run_config(args: argparse.Namespace) -> FederatedRunConfig:
     relay uplink is refused: `fl-crb terminal` starts a SuperNode and hands no upload to its
     edge, so an authority waiting for relayed uploads would wait for nothing."""
     from fl_crb.federation.deploy.run_config import federated_parties
+    from fl_crb.policies.spec import Federated
     from fl_crb.runtime.config import RELAY
 
     if args.uplink == RELAY:
@@ -217,7 +218,6 @@ def authority_run_config(args: argparse.Namespace) -> FederatedRunConfig:
             "SuperNode and hands no upload to its edge; run the relay uplink with `fl-crb "
             "federate --local --uplink relay` or `fl-crb emulate --uplink relay`"
         )
-    from fl_crb.policies.spec import Federated
 
     policy = Federated() if args.policy is None else parse_policy(args.policy, ACCEPTS)
     start = policy.start if isinstance(policy, Federated) else policy
